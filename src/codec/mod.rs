@@ -1,0 +1,31 @@
+//! Plaintext formats: Avro (Confluent framing) or JSON input events, and the
+//! score results written downstream.
+
+pub mod input;
+pub mod schemas;
+pub mod score;
+
+pub use input::{DecodeError, Fields, InputDecoder};
+pub use score::{Decision, ScoreEncoder, ScoreResult};
+
+/// Confluent wire format: magic byte 0, 4-byte big-endian schema id, Avro binary.
+pub const CONFLUENT_MAGIC: u8 = 0;
+
+/// Frames an Avro datum with the Confluent header.
+pub fn confluent_frame(schema_id: u32, datum: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + datum.len());
+    out.push(CONFLUENT_MAGIC);
+    out.extend_from_slice(&schema_id.to_be_bytes());
+    out.extend_from_slice(datum);
+    out
+}
+
+/// Splits a Confluent-framed value into schema id and datum.
+pub fn confluent_unframe(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    match bytes {
+        [CONFLUENT_MAGIC, a, b, c, d, rest @ ..] => {
+            Some((u32::from_be_bytes([*a, *b, *c, *d]), rest))
+        }
+        _ => None,
+    }
+}

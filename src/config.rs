@@ -1,0 +1,509 @@
+//! Settings: `config/default.toml` < `--config FILE` < `STREAMSCORE__SECTION__KEY`,
+//! checked once at start so that a bad value stops the process with one line
+//! naming the key, the value and what is allowed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The shipped defaults, compiled in so the binary runs from any directory.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {key} = {value} is not allowed: {allowed}")]
+    Invalid {
+        key: String,
+        value: String,
+        allowed: String,
+    },
+    #[error("config: {0}")]
+    Load(String),
+}
+
+fn invalid(key: &str, value: impl ToString, allowed: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        value: value.to_string(),
+        allowed: allowed.to_owned(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub kafka: KafkaSettings,
+    pub input: InputSettings,
+    pub output: OutputSettings,
+    pub keys: KeySettings,
+    pub model: ModelSettings,
+    pub onnxruntime: OnnxRuntimeSettings,
+    pub batching: BatchingSettings,
+    pub transactions: TransactionSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    pub bootstrap_servers: String,
+    pub group_id: String,
+    pub transactional_id: String,
+    pub transaction_timeout_ms: u64,
+    pub session_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub max_message_bytes: u64,
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Avro,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSettings {
+    pub topics: Vec<String>,
+    pub format: String,
+    pub reader_schema: PathBuf,
+    #[serde(default)]
+    pub avro_schemas: HashMap<String, PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSettings {
+    pub topic: String,
+    pub dead_letter_topic: String,
+    pub format: String,
+    pub avro_schema_id: u32,
+    pub avro_schema: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySettings {
+    pub file: String,
+    pub env: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevicePreference {
+    Cpu,
+    Cuda,
+    Auto,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettings {
+    pub card: PathBuf,
+    pub device: String,
+    pub sessions: u32,
+    pub intra_op_threads: u32,
+    pub threshold: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnnxRuntimeSettings {
+    pub library: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchingSettings {
+    pub max_batch_size: u32,
+    pub max_batch_delay_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionSettings {
+    pub commit_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    pub listen: String,
+    pub log_format: String,
+    pub log_level: String,
+}
+
+impl Settings {
+    /// Loads the layers and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, true)
+    }
+
+    /// As [`Settings::load`], optionally ignoring the environment (the demo
+    /// and tests build their own settings and must not pick up stray variables).
+    pub fn load_with_env(file: Option<&Path>, use_env: bool) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Load(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        if use_env {
+            builder = builder.add_source(
+                config::Environment::with_prefix("STREAMSCORE")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("input.topics"),
+            );
+        }
+        let settings: Settings = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError::Load(one_line(&e.to_string())))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every value that types alone do not constrain.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
+        non_empty("kafka.bootstrap_servers", &k.bootstrap_servers)?;
+        non_empty("kafka.group_id", &k.group_id)?;
+        non_empty("kafka.transactional_id", &k.transactional_id)?;
+        in_range(
+            "kafka.transaction_timeout_ms",
+            k.transaction_timeout_ms,
+            1_000,
+            900_000,
+        )?;
+        in_range(
+            "kafka.session_timeout_ms",
+            k.session_timeout_ms,
+            1_000,
+            3_600_000,
+        )?;
+        in_range(
+            "kafka.request_timeout_ms",
+            k.request_timeout_ms,
+            100,
+            900_000,
+        )?;
+        in_range(
+            "kafka.max_message_bytes",
+            k.max_message_bytes,
+            1_024,
+            1_000_000_000,
+        )?;
+
+        if self.input.topics.is_empty() || self.input.topics.iter().any(|t| !valid_topic(t)) {
+            return Err(invalid(
+                "input.topics",
+                format!("{:?}", self.input.topics),
+                "a non-empty list of topic names of 1..=249 characters from [a-zA-Z0-9._-]",
+            ));
+        }
+        self.input_format()?;
+        self.output_format()?;
+        if self.input_format()? == Format::Avro {
+            if self.input.avro_schemas.is_empty() {
+                return Err(invalid(
+                    "input.avro_schemas",
+                    "{}",
+                    "at least one schema id mapped to a schema file when input.format = \"avro\"",
+                ));
+            }
+            for id in self.input.avro_schemas.keys() {
+                if id.parse::<u32>().is_err() {
+                    return Err(invalid(
+                        &format!("input.avro_schemas.{id}"),
+                        id,
+                        "a Confluent schema id: an integer from 0 to 4294967295",
+                    ));
+                }
+            }
+        }
+        for (key, topic) in [
+            ("output.topic", &self.output.topic),
+            ("output.dead_letter_topic", &self.output.dead_letter_topic),
+        ] {
+            if !valid_topic(topic) {
+                return Err(invalid(
+                    key,
+                    topic,
+                    "a topic name of 1..=249 characters from [a-zA-Z0-9._-]",
+                ));
+            }
+        }
+        if self.keys.file.is_empty() && self.keys.env.is_empty() {
+            return Err(invalid(
+                "keys.file",
+                "\"\"",
+                "a keyring file path, or keys.env naming a variable",
+            ));
+        }
+        self.device()?;
+        in_range("model.sessions", self.model.sessions.into(), 1, 64)?;
+        in_range(
+            "model.intra_op_threads",
+            self.model.intra_op_threads.into(),
+            1,
+            64,
+        )?;
+        if let Some(t) = self.model.threshold
+            && !(0.0..=1.0).contains(&t)
+        {
+            return Err(invalid("model.threshold", t, "a number from 0 to 1"));
+        }
+        in_range(
+            "batching.max_batch_size",
+            self.batching.max_batch_size.into(),
+            1,
+            65_536,
+        )?;
+        in_range(
+            "batching.max_batch_delay_ms",
+            self.batching.max_batch_delay_ms,
+            0,
+            10_000,
+        )?;
+        in_range(
+            "transactions.commit_interval_ms",
+            self.transactions.commit_interval_ms,
+            1,
+            60_000,
+        )?;
+        if self.transactions.commit_interval_ms * 2 > k.transaction_timeout_ms {
+            return Err(invalid(
+                "transactions.commit_interval_ms",
+                self.transactions.commit_interval_ms,
+                &format!(
+                    "at most half of kafka.transaction_timeout_ms ({}), so a transaction commits well before the broker aborts it",
+                    k.transaction_timeout_ms
+                ),
+            ));
+        }
+        if self
+            .telemetry
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .is_err()
+        {
+            return Err(invalid(
+                "telemetry.listen",
+                &self.telemetry.listen,
+                "an address like 0.0.0.0:9464",
+            ));
+        }
+        if !["auto", "human", "json"].contains(&self.telemetry.log_format.as_str()) {
+            return Err(invalid(
+                "telemetry.log_format",
+                &self.telemetry.log_format,
+                "\"auto\", \"human\" or \"json\"",
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_err() {
+            return Err(invalid(
+                "telemetry.log_level",
+                &self.telemetry.log_level,
+                "a tracing filter such as \"info\" or \"streamscore=debug,warn\"",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn input_format(&self) -> Result<Format, ConfigError> {
+        parse_format("input.format", &self.input.format)
+    }
+
+    pub fn output_format(&self) -> Result<Format, ConfigError> {
+        parse_format("output.format", &self.output.format)
+    }
+
+    pub fn device(&self) -> Result<DevicePreference, ConfigError> {
+        match self.model.device.as_str() {
+            "cpu" => Ok(DevicePreference::Cpu),
+            "cuda" => Ok(DevicePreference::Cuda),
+            "auto" => Ok(DevicePreference::Auto),
+            other => Err(invalid(
+                "model.device",
+                other,
+                "\"cpu\", \"cuda\" or \"auto\"",
+            )),
+        }
+    }
+
+    /// Writer schemas for Avro input by Confluent id (ids were checked in `validate`).
+    pub fn avro_schema_ids(&self) -> Vec<(u32, PathBuf)> {
+        let mut ids: Vec<(u32, PathBuf)> = self
+            .input
+            .avro_schemas
+            .iter()
+            .filter_map(|(id, path)| Some((id.parse().ok()?, path.clone())))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    pub fn commit_interval(&self) -> Duration {
+        Duration::from_millis(self.transactions.commit_interval_ms)
+    }
+
+    pub fn max_batch_delay(&self) -> Duration {
+        Duration::from_millis(self.batching.max_batch_delay_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.kafka.request_timeout_ms)
+    }
+
+    /// The ONNX Runtime library: the config key, else `ORT_DYLIB_PATH`, else the set-up copy.
+    pub fn onnxruntime_library(&self) -> PathBuf {
+        if !self.onnxruntime.library.is_empty() {
+            return PathBuf::from(&self.onnxruntime.library);
+        }
+        match std::env::var_os("ORT_DYLIB_PATH") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => PathBuf::from(".local/onnxruntime/lib/libonnxruntime.so"),
+        }
+    }
+}
+
+fn parse_format(key: &str, value: &str) -> Result<Format, ConfigError> {
+    match value {
+        "avro" => Ok(Format::Avro),
+        "json" => Ok(Format::Json),
+        other => Err(invalid(key, other, "\"avro\" or \"json\"")),
+    }
+}
+
+fn non_empty(key: &str, value: &str) -> Result<(), ConfigError> {
+    if value.trim().is_empty() {
+        return Err(invalid(key, "\"\"", "a non-empty string"));
+    }
+    Ok(())
+}
+
+fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(invalid(
+            key,
+            value,
+            &format!("an integer from {min} to {max}"),
+        ));
+    }
+    Ok(())
+}
+
+fn valid_topic(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn with_file(toml: &str) -> Result<Settings, ConfigError> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(toml.as_bytes()).unwrap();
+        Settings::load_with_env(Some(f.path()), false)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Settings::load_with_env(None, false).unwrap();
+        assert_eq!(s.batching.max_batch_size, 256);
+        assert_eq!(s.avro_schema_ids()[0].0, 1);
+        assert_eq!(s.device().unwrap(), DevicePreference::Cpu);
+    }
+
+    #[test]
+    fn file_overrides_defaults() {
+        let s = with_file("[batching]\nmax_batch_size = 64\n").unwrap();
+        assert_eq!(s.batching.max_batch_size, 64);
+        assert_eq!(s.batching.max_batch_delay_ms, 5);
+    }
+
+    #[test]
+    fn out_of_range_names_key_value_and_range() {
+        let err = with_file("[batching]\nmax_batch_size = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config: batching.max_batch_size = 0 is not allowed: an integer from 1 to 65536"
+        );
+    }
+
+    #[test]
+    fn bad_enum_names_choices() {
+        let err = with_file("[model]\ndevice = \"tpu\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config: model.device = tpu is not allowed: \"cpu\", \"cuda\" or \"auto\""
+        );
+    }
+
+    #[test]
+    fn wrong_type_and_unknown_key_are_one_line_naming_the_key() {
+        let err = with_file("[batching]\nmax_batch_size = \"big\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("batching.max_batch_size") && err.contains("big"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'));
+        let err = with_file("[batching]\nmax_batch_sise = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_batch_sise"), "{err}");
+    }
+
+    #[test]
+    fn commit_interval_must_leave_room_before_transaction_timeout() {
+        let err = with_file(
+            "[kafka]\ntransaction_timeout_ms = 1000\n[transactions]\ncommit_interval_ms = 900\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("config: transactions.commit_interval_ms = 900 is not allowed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_config_file_is_named() {
+        let err = Settings::load_with_env(Some(Path::new("/no/such.toml")), false).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config: config file /no/such.toml does not exist"
+        );
+    }
+}

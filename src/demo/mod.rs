@@ -1,0 +1,262 @@
+//! `streamscore demo`: the embedded default. On a broker it is given, it
+//! creates its own topics, publishes encrypted synthetic transactions (a few
+//! deliberately bad), runs the real pipeline on them, prints a live line each
+//! second, and finally checks with an independent reader that every event
+//! landed exactly once in the score or dead-letter topic.
+
+pub mod events;
+pub mod publish;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rand::{Rng, SeedableRng};
+
+use crate::codec::ScoreEncoder;
+use crate::codec::schemas::load_schema;
+use crate::config::{Format, Settings};
+use crate::demo::events::{BadKind, EventFactory};
+use crate::envelope::Keyring;
+use crate::kafka::admin::create_topics;
+use crate::pipeline::Pipeline;
+use crate::telemetry::LiveStats;
+use crate::telemetry::http::{Health, serve};
+use crate::verify::{self, Report};
+
+pub struct DemoOptions {
+    pub bootstrap: String,
+    /// Stop after this many events; None runs until Ctrl-C.
+    pub events: Option<u64>,
+    /// Events per second offered.
+    pub rate: u64,
+    /// Percentage of deliberately bad records.
+    pub bad_percent: f64,
+    pub format: Format,
+    pub metrics_listen: SocketAddr,
+    /// Extra settings layered over the embedded defaults (batching etc.).
+    pub config: Option<PathBuf>,
+}
+
+/// Runs the demo; returns the verification report.
+pub async fn run(opts: DemoOptions) -> anyhow::Result<Report> {
+    let run_id = format!(
+        "demo-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    );
+    let mut settings = Settings::load_with_env(opts.config.as_deref(), false)?;
+    settings.kafka.bootstrap_servers = opts.bootstrap.clone();
+    settings.kafka.group_id = run_id.clone();
+    settings.kafka.transactional_id = format!("{run_id}-0");
+    settings.input.topics = vec![format!("{run_id}.transactions")];
+    settings.input.format = match opts.format {
+        Format::Avro => "avro".into(),
+        Format::Json => "json".into(),
+    };
+    settings.output.topic = format!("{run_id}.scores");
+    settings.output.dead_letter_topic = format!("{run_id}.dead-letters");
+    settings.validate()?;
+    let input_topic = settings.input.topics[0].clone();
+
+    println!(
+        "demo: broker {} · topics {input_topic} → {} / {}",
+        opts.bootstrap, settings.output.topic, settings.output.dead_letter_topic
+    );
+    create_topics(
+        &opts.bootstrap,
+        &[
+            (input_topic.as_str(), 4),
+            (settings.output.topic.as_str(), 4),
+            (settings.output.dead_letter_topic.as_str(), 1),
+        ],
+    )
+    .await?;
+
+    let handle = crate::telemetry::metrics::install();
+    let health = Arc::new(Health::default());
+    let (addr, _server) = serve(opts.metrics_listen, handle, health.clone())
+        .await
+        .with_context(|| format!("cannot listen on {} for /metrics", opts.metrics_listen))?;
+    println!("demo: metrics at http://{addr}/metrics");
+
+    let (keyring, _) = Keyring::generate("demo-key-1")?;
+    let keyring = Arc::new(keyring);
+    let stats = Arc::new(LiveStats::default());
+    let pipeline = {
+        let (settings, keyring, stats) = (settings.clone(), keyring.clone(), stats.clone());
+        tokio::task::spawn_blocking(move || Pipeline::start(&settings, keyring, stats)).await??
+    };
+    health.ready.store(true, Ordering::Relaxed);
+    println!(
+        "demo: scoring on {} with model {}; {} events at {}/s, {:.1}% deliberately bad{}",
+        pipeline.device().as_str(),
+        settings.model.card.display(),
+        opts.events.map_or("unbounded".into(), |n| n.to_string()),
+        opts.rate,
+        opts.bad_percent,
+        if opts.events.is_none() {
+            " (Ctrl-C stops and verifies)"
+        } else {
+            ""
+        }
+    );
+
+    let produced = Arc::new(AtomicU64::new(0));
+    let stop_producing = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (produced, stop, topic) = (
+            produced.clone(),
+            stop_producing.clone(),
+            input_topic.clone(),
+        );
+        let (bootstrap, keyring, run_id) =
+            (opts.bootstrap.clone(), keyring.clone(), run_id.clone());
+        let (events, rate, bad_percent, format) =
+            (opts.events, opts.rate.max(1), opts.bad_percent, opts.format);
+        std::thread::Builder::new()
+            .name("demo-producer".into())
+            .spawn(move || {
+                produce(
+                    &bootstrap,
+                    &topic,
+                    EventFactory::new(keyring, format, &run_id, 42),
+                    events,
+                    rate,
+                    bad_percent,
+                    &produced,
+                    &stop,
+                )
+            })?
+    };
+
+    let started = Instant::now();
+    let mut status = status::StatusLine::default();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.tick().await;
+    let mut last_progress = (0u64, Instant::now());
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = &mut ctrl_c => {
+                println!("demo: stopping the producer; draining and verifying…");
+                stop_producing.store(true, Ordering::Relaxed);
+            }
+        }
+        let n = produced.load(Ordering::Relaxed);
+        println!(
+            "{}",
+            status.render(&stats, n, started.elapsed(), Duration::from_secs(1))
+        );
+        let committed = stats.committed();
+        if committed != last_progress.0 {
+            last_progress = (committed, Instant::now());
+        }
+        if pipeline.has_stopped() {
+            println!("demo: the pipeline stopped on its own; see the log above");
+            break;
+        }
+        if producer.is_finished() && committed >= n {
+            break;
+        }
+        if producer.is_finished() && last_progress.1.elapsed() > Duration::from_secs(60) {
+            println!("demo: no progress for 60 s; stopping to verify");
+            break;
+        }
+    }
+    stop_producing.store(true, Ordering::Relaxed);
+    let producer_result = producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the demo producer panicked"))?;
+    pipeline.stop();
+    health.ready.store(false, Ordering::Relaxed);
+    let pipeline_result = tokio::task::spawn_blocking(move || pipeline.join()).await?;
+    producer_result?;
+    pipeline_result?;
+
+    let encoder = ScoreEncoder::new(
+        settings.output_format()?,
+        load_schema(&settings.output.avro_schema)?,
+        settings.output.avro_schema_id,
+    );
+    let report = tokio::task::spawn_blocking(move || {
+        verify::verify(
+            &settings.kafka.bootstrap_servers,
+            &verify::Topics {
+                input: &settings.input.topics,
+                scores: &settings.output.topic,
+                dead_letters: &settings.output.dead_letter_topic,
+                group_id: &settings.kafka.group_id,
+            },
+            &encoder,
+            Duration::from_secs(120),
+        )
+    })
+    .await??;
+    let reasons: Vec<String> = report
+        .dead_letter_reasons
+        .iter()
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
+    println!(
+        "demo: dead-letter reasons: {}",
+        if reasons.is_empty() {
+            "none".into()
+        } else {
+            reasons.join(", ")
+        }
+    );
+    println!(
+        "demo: committed offsets {} the input end offsets",
+        if report.offsets_committed_to_end() {
+            "equal"
+        } else {
+            "DO NOT equal"
+        }
+    );
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn produce(
+    bootstrap: &str,
+    topic: &str,
+    mut factory: EventFactory,
+    events: Option<u64>,
+    rate: u64,
+    bad_percent: f64,
+    produced: &AtomicU64,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let producer = publish::publisher(bootstrap)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut next_bad = 0usize;
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while !stop.load(Ordering::Relaxed) && events.is_none_or(|n| sent < n) {
+        let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+        if sent >= due {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let bad = rng
+            .random_bool((bad_percent / 100.0).clamp(0.0, 1.0))
+            .then(|| {
+                next_bad += 1;
+                BadKind::ALL[next_bad % BadKind::ALL.len()]
+            });
+        publish::publish(&producer, topic, &factory.next(bad))?;
+        sent += 1;
+        produced.store(sent, Ordering::Relaxed);
+    }
+    publish::flush(&producer)?;
+    Ok(())
+}

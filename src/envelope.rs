@@ -1,0 +1,380 @@
+//! The encrypted envelope that upstream producers put in each Kafka record
+//! value (DESIGN.md, "Wire formats"), and the keyring that opens it.
+//!
+//! ```text
+//! 0x01 | n (1..=64) | key id (n bytes, UTF-8) | nonce (12) | AES-256-GCM ciphertext + tag (16)
+//! ```
+//! The associated data is the header (version, n, key id) followed by the
+//! record key, so a payload cannot be moved to another record key and a key
+//! id cannot be swapped without the tag failing.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use base64::Engine;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::Deserialize;
+
+pub const VERSION: u8 = 0x01;
+pub const MAX_KEY_ID_LEN: usize = 64;
+pub const TAG_LEN: usize = 16;
+pub const KEY_LEN: usize = 32;
+
+/// Why an envelope could not be opened. Messages never contain key bytes.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnvelopeError {
+    #[error("envelope is {len} bytes, shorter than its header and tag")]
+    Truncated { len: usize },
+    #[error("unsupported envelope version 0x{0:02x} (expected 0x01)")]
+    UnsupportedVersion(u8),
+    #[error("key id length {0} is outside 1..=64")]
+    BadKeyIdLength(usize),
+    #[error("key id is not UTF-8")]
+    KeyIdNotUtf8,
+    #[error("unknown key id {0:?}")]
+    UnknownKey(String),
+    #[error("authentication failed (tampered payload, wrong key or wrong record key)")]
+    AuthenticationFailed,
+}
+
+/// Why a keyring could not be loaded. Messages never contain key bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringError {
+    #[error("cannot read keyring file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "keyring is not valid JSON of the form {{\"active\": ID, \"keys\": {{ID: BASE64}}}}: {0}"
+    )]
+    Format(String),
+    #[error("keyring key {id:?} is not base64 of exactly 32 bytes")]
+    BadKey { id: String },
+    #[error("keyring key id {id:?} must be 1..=64 bytes of UTF-8")]
+    BadKeyId { id: String },
+    #[error("keyring active key {0:?} is not among its keys")]
+    NoActiveKey(String),
+    #[error("keyring has no keys")]
+    Empty,
+    #[error("environment variable {0} holding the keyring is not set")]
+    EnvMissing(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyringFile {
+    active: String,
+    keys: HashMap<String, String>,
+}
+
+/// Keys by id. Several keys may be live at once so producers can rotate
+/// without downtime; `active` is the one this process encrypts with.
+pub struct Keyring {
+    keys: HashMap<String, LessSafeKey>,
+    active: String,
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut ids: Vec<&String> = self.keys.keys().collect();
+        ids.sort();
+        f.debug_struct("Keyring")
+            .field("key_ids", &ids)
+            .field("active", &self.active)
+            .finish()
+    }
+}
+
+impl Keyring {
+    /// Builds a keyring from raw 32-byte keys.
+    pub fn from_keys<'a>(
+        keys: impl IntoIterator<Item = (&'a str, [u8; KEY_LEN])>,
+        active: &str,
+    ) -> Result<Self, KeyringError> {
+        let mut map = HashMap::new();
+        for (id, bytes) in keys {
+            if id.is_empty() || id.len() > MAX_KEY_ID_LEN {
+                return Err(KeyringError::BadKeyId { id: id.to_owned() });
+            }
+            let unbound = UnboundKey::new(&AES_256_GCM, &bytes)
+                .map_err(|_| KeyringError::BadKey { id: id.to_owned() })?;
+            map.insert(id.to_owned(), LessSafeKey::new(unbound));
+        }
+        if map.is_empty() {
+            return Err(KeyringError::Empty);
+        }
+        if !map.contains_key(active) {
+            return Err(KeyringError::NoActiveKey(active.to_owned()));
+        }
+        Ok(Self {
+            keys: map,
+            active: active.to_owned(),
+        })
+    }
+
+    /// Parses the keyring JSON: `{"active": "k1", "keys": {"k1": "<base64>"}}`.
+    pub fn from_json(text: &str) -> Result<Self, KeyringError> {
+        // serde_json's message names the position, never the content, so it is safe to show.
+        let file: KeyringFile =
+            serde_json::from_str(text).map_err(|e| KeyringError::Format(e.to_string()))?;
+        let mut decoded = Vec::with_capacity(file.keys.len());
+        for (id, b64) in &file.keys {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()
+                .and_then(|v| <[u8; KEY_LEN]>::try_from(v).ok())
+                .ok_or_else(|| KeyringError::BadKey { id: id.clone() })?;
+            decoded.push((id.as_str(), bytes));
+        }
+        Self::from_keys(decoded, &file.active)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, KeyringError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KeyringError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_json(&text)
+    }
+
+    pub fn from_env(var: &str) -> Result<Self, KeyringError> {
+        let text = std::env::var(var).map_err(|_| KeyringError::EnvMissing(var.to_owned()))?;
+        Self::from_json(&text)
+    }
+
+    /// Loads the keyring the settings point at: `keys.file`, else the variable `keys.env`.
+    pub fn from_settings(keys: &crate::config::KeySettings) -> Result<Self, KeyringError> {
+        if keys.file.is_empty() {
+            Self::from_env(&keys.env)
+        } else {
+            Self::from_file(Path::new(&keys.file))
+        }
+    }
+
+    /// A fresh random keyring with one key, for the demo and tests.
+    pub fn generate(id: &str) -> Result<(Self, String), KeyringError> {
+        let key = random_key();
+        let json = serde_json::json!({
+            "active": id,
+            "keys": { id: base64::engine::general_purpose::STANDARD.encode(key) },
+        })
+        .to_string();
+        Ok((Self::from_keys([(id, key)], id)?, json))
+    }
+
+    pub fn active_id(&self) -> &str {
+        &self.active
+    }
+
+    pub fn key_ids(&self) -> impl Iterator<Item = &str> {
+        self.keys.keys().map(String::as_str)
+    }
+
+    /// Seals `plaintext` with the active key into a version-1 envelope.
+    pub fn seal(&self, plaintext: &[u8], record_key: Option<&[u8]>) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        // SystemRandom only fails if the OS RNG is unusable, which would make any key material unsafe too.
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .expect("the operating system's random number generator failed");
+        self.seal_with_nonce(plaintext, record_key, nonce)
+    }
+
+    /// Seals with a caller-chosen nonce: only for test vectors. A nonce must never repeat under one key.
+    pub fn seal_with_nonce(
+        &self,
+        plaintext: &[u8],
+        record_key: Option<&[u8]>,
+        nonce: [u8; NONCE_LEN],
+    ) -> Vec<u8> {
+        let id = self.active.as_bytes();
+        let mut out = Vec::with_capacity(2 + id.len() + NONCE_LEN + plaintext.len() + TAG_LEN);
+        out.push(VERSION);
+        out.push(id.len() as u8);
+        out.extend_from_slice(id);
+        let header_len = out.len();
+        out.extend_from_slice(&nonce);
+        let mut body = plaintext.to_vec();
+        let aad = associated_data(&out[..header_len], record_key);
+        let key = &self.keys[&self.active];
+        // Sealing only fails for plaintexts beyond AES-GCM's 64 GiB limit.
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut body,
+        )
+        .expect("plaintext exceeds the AES-GCM size limit");
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Opens an envelope, checking its tag against the header and `record_key`.
+    pub fn open(&self, value: &[u8], record_key: Option<&[u8]>) -> Result<Vec<u8>, EnvelopeError> {
+        let header = parse_header(value)?;
+        let key = self
+            .keys
+            .get(header.key_id)
+            .ok_or_else(|| EnvelopeError::UnknownKey(header.key_id.to_owned()))?;
+        let nonce_end = header.len + NONCE_LEN;
+        let nonce = Nonce::try_assume_unique_for_key(&value[header.len..nonce_end])
+            .map_err(|_| EnvelopeError::Truncated { len: value.len() })?;
+        let mut body = value[nonce_end..].to_vec();
+        let aad = associated_data(&value[..header.len], record_key);
+        let plain_len = key
+            .open_in_place(nonce, Aad::from(aad), &mut body)
+            .map_err(|_| EnvelopeError::AuthenticationFailed)?
+            .len();
+        body.truncate(plain_len);
+        Ok(body)
+    }
+}
+
+struct Header<'a> {
+    key_id: &'a str,
+    /// Length of version + length byte + key id.
+    len: usize,
+}
+
+fn parse_header(value: &[u8]) -> Result<Header<'_>, EnvelopeError> {
+    let truncated = || EnvelopeError::Truncated { len: value.len() };
+    let (&version, rest) = value.split_first().ok_or_else(truncated)?;
+    if version != VERSION {
+        return Err(EnvelopeError::UnsupportedVersion(version));
+    }
+    let (&n, rest) = rest.split_first().ok_or_else(truncated)?;
+    let n = usize::from(n);
+    if n == 0 || n > MAX_KEY_ID_LEN {
+        return Err(EnvelopeError::BadKeyIdLength(n));
+    }
+    if rest.len() < n + NONCE_LEN + TAG_LEN {
+        return Err(truncated());
+    }
+    let key_id = std::str::from_utf8(&rest[..n]).map_err(|_| EnvelopeError::KeyIdNotUtf8)?;
+    Ok(Header { key_id, len: 2 + n })
+}
+
+fn associated_data(header: &[u8], record_key: Option<&[u8]>) -> Vec<u8> {
+    let key = record_key.unwrap_or_default();
+    let mut aad = Vec::with_capacity(header.len() + key.len());
+    aad.extend_from_slice(header);
+    aad.extend_from_slice(key);
+    aad
+}
+
+/// A new random 32-byte key.
+pub fn random_key() -> [u8; KEY_LEN] {
+    let mut key = [0u8; KEY_LEN];
+    SystemRandom::new()
+        .fill(&mut key)
+        .expect("the operating system's random number generator failed");
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring_with(id: &str, byte: u8) -> Keyring {
+        Keyring::from_keys([(id, [byte; KEY_LEN])], id).unwrap()
+    }
+
+    #[test]
+    fn round_trip_binds_record_key() {
+        let ring = ring_with("k1", 7);
+        let sealed = ring.seal(b"hello", Some(b"card-1"));
+        assert_eq!(ring.open(&sealed, Some(b"card-1")).unwrap(), b"hello");
+        assert_eq!(
+            ring.open(&sealed, Some(b"card-2")),
+            Err(EnvelopeError::AuthenticationFailed)
+        );
+        assert_eq!(
+            ring.open(&sealed, None),
+            Err(EnvelopeError::AuthenticationFailed)
+        );
+    }
+
+    #[test]
+    fn nonces_differ_between_seals() {
+        let ring = ring_with("k1", 7);
+        assert_ne!(ring.seal(b"x", None), ring.seal(b"x", None));
+    }
+
+    #[test]
+    fn every_flipped_bit_is_rejected() {
+        let ring = ring_with("k1", 7);
+        let sealed = ring.seal(b"payload", Some(b"k"));
+        for i in 0..sealed.len() {
+            let mut bad = sealed.clone();
+            bad[i] ^= 0x01;
+            assert!(
+                ring.open(&bad, Some(b"k")).is_err(),
+                "flip at byte {i} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn header_errors_are_named() {
+        let ring = ring_with("k1", 7);
+        assert_eq!(
+            ring.open(&[], None),
+            Err(EnvelopeError::Truncated { len: 0 })
+        );
+        assert_eq!(
+            ring.open(&[2, 1, b'a'], None),
+            Err(EnvelopeError::UnsupportedVersion(2))
+        );
+        assert_eq!(
+            ring.open(&[1, 0], None),
+            Err(EnvelopeError::BadKeyIdLength(0))
+        );
+        assert_eq!(
+            ring.open(&[1, 65], None),
+            Err(EnvelopeError::BadKeyIdLength(65))
+        );
+        assert_eq!(
+            ring.open(&[1, 10, b'a', b'b'], None),
+            Err(EnvelopeError::Truncated { len: 4 })
+        );
+        let other = ring_with("k2", 9).seal(b"x", None);
+        assert_eq!(
+            ring.open(&other, None),
+            Err(EnvelopeError::UnknownKey("k2".into()))
+        );
+    }
+
+    #[test]
+    fn wrong_key_with_same_id_fails_authentication() {
+        let sealed = ring_with("k1", 1).seal(b"x", None);
+        assert_eq!(
+            ring_with("k1", 2).open(&sealed, None),
+            Err(EnvelopeError::AuthenticationFailed)
+        );
+    }
+
+    #[test]
+    fn keyring_json_and_debug_hide_key_bytes() {
+        let (ring, json) = Keyring::generate("2026-11").unwrap();
+        let parsed = Keyring::from_json(&json).unwrap();
+        let sealed = ring.seal(b"x", None);
+        assert_eq!(parsed.open(&sealed, None).unwrap(), b"x");
+        let b64 = json.split('"').nth(7).unwrap().to_owned();
+        assert_eq!(b64.len(), 44, "expected the base64 key in {json:?}");
+        assert!(!format!("{parsed:?}").contains(&b64));
+    }
+
+    #[test]
+    fn keyring_errors_do_not_echo_keys() {
+        let err = Keyring::from_json(r#"{"active":"a","keys":{"a":"c2VjcmV0"}}"#).unwrap_err();
+        assert!(matches!(err, KeyringError::BadKey { .. }));
+        assert!(!err.to_string().contains("c2VjcmV0"));
+        let err = Keyring::from_json(
+            r#"{"active":"b","keys":{"a":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}}"#,
+        )
+        .unwrap_err();
+        assert!(matches!(err, KeyringError::NoActiveKey(_)));
+    }
+}

@@ -1,0 +1,211 @@
+//! Decoded fields → one row of model input, in the order the model card gives.
+
+use apache_avro::Schema;
+use apache_avro::types::Value as AvroValue;
+
+use crate::codec::Fields;
+use crate::inference::ModelCard;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FeatureError {
+    #[error("field {0:?} is missing")]
+    Missing(String),
+    #[error("field {field:?} is not numeric or boolean ({found})")]
+    NotNumeric { field: String, found: String },
+    #[error("field {0:?} is not a finite number")]
+    NotFinite(String),
+    #[error("model feature {feature:?} reads field {field:?}, which the reader schema lacks")]
+    SchemaLacksField { feature: String, field: String },
+}
+
+/// Identity of an event, read next to its features.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventMeta {
+    pub event_id: String,
+    pub event_time: i64,
+}
+
+pub const EVENT_ID_FIELD: &str = "event_id";
+pub const EVENT_TIME_FIELD: &str = "event_time";
+
+/// Where each feature comes from. For Avro the field positions in the reader
+/// schema are worked out once, so building a row does no name look-ups.
+#[derive(Debug, Clone)]
+pub struct FeaturePlan {
+    fields: Vec<String>,
+    avro_positions: Option<Vec<usize>>,
+    avro_meta: Option<(usize, usize)>,
+}
+
+impl FeaturePlan {
+    pub fn new(card: &ModelCard) -> Self {
+        Self {
+            fields: card.features.iter().map(|f| f.field.clone()).collect(),
+            avro_positions: None,
+            avro_meta: None,
+        }
+    }
+
+    /// Binds the plan to an Avro reader schema, refusing one that lacks a field the model needs.
+    pub fn for_avro_reader(
+        mut self,
+        card: &ModelCard,
+        reader: &Schema,
+    ) -> Result<Self, FeatureError> {
+        let lookup: &std::collections::BTreeMap<String, usize> = match reader {
+            Schema::Record(record) => &record.lookup,
+            _ => {
+                return Err(FeatureError::SchemaLacksField {
+                    feature: "*".into(),
+                    field: "(reader schema is not a record)".into(),
+                });
+            }
+        };
+        let position = |feature: &str, field: &str| {
+            lookup
+                .get(field)
+                .copied()
+                .ok_or_else(|| FeatureError::SchemaLacksField {
+                    feature: feature.to_owned(),
+                    field: field.to_owned(),
+                })
+        };
+        let positions = card
+            .features
+            .iter()
+            .map(|f| position(&f.name, &f.field))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.avro_meta = Some((
+            position(EVENT_ID_FIELD, EVENT_ID_FIELD)?,
+            position(EVENT_TIME_FIELD, EVENT_TIME_FIELD)?,
+        ));
+        self.avro_positions = Some(positions);
+        Ok(self)
+    }
+
+    pub fn width(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Appends this event's features to `row` (left unchanged on error).
+    pub fn extract(&self, fields: &Fields, row: &mut Vec<f32>) -> Result<EventMeta, FeatureError> {
+        let start = row.len();
+        let result = match fields {
+            Fields::Avro(record) => self.extract_avro(record, row),
+            Fields::Json(map) => self.extract_json(map, row),
+        };
+        if result.is_err() {
+            row.truncate(start);
+        }
+        result
+    }
+
+    fn extract_avro(
+        &self,
+        record: &[(String, AvroValue)],
+        row: &mut Vec<f32>,
+    ) -> Result<EventMeta, FeatureError> {
+        // Resolution against the reader schema yields fields in reader order;
+        // check the name anyway so a mismatch can never read the wrong field.
+        let get = |pos: Option<usize>, name: &str| -> Option<&AvroValue> {
+            match pos.and_then(|p| record.get(p)) {
+                Some((n, v)) if n == name => Some(v),
+                _ => record.iter().find(|(n, _)| n == name).map(|(_, v)| v),
+            }
+        };
+        let (id_pos, time_pos) = self.avro_meta.unzip();
+        let event_id = match get(id_pos, EVENT_ID_FIELD).map(unwrap_union) {
+            Some(AvroValue::String(s)) => s.clone(),
+            Some(other) => return Err(not_numeric(EVENT_ID_FIELD, other)),
+            None => return Err(FeatureError::Missing(EVENT_ID_FIELD.into())),
+        };
+        let event_time = match get(time_pos, EVENT_TIME_FIELD).map(unwrap_union) {
+            Some(AvroValue::Long(t) | AvroValue::TimestampMillis(t)) => *t,
+            Some(AvroValue::Int(t)) => i64::from(*t),
+            Some(other) => return Err(not_numeric(EVENT_TIME_FIELD, other)),
+            None => return Err(FeatureError::Missing(EVENT_TIME_FIELD.into())),
+        };
+        for (i, field) in self.fields.iter().enumerate() {
+            let pos = self.avro_positions.as_ref().map(|p| p[i]);
+            let value = get(pos, field).ok_or_else(|| FeatureError::Missing(field.clone()))?;
+            row.push(avro_number(field, value)?);
+        }
+        Ok(EventMeta {
+            event_id,
+            event_time,
+        })
+    }
+
+    fn extract_json(
+        &self,
+        map: &serde_json::Map<String, serde_json::Value>,
+        row: &mut Vec<f32>,
+    ) -> Result<EventMeta, FeatureError> {
+        use serde_json::Value;
+        let event_id = match map.get(EVENT_ID_FIELD) {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => return Err(not_numeric(EVENT_ID_FIELD, other)),
+            None => return Err(FeatureError::Missing(EVENT_ID_FIELD.into())),
+        };
+        let event_time = match map.get(EVENT_TIME_FIELD) {
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .ok_or_else(|| FeatureError::NotFinite(EVENT_TIME_FIELD.into()))?,
+            Some(other) => return Err(not_numeric(EVENT_TIME_FIELD, other)),
+            None => return Err(FeatureError::Missing(EVENT_TIME_FIELD.into())),
+        };
+        for field in &self.fields {
+            let v = match map.get(field) {
+                Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+                Some(Value::Bool(b)) => f64::from(u8::from(*b)),
+                Some(other) => return Err(not_numeric(field, other)),
+                None => return Err(FeatureError::Missing(field.clone())),
+            };
+            row.push(finite(field, v)?);
+        }
+        Ok(EventMeta {
+            event_id,
+            event_time,
+        })
+    }
+}
+
+fn unwrap_union(v: &AvroValue) -> &AvroValue {
+    match v {
+        AvroValue::Union(_, inner) => inner,
+        other => other,
+    }
+}
+
+fn avro_number(field: &str, value: &AvroValue) -> Result<f32, FeatureError> {
+    let v = match unwrap_union(value) {
+        AvroValue::Int(i) | AvroValue::Date(i) | AvroValue::TimeMillis(i) => f64::from(*i),
+        AvroValue::Long(i) | AvroValue::TimestampMillis(i) | AvroValue::TimestampMicros(i) => {
+            *i as f64
+        }
+        AvroValue::Float(f) => f64::from(*f),
+        AvroValue::Double(f) => *f,
+        AvroValue::Boolean(b) => f64::from(u8::from(*b)),
+        AvroValue::Null => return Err(FeatureError::Missing(field.to_owned())),
+        other => return Err(not_numeric(field, other)),
+    };
+    finite(field, v)
+}
+
+fn finite(field: &str, v: f64) -> Result<f32, FeatureError> {
+    let f = v as f32;
+    if f.is_finite() {
+        Ok(f)
+    } else {
+        Err(FeatureError::NotFinite(field.to_owned()))
+    }
+}
+
+fn not_numeric(field: &str, found: &impl std::fmt::Debug) -> FeatureError {
+    let mut found = format!("{found:?}");
+    found.truncate(40);
+    FeatureError::NotNumeric {
+        field: field.to_owned(),
+        found,
+    }
+}

@@ -1,0 +1,206 @@
+//! ONNX Runtime sessions: loading the shared library once, choosing the
+//! execution provider, and scoring feature matrices. Every call here blocks,
+//! so sessions live on their own threads (see `pipeline`), never on tokio.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::TensorRef;
+
+use crate::config::DevicePreference;
+use crate::inference::card::VerifiedModel;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InferenceError {
+    #[error(
+        "ONNX Runtime library not found at {path}: run `make setup` (it copies libonnxruntime.so from the PyPI wheel onnxruntime==1.31.1), or set onnxruntime.library / ORT_DYLIB_PATH"
+    )]
+    LibraryMissing { path: String },
+    #[error("ONNX Runtime library {path} could not be loaded: {message}")]
+    LibraryLoad { path: String, message: String },
+    #[error("cannot create an ONNX Runtime session for {model}: {message}")]
+    Session { model: String, message: String },
+    #[error("inference failed on a batch of {rows} rows: {message}")]
+    Run { rows: usize, message: String },
+}
+
+/// Where a session actually runs, after any fallback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda,
+}
+
+impl Device {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
+}
+
+static RUNTIME: OnceLock<Result<Environment, String>> = OnceLock::new();
+
+/// Loads libonnxruntime once per process; later calls return the first outcome
+/// (a process can load only one ONNX Runtime library).
+pub fn init_runtime(library: &Path) -> Result<Environment, InferenceError> {
+    if !library.exists() {
+        return Err(InferenceError::LibraryMissing {
+            path: library.display().to_string(),
+        });
+    }
+    let outcome = RUNTIME.get_or_init(|| {
+        let builder = ort::init_from(library).map_err(|e| e.to_string())?;
+        builder
+            .with_name("streamscore")
+            .build()
+            .map_err(|e| e.to_string())
+    });
+    outcome
+        .clone()
+        .map_err(|message| InferenceError::LibraryLoad {
+            path: library.display().to_string(),
+            message,
+        })
+}
+
+/// One session of the model; not shared between threads (`run` needs `&mut`).
+pub struct ModelSession {
+    session: Session,
+    output: String,
+    input: String,
+    width: usize,
+    positive_column: usize,
+    device: Device,
+}
+
+impl ModelSession {
+    /// Builds a session. `auto` and `cuda` try the CUDA execution provider and
+    /// fall back to CPU with a log line when it does not load.
+    pub fn open(
+        env: &Environment,
+        model: &VerifiedModel,
+        preference: DevicePreference,
+        intra_op_threads: usize,
+    ) -> Result<Self, InferenceError> {
+        let model_name = model.model_path.display().to_string();
+        let err = |e: ort::Error| InferenceError::Session {
+            model: model_name.clone(),
+            message: e.to_string(),
+        };
+        let device = match preference {
+            DevicePreference::Cpu => Device::Cpu,
+            DevicePreference::Cuda | DevicePreference::Auto => Device::Cuda,
+        };
+        let session = match (device, build(env, model, intra_op_threads, device)) {
+            (_, Ok(session)) => Ok((session, device)),
+            (Device::Cuda, Err(cuda_err)) => {
+                let reason = cuda_err.to_string();
+                if preference == DevicePreference::Cuda {
+                    tracing::warn!(
+                        reason = %reason,
+                        "model.device = \"cuda\" but the CUDA execution provider did not load; falling back to CPU \
+                         (install onnxruntime-gpu==1.31.1 and its CUDA 12 libraries, and point onnxruntime.library at its libonnxruntime.so)"
+                    );
+                } else {
+                    tracing::info!(reason = %reason, "CUDA execution provider not available; model.device = \"auto\" falls back to CPU");
+                }
+                build(env, model, intra_op_threads, Device::Cpu).map(|s| (s, Device::Cpu))
+            }
+            (Device::Cpu, Err(e)) => Err(e),
+        };
+        let (session, device) = session.map_err(err)?;
+        Ok(Self {
+            session,
+            input: model.card.input.name.clone(),
+            output: model.card.output.name.clone(),
+            width: model.card.features.len(),
+            positive_column: model.card.output.positive_class_column,
+            device,
+        })
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Scores `rows` rows laid out row-major in `features`; appends one
+    /// positive-class probability per row to `scores`.
+    pub fn score(
+        &mut self,
+        features: &[f32],
+        rows: usize,
+        scores: &mut Vec<f32>,
+    ) -> Result<(), InferenceError> {
+        let run_err = |message: String| InferenceError::Run { rows, message };
+        if rows == 0 {
+            return Ok(());
+        }
+        if features.len() != rows * self.width {
+            return Err(run_err(format!(
+                "expected {} values ({} features per row), got {}",
+                rows * self.width,
+                self.width,
+                features.len()
+            )));
+        }
+        let input = TensorRef::from_array_view(([rows, self.width], features))
+            .map_err(|e| run_err(e.to_string()))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.input.as_str() => input])
+            .map_err(|e| run_err(e.to_string()))?;
+        let value = outputs
+            .get(self.output.as_str())
+            .ok_or_else(|| run_err(format!("the model has no output named {:?}", self.output)))?;
+        let (shape, probs) = value
+            .try_extract_tensor::<f32>()
+            .map_err(|e| run_err(e.to_string()))?;
+        let columns = shape.get(1).copied().unwrap_or(1).max(1) as usize;
+        if probs.len() != rows * columns || self.positive_column >= columns {
+            return Err(run_err(format!("unexpected output shape {shape:?}")));
+        }
+        scores.extend(
+            probs
+                .chunks_exact(columns)
+                .map(|row| row[self.positive_column]),
+        );
+        Ok(())
+    }
+
+    /// Runs each batch size once so ONNX Runtime has planned its shapes before
+    /// the first real record waits on it.
+    pub fn warm_up(&mut self, batch_sizes: &[usize]) -> Result<(), InferenceError> {
+        let mut scores = Vec::new();
+        for &rows in batch_sizes {
+            let zeros = vec![0.0f32; rows * self.width];
+            scores.clear();
+            self.score(&zeros, rows, &mut scores)?;
+        }
+        Ok(())
+    }
+}
+
+fn build(
+    env: &Environment,
+    model: &VerifiedModel,
+    intra_op_threads: usize,
+    device: Device,
+) -> ort::Result<Session> {
+    let mut builder = Session::builder(env)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)?
+        .with_intra_threads(intra_op_threads)?
+        .with_inter_threads(1)?
+        // Spinning threads starve the Kafka and decode stages on small machines.
+        .with_intra_op_spinning(false)?
+        .with_inter_op_spinning(false)?;
+    if device == Device::Cuda {
+        builder = builder
+            .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])?;
+    }
+    builder.commit_from_file(&model.model_path)
+}

@@ -1,0 +1,81 @@
+//! What flows between the stages: consumed records, their outcome, batches.
+
+use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
+use std::time::Instant;
+
+use crate::dead_letter::Rejection;
+use crate::features::EventMeta;
+
+/// Where a record was read from; the unit of exactly-once bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SourceRef {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// One consumed record on its way to the sink.
+#[derive(Debug)]
+pub struct Item {
+    pub source: SourceRef,
+    pub key: Option<Vec<u8>>,
+    /// Kafka record timestamp (ms), the start of end-to-end latency.
+    pub timestamp_ms: i64,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    /// Its features are a row of the batch; the score arrives with the batch.
+    Row(EventMeta),
+    /// Goes to the dead-letter topic with the original value.
+    Dead {
+        rejection: Rejection,
+        /// The original record value, untouched (None for a tombstone).
+        value: Option<Vec<u8>>,
+    },
+}
+
+/// Asks the sink to commit everything before it and then answer: used before
+/// partitions are given up (rebalance) and at shutdown.
+#[derive(Debug)]
+pub struct Barrier {
+    pub done: SyncSender<BarrierOutcome>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BarrierOutcome {
+    Committed,
+    /// The sink aborted; the records will be read again from the last commit.
+    Aborted,
+}
+
+/// Items in consumption order, with the feature matrix of their `Row`s.
+#[derive(Debug)]
+pub struct Batch {
+    /// Rewind generation the items were read in; the sink drops stale ones.
+    pub generation: u64,
+    pub items: Vec<Item>,
+    /// Row-major features, `rows × width`.
+    pub features: Vec<f32>,
+    pub rows: usize,
+    /// One per row, filled by inference.
+    pub scores: Vec<f32>,
+    pub opened_at: Instant,
+    pub barrier: Option<Barrier>,
+}
+
+impl Batch {
+    pub fn barrier_only(generation: u64, barrier: Barrier) -> Self {
+        Batch {
+            generation,
+            items: Vec::new(),
+            features: Vec::new(),
+            rows: 0,
+            scores: Vec::new(),
+            opened_at: Instant::now(),
+            barrier: Some(barrier),
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Topic creation, for the demo and the tests (production topics are the SRE's).
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("cannot create Kafka admin client for {bootstrap}: {message}")]
+    Client { bootstrap: String, message: String },
+    #[error(
+        "cannot create topic {topic} on {bootstrap}: {message} (is the broker running? `scripts/kafka start NAME` starts one)"
+    )]
+    Create {
+        topic: String,
+        bootstrap: String,
+        message: String,
+    },
+}
+
+/// Creates each `(name, partitions)` topic unless it exists.
+pub async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> Result<(), AdminError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .map_err(|e| AdminError::Client {
+            bootstrap: bootstrap.to_owned(),
+            message: e.to_string(),
+        })?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(&new, &options)
+        .await
+        .map_err(|e| AdminError::Create {
+            topic: topics.iter().map(|t| t.0).collect::<Vec<_>>().join(","),
+            bootstrap: bootstrap.to_owned(),
+            message: e.to_string(),
+        })?;
+    for result in results {
+        if let Err((topic, code)) = result
+            && code != RDKafkaErrorCode::TopicAlreadyExists
+        {
+            return Err(AdminError::Create {
+                topic,
+                bootstrap: bootstrap.to_owned(),
+                message: code.to_string(),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! librdkafka settings shared by the consumer and the transactional producer.
+
+use rdkafka::ClientConfig;
+
+use crate::config::Settings;
+
+fn base(settings: &Settings) -> ClientConfig {
+    let k = &settings.kafka;
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.bootstrap_servers)
+        .set("message.max.bytes", (k.max_message_bytes + 512).to_string());
+    for (key, value) in &k.properties {
+        c.set(key, value);
+    }
+    c
+}
+
+/// Exactly-once input side: no auto-commit (offsets go into transactions) and
+/// read_committed, so aborted upstream records are never scored.
+pub fn consumer_config(settings: &Settings) -> ClientConfig {
+    let k = &settings.kafka;
+    let mut c = base(settings);
+    c.set("group.id", &k.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("session.timeout.ms", k.session_timeout_ms.to_string())
+        .set("max.partition.fetch.bytes", k.max_message_bytes.to_string())
+        .set("statistics.interval.ms", "5000");
+    for (key, value) in &k.properties {
+        c.set(key, value);
+    }
+    c
+}
+
+/// One transactional producer per instance, with a fixed transactional.id so
+/// that a restarted instance fences its predecessor (KIP-98/KIP-447).
+pub fn producer_config(settings: &Settings) -> ClientConfig {
+    let k = &settings.kafka;
+    let mut c = base(settings);
+    c.set("transactional.id", &k.transactional_id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set(
+            "transaction.timeout.ms",
+            k.transaction_timeout_ms.to_string(),
+        )
+        .set("linger.ms", "2")
+        .set("queue.buffering.max.messages", "200000");
+    for (key, value) in &k.properties {
+        c.set(key, value);
+    }
+    c
+}

@@ -1,0 +1,335 @@
+//! The source stage: one thread that polls the consumer, turns each record
+//! into an [`Item`] (transform), groups items into batches and hands them on
+//! in order. It also answers the sink's rewinds and, before partitions are
+//! revoked, makes the sink commit everything read from them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::batcher::Batcher;
+use crate::item::{Barrier, BarrierOutcome, Batch, Item, Outcome, SourceRef};
+use crate::telemetry::LiveStats;
+use crate::telemetry::metrics::{CONSUMED, CONSUMER_LAG};
+use crate::transform::Transform;
+
+/// The consumer this stage polls; shared with the sink for group metadata.
+pub type SourceConsumer = BaseConsumer<SourceContext>;
+
+/// Longest the loop sleeps in `poll` before checking for stop and rewinds.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("Kafka consumer failed fatally: {0}")]
+    Fatal(KafkaError),
+    #[error("cannot rewind to the last committed offsets: {0}")]
+    Rewind(KafkaError),
+}
+
+/// Sends batches round-robin to the inference workers; the sink reads them
+/// back in the same order, so records stay in consumption order.
+pub struct Dispatch {
+    senders: Vec<SyncSender<Batch>>,
+    next: usize,
+}
+
+/// The downstream stages are gone (they stopped on an error of their own).
+#[derive(Debug)]
+pub struct Closed;
+
+impl Dispatch {
+    pub fn new(senders: Vec<SyncSender<Batch>>) -> Self {
+        Self { senders, next: 0 }
+    }
+
+    /// Blocks while the worker's queue is full: this is the back-pressure that
+    /// stops consumption when inference or the sink cannot keep up.
+    fn send(&mut self, batch: Batch) -> Result<(), Closed> {
+        let n = self.senders.len();
+        let sender = self.senders.get(self.next % n.max(1)).ok_or(Closed)?;
+        self.next = (self.next + 1) % n;
+        sender.send(batch).map_err(|_| Closed)
+    }
+
+    /// Hangs up on the workers, so they drain, stop, and let the sink finish.
+    fn close(&mut self) {
+        self.senders.clear();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.senders.is_empty()
+    }
+}
+
+/// State of the source stage, reachable from the loop and from the rebalance callback.
+pub struct SourceStage {
+    transform: Transform,
+    batcher: Batcher,
+    dispatch: Dispatch,
+    generation: u64,
+    rewinds: Receiver<u64>,
+    topics: HashMap<String, Arc<str>>,
+    row: Vec<f32>,
+    stats: Arc<LiveStats>,
+    consumed: metrics::Counter,
+    timeout: Duration,
+}
+
+impl SourceStage {
+    pub fn new(
+        transform: Transform,
+        batcher: Batcher,
+        dispatch: Dispatch,
+        rewinds: Receiver<u64>,
+        stats: Arc<LiveStats>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            row: Vec::with_capacity(transform.width()),
+            transform,
+            batcher,
+            dispatch,
+            generation: 0,
+            rewinds,
+            topics: HashMap::new(),
+            stats,
+            consumed: metrics::counter!(CONSUMED),
+            timeout,
+        }
+    }
+
+    fn topic(&mut self, name: &str) -> Arc<str> {
+        if let Some(t) = self.topics.get(name) {
+            return t.clone();
+        }
+        let t: Arc<str> = Arc::from(name);
+        self.topics.insert(name.to_owned(), t.clone());
+        t
+    }
+
+    fn on_message(&mut self, m: &BorrowedMessage<'_>) -> Result<(), Closed> {
+        self.consumed.increment(1);
+        self.stats.consumed.fetch_add(1, Ordering::Relaxed);
+        let source = SourceRef {
+            topic: self.topic(m.topic()),
+            partition: m.partition(),
+            offset: m.offset(),
+        };
+        let timestamp_ms = m.timestamp().to_millis().unwrap_or_else(now_ms);
+        self.row.clear();
+        let (outcome, has_row) = match self.transform.apply(m.payload(), m.key(), &mut self.row) {
+            Ok(meta) => (Outcome::Row(meta), true),
+            Err(rejection) => (
+                Outcome::Dead {
+                    rejection,
+                    value: m.payload().map(<[u8]>::to_vec),
+                },
+                false,
+            ),
+        };
+        let item = Item {
+            source,
+            key: m.key().map(<[u8]>::to_vec),
+            timestamp_ms,
+            outcome,
+        };
+        let features = has_row.then_some(self.row.as_slice());
+        match self
+            .batcher
+            .push(item, features, self.generation, Instant::now())
+        {
+            Some(batch) => self.dispatch.send(batch),
+            None => Ok(()),
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) -> Result<(), Closed> {
+        match self.batcher.poll(now) {
+            Some(batch) => self.dispatch.send(batch),
+            None => Ok(()),
+        }
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        match self.batcher.deadline() {
+            Some(due) => due.saturating_duration_since(Instant::now()).min(IDLE_POLL),
+            None => IDLE_POLL,
+        }
+    }
+
+    /// After the sink aborted: drop what is batched, adopt the new generation
+    /// and seek every assigned partition back to its committed offset.
+    fn apply_rewinds(&mut self, consumer: &SourceConsumer) -> Result<(), SourceError> {
+        let Some(generation) = self.rewinds.try_iter().last() else {
+            return Ok(());
+        };
+        self.batcher.discard();
+        self.generation = generation;
+        let assignment = consumer.assignment().map_err(SourceError::Rewind)?;
+        if assignment.count() == 0 {
+            return Ok(());
+        }
+        let committed = consumer
+            .committed_offsets(assignment, self.timeout)
+            .map_err(SourceError::Rewind)?;
+        let mut positions = TopicPartitionList::new();
+        for e in committed.elements() {
+            // No committed offset yet: auto.offset.reset=earliest, so start from the beginning.
+            let offset = match e.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            positions
+                .add_partition_offset(e.topic(), e.partition(), offset)
+                .map_err(SourceError::Rewind)?;
+        }
+        let result = consumer
+            .seek_partitions(positions, self.timeout)
+            .map_err(SourceError::Rewind)?;
+        for e in result.elements() {
+            if let Err(err) = e.error() {
+                return Err(SourceError::Rewind(err));
+            }
+        }
+        tracing::info!(
+            generation,
+            partitions = result.count(),
+            "rewound to the last committed offsets after an abort"
+        );
+        Ok(())
+    }
+}
+
+/// Consumer callbacks: rebalances commit before partitions go, statistics feed the lag gauge.
+pub struct SourceContext {
+    stage: Mutex<SourceStage>,
+}
+
+impl SourceContext {
+    pub fn new(stage: SourceStage) -> Self {
+        Self {
+            stage: Mutex::new(stage),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SourceStage> {
+        // Only the source thread takes this lock; poisoning would mean it panicked already.
+        self.stage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Flushes the open batch and waits until the sink has committed (or
+    /// aborted) everything handed on so far. None when the sink is gone.
+    fn commit_barrier(&self) -> Option<BarrierOutcome> {
+        let done = {
+            let mut stage = self.lock();
+            if stage.dispatch.is_closed() {
+                return None;
+            }
+            if let Some(batch) = stage.batcher.flush() {
+                stage.dispatch.send(batch).ok()?;
+            }
+            let (tx, rx) = sync_channel(1);
+            let generation = stage.generation;
+            stage
+                .dispatch
+                .send(Batch::barrier_only(generation, Barrier { done: tx }))
+                .ok()?;
+            rx
+        };
+        done.recv().ok()
+    }
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    metrics::gauge!(CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
+                        .set(p.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let outcome = self.commit_barrier();
+                tracing::info!(partitions = tpl.count(), outcome = ?outcome, "partitions revoked after committing what was read from them");
+            }
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions assigned")
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// Runs the source loop until `stop` is set or a downstream stage is gone,
+/// then commits what was read (shutdown barrier).
+pub fn run(consumer: Arc<SourceConsumer>, stop: Arc<AtomicBool>) -> Result<(), SourceError> {
+    let context = consumer.context();
+    let result = (|| {
+        while !stop.load(Ordering::Relaxed) {
+            let wait = context.lock().poll_timeout();
+            let message = consumer.poll(wait);
+            let mut stage = context.lock();
+            let sent = match message {
+                None => Ok(()),
+                Some(Ok(m)) => stage.on_message(&m),
+                Some(Err(e)) => {
+                    report_poll_error(&e)?;
+                    Ok(())
+                }
+            };
+            if sent.is_err() {
+                tracing::warn!("downstream stages stopped; the source stops too");
+                return Ok(());
+            }
+            stage.apply_rewinds(&consumer)?;
+            if stage.on_tick(Instant::now()).is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    })();
+    let outcome = context.commit_barrier();
+    tracing::info!(outcome = ?outcome, "source stopped after a final commit");
+    // The consumer (and this context) lives on until the pipeline is joined;
+    // the workers must not wait for it.
+    context.lock().dispatch.close();
+    result
+}
+
+fn report_poll_error(e: &KafkaError) -> Result<(), SourceError> {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::Fatal) => Err(SourceError::Fatal(e.clone())),
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+            tracing::error!(error = %e, "an input topic does not exist: create it, or fix input.topics");
+            Ok(())
+        }
+        _ => {
+            tracing::warn!(error = %e, "consumer error (librdkafka retries)");
+            Ok(())
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

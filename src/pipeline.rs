@@ -1,0 +1,290 @@
+//! Wires the stages of DESIGN.md's data flow, each on its own thread, joined
+//! by bounded channels:
+//!
+//! ```text
+//! source (consume → open → decode → features → batch) ─► inference workers ─► sink (produce + commit)
+//!    ▲                                                                          │
+//!    └──────────────── rewind after an abort ───────────────────────────────────┘
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, sync_channel};
+use std::thread::JoinHandle;
+
+use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::Producer;
+
+use crate::batcher::Batcher;
+use crate::codec::schemas::{SchemaError, load_schema};
+use crate::codec::{InputDecoder, ScoreEncoder};
+use crate::config::{ConfigError, Format, Settings};
+use crate::envelope::Keyring;
+use crate::features::{FeatureError, FeaturePlan};
+use crate::inference::{self, CardError, Device, InferenceError, ModelSession, VerifiedModel};
+use crate::kafka::client::{consumer_config, producer_config};
+use crate::kafka::sink::{ModelIdentity, Sink, SinkConfig, SinkContext, SinkError, SinkProducer};
+use crate::kafka::source::{
+    self, Dispatch, SourceConsumer, SourceContext, SourceError, SourceStage,
+};
+use crate::telemetry::LiveStats;
+use crate::telemetry::metrics::MODEL_INFO;
+use crate::transform::Transform;
+
+/// Batches queued per inference worker, in and out: enough to overlap the
+/// stages, small enough that a stall stops consumption quickly.
+const QUEUE_DEPTH: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Card(#[from] CardError),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error("the model card does not fit the input schema: {0}")]
+    Features(#[from] FeatureError),
+    #[error(transparent)]
+    Inference(#[from] InferenceError),
+    #[error("cannot create the Kafka {client}: {source}")]
+    KafkaClient {
+        client: &'static str,
+        source: KafkaError,
+    },
+    #[error(
+        "cannot initialise Kafka transactions at {bootstrap}: {source} (is the broker running and reachable? does it allow transactions?)"
+    )]
+    InitTransactions {
+        bootstrap: String,
+        source: KafkaError,
+    },
+    #[error("cannot subscribe to {topics}: {source}")]
+    Subscribe { topics: String, source: KafkaError },
+    #[error("source stage: {0}")]
+    Source(#[from] SourceError),
+    #[error("sink stage: {0}")]
+    Sink(#[from] SinkError),
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the {0} thread panicked")]
+    Panicked(&'static str),
+}
+
+/// A running pipeline. Stop it with [`Pipeline::stop`], then [`Pipeline::join`].
+pub struct Pipeline {
+    stop: Arc<AtomicBool>,
+    source: JoinHandle<Result<(), SourceError>>,
+    workers: Vec<JoinHandle<Result<(), InferenceError>>>,
+    sink: JoinHandle<Result<(), SinkError>>,
+    consumer: Arc<SourceConsumer>,
+    device: Device,
+}
+
+impl Pipeline {
+    /// Verifies the model, warms up its sessions, initialises the transactional
+    /// producer (fencing any zombie with our transactional.id), subscribes and
+    /// starts the threads. Blocks until all of that is done.
+    pub fn start(
+        settings: &Settings,
+        keyring: Arc<Keyring>,
+        stats: Arc<LiveStats>,
+    ) -> Result<Self, PipelineError> {
+        let model = VerifiedModel::load(&settings.model.card)?;
+        let card = &model.card;
+
+        let plan = FeaturePlan::new(card);
+        let (decoder, plan) = match settings.input_format()? {
+            Format::Avro => {
+                let reader = load_schema(&settings.input.reader_schema)?;
+                let mut writers = HashMap::new();
+                for (id, path) in settings.avro_schema_ids() {
+                    writers.insert(id, load_schema(&path)?);
+                }
+                let plan = plan.for_avro_reader(card, &reader)?;
+                (InputDecoder::avro(writers, reader), plan)
+            }
+            Format::Json => (InputDecoder::json(), plan),
+        };
+        let encoder = ScoreEncoder::new(
+            settings.output_format()?,
+            load_schema(&settings.output.avro_schema)?,
+            settings.output.avro_schema_id,
+        );
+
+        let runtime = inference::init_runtime(&settings.onnxruntime_library())?;
+        let max_batch = settings.batching.max_batch_size as usize;
+        let mut sessions = Vec::new();
+        for _ in 0..settings.model.sessions {
+            let mut session = ModelSession::open(
+                &runtime,
+                &model,
+                settings.device()?,
+                settings.model.intra_op_threads as usize,
+            )?;
+            session.warm_up(&[1, max_batch])?;
+            sessions.push(session);
+        }
+        let device = sessions.first().map_or(Device::Cpu, ModelSession::device);
+        let threshold = settings.model.threshold.unwrap_or(card.threshold);
+        metrics::gauge!(MODEL_INFO, "name" => card.name.clone(), "version" => card.version.clone(),
+            "sha256" => card.sha256.clone(), "device" => device.as_str())
+        .set(1.0);
+
+        let producer: SinkProducer = producer_config(settings)
+            .create_with_context(SinkContext)
+            .map_err(|source| PipelineError::KafkaClient {
+                client: "transactional producer",
+                source,
+            })?;
+        producer
+            .init_transactions(settings.request_timeout())
+            .map_err(|source| PipelineError::InitTransactions {
+                bootstrap: settings.kafka.bootstrap_servers.clone(),
+                source,
+            })?;
+
+        let (rewind_tx, rewind_rx) = channel();
+        let mut to_workers = Vec::new();
+        let mut from_workers = Vec::new();
+        let mut worker_ends = Vec::new();
+        for session in sessions {
+            let (in_tx, in_rx) = sync_channel(QUEUE_DEPTH);
+            let (out_tx, out_rx) = sync_channel(QUEUE_DEPTH);
+            to_workers.push(in_tx);
+            from_workers.push(out_rx);
+            worker_ends.push((session, in_rx, out_tx));
+        }
+        let transform = Transform::new(keyring, decoder, plan);
+        let batcher = Batcher::new(max_batch, settings.max_batch_delay(), transform.width());
+        let stage = SourceStage::new(
+            transform,
+            batcher,
+            Dispatch::new(to_workers),
+            rewind_rx,
+            stats.clone(),
+            settings.request_timeout(),
+        );
+        let consumer: SourceConsumer = consumer_config(settings)
+            .create_with_context(SourceContext::new(stage))
+            .map_err(|source| PipelineError::KafkaClient {
+                client: "consumer",
+                source,
+            })?;
+        let consumer = Arc::new(consumer);
+        let topics: Vec<&str> = settings.input.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|source| PipelineError::Subscribe {
+                topics: topics.join(","),
+                source,
+            })?;
+
+        let sink = Sink::new(
+            producer,
+            consumer.clone(),
+            rewind_tx,
+            encoder,
+            ModelIdentity {
+                name: card.name.clone(),
+                version: card.version.clone(),
+                sha256: card.sha256.clone(),
+                threshold,
+            },
+            SinkConfig {
+                score_topic: settings.output.topic.clone(),
+                dead_letter_topic: settings.output.dead_letter_topic.clone(),
+                commit_interval: settings.commit_interval(),
+                timeout: settings.request_timeout(),
+            },
+            stats,
+        );
+        let spawn_err = PipelineError::Thread;
+        let sink = std::thread::Builder::new()
+            .name("sink".into())
+            .spawn(move || sink.run(from_workers))
+            .map_err(spawn_err)?;
+        let mut workers = Vec::new();
+        for (i, (session, input, output)) in worker_ends.into_iter().enumerate() {
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("inference-{i}"))
+                    .spawn(move || inference::worker::run(session, input, output))
+                    .map_err(spawn_err)?,
+            );
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let source = {
+            let (consumer, stop) = (consumer.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("source".into())
+                .spawn(move || source::run(consumer, stop))
+                .map_err(spawn_err)?
+        };
+        tracing::info!(
+            model = %card.name, version = %card.version, device = device.as_str(),
+            topics = %settings.input.topics.join(","), output = %settings.output.topic,
+            dead_letters = %settings.output.dead_letter_topic,
+            max_batch_size = max_batch, max_batch_delay_ms = settings.batching.max_batch_delay_ms,
+            commit_interval_ms = settings.transactions.commit_interval_ms,
+            "pipeline started"
+        );
+        Ok(Self {
+            stop,
+            source,
+            workers,
+            sink,
+            consumer,
+            device,
+        })
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Asks the pipeline to commit what it has read and stop.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// A flag that stops the pipeline when set (for signal handlers).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// True once any stage has ended (normally only after [`Pipeline::stop`]).
+    pub fn has_stopped(&self) -> bool {
+        self.source.is_finished()
+            || self.sink.is_finished()
+            || self.workers.iter().any(|w| w.is_finished())
+    }
+
+    /// Waits for every stage; the first error, in data-flow order, is returned.
+    pub fn join(self) -> Result<(), PipelineError> {
+        let source = self
+            .source
+            .join()
+            .map_err(|_| PipelineError::Panicked("source"))?;
+        let mut worker_result = Ok(());
+        for w in self.workers {
+            let r = w.join().map_err(|_| PipelineError::Panicked("inference"))?;
+            if worker_result.is_ok() {
+                worker_result = r;
+            }
+        }
+        let sink = self
+            .sink
+            .join()
+            .map_err(|_| PipelineError::Panicked("sink"))?;
+        // Leave the group now, so a successor gets the partitions without waiting for a session timeout.
+        self.consumer.unsubscribe();
+        drop(self.consumer);
+        source?;
+        worker_result?;
+        sink?;
+        Ok(())
+    }
+}

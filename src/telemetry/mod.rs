@@ -1,0 +1,8 @@
+//! Metrics (Prometheus), live counters for the terminal, HTTP endpoints and logs.
+
+pub mod http;
+pub mod live;
+pub mod logging;
+pub mod metrics;
+
+pub use live::LiveStats;
