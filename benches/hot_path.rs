@@ -1,1 +1,97 @@
-fn main() {}
+//! Micro-benchmarks of the per-record and per-batch work: envelope open,
+//! decode + features, and ONNX Runtime inference by batch size. Each group
+//! reports throughput, so `cargo bench` prints records/s side by side.
+
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+use streamscore::codec::InputDecoder;
+use streamscore::codec::schemas::load_schema;
+use streamscore::config::{DevicePreference, Format};
+use streamscore::demo::events::EventFactory;
+use streamscore::envelope::Keyring;
+use streamscore::features::FeaturePlan;
+use streamscore::inference::{ModelSession, VerifiedModel, init_runtime};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// (record key, envelope) pairs as they arrive from Kafka.
+type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn fixtures() -> (Arc<Keyring>, Records) {
+    let keyring = Arc::new(Keyring::generate("bench").unwrap().0);
+    let mut factory = EventFactory::new(keyring.clone(), Format::Avro, "bench", 9);
+    let records = (0..1024)
+        .map(|_| {
+            let r = factory.next(None);
+            (r.key, r.value.unwrap())
+        })
+        .collect();
+    (keyring, records)
+}
+
+fn per_record(c: &mut Criterion) {
+    let (keyring, records) = fixtures();
+    let schema =
+        load_schema(&std::path::Path::new(ROOT).join("schemas/card_transaction.v1.avsc")).unwrap();
+    let model = VerifiedModel::load(&std::path::Path::new(ROOT).join("models/fraud_mlp.card.json"))
+        .unwrap();
+    let plan = FeaturePlan::new(&model.card)
+        .for_avro_reader(&model.card, &schema)
+        .unwrap();
+    let decoder = InputDecoder::avro([(1, schema.clone())].into(), schema);
+    let plaintexts: Vec<Vec<u8>> = records
+        .iter()
+        .map(|(k, v)| keyring.open(v, Some(k)).unwrap())
+        .collect();
+
+    let mut g = c.benchmark_group("per_record");
+    g.throughput(Throughput::Elements(records.len() as u64));
+    g.bench_function("envelope_open", |b| {
+        b.iter(|| {
+            records
+                .iter()
+                .map(|(k, v)| keyring.open(v, Some(k)).unwrap().len())
+                .sum::<usize>()
+        })
+    });
+    let mut row = Vec::with_capacity(plan.width());
+    g.bench_function("avro_decode_and_features", |b| {
+        b.iter(|| {
+            for p in &plaintexts {
+                row.clear();
+                let fields = decoder.decode(p).unwrap();
+                plan.extract(&fields, &mut row).unwrap();
+            }
+        })
+    });
+    g.finish();
+}
+
+fn inference(c: &mut Criterion) {
+    let library = std::env::var("ORT_DYLIB_PATH")
+        .unwrap_or_else(|_| format!("{ROOT}/.local/onnxruntime/lib/libonnxruntime.so"));
+    let env =
+        init_runtime(std::path::Path::new(&library)).expect("run `make setup` for libonnxruntime");
+    let model = VerifiedModel::load(&std::path::Path::new(ROOT).join("models/fraud_mlp.card.json"))
+        .unwrap();
+    let mut session = ModelSession::open(&env, &model, DevicePreference::Cpu, 1).unwrap();
+    let width = model.card.features.len();
+    let mut g = c.benchmark_group("onnxruntime_cpu");
+    for batch in [1usize, 8, 32, 128, 512, 2048] {
+        let features: Vec<f32> = (0..batch * width).map(|i| (i % 17) as f32 * 0.1).collect();
+        let mut scores = Vec::with_capacity(batch);
+        g.throughput(Throughput::Elements(batch as u64));
+        g.bench_function(format!("batch_{batch}"), |b| {
+            b.iter(|| {
+                scores.clear();
+                session.score(&features, batch, &mut scores).unwrap();
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, per_record, inference);
+criterion_main!(benches);

@@ -93,7 +93,7 @@ fn main() -> ExitCode {
                 metrics_listen,
                 config,
             } => {
-                logging::init("human", "warn,streamscore=warn");
+                logging::init("human", "warn,librdkafka=error");
                 let report = demo::run(DemoOptions {
                     bootstrap,
                     events,

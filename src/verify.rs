@@ -163,14 +163,27 @@ pub fn verify(
     Ok(report)
 }
 
-fn reader(bootstrap: &str) -> Result<BaseConsumer, KafkaError> {
+/// End-of-partition is how the reader knows it is done, not an error worth a log line.
+struct QuietEof;
+
+impl rdkafka::ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::warn!(%error, reason, "verifier consumer error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for QuietEof {}
+
+fn reader(bootstrap: &str) -> Result<BaseConsumer<QuietEof>, KafkaError> {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "streamscore-verifier")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
-        .create()
+        .create_with_context(QuietEof)
 }
 
 /// Reads a whole topic (every partition to its end) and calls `each` per record.

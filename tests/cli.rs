@@ -1,0 +1,203 @@
+//! The `streamscore` binary as an operator meets it: clear one-line refusals
+//! for bad config, a tampered model, a missing library or broker; and `run`
+//! scoring real traffic, then committing and exiting 0 on SIGTERM.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use streamscore::config::Format;
+use streamscore::demo::events::EventFactory;
+use streamscore::envelope::Keyring;
+
+fn streamscore() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_streamscore"));
+    c.current_dir(support::root())
+        .env_remove("RUST_LOG")
+        .env("STREAMSCORE__TELEMETRY__LISTEN", "127.0.0.1:0")
+        .env("STREAMSCORE__TELEMETRY__LOG_FORMAT", "human");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("STREAMSCORE__") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn config_file(toml: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    f.write_all(toml.as_bytes()).unwrap();
+    f
+}
+
+/// Runs to completion and returns (exit code, stderr).
+fn refuse(cmd: &mut Command) -> (i32, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_config_value_stops_with_one_line_naming_key_value_and_allowed() {
+    let (code, err) = refuse(
+        streamscore()
+            .args(["run"])
+            .env("STREAMSCORE__BATCHING__MAX_BATCH_SIZE", "0"),
+    );
+    assert_ne!(code, 0);
+    assert_eq!(
+        err,
+        "error: config: batching.max_batch_size = 0 is not allowed: an integer from 1 to 65536\n"
+    );
+
+    let file = config_file("[model]\ndevice = \"gpu\"\n");
+    let (code, err) = refuse(streamscore().args(["run", "--config"]).arg(file.path()));
+    assert_ne!(code, 0);
+    assert_eq!(
+        err,
+        "error: config: model.device = gpu is not allowed: \"cpu\", \"cuda\" or \"auto\"\n"
+    );
+}
+
+#[test]
+fn tampered_model_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = support::root().join("models");
+    std::fs::copy(
+        models.join("fraud_mlp.card.json"),
+        dir.path().join("fraud_mlp.card.json"),
+    )
+    .unwrap();
+    let mut onnx = std::fs::read(models.join("fraud_mlp.onnx")).unwrap();
+    let mid = onnx.len() / 2;
+    onnx[mid] ^= 0x01;
+    std::fs::write(dir.path().join("fraud_mlp.onnx"), onnx).unwrap();
+    let (_, json) = Keyring::generate("k").unwrap();
+    let (code, err) = refuse(
+        streamscore()
+            .args(["run"])
+            .env("STREAMSCORE_KEYRING", json)
+            .env(
+                "STREAMSCORE__MODEL__CARD",
+                dir.path().join("fraud_mlp.card.json"),
+            ),
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("has SHA-256") && err.contains("refusing to serve"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_keyring_library_and_broker_say_what_is_missing() {
+    let (code, err) = refuse(
+        streamscore()
+            .args(["run"])
+            .env_remove("STREAMSCORE_KEYRING"),
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("STREAMSCORE_KEYRING") && err.contains("not set"),
+        "{err}"
+    );
+
+    let (_, json) = Keyring::generate("k").unwrap();
+    let (code, err) = refuse(
+        streamscore()
+            .args(["run"])
+            .env("STREAMSCORE_KEYRING", &json)
+            .env(
+                "STREAMSCORE__ONNXRUNTIME__LIBRARY",
+                "/nonexistent/libonnxruntime.so",
+            ),
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("ONNX Runtime library not found at /nonexistent")
+            && err.contains("make setup"),
+        "{err}"
+    );
+
+    let (code, err) = refuse(
+        streamscore()
+            .args(["run"])
+            .env("STREAMSCORE_KEYRING", &json)
+            .env("STREAMSCORE__KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
+            .env("STREAMSCORE__KAFKA__REQUEST_TIMEOUT_MS", "2000"),
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("cannot initialise Kafka transactions at 127.0.0.1:1"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(json.split('"').nth(9).unwrap_or("unreachable")),
+        "key leaked: {err}"
+    );
+}
+
+#[test]
+fn run_scores_traffic_and_commits_then_exits_zero_on_sigterm() {
+    let settings = support::settings("cli-run", Format::Avro, Format::Avro);
+    support::create(&settings);
+    let (keyring, json) = Keyring::generate("run-key").unwrap();
+    let keyring = Arc::new(keyring);
+    let mut factory = EventFactory::new(keyring, Format::Avro, "cli", 3);
+    let records: Vec<_> = (0..400).map(|_| factory.next(None)).collect();
+    support::publish_all(&settings, &records);
+
+    let file = config_file(&format!(
+        "[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"{}\"\ntransactional_id = \"{}\"\n\
+         [input]\ntopics = [\"{}\"]\n[output]\ntopic = \"{}\"\ndead_letter_topic = \"{}\"\n",
+        settings.kafka.bootstrap_servers,
+        settings.kafka.group_id,
+        settings.kafka.transactional_id,
+        settings.input.topics[0],
+        settings.output.topic,
+        settings.output.dead_letter_topic,
+    ));
+    let child = streamscore()
+        .args(["run", "--config"])
+        .arg(file.path())
+        .env("STREAMSCORE_KEYRING", &json)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the consumer group has committed everything, as a separate reader sees it.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let report = support::verify_topics(&settings);
+        if report.offsets_committed_to_end() && report.scored == 400 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all committed in time: {}",
+            report.line()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("stopped cleanly"), "{stderr}");
+    assert!(
+        !stderr.contains(json.split('"').nth(9).unwrap_or("unreachable")),
+        "key leaked"
+    );
+    let report = support::verify_topics(&settings);
+    assert!(report.exactly_once(), "{}", report.line());
+    assert_eq!(report.scored, 400);
+}

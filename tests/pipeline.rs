@@ -1,0 +1,147 @@
+//! End-to-end tests on the real Apache Kafka broker: exactly-once counts,
+//! dead letters with reasons, Avro and JSON, and scores equal to Python
+//! onnxruntime's.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use streamscore::codec::Decision;
+use streamscore::config::Format;
+use streamscore::demo::events::{BadKind, EventFactory, OutRecord};
+use streamscore::envelope::Keyring;
+
+fn keyring() -> Arc<Keyring> {
+    Arc::new(Keyring::generate("test-key").unwrap().0)
+}
+
+/// `good` good records with every bad kind mixed in `bad_each` times, in a fixed shuffled order.
+fn records(keyring: &Arc<Keyring>, format: Format, good: usize, bad_each: usize) -> Vec<OutRecord> {
+    let mut factory = EventFactory::new(keyring.clone(), format, "it", 1);
+    let mut out: Vec<OutRecord> = (0..good).map(|_| factory.next(None)).collect();
+    for (i, kind) in BadKind::ALL
+        .iter()
+        .cycle()
+        .take(BadKind::ALL.len() * bad_each)
+        .enumerate()
+    {
+        let record = factory.next(Some(*kind));
+        let at = (i * 7919) % (out.len() + 1);
+        out.insert(at, record);
+    }
+    out
+}
+
+fn expected_reasons(format: Format, bad_each: u64) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for kind in BadKind::ALL {
+        *m.entry(kind.expected_reason(format).as_str().to_owned())
+            .or_default() += bad_each;
+    }
+    m
+}
+
+fn exactly_once_with_every_bad_kind(input: Format, output: Format, good: usize, bad_each: usize) {
+    let settings = support::settings("eos", input, output);
+    support::create(&settings);
+    let keys = keyring();
+    let recs = records(&keys, input, good, bad_each);
+    support::publish_all(&settings, &recs);
+    let report = support::run_and_verify(&settings, keys, recs.len() as u64);
+
+    assert_eq!(report.produced, recs.len() as u64);
+    assert_eq!(report.scored, good as u64, "{report:?}");
+    assert_eq!(report.dead_lettered, (BadKind::ALL.len() * bad_each) as u64);
+    assert!(report.exactly_once(), "{}", report.line());
+    assert!(
+        report.offsets_committed_to_end(),
+        "{:?}",
+        report.committed_vs_end
+    );
+    assert_eq!(
+        report.dead_letter_reasons,
+        expected_reasons(input, bad_each as u64)
+    );
+    let good_ids: HashMap<&str, ()> = recs
+        .iter()
+        .filter(|r| r.bad.is_none())
+        .map(|r| (r.event_id.as_str(), ()))
+        .collect();
+    for s in &report.scores {
+        assert!(
+            good_ids.contains_key(s.event_id.as_str()),
+            "scored an event that was not good: {}",
+            s.event_id
+        );
+        assert!((0.0..=1.0).contains(&s.score));
+        assert_eq!(s.decision == Decision::Flag, s.score >= s.threshold);
+        assert_eq!(s.model_name, "fraud_mlp");
+    }
+}
+
+#[test]
+fn avro_input_every_record_exactly_once_and_bad_ones_dead_lettered_with_reason() {
+    exactly_once_with_every_bad_kind(Format::Avro, Format::Avro, 3000, 12);
+}
+
+#[test]
+fn json_input_and_json_scores_exactly_once() {
+    exactly_once_with_every_bad_kind(Format::Json, Format::Json, 600, 3);
+}
+
+#[derive(serde::Deserialize)]
+struct Fixture {
+    rows: Vec<FixtureRow>,
+}
+
+#[derive(serde::Deserialize)]
+struct FixtureRow {
+    event: serde_json::Map<String, serde_json::Value>,
+    score: f64,
+}
+
+/// The fixture was written by models/make_fixtures.py with Python's onnxruntime.
+#[test]
+fn scores_equal_python_onnxruntime_on_the_fixture_rows() {
+    let text =
+        std::fs::read_to_string(support::root().join("models/fixtures/fraud_mlp.expected.json"))
+            .unwrap();
+    let fixture: Fixture = serde_json::from_str(&text).unwrap();
+    let settings = support::settings("fixture", Format::Json, Format::Avro);
+    support::create(&settings);
+    let keys = keyring();
+    let recs: Vec<OutRecord> = fixture
+        .rows
+        .iter()
+        .map(|row| {
+            let key = row.event["card_id"].as_str().unwrap().as_bytes().to_vec();
+            let plaintext = serde_json::to_vec(&row.event).unwrap();
+            OutRecord {
+                value: Some(keys.seal(&plaintext, Some(&key))),
+                key,
+                event_id: row.event["event_id"].as_str().unwrap().to_owned(),
+                bad: None,
+            }
+        })
+        .collect();
+    support::publish_all(&settings, &recs);
+    let report = support::run_and_verify(&settings, keys, recs.len() as u64);
+    assert!(report.exactly_once(), "{}", report.line());
+    let expected: HashMap<String, f64> = fixture
+        .rows
+        .iter()
+        .map(|r| (r.event["event_id"].as_str().unwrap().to_owned(), r.score))
+        .collect();
+    assert_eq!(report.scores.len(), expected.len());
+    for s in &report.scores {
+        let want = expected[&s.event_id];
+        assert!(
+            (s.score - want).abs() < 1e-5,
+            "{}: streamscore {} vs onnxruntime {}",
+            s.event_id,
+            s.score,
+            want
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! Helpers for the integration tests: the real Kafka broker that `make test`
+//! starts (scripts/kafka), unique topics per test, and running a pipeline in
+//! process until everything it read is committed.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use streamscore::codec::ScoreEncoder;
+use streamscore::codec::schemas::load_schema;
+use streamscore::config::{Format, Settings};
+use streamscore::demo::events::OutRecord;
+use streamscore::demo::publish;
+use streamscore::envelope::Keyring;
+use streamscore::kafka::admin::create_topics;
+use streamscore::pipeline::Pipeline;
+use streamscore::telemetry::LiveStats;
+use streamscore::verify::{self, Report};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The broker `make test` started. Tests never skip silently without one.
+pub fn bootstrap() -> String {
+    std::env::var("STREAMSCORE_BOOTSTRAP").unwrap_or_else(|_| {
+        panic!(
+            "STREAMSCORE_BOOTSTRAP is not set: integration tests need the real Kafka broker; \
+             run them with `make test` (or `scripts/kafka run test -- cargo test`)"
+        )
+    })
+}
+
+pub fn unique(name: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "t-{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Default settings bound to fresh topics, a fresh group and transactional id.
+pub fn settings(name: &str, input: Format, output: Format) -> Settings {
+    let id = unique(name);
+    let mut s = Settings::load_with_env(None, false).expect("default settings are valid");
+    s.kafka.bootstrap_servers = bootstrap();
+    s.kafka.group_id = id.clone();
+    s.kafka.transactional_id = format!("{id}-txn");
+    s.input.topics = vec![format!("{id}.in")];
+    s.input.format = format_name(input).into();
+    s.output.topic = format!("{id}.scores");
+    s.output.dead_letter_topic = format!("{id}.dlq");
+    s.output.format = format_name(output).into();
+    s.model.card = root().join("models/fraud_mlp.card.json");
+    s.input.reader_schema = root().join(&s.input.reader_schema);
+    for path in s.input.avro_schemas.values_mut() {
+        *path = root().join(&*path);
+    }
+    s.output.avro_schema = root().join(&s.output.avro_schema);
+    s.onnxruntime.library = root()
+        .join(".local/onnxruntime/lib/libonnxruntime.so")
+        .display()
+        .to_string();
+    s.validate().expect("test settings are valid");
+    s
+}
+
+fn format_name(f: Format) -> &'static str {
+    match f {
+        Format::Avro => "avro",
+        Format::Json => "json",
+    }
+}
+
+pub fn create(settings: &Settings) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(create_topics(
+        &settings.kafka.bootstrap_servers,
+        &[
+            (settings.input.topics[0].as_str(), 3),
+            (settings.output.topic.as_str(), 3),
+            (settings.output.dead_letter_topic.as_str(), 1),
+        ],
+    ))
+    .expect("topics can be created");
+}
+
+pub fn publish_all(settings: &Settings, records: &[OutRecord]) {
+    let producer = publish::publisher(&settings.kafka.bootstrap_servers).unwrap();
+    for r in records {
+        publish::publish(&producer, &settings.input.topics[0], r).unwrap();
+    }
+    publish::flush(&producer).unwrap();
+}
+
+/// Runs a pipeline until it has committed `expected` records (or times out),
+/// stops it cleanly, and verifies the topics with the independent reader.
+pub fn run_and_verify(settings: &Settings, keyring: Arc<Keyring>, expected: u64) -> Report {
+    let stats = Arc::new(LiveStats::default());
+    let pipeline = Pipeline::start(settings, keyring, stats.clone()).expect("pipeline starts");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while stats.committed() < expected && Instant::now() < deadline && !pipeline.has_stopped() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pipeline.stop();
+    pipeline.join().expect("pipeline stops cleanly");
+    verify_topics(settings)
+}
+
+pub fn verify_topics(settings: &Settings) -> Report {
+    let encoder = ScoreEncoder::new(
+        settings.output_format().unwrap(),
+        load_schema(&settings.output.avro_schema).unwrap(),
+        settings.output.avro_schema_id,
+    );
+    verify::verify(
+        &settings.kafka.bootstrap_servers,
+        &verify::Topics {
+            input: &settings.input.topics,
+            scores: &settings.output.topic,
+            dead_letters: &settings.output.dead_letter_topic,
+            group_id: &settings.kafka.group_id,
+        },
+        &encoder,
+        Duration::from_secs(60),
+    )
+    .expect("topics can be read back")
+}
