@@ -104,7 +104,7 @@ impl ModelSession {
                     tracing::warn!(
                         reason = %reason,
                         "model.device = \"cuda\" but the CUDA execution provider did not load; falling back to CPU \
-                         (install onnxruntime-gpu==1.31.1 and its CUDA 12 libraries, and point onnxruntime.library at its libonnxruntime.so)"
+                         (install onnxruntime-gpu==1.31.1 and the CUDA and cuDNN libraries it needs, and point onnxruntime.library at its libonnxruntime.so)"
                     );
                 } else {
                     tracing::info!(reason = %reason, "CUDA execution provider not available; model.device = \"auto\" falls back to CPU");

@@ -38,6 +38,8 @@ pub enum SinkError {
     Encode(String),
     #[error("the consumer has no group metadata (not in a consumer group?)")]
     NoGroupMetadata,
+    #[error("a record reached the sink with no transaction open")]
+    NoTransaction,
 }
 
 /// Delivery reports: inside a transaction a failed delivery makes the commit
@@ -204,7 +206,7 @@ impl Sink {
 
     fn write(&mut self, item: &Item, score: Option<f32>, scored_at: i64) -> Result<(), SinkError> {
         let Some(txn) = self.open.as_mut() else {
-            return Ok(());
+            return Err(SinkError::NoTransaction);
         };
         let key = item.key.as_deref();
         match (&item.outcome, score) {
