@@ -42,6 +42,7 @@ pub struct Settings {
     pub onnxruntime: OnnxRuntimeSettings,
     pub batching: BatchingSettings,
     pub transactions: TransactionSettings,
+    pub shutdown: ShutdownSettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -52,6 +53,7 @@ pub struct KafkaSettings {
     pub group_id: String,
     pub transactional_id: String,
     pub transaction_timeout_ms: u64,
+    pub group_instance_id: String,
     pub session_timeout_ms: u64,
     pub request_timeout_ms: u64,
     pub max_message_bytes: u64,
@@ -127,6 +129,12 @@ pub struct BatchingSettings {
 #[serde(deny_unknown_fields)]
 pub struct TransactionSettings {
     pub commit_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownSettings {
+    pub grace_period_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -363,6 +371,10 @@ impl Settings {
 
     pub fn max_batch_delay(&self) -> Duration {
         Duration::from_millis(self.batching.max_batch_delay_ms)
+    }
+
+    pub fn grace_period(&self) -> Duration {
+        Duration::from_millis(self.shutdown.grace_period_ms)
     }
 
     pub fn request_timeout(&self) -> Duration {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use tokio::signal::unix::{SignalKind, signal};
 
 use streamscore::config::{Format, Settings};
 use streamscore::demo::{self, DemoOptions};
@@ -113,6 +114,8 @@ fn main() -> ExitCode {
             }
         }
     });
+    // A stage stuck past the grace period must not keep the process alive.
+    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -123,6 +126,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
+    // Signals are caught from the first moment, so a SIGTERM during start-up
+    // (model warm-up, joining the group) still ends in a clean stop, never a kill.
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
     let settings = Settings::load(config.as_deref())?;
     logging::init(
         &settings.telemetry.log_format,
@@ -140,24 +147,40 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
 
     let stats = Arc::new(LiveStats::default());
-    let pipeline = {
+    let starting = {
         let settings = settings.clone();
-        tokio::task::spawn_blocking(move || Pipeline::start(&settings, keyring, stats)).await??
+        tokio::task::spawn_blocking(move || Pipeline::start(&settings, keyring, stats))
     };
-    health.ready.store(true, Ordering::Relaxed);
-
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut check = tokio::time::interval(Duration::from_millis(200));
-    loop {
+    tokio::pin!(starting);
+    let mut stop_requested = false;
+    let pipeline = loop {
         tokio::select! {
-            _ = terminate.recv() => { tracing::info!("SIGTERM: committing and stopping"); break; }
-            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: committing and stopping"); break; }
-            _ = check.tick() => if pipeline.has_stopped() { break; },
+            started = &mut starting => break started??,
+            _ = terminate.recv() => { tracing::info!("SIGTERM during start-up: stopping once started"); stop_requested = true; }
+            _ = interrupt.recv() => { tracing::info!("SIGINT during start-up: stopping once started"); stop_requested = true; }
+        }
+    };
+    if !stop_requested {
+        health.ready.store(true, Ordering::Relaxed);
+        let mut check = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = terminate.recv() => { tracing::info!("SIGTERM: committing and stopping"); break; }
+                _ = interrupt.recv() => { tracing::info!("SIGINT: committing and stopping"); break; }
+                _ = check.tick() => if pipeline.has_stopped() { break; },
+            }
         }
     }
     health.ready.store(false, Ordering::Relaxed);
     pipeline.stop();
-    tokio::task::spawn_blocking(move || pipeline.join()).await??;
+    let grace = settings.grace_period();
+    match tokio::time::timeout(grace, tokio::task::spawn_blocking(move || pipeline.join())).await {
+        Ok(joined) => joined??,
+        Err(_) => anyhow::bail!(
+            "shutdown did not finish within shutdown.grace_period_ms = {}; exiting without the final commit (the next start resumes from the last one)",
+            grace.as_millis()
+        ),
+    }
     tracing::info!("stopped cleanly");
     Ok(())
 }

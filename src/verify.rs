@@ -265,3 +265,34 @@ fn committed_offsets(
         })
         .collect())
 }
+
+/// Sum over the input partitions of (group's committed offset, end offset):
+/// a cheap "is everything committed yet?" that reads no records.
+pub fn committed_progress(
+    bootstrap: &str,
+    input: &[String],
+    group_id: &str,
+) -> Result<(i64, i64), VerifyError> {
+    let consumer = reader(bootstrap)?;
+    let mut ends = BTreeMap::new();
+    for topic in input {
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for p in partitions {
+            let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+            ends.insert((topic.clone(), p), high);
+        }
+    }
+    let committed = committed_offsets(bootstrap, group_id, &ends)?;
+    let end: i64 = ends.values().sum();
+    let done: i64 = ends
+        .keys()
+        .map(|tp| committed.get(tp).copied().unwrap_or(0).max(0))
+        .sum();
+    Ok((done, end))
+}

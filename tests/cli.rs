@@ -201,3 +201,19 @@ fn run_scores_traffic_and_commits_then_exits_zero_on_sigterm() {
     assert!(report.exactly_once(), "{}", report.line());
     assert_eq!(report.scored, 400);
 }
+
+#[test]
+fn sigterm_during_start_up_still_stops_cleanly() {
+    let settings = support::settings("cli-early-term", Format::Avro, Format::Avro);
+    support::create(&settings);
+    let (_, json) = Keyring::generate("k").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::process::config_file(dir.path(), "early", &settings, "");
+    let processor =
+        support::process::Processor::start(&config, &json, dir.path().join("early.log"));
+    std::thread::sleep(Duration::from_millis(150));
+    let status = processor.terminate(Duration::from_secs(30));
+    let log = std::fs::read_to_string(dir.path().join("early.log")).unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("stopped cleanly"), "{log}");
+}

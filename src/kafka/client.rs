@@ -29,6 +29,9 @@ pub fn consumer_config(settings: &Settings) -> ClientConfig {
         .set("session.timeout.ms", k.session_timeout_ms.to_string())
         .set("max.partition.fetch.bytes", k.max_message_bytes.to_string())
         .set("statistics.interval.ms", "5000");
+    if !k.group_instance_id.is_empty() {
+        c.set("group.instance.id", &k.group_instance_id);
+    }
     for (key, value) in &k.properties {
         c.set(key, value);
     }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -132,4 +134,51 @@ pub fn verify_topics(settings: &Settings) -> Report {
         Duration::from_secs(60),
     )
     .expect("topics can be read back")
+}
+
+/// Publishes `events` records at `rate`/s on a thread, `bad_percent` of them bad
+/// (cycling through every bad kind); returns how many were published.
+pub fn stream(
+    settings: &Settings,
+    keyring: Arc<Keyring>,
+    events: u64,
+    rate: u64,
+    bad_percent: u32,
+) -> std::thread::JoinHandle<u64> {
+    use streamscore::demo::events::{BadKind, EventFactory};
+    let format = settings.input_format().unwrap();
+    let bootstrap = settings.kafka.bootstrap_servers.clone();
+    let topic = settings.input.topics[0].clone();
+    std::thread::spawn(move || {
+        let producer = publish::publisher(&bootstrap).unwrap();
+        let mut factory = EventFactory::new(keyring, format, "stream", 11);
+        let started = Instant::now();
+        for i in 0..events {
+            while (started.elapsed().as_secs_f64() * rate as f64) < i as f64 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let bad = (i % 100 < u64::from(bad_percent))
+                .then(|| BadKind::ALL[(i / 100) as usize % BadKind::ALL.len()]);
+            publish::publish(&producer, &topic, &factory.next(bad)).unwrap();
+        }
+        publish::flush(&producer).unwrap();
+        events
+    })
+}
+
+/// Waits until the group has committed every input record (offsets at the end).
+pub fn wait_committed(settings: &Settings, timeout: Duration) -> (i64, i64) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (done, end) = verify::committed_progress(
+            &settings.kafka.bootstrap_servers,
+            &settings.input.topics,
+            &settings.kafka.group_id,
+        )
+        .unwrap();
+        if (done == end && end > 0) || Instant::now() > deadline {
+            return (done, end);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }

@@ -1,0 +1,120 @@
+//! Processor instances as separate OS processes, the way an orchestrator runs
+//! them: started from a config file, signalled, killed, restarted.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use streamscore::config::Settings;
+
+/// Writes a config file that points the binary at the test's topics.
+pub fn config_file(dir: &Path, name: &str, settings: &Settings, extra: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let toml = format!(
+        "[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"{}\"\ntransactional_id = \"{}\"\n\
+         transaction_timeout_ms = {}\nsession_timeout_ms = {}\nrequest_timeout_ms = {}\ngroup_instance_id = \"{}\"\n\
+         [input]\ntopics = [\"{}\"]\nformat = \"{}\"\n[output]\ntopic = \"{}\"\ndead_letter_topic = \"{}\"\n\
+         [telemetry]\nlisten = \"127.0.0.1:0\"\nlog_format = \"human\"\nlog_level = \"info,ort=warn\"\n{extra}",
+        settings.kafka.bootstrap_servers,
+        settings.kafka.group_id,
+        settings.kafka.transactional_id,
+        settings.kafka.transaction_timeout_ms,
+        settings.kafka.session_timeout_ms,
+        settings.kafka.request_timeout_ms,
+        settings.kafka.group_instance_id,
+        settings.input.topics[0],
+        settings.input.format,
+        settings.output.topic,
+        settings.output.dead_letter_topic,
+    );
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+pub struct Processor {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Processor {
+    /// Starts `streamscore run`; stdout and stderr go to `log` (appended), never to a pipe that could fill.
+    pub fn start(config: &Path, keyring_json: &str, log: PathBuf) -> Self {
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamscore"));
+        cmd.current_dir(super::root())
+            .args(["run", "--config"])
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .env("STREAMSCORE_KEYRING", keyring_json)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("STREAMSCORE__") {
+                cmd.env_remove(k);
+            }
+        }
+        Self {
+            child: cmd.spawn().unwrap(),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -{signal} {} failed", self.pid());
+    }
+
+    /// Exit status if it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    pub fn kill9(mut self) -> Option<ExitStatus> {
+        let before = self.exited();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        before
+    }
+
+    /// SIGTERM, then wait up to `within` for the exit status.
+    pub fn terminate(mut self, within: Duration) -> ExitStatus {
+        if let Some(status) = self.exited() {
+            return status;
+        }
+        self.signal("TERM");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.exited() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "no exit within {within:?} of SIGTERM; log: {}",
+                    self.log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Processor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
