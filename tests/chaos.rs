@@ -26,6 +26,7 @@ fn env_or(name: &str, default: u64) -> u64 {
 
 #[test]
 fn sigkill_and_restart_loses_and_duplicates_nothing() {
+    let _turn = support::exclusive();
     let cycles = env_or("STREAMSCORE_CHAOS_CYCLES", 5);
     let events = env_or("STREAMSCORE_CHAOS_EVENTS", 6000);
     let seed = env_or("STREAMSCORE_CHAOS_SEED", 20261124);

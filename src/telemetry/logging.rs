@@ -16,7 +16,9 @@ pub fn init(format: &str, level: &str) {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only on a terminal, never in files or log collectors.
+        .with_ansi(std::io::stderr().is_terminal());
     // try_init: a second call (tests) keeps the first subscriber.
     let _ = if json {
         builder.json().flatten_event(true).try_init()

@@ -36,6 +36,13 @@ pub fn bootstrap() -> String {
     })
 }
 
+/// Tests that run several processor processes take turns: on 2 cores, two
+/// such tests at once would only measure the scheduler.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub fn unique(name: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     format!(
@@ -169,16 +176,30 @@ pub fn stream(
 /// Waits until the group has committed every input record (offsets at the end).
 pub fn wait_committed(settings: &Settings, timeout: Duration) -> (i64, i64) {
     let deadline = Instant::now() + timeout;
+    let mut last = (0, -1);
     loop {
-        let (done, end) = verify::committed_progress(
+        // A slow answer under load is not a failure: keep asking until the deadline.
+        if let Ok(progress) = verify::committed_progress(
             &settings.kafka.bootstrap_servers,
             &settings.input.topics,
             &settings.kafka.group_id,
-        )
-        .unwrap();
-        if (done == end && end > 0) || Instant::now() > deadline {
-            return (done, end);
+        ) {
+            last = progress;
+        }
+        if (last.0 == last.1 && last.1 > 0) || Instant::now() > deadline {
+            return last;
         }
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// Records committed so far by the group (0 while it cannot tell).
+pub fn committed_so_far(settings: &Settings) -> i64 {
+    verify::committed_progress(
+        &settings.kafka.bootstrap_servers,
+        &settings.input.topics,
+        &settings.kafka.group_id,
+    )
+    .map(|(done, _)| done)
+    .unwrap_or(0)
 }
