@@ -240,7 +240,7 @@ impl Sink {
                 if let Some(k) = key {
                     record = record.key(k);
                 }
-                send(&self.producer, record)?;
+                send(&self.producer, record, self.config.timeout)?;
                 txn.scored += 1;
             }
             (Outcome::Dead { rejection, value }, _) => {
@@ -263,7 +263,7 @@ impl Sink {
                 if let Some(k) = key {
                     record = record.key(k);
                 }
-                send(&self.producer, record)?;
+                send(&self.producer, record, self.config.timeout)?;
                 *txn.dead.entry(rejection.reason).or_default() += 1;
             }
             (Outcome::Row(meta), None) => {
@@ -313,9 +313,7 @@ impl Sink {
             Err(e) if fatal(&e) => Err(SinkError::Fatal(e)),
             Err(e) => {
                 tracing::warn!(error = %e, records = txn.timestamps.len(), "transaction failed; aborting and rewinding to the last commit");
-                self.producer
-                    .abort_transaction(self.config.timeout)
-                    .map_err(SinkError::Abort)?;
+                self.abort_with_retries()?;
                 self.generation += 1;
                 // The source may already be gone (shutdown); then nothing needs rewinding.
                 let _ = self.rewinds.send(self.generation);
@@ -337,6 +335,22 @@ impl Sink {
                     tracing::warn!(error = %e, attempts, "retrying the transaction commit");
                 }
                 other => return other,
+            }
+        }
+    }
+
+    /// Aborts; librdkafka asks for a retry when an abort times out mid-way.
+    fn abort_with_retries(&self) -> Result<(), SinkError> {
+        let mut attempts = 0;
+        loop {
+            match self.producer.abort_transaction(self.config.timeout) {
+                Ok(()) => return Ok(()),
+                Err(e) if fatal(&e) => return Err(SinkError::Fatal(e)),
+                Err(e) if retriable(&e) && attempts < 3 => {
+                    attempts += 1;
+                    tracing::warn!(error = %e, attempts, "retrying the transaction abort");
+                }
+                Err(e) => return Err(SinkError::Abort(e)),
             }
         }
     }
@@ -377,12 +391,24 @@ fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
     }
 }
 
-/// Enqueues a record, waiting while librdkafka's queue is full.
-fn send(producer: &SinkProducer, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), SinkError> {
+/// Enqueues a record, waiting while librdkafka's queue is full, but not
+/// forever: a queue that does not drain within `patience` means the producer
+/// cannot deliver, and the process had better restart than hang.
+fn send(
+    producer: &SinkProducer,
+    mut record: BaseRecord<'_, [u8], [u8]>,
+    patience: Duration,
+) -> Result<(), SinkError> {
+    let started = Instant::now();
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                if started.elapsed() > patience {
+                    return Err(SinkError::Produce(KafkaError::MessageProduction(
+                        RDKafkaErrorCode::QueueFull,
+                    )));
+                }
                 record = back;
                 std::thread::sleep(Duration::from_millis(1));
             }

@@ -1,0 +1,251 @@
+//! Exactly once across broker faults, on a broker of the test's own (the
+//! shared one must not die): SIGKILL and restart on the same log dir under
+//! load, a clean stop and restart, and a hung broker (SIGSTOP) for 30 s while
+//! the processor's memory is watched. A supervisor restarts the processor
+//! whenever it exits, as Kubernetes would; fatal errors are allowed to end an
+//! instance, never to lose or duplicate a record.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use streamscore::config::{Format, Settings};
+use streamscore::envelope::Keyring;
+use support::process::{Processor, config_file};
+
+/// A broker run by scripts/kafka under a name of its own; deleted on drop.
+struct OwnBroker {
+    name: String,
+    bootstrap: String,
+}
+
+impl OwnBroker {
+    fn start(name: &str) -> Self {
+        let name = format!("{name}-{}", std::process::id());
+        let out = kafka(&["start", &name]);
+        Self {
+            bootstrap: out.trim().to_owned(),
+            name,
+        }
+    }
+
+    fn act(&self, action: &str) {
+        kafka(&[action, &self.name]);
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = Command::new(support::root().join("scripts/kafka"))
+            .args(["stop", &self.name])
+            .status();
+    }
+}
+
+fn kafka(args: &[&str]) -> String {
+    let out = Command::new(support::root().join("scripts/kafka"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/kafka {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Restarts the processor whenever it exits, and counts how often.
+struct Supervisor<'a> {
+    config: PathBuf,
+    keyring_json: &'a str,
+    log: PathBuf,
+    current: Option<Processor>,
+    restarts: u32,
+}
+
+impl<'a> Supervisor<'a> {
+    fn start(config: PathBuf, keyring_json: &'a str, log: PathBuf) -> Self {
+        let current = Some(Processor::start(&config, keyring_json, log.clone()));
+        Self {
+            config,
+            keyring_json,
+            log,
+            current,
+            restarts: 0,
+        }
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if let Some(p) = self.current.as_mut()
+                && p.exited().is_some()
+            {
+                self.restarts += 1;
+                self.current = Some(Processor::start(
+                    &self.config,
+                    self.keyring_json,
+                    self.log.clone(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.current.as_ref().map_or(0, Processor::pid)
+    }
+
+    fn run_until_committed(&mut self, settings: &Settings, timeout: Duration) {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            let (done, end) = streamscore::verify::committed_progress(
+                &settings.kafka.bootstrap_servers,
+                &settings.input.topics,
+                &settings.kafka.group_id,
+            )
+            .unwrap_or((0, -1));
+            if done == end && end > 0 {
+                return;
+            }
+            self.run_for(Duration::from_millis(500));
+        }
+    }
+
+    fn stop(mut self) -> String {
+        if let Some(p) = self.current.take() {
+            let status = p.terminate(Duration::from_secs(60));
+            assert!(
+                status.success(),
+                "final instance on SIGTERM: {status}\n{}",
+                tail(&self.log)
+            );
+        }
+        tail(&self.log)
+    }
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(80)..].join("\n")
+}
+
+fn fault_settings(name: &str, broker: &OwnBroker) -> Settings {
+    let mut s = support::settings(name, Format::Avro, Format::Avro);
+    s.kafka.bootstrap_servers = broker.bootstrap.clone();
+    s.kafka.group_instance_id = format!("{}-member", s.kafka.group_id);
+    s.kafka.session_timeout_ms = 10_000;
+    s.kafka.transaction_timeout_ms = 20_000;
+    s.kafka.request_timeout_ms = 10_000;
+    support::create(&s);
+    s
+}
+
+fn check(settings: &Settings, produced: u64, log: &str) {
+    let report = support::verify_topics(settings);
+    println!("{}", report.line());
+    assert_eq!(report.produced, produced);
+    assert!(
+        report.exactly_once(),
+        "{}\nprocessor log tail:\n{log}",
+        report.line()
+    );
+    assert!(
+        report.offsets_committed_to_end(),
+        "{:?}",
+        report.committed_vs_end
+    );
+}
+
+#[test]
+fn broker_killed_and_stopped_under_load_loses_and_duplicates_nothing() {
+    let _turn = support::exclusive();
+    let broker = OwnBroker::start("faults-kill");
+    let settings = fault_settings("broker-kill", &broker);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), "p", &settings, "");
+    let (keyring, json) = Keyring::generate("fault-key").unwrap();
+    let stream = support::stream(&settings, Arc::new(keyring), 6000, 400, 3);
+    let mut supervisor = Supervisor::start(config, &json, dir.path().join("p.log"));
+    supervisor.run_for(Duration::from_secs(3));
+    broker.act("crash");
+    supervisor.run_for(Duration::from_secs(3));
+    broker.act("restart");
+    supervisor.run_for(Duration::from_secs(4));
+    broker.act("halt");
+    supervisor.run_for(Duration::from_secs(2));
+    broker.act("restart");
+    while !stream.is_finished() {
+        supervisor.run_for(Duration::from_secs(1));
+    }
+    let produced = stream.join().unwrap();
+    supervisor.run_until_committed(&settings, Duration::from_secs(180));
+    println!(
+        "processor restarts after broker faults: {}",
+        supervisor.restarts
+    );
+    let log = supervisor.stop();
+    check(&settings, produced, &log);
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn hung_broker_for_30_seconds_keeps_memory_flat_and_loses_nothing() {
+    let _turn = support::exclusive();
+    let broker = OwnBroker::start("faults-hang");
+    let settings = fault_settings("broker-hang", &broker);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), "p", &settings, "");
+    let (keyring, json) = Keyring::generate("fault-key").unwrap();
+    let stream = support::stream(&settings, Arc::new(keyring), 12_000, 300, 3);
+    let mut supervisor = Supervisor::start(config, &json, dir.path().join("p.log"));
+    while support::committed_so_far(&settings) < 1000 {
+        supervisor.run_for(Duration::from_millis(500));
+    }
+    let pid = supervisor.pid();
+    let baseline = rss_kib(pid);
+    broker.act("pause");
+    let mut peak = baseline;
+    for _ in 0..30 {
+        supervisor.run_for(Duration::from_secs(1));
+        peak = peak.max(rss_kib(pid));
+    }
+    broker.act("resume");
+    while !stream.is_finished() {
+        supervisor.run_for(Duration::from_secs(1));
+    }
+    let produced = stream.join().unwrap();
+    supervisor.run_until_committed(&settings, Duration::from_secs(90));
+    println!(
+        "RSS during a 30 s hung broker: baseline {} MiB, peak {} MiB; restarts {}",
+        baseline / 1024,
+        peak / 1024,
+        supervisor.restarts
+    );
+    let same_instance = supervisor.pid() == pid;
+    let log = supervisor.stop();
+    check(&settings, produced, &log);
+    assert!(baseline > 0, "could not read the processor's RSS");
+    // Bounded queues end to end: an outage must not turn into buffering.
+    assert!(
+        peak < baseline + 32 * 1024,
+        "RSS grew from {baseline} KiB to {peak} KiB during the outage"
+    );
+    assert!(same_instance || peak > 0);
+}
