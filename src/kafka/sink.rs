@@ -176,7 +176,20 @@ impl Sink {
                     Outcome::Row(_) => scores.next().copied(),
                     Outcome::Dead { .. } => None,
                 };
-                self.write(item, score, scored_at)?;
+                match self.write(item, score, scored_at) {
+                    Ok(()) => {}
+                    // A failed delivery puts the transaction in an abortable
+                    // state and later sends fail; the rest of this batch is
+                    // read again after the rewind.
+                    Err(SinkError::Produce(e)) => {
+                        let outcome = self.abort_and_rewind(&e)?;
+                        if let Some(barrier) = batch.barrier {
+                            let _ = barrier.done.send(outcome);
+                        }
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             metrics::histogram!(STAGE_DURATION, "stage" => stage::PRODUCE)
                 .record(started.elapsed());
@@ -287,7 +300,7 @@ impl Sink {
     /// failure is retried; one that needs an abort aborts and asks the source
     /// to rewind; a fatal one (fencing) stops the process.
     fn commit(&mut self) -> Result<BarrierOutcome, SinkError> {
-        let Some(txn) = self.open.take() else {
+        let Some(txn) = self.open.as_ref() else {
             return Ok(BarrierOutcome::Committed);
         };
         let started = Instant::now();
@@ -307,23 +320,32 @@ impl Sink {
             .and_then(|()| self.commit_with_retries());
         match result {
             Ok(()) => {
-                self.committed(&txn, started);
+                if let Some(txn) = self.open.take() {
+                    self.committed(&txn, started);
+                }
                 Ok(BarrierOutcome::Committed)
             }
-            Err(e) if fatal(&e) => Err(SinkError::Fatal(e)),
-            Err(e) => {
-                tracing::warn!(error = %e, records = txn.timestamps.len(), "transaction failed; aborting and rewinding to the last commit");
-                self.abort_with_retries()?;
-                self.generation += 1;
-                // The source may already be gone (shutdown); then nothing needs rewinding.
-                let _ = self.rewinds.send(self.generation);
-                metrics::counter!(TRANSACTIONS, "outcome" => "aborted").increment(1);
-                self.stats
-                    .transactions_aborted
-                    .fetch_add(1, Ordering::Relaxed);
-                Ok(BarrierOutcome::Aborted)
-            }
+            Err(e) => self.abort_and_rewind(&e),
         }
+    }
+
+    /// Aborts the open transaction and asks the source to read again from
+    /// the last commit; batches read before that are dropped by generation.
+    fn abort_and_rewind(&mut self, cause: &KafkaError) -> Result<BarrierOutcome, SinkError> {
+        if fatal(cause) {
+            return Err(SinkError::Fatal(cause.clone()));
+        }
+        let records = self.open.take().map_or(0, |t| t.timestamps.len());
+        tracing::warn!(error = %cause, records, "transaction failed; aborting and rewinding to the last commit");
+        self.abort_with_retries()?;
+        self.generation += 1;
+        // The source may already be gone (shutdown); then nothing needs rewinding.
+        let _ = self.rewinds.send(self.generation);
+        metrics::counter!(TRANSACTIONS, "outcome" => "aborted").increment(1);
+        self.stats
+            .transactions_aborted
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(BarrierOutcome::Aborted)
     }
 
     fn commit_with_retries(&self) -> rdkafka::error::KafkaResult<()> {

@@ -290,7 +290,7 @@ pub fn run(consumer: Arc<SourceConsumer>, stop: Arc<AtomicBool>) -> Result<(), S
                 None => Ok(()),
                 Some(Ok(m)) => stage.on_message(&m),
                 Some(Err(e)) => {
-                    report_poll_error(&e)?;
+                    report_poll_error(&consumer, &e)?;
                     Ok(())
                 }
             };
@@ -313,7 +313,13 @@ pub fn run(consumer: Arc<SourceConsumer>, stop: Arc<AtomicBool>) -> Result<(), S
     result
 }
 
-fn report_poll_error(e: &KafkaError) -> Result<(), SourceError> {
+fn report_poll_error(consumer: &SourceConsumer, e: &KafkaError) -> Result<(), SourceError> {
+    // Some fatal errors arrive with their own code (e.g. FencedInstanceId when
+    // another instance took our group.instance.id); the client knows it is dead.
+    if let Some((code, reason)) = consumer.client().fatal_error() {
+        tracing::error!(%code, %reason, "the consumer failed fatally; stopping");
+        return Err(SourceError::Fatal(e.clone()));
+    }
     match e.rdkafka_error_code() {
         Some(RDKafkaErrorCode::Fatal) => Err(SourceError::Fatal(e.clone())),
         Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {

@@ -1,0 +1,124 @@
+//! Request-level faults the real broker cannot be made to inject, on
+//! librdkafka's mock cluster. The mock cannot prove exactly once (its
+//! TxnOffsetCommit stores no offsets and read_committed readers see aborted
+//! records), so these tests check only how the processor reacts to each class
+//! of error: retriable → it goes on; abortable → it aborts, rewinds and goes
+//! on; fatal → it stops with an error. Exactly once itself is proven on the
+//! real broker (chaos, rebalance and broker_faults tests).
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use streamscore::config::{Format, Settings};
+use streamscore::demo::events::EventFactory;
+use streamscore::envelope::Keyring;
+use streamscore::kafka::sink::SinkError;
+use streamscore::pipeline::{Pipeline, PipelineError};
+use streamscore::telemetry::LiveStats;
+
+const RECORDS: u64 = 300;
+
+struct Mock {
+    cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    settings: Settings,
+    keyring: Arc<Keyring>,
+}
+
+fn mock(name: &str) -> Mock {
+    streamscore::telemetry::logging::init("human", "info,ort=warn,librdkafka=warn");
+    let cluster = MockCluster::new(1).unwrap();
+    let mut settings = support::settings(name, Format::Avro, Format::Avro);
+    settings.kafka.bootstrap_servers = cluster.bootstrap_servers();
+    settings.kafka.request_timeout_ms = 5_000;
+    for (topic, partitions) in [
+        (&settings.input.topics[0], 2),
+        (&settings.output.topic, 2),
+        (&settings.output.dead_letter_topic, 1),
+    ] {
+        cluster.create_topic(topic, partitions, 1).unwrap();
+    }
+    let keyring = Arc::new(Keyring::generate("mock-key").unwrap().0);
+    let mut factory = EventFactory::new(keyring.clone(), Format::Avro, "mock", 5);
+    let records: Vec<_> = (0..RECORDS).map(|_| factory.next(None)).collect();
+    support::publish_all(&settings, &records);
+    Mock {
+        cluster,
+        settings,
+        keyring,
+    }
+}
+
+/// Runs until `done(stats)` or the pipeline stops on its own; returns the stats and the join result.
+fn run_until(
+    m: &Mock,
+    done: impl Fn(&LiveStats) -> bool,
+) -> (Arc<LiveStats>, Result<(), PipelineError>) {
+    let stats = Arc::new(LiveStats::default());
+    let pipeline =
+        Pipeline::start(&m.settings, m.keyring.clone(), stats.clone()).expect("pipeline starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done(&stats) && !pipeline.has_stopped() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pipeline.stop();
+    (stats, pipeline.join())
+}
+
+#[test]
+fn retriable_end_txn_errors_are_retried_without_an_abort() {
+    let m = mock("mock-retriable");
+    use RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS as LOADING;
+    m.cluster
+        .request_errors(RDKafkaApiKey::EndTxn, &[LOADING, LOADING, LOADING]);
+    let (stats, joined) = run_until(&m, |s| s.scored.load(Ordering::Relaxed) >= RECORDS);
+    joined.expect("the pipeline keeps running through retriable errors");
+    assert!(stats.scored.load(Ordering::Relaxed) >= RECORDS);
+    assert_eq!(stats.transactions_aborted.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn failed_produce_aborts_rewinds_and_goes_on() {
+    let m = mock("mock-abortable");
+    use RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE as TOO_LARGE;
+    // Produce requests fail non-retriably: the transaction must be aborted.
+    m.cluster
+        .request_errors(RDKafkaApiKey::Produce, &[TOO_LARGE, TOO_LARGE]);
+    let (stats, joined) = run_until(&m, |s| {
+        s.transactions_aborted.load(Ordering::Relaxed) >= 1
+            && s.scored.load(Ordering::Relaxed) >= RECORDS
+    });
+    joined.expect("an abortable error does not stop the pipeline");
+    assert!(
+        stats.transactions_aborted.load(Ordering::Relaxed) >= 1,
+        "no abort: {stats:?}"
+    );
+    assert!(
+        stats.scored.load(Ordering::Relaxed) >= RECORDS,
+        "records were not read again and committed after the rewind: {stats:?}"
+    );
+}
+
+#[test]
+fn fenced_producer_stops_the_pipeline_with_a_fatal_error() {
+    let m = mock("mock-fatal");
+    use RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED as FENCED;
+    m.cluster.request_errors(RDKafkaApiKey::EndTxn, &[FENCED]);
+    let (stats, joined) = run_until(&m, |_| false);
+    match joined {
+        Err(PipelineError::Sink(SinkError::Fatal(e))) => {
+            let text = e.to_string();
+            assert!(text.to_lowercase().contains("fenced"), "{text}");
+        }
+        other => panic!("expected a fatal sink error, got {other:?} ({stats:?})"),
+    }
+    assert_eq!(
+        stats.scored.load(Ordering::Relaxed),
+        0,
+        "nothing may count as committed"
+    );
+}
