@@ -12,6 +12,8 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::codec::ScoreEncoder;
+use crate::codec::schemas::load_schema;
+use crate::config::Settings;
 use crate::dead_letter;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +24,8 @@ pub enum VerifyError {
     NoTopic(String),
     #[error("reading {topic} did not reach its end within {seconds} s")]
     Timeout { topic: String, seconds: u64 },
+    #[error("cannot set up the score decoder: {0}")]
+    Setup(String),
 }
 
 /// Where a record came from: (topic, partition, offset).
@@ -76,6 +80,27 @@ pub struct Topics<'a> {
     pub scores: &'a str,
     pub dead_letters: &'a str,
     pub group_id: &'a str,
+}
+
+/// Verifies the topics that a pipeline with these settings reads and writes.
+pub fn verify_settings(settings: &Settings, timeout: Duration) -> Result<Report, VerifyError> {
+    let format = settings
+        .output_format()
+        .map_err(|e| VerifyError::Setup(e.to_string()))?;
+    let schema =
+        load_schema(&settings.output.avro_schema).map_err(|e| VerifyError::Setup(e.to_string()))?;
+    let encoder = ScoreEncoder::new(format, schema, settings.output.avro_schema_id);
+    verify(
+        &settings.kafka.bootstrap_servers,
+        &Topics {
+            input: &settings.input.topics,
+            scores: &settings.output.topic,
+            dead_letters: &settings.output.dead_letter_topic,
+            group_id: &settings.kafka.group_id,
+        },
+        &encoder,
+        timeout,
+    )
 }
 
 /// Reads everything and builds the report.

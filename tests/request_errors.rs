@@ -122,3 +122,23 @@ fn fenced_producer_stops_the_pipeline_with_a_fatal_error() {
         "nothing may count as committed"
     );
 }
+
+#[test]
+fn rejected_offset_commit_aborts_rewinds_and_goes_on() {
+    let m = mock("mock-offsets");
+    use RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID as UNKNOWN_MEMBER;
+    // The group no longer knows this member: its offsets must not be
+    // committed, so the transaction is aborted and the records read again.
+    m.cluster
+        .request_errors(RDKafkaApiKey::TxnOffsetCommit, &[UNKNOWN_MEMBER]);
+    let (stats, joined) = run_until(&m, |s| {
+        s.transactions_aborted.load(Ordering::Relaxed) >= 1
+            && s.scored.load(Ordering::Relaxed) >= RECORDS
+    });
+    joined.expect("a rejected offset commit does not stop the pipeline");
+    assert!(
+        stats.transactions_aborted.load(Ordering::Relaxed) >= 1,
+        "no abort: {stats:?}"
+    );
+    assert!(stats.scored.load(Ordering::Relaxed) >= RECORDS, "{stats:?}");
+}

@@ -17,8 +17,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rand::{Rng, SeedableRng};
 
-use crate::codec::ScoreEncoder;
-use crate::codec::schemas::load_schema;
 use crate::config::{Format, Settings};
 use crate::demo::events::{BadKind, EventFactory};
 use crate::envelope::Keyring;
@@ -182,23 +180,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Report> {
     producer_result?;
     pipeline_result?;
 
-    let encoder = ScoreEncoder::new(
-        settings.output_format()?,
-        load_schema(&settings.output.avro_schema)?,
-        settings.output.avro_schema_id,
-    );
     let report = tokio::task::spawn_blocking(move || {
-        verify::verify(
-            &settings.kafka.bootstrap_servers,
-            &verify::Topics {
-                input: &settings.input.topics,
-                scores: &settings.output.topic,
-                dead_letters: &settings.output.dead_letter_topic,
-                group_id: &settings.kafka.group_id,
-            },
-            &encoder,
-            Duration::from_secs(120),
-        )
+        verify::verify_settings(&settings, Duration::from_secs(120))
     })
     .await??;
     let reasons: Vec<String> = report

@@ -9,7 +9,12 @@ fn base(settings: &Settings) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &k.bootstrap_servers)
         .set("message.max.bytes", (k.max_message_bytes + 512).to_string());
-    for (key, value) in &k.properties {
+    c
+}
+
+/// `kafka.properties` go last, so an operator's setting wins over ours.
+fn with_overrides(mut c: ClientConfig, settings: &Settings) -> ClientConfig {
+    for (key, value) in &settings.kafka.properties {
         c.set(key, value);
     }
     c
@@ -32,10 +37,7 @@ pub fn consumer_config(settings: &Settings) -> ClientConfig {
     if !k.group_instance_id.is_empty() {
         c.set("group.instance.id", &k.group_instance_id);
     }
-    for (key, value) in &k.properties {
-        c.set(key, value);
-    }
-    c
+    with_overrides(c, settings)
 }
 
 /// One transactional producer per instance, with a fixed transactional.id so
@@ -52,8 +54,5 @@ pub fn producer_config(settings: &Settings) -> ClientConfig {
         )
         .set("linger.ms", "2")
         .set("queue.buffering.max.messages", "200000");
-    for (key, value) in &k.properties {
-        c.set(key, value);
-    }
-    c
+    with_overrides(c, settings)
 }

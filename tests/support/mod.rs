@@ -11,8 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use streamscore::codec::ScoreEncoder;
-use streamscore::codec::schemas::load_schema;
 use streamscore::config::{Format, Settings};
 use streamscore::demo::events::OutRecord;
 use streamscore::demo::publish;
@@ -124,23 +122,7 @@ pub fn run_and_verify(settings: &Settings, keyring: Arc<Keyring>, expected: u64)
 }
 
 pub fn verify_topics(settings: &Settings) -> Report {
-    let encoder = ScoreEncoder::new(
-        settings.output_format().unwrap(),
-        load_schema(&settings.output.avro_schema).unwrap(),
-        settings.output.avro_schema_id,
-    );
-    verify::verify(
-        &settings.kafka.bootstrap_servers,
-        &verify::Topics {
-            input: &settings.input.topics,
-            scores: &settings.output.topic,
-            dead_letters: &settings.output.dead_letter_topic,
-            group_id: &settings.kafka.group_id,
-        },
-        &encoder,
-        Duration::from_secs(60),
-    )
-    .expect("topics can be read back")
+    verify::verify_settings(settings, Duration::from_secs(60)).expect("topics can be read back")
 }
 
 /// Publishes `events` records at `rate`/s on a thread, `bad_percent` of them bad
