@@ -169,10 +169,6 @@ impl Keyring {
         &self.active
     }
 
-    pub fn key_ids(&self) -> impl Iterator<Item = &str> {
-        self.keys.keys().map(String::as_str)
-    }
-
     /// Seals `plaintext` with the active key into a version-1 envelope.
     pub fn seal(&self, plaintext: &[u8], record_key: Option<&[u8]>) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];

@@ -250,11 +250,6 @@ impl Pipeline {
         self.stop.store(true, Ordering::Relaxed);
     }
 
-    /// A flag that stops the pipeline when set (for signal handlers).
-    pub fn stop_flag(&self) -> Arc<AtomicBool> {
-        self.stop.clone()
-    }
-
     /// True once any stage has ended (normally only after [`Pipeline::stop`]).
     pub fn has_stopped(&self) -> bool {
         self.source.is_finished()

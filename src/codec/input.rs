@@ -57,10 +57,6 @@ impl InputDecoder {
         }
     }
 
-    pub fn reader_schema(&self) -> Option<&Schema> {
-        self.reader.as_ref()
-    }
-
     pub fn decode(&self, plaintext: &[u8]) -> Result<Fields, DecodeError> {
         match self.format {
             Format::Avro => self.decode_avro(plaintext),
