@@ -351,6 +351,80 @@ mod tests {
         );
     }
 
+    /// The vector of docs/wire-format.md, computed with Python's `cryptography`
+    /// (an implementation independent of ring).
+    #[test]
+    fn wire_format_test_vector() {
+        let key: [u8; KEY_LEN] = std::array::from_fn(|i| i as u8);
+        let ring = Keyring::from_keys([("2026-11", key)], "2026-11").unwrap();
+        let nonce: [u8; NONCE_LEN] = std::array::from_fn(|i| 0xa0 + i as u8);
+        let plaintext = br#"{"event_id":"vector-1","amount":12.5}"#;
+        let expected = hex::decode(
+            "0107323032362d3131a0a1a2a3a4a5a6a7a8a9aaab9d3a195b20a576e00b01a5e9250ca5bd04c32b3da3956e4efd6349\
+             f311df573be34469cad2b5766862e8d1f3395b862e98bca16534",
+        )
+        .unwrap();
+        let sealed = ring.seal_with_nonce(plaintext, Some(b"card-00042"), nonce);
+        assert_eq!(hex::encode(&sealed), hex::encode(&expected));
+        assert_eq!(ring.open(&expected, Some(b"card-00042")).unwrap(), plaintext);
+    }
+
+    fn sample() -> (Keyring, Vec<u8>) {
+        let ring = ring_with("k1", 7);
+        let sealed = ring.seal(b"payload", Some(b"key"));
+        (ring, sealed)
+    }
+
+    #[test]
+    fn truncated_envelope_is_malformed() {
+        let (ring, sealed) = sample();
+        for len in [1, 2, 4, 2 + 2 + NONCE_LEN, 2 + 2 + NONCE_LEN + TAG_LEN - 1] {
+            let err = ring.open(&sealed[..len], Some(b"key")).unwrap_err();
+            assert!(matches!(err, EnvelopeError::Truncated { .. }), "len {len}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn wrong_version_byte_is_named() {
+        let (ring, mut sealed) = sample();
+        sealed[0] = 0x02;
+        assert_eq!(ring.open(&sealed, Some(b"key")), Err(EnvelopeError::UnsupportedVersion(2)));
+    }
+
+    #[test]
+    fn key_id_length_past_the_end_is_truncated_not_a_panic() {
+        let (ring, mut sealed) = sample();
+        sealed[1] = 64;
+        sealed.truncate(40);
+        assert!(matches!(ring.open(&sealed, Some(b"key")), Err(EnvelopeError::Truncated { .. })));
+    }
+
+    #[test]
+    fn flipped_ciphertext_and_tag_bits_fail_authentication() {
+        let (ring, sealed) = sample();
+        let body_start = 2 + 2 + NONCE_LEN;
+        let mut ciphertext_flip = sealed.clone();
+        ciphertext_flip[body_start] ^= 0x80;
+        let mut tag_flip = sealed.clone();
+        let last = tag_flip.len() - 1;
+        tag_flip[last] ^= 0x01;
+        for bad in [ciphertext_flip, tag_flip] {
+            assert_eq!(ring.open(&bad, Some(b"key")), Err(EnvelopeError::AuthenticationFailed));
+        }
+    }
+
+    #[test]
+    fn record_key_swapped_fails_authentication() {
+        let (ring, sealed) = sample();
+        assert_eq!(ring.open(&sealed, Some(b"other")), Err(EnvelopeError::AuthenticationFailed));
+    }
+
+    #[test]
+    fn empty_value_is_truncated() {
+        let (ring, _) = sample();
+        assert_eq!(ring.open(&[], Some(b"key")), Err(EnvelopeError::Truncated { len: 0 }));
+    }
+
     #[test]
     fn keyring_json_and_debug_hide_key_bytes() {
         let (ring, json) = Keyring::generate("2026-11").unwrap();

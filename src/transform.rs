@@ -65,3 +65,42 @@ impl Transform {
         meta
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inference::VerifiedModel;
+
+    fn transform() -> (Transform, Arc<Keyring>) {
+        let model = VerifiedModel::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/models/fraud_mlp.card.json"
+        )))
+        .unwrap();
+        let keyring = Arc::new(Keyring::generate("k").unwrap().0);
+        let t = Transform::new(keyring.clone(), InputDecoder::json(), FeaturePlan::new(&model.card));
+        (t, keyring)
+    }
+
+    #[test]
+    fn tombstone_and_empty_values_are_rejected_as_empty() {
+        let (t, _) = transform();
+        let mut row = Vec::new();
+        for value in [None, Some(&b""[..])] {
+            let r = t.apply(value, Some(b"k"), &mut row).unwrap_err();
+            assert_eq!(r.reason, Reason::EmptyValue);
+        }
+        assert!(row.is_empty());
+    }
+
+    #[test]
+    fn missing_feature_is_invalid_features_and_leaves_no_partial_row() {
+        let (t, keyring) = transform();
+        let sealed = keyring.seal(br#"{"event_id":"e","event_time":1,"amount":3.0}"#, Some(b"k"));
+        let mut row = Vec::new();
+        let r = t.apply(Some(&sealed), Some(b"k"), &mut row).unwrap_err();
+        assert_eq!(r.reason, Reason::InvalidFeatures);
+        assert!(r.message.contains("amount_avg_30d"), "{}", r.message);
+        assert!(row.is_empty());
+    }
+}
