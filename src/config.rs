@@ -73,6 +73,7 @@ pub enum Format {
 pub struct InputSettings {
     pub topics: Vec<String>,
     pub format: String,
+    pub max_record_bytes: u64,
     pub reader_schema: PathBuf,
     #[serde(default)]
     pub avro_schemas: HashMap<String, PathBuf>,
@@ -225,6 +226,12 @@ impl Settings {
         }
         self.input_format()?;
         self.output_format()?;
+        in_range(
+            "input.max_record_bytes",
+            self.input.max_record_bytes,
+            64,
+            k.max_message_bytes,
+        )?;
         if self.input_format()? == Format::Avro {
             if self.input.avro_schemas.is_empty() {
                 return Err(invalid(

@@ -18,6 +18,8 @@ pub const HEADER_SOURCE_OFFSET: &str = "streamscore.source.offset";
 pub enum Reason {
     /// No value at all (tombstone) or an empty one.
     EmptyValue,
+    /// Larger than `input.max_record_bytes`; not opened at all.
+    TooLarge,
     /// The envelope header is malformed (truncated, version, key-id length).
     MalformedEnvelope,
     /// The key id is not in the keyring.
@@ -33,8 +35,9 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 8] = [
         Reason::EmptyValue,
+        Reason::TooLarge,
         Reason::MalformedEnvelope,
         Reason::UnknownKey,
         Reason::DecryptFailed,
@@ -46,6 +49,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::EmptyValue => "empty_value",
+            Reason::TooLarge => "too_large",
             Reason::MalformedEnvelope => "malformed_envelope",
             Reason::UnknownKey => "unknown_key",
             Reason::DecryptFailed => "decrypt_failed",

@@ -366,7 +366,10 @@ mod tests {
         .unwrap();
         let sealed = ring.seal_with_nonce(plaintext, Some(b"card-00042"), nonce);
         assert_eq!(hex::encode(&sealed), hex::encode(&expected));
-        assert_eq!(ring.open(&expected, Some(b"card-00042")).unwrap(), plaintext);
+        assert_eq!(
+            ring.open(&expected, Some(b"card-00042")).unwrap(),
+            plaintext
+        );
     }
 
     fn sample() -> (Keyring, Vec<u8>) {
@@ -380,7 +383,10 @@ mod tests {
         let (ring, sealed) = sample();
         for len in [1, 2, 4, 2 + 2 + NONCE_LEN, 2 + 2 + NONCE_LEN + TAG_LEN - 1] {
             let err = ring.open(&sealed[..len], Some(b"key")).unwrap_err();
-            assert!(matches!(err, EnvelopeError::Truncated { .. }), "len {len}: {err:?}");
+            assert!(
+                matches!(err, EnvelopeError::Truncated { .. }),
+                "len {len}: {err:?}"
+            );
         }
     }
 
@@ -388,7 +394,10 @@ mod tests {
     fn wrong_version_byte_is_named() {
         let (ring, mut sealed) = sample();
         sealed[0] = 0x02;
-        assert_eq!(ring.open(&sealed, Some(b"key")), Err(EnvelopeError::UnsupportedVersion(2)));
+        assert_eq!(
+            ring.open(&sealed, Some(b"key")),
+            Err(EnvelopeError::UnsupportedVersion(2))
+        );
     }
 
     #[test]
@@ -396,7 +405,10 @@ mod tests {
         let (ring, mut sealed) = sample();
         sealed[1] = 64;
         sealed.truncate(40);
-        assert!(matches!(ring.open(&sealed, Some(b"key")), Err(EnvelopeError::Truncated { .. })));
+        assert!(matches!(
+            ring.open(&sealed, Some(b"key")),
+            Err(EnvelopeError::Truncated { .. })
+        ));
     }
 
     #[test]
@@ -409,20 +421,29 @@ mod tests {
         let last = tag_flip.len() - 1;
         tag_flip[last] ^= 0x01;
         for bad in [ciphertext_flip, tag_flip] {
-            assert_eq!(ring.open(&bad, Some(b"key")), Err(EnvelopeError::AuthenticationFailed));
+            assert_eq!(
+                ring.open(&bad, Some(b"key")),
+                Err(EnvelopeError::AuthenticationFailed)
+            );
         }
     }
 
     #[test]
     fn record_key_swapped_fails_authentication() {
         let (ring, sealed) = sample();
-        assert_eq!(ring.open(&sealed, Some(b"other")), Err(EnvelopeError::AuthenticationFailed));
+        assert_eq!(
+            ring.open(&sealed, Some(b"other")),
+            Err(EnvelopeError::AuthenticationFailed)
+        );
     }
 
     #[test]
     fn empty_value_is_truncated() {
         let (ring, _) = sample();
-        assert_eq!(ring.open(&[], Some(b"key")), Err(EnvelopeError::Truncated { len: 0 }));
+        assert_eq!(
+            ring.open(&[], Some(b"key")),
+            Err(EnvelopeError::Truncated { len: 0 })
+        );
     }
 
     #[test]

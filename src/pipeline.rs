@@ -93,6 +93,8 @@ impl Pipeline {
         stats: Arc<LiveStats>,
     ) -> Result<Self, PipelineError> {
         let model = VerifiedModel::load(&settings.model.card)?;
+        // A hostile length prefix must not make the Avro decoder allocate more than a record can hold.
+        apache_avro::util::max_allocation_bytes(settings.input.max_record_bytes as usize);
         let card = &model.card;
 
         let plan = FeaturePlan::new(card);
@@ -157,7 +159,12 @@ impl Pipeline {
             from_workers.push(out_rx);
             worker_ends.push((session, in_rx, out_tx));
         }
-        let transform = Transform::new(keyring, decoder, plan);
+        let transform = Transform::new(
+            keyring,
+            decoder,
+            plan,
+            settings.input.max_record_bytes as usize,
+        );
         let batcher = Batcher::new(max_batch, settings.max_batch_delay(), transform.width());
         let stage = SourceStage::new(
             transform,

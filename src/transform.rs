@@ -17,16 +17,23 @@ pub struct Transform {
     keyring: Arc<Keyring>,
     decoder: InputDecoder,
     plan: FeaturePlan,
+    max_record_bytes: usize,
     decrypt_seconds: Histogram,
     decode_seconds: Histogram,
 }
 
 impl Transform {
-    pub fn new(keyring: Arc<Keyring>, decoder: InputDecoder, plan: FeaturePlan) -> Self {
+    pub fn new(
+        keyring: Arc<Keyring>,
+        decoder: InputDecoder,
+        plan: FeaturePlan,
+        max_record_bytes: usize,
+    ) -> Self {
         Self {
             keyring,
             decoder,
             plan,
+            max_record_bytes,
             decrypt_seconds: metrics::histogram!(STAGE_DURATION, "stage" => stage::DECRYPT),
             decode_seconds: metrics::histogram!(STAGE_DURATION, "stage" => stage::DECODE),
         }
@@ -52,6 +59,16 @@ impl Transform {
                 });
             }
         };
+        if value.len() > self.max_record_bytes {
+            return Err(Rejection {
+                reason: Reason::TooLarge,
+                message: format!(
+                    "record value is {} bytes, over input.max_record_bytes = {}",
+                    value.len(),
+                    self.max_record_bytes
+                ),
+            });
+        }
         let started = Instant::now();
         let plaintext = self.keyring.open(value, key);
         let opened = Instant::now();
@@ -78,7 +95,12 @@ mod tests {
         )))
         .unwrap();
         let keyring = Arc::new(Keyring::generate("k").unwrap().0);
-        let t = Transform::new(keyring.clone(), InputDecoder::json(), FeaturePlan::new(&model.card));
+        let t = Transform::new(
+            keyring.clone(),
+            InputDecoder::json(),
+            FeaturePlan::new(&model.card),
+            4096,
+        );
         (t, keyring)
     }
 
@@ -94,9 +116,28 @@ mod tests {
     }
 
     #[test]
+    fn oversized_value_is_too_large_before_any_decryption() {
+        let (t, _) = transform();
+        let mut row = Vec::new();
+        let r = t
+            .apply(Some(&[1u8; 4097]), Some(b"k"), &mut row)
+            .unwrap_err();
+        assert_eq!(r.reason, Reason::TooLarge);
+        assert!(
+            t.apply(Some(&[1u8; 4096]), Some(b"k"), &mut row)
+                .unwrap_err()
+                .reason
+                != Reason::TooLarge
+        );
+    }
+
+    #[test]
     fn missing_feature_is_invalid_features_and_leaves_no_partial_row() {
         let (t, keyring) = transform();
-        let sealed = keyring.seal(br#"{"event_id":"e","event_time":1,"amount":3.0}"#, Some(b"k"));
+        let sealed = keyring.seal(
+            br#"{"event_id":"e","event_time":1,"amount":3.0}"#,
+            Some(b"k"),
+        );
         let mut row = Vec::new();
         let r = t.apply(Some(&sealed), Some(b"k"), &mut row).unwrap_err();
         assert_eq!(r.reason, Reason::InvalidFeatures);

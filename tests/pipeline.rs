@@ -145,3 +145,30 @@ fn scores_equal_python_onnxruntime_on_the_fixture_rows() {
         );
     }
 }
+
+#[test]
+fn records_over_the_size_limit_are_dead_lettered_as_too_large() {
+    let mut settings = support::settings("too-large", Format::Avro, Format::Avro);
+    settings.input.max_record_bytes = 2048;
+    support::create(&settings);
+    let keys = keyring();
+    let mut recs = records(&keys, Format::Avro, 50, 0);
+    for i in 0..5 {
+        recs.push(OutRecord {
+            key: format!("big-{i}").into_bytes(),
+            value: Some(vec![0x01; 3000]),
+            event_id: format!("big-{i}"),
+            bad: None,
+        });
+    }
+    support::publish_all(&settings, &recs);
+    let report = support::run_and_verify(&settings, keys, recs.len() as u64);
+    assert!(report.exactly_once(), "{}", report.line());
+    assert_eq!(report.scored, 50);
+    assert_eq!(
+        report.dead_letter_reasons.get("too_large"),
+        Some(&5),
+        "{:?}",
+        report.dead_letter_reasons
+    );
+}
