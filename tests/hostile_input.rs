@@ -44,7 +44,7 @@ fn world() -> World {
     );
     let json = Transform::new(keyring.clone(), InputDecoder::json(), plan, 64 * 1024);
     let mut avro_factory = EventFactory::new(keyring.clone(), Format::Avro, "fuzz", 1);
-    let mut json_factory = EventFactory::new(keyring.clone(), Format::Json, "fuzz", 1);
+    let json_factory = EventFactory::new(keyring.clone(), Format::Json, "fuzz", 1);
     let fields = avro_factory.fields("e-1", "card-1");
     let avro_event = avro_factory.encode(fields.clone(), 1);
     let json_event = json_factory.encode(fields, 1);

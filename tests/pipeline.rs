@@ -172,3 +172,87 @@ fn records_over_the_size_limit_are_dead_lettered_as_too_large() {
         report.dead_letter_reasons
     );
 }
+
+/// Writers on schema v1 and v2 (a new optional field with a default) at once,
+/// both resolved against the v2 reader schema; a writer whose record cannot be
+/// resolved (amount as a string) is dead-lettered with its reason.
+#[test]
+fn schema_v1_and_v2_writers_are_scored_side_by_side_and_incompatible_ones_dead_lettered() {
+    use apache_avro::types::Value;
+    use streamscore::codec::schemas::load_schema;
+    use streamscore::demo::events::encode_avro;
+
+    let mut settings = support::settings("evolution", Format::Avro, Format::Avro);
+    let incompatible_path =
+        support::root().join("tests/fixtures/card_transaction.incompatible.avsc");
+    settings
+        .input
+        .avro_schemas
+        .insert("3".into(), incompatible_path.clone());
+    assert!(
+        settings
+            .input
+            .reader_schema
+            .ends_with("card_transaction.v2.avsc")
+    );
+    support::create(&settings);
+    let keys = keyring();
+    let v2 = load_schema(&support::root().join("schemas/card_transaction.v2.avsc")).unwrap();
+    let incompatible = load_schema(&incompatible_path).unwrap();
+    let mut factory = EventFactory::new(keys.clone(), Format::Avro, "evo", 4);
+    let mut recs = Vec::new();
+    let mut seal = |id: String, plaintext: Vec<u8>| {
+        let key = id.clone().into_bytes();
+        recs.push(OutRecord {
+            value: Some(keys.seal(&plaintext, Some(&key))),
+            key,
+            event_id: id,
+            bad: None,
+        });
+    };
+    for i in 0..100 {
+        let id = format!("v1-{i}");
+        let fields = factory.fields(&id, "card");
+        seal(id, factory.encode(fields, 1));
+    }
+    for i in 0..100 {
+        let id = format!("v2-{i}");
+        let mut fields = factory.fields(&id, "card");
+        fields.push((
+            "merchant_country".into(),
+            Value::Union(1, Box::new(Value::String("DE".into()))),
+        ));
+        seal(id, encode_avro(&v2, fields, 2).unwrap());
+    }
+    for i in 0..10 {
+        let id = format!("bad-{i}");
+        let fields = factory
+            .fields(&id, "card")
+            .into_iter()
+            .map(|(k, v)| {
+                if k == "amount" {
+                    (k, Value::String("12.50 EUR".into()))
+                } else {
+                    (k, v)
+                }
+            })
+            .collect();
+        seal(id, encode_avro(&incompatible, fields, 3).unwrap());
+    }
+    support::publish_all(&settings, &recs);
+    let report = support::run_and_verify(&settings, keys, recs.len() as u64);
+    assert!(report.exactly_once(), "{}", report.line());
+    assert_eq!(report.scored, 200);
+    let v1_scored = report
+        .scores
+        .iter()
+        .filter(|s| s.event_id.starts_with("v1-"))
+        .count();
+    assert_eq!(v1_scored, 100);
+    assert_eq!(
+        report.dead_letter_reasons.get("decode_failed"),
+        Some(&10),
+        "{:?}",
+        report.dead_letter_reasons
+    );
+}

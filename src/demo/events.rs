@@ -16,6 +16,16 @@ use crate::envelope::{Keyring, random_key};
 /// Confluent schema id of schemas/card_transaction.v1.avsc in the default config.
 pub const INPUT_SCHEMA_ID: u32 = 1;
 
+/// Confluent-framed Avro of `fields` written with `schema` (any version).
+pub fn encode_avro(
+    schema: &Schema,
+    fields: Vec<(String, AvroValue)>,
+    schema_id: u32,
+) -> Result<Vec<u8>, apache_avro::Error> {
+    let datum = apache_avro::to_avro_datum(schema, AvroValue::Record(fields))?;
+    Ok(confluent_frame(schema_id, &datum))
+}
+
 /// A bad record the demo and tests inject, and the reason it must get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BadKind {
@@ -195,14 +205,11 @@ impl EventFactory {
         ]
     }
 
-    /// Encodes fields as the configured plaintext format.
+    /// Encodes fields as the configured plaintext format (Avro: with schema v1).
     pub fn encode(&self, fields: Vec<(String, AvroValue)>, schema_id: u32) -> Vec<u8> {
         match self.format {
-            Format::Avro => {
-                let datum = apache_avro::to_avro_datum(&self.schema, AvroValue::Record(fields))
-                    .expect("synthetic fields match the shipped schema");
-                confluent_frame(schema_id, &datum)
-            }
+            Format::Avro => encode_avro(&self.schema, fields, schema_id)
+                .expect("synthetic fields match the shipped schema"),
             Format::Json => {
                 let map: serde_json::Map<String, serde_json::Value> = fields
                     .into_iter()
