@@ -59,6 +59,8 @@ pub enum KeyringError {
     NoActiveKey(String),
     #[error("keyring has no keys")]
     Empty,
+    #[error("keyring already has a key with id {0:?}")]
+    DuplicateId(String),
     #[error("environment variable {0} holding the keyring is not set")]
     EnvMissing(String),
 }
@@ -163,6 +165,37 @@ impl Keyring {
         })
         .to_string();
         Ok((Self::from_keys([(id, key)], id)?, json))
+    }
+
+    /// Rotation step one: returns the keyring JSON `text` with a fresh key
+    /// `id` added and made active; the old keys stay, so records sealed with
+    /// them still open. Retire an old key later by deleting it from the file.
+    pub fn rotate_json(text: &str, id: &str) -> Result<String, KeyringError> {
+        let mut file: KeyringFile =
+            serde_json::from_str(text).map_err(|e| KeyringError::Format(e.to_string()))?;
+        if id.is_empty() || id.len() > MAX_KEY_ID_LEN {
+            return Err(KeyringError::BadKeyId { id: id.to_owned() });
+        }
+        if file.keys.contains_key(id) {
+            return Err(KeyringError::DuplicateId(id.to_owned()));
+        }
+        file.keys.insert(
+            id.to_owned(),
+            base64::engine::general_purpose::STANDARD.encode(random_key()),
+        );
+        file.active = id.to_owned();
+        let mut keys: Vec<(&String, &String)> = file.keys.iter().collect();
+        keys.sort();
+        let keys: serde_json::Map<String, serde_json::Value> = keys
+            .into_iter()
+            .map(|(k, v)| (k.clone(), v.clone().into()))
+            .collect();
+        let json = serde_json::json!({ "active": file.active, "keys": keys });
+        // Re-parse: never write a keyring the processor could not load.
+        let text =
+            serde_json::to_string_pretty(&json).map_err(|e| KeyringError::Format(e.to_string()))?;
+        Self::from_json(&text)?;
+        Ok(text + "\n")
     }
 
     pub fn active_id(&self) -> &str {
@@ -456,6 +489,20 @@ mod tests {
         let b64 = parsed_json["keys"]["2026-11"].as_str().unwrap().to_owned();
         assert_eq!(b64.len(), 44, "expected the base64 key in {json:?}");
         assert!(!format!("{parsed:?}").contains(&b64));
+    }
+
+    #[test]
+    fn rotation_adds_an_active_key_and_keeps_the_old_ones() {
+        let (old, json) = Keyring::generate("2026-10").unwrap();
+        let sealed_before = old.seal(b"x", None);
+        let rotated = Keyring::rotate_json(&json, "2026-11").unwrap();
+        let ring = Keyring::from_json(&rotated).unwrap();
+        assert_eq!(ring.active_id(), "2026-11");
+        assert_eq!(ring.open(&sealed_before, None).unwrap(), b"x");
+        assert!(matches!(
+            Keyring::rotate_json(&rotated, "2026-11"),
+            Err(KeyringError::DuplicateId(_))
+        ));
     }
 
     #[test]

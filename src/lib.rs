@@ -17,6 +17,7 @@ pub mod inference;
 pub mod item;
 pub mod kafka;
 pub mod pipeline;
+pub mod produce;
 pub mod telemetry;
 pub mod transform;
 pub mod verify;

@@ -37,6 +37,29 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Publish JSON lines as encrypted events, as an upstream producer would.
+    Produce {
+        /// TOML file layered over the defaults: broker, input topic and format, keys.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// JSON lines to read (default: standard input).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Topic to publish to (default: the first of input.topics).
+        #[arg(long)]
+        topic: Option<String>,
+        /// JSON field holding the record key.
+        #[arg(long, default_value = "card_id")]
+        key_field: String,
+        /// Confluent schema id to write with (default: the id mapped to input.reader_schema).
+        #[arg(long)]
+        schema_id: Option<u32>,
+    },
+    /// Keyring tools.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Run the embedded demo against a broker: produce, score, verify.
     Demo {
         /// Kafka bootstrap servers (scripts/kafka sets STREAMSCORE_BOOTSTRAP).
@@ -63,6 +86,19 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print a new keyring with one fresh key, or add one to a keyring file and make it active (rotation).
+    Generate {
+        /// Key id (1..=64 bytes), e.g. the month it starts: 2026-11.
+        #[arg(long)]
+        id: String,
+        /// Keyring file to add the key to (written with mode 0600); without it, print a new keyring.
+        #[arg(long)]
+        into: Option<PathBuf>,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum FormatArg {
     Avro,
@@ -85,6 +121,21 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run { config } => run(config).await,
+            Command::Produce {
+                config,
+                file,
+                topic,
+                key_field,
+                schema_id,
+            } => {
+                tokio::task::spawn_blocking(move || {
+                    produce(config, file, topic, &key_field, schema_id)
+                })
+                .await?
+            }
+            Command::Keys {
+                command: KeysCommand::Generate { id, into },
+            } => keys_generate(&id, into),
             Command::Demo {
                 bootstrap,
                 events,
@@ -182,5 +233,86 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
         ),
     }
     tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+fn keys_generate(id: &str, into: Option<PathBuf>) -> anyhow::Result<()> {
+    let Some(path) = into else {
+        // The one place a key is printed: the user asked for it, on stdout.
+        let (_, json) = Keyring::generate(id)?;
+        println!("{json}");
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read keyring {}", path.display()))?;
+    let rotated = Keyring::rotate_json(&text, id)?;
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(rotated.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    eprintln!(
+        "added key {id} to {} and made it active; running processors reload it",
+        path.display()
+    );
+    Ok(())
+}
+
+fn produce(
+    config: Option<PathBuf>,
+    file: Option<PathBuf>,
+    topic: Option<String>,
+    key_field: &str,
+    schema_id: Option<u32>,
+) -> anyhow::Result<()> {
+    use streamscore::codec::schemas::load_schema;
+    use streamscore::demo::publish;
+    use streamscore::produce::LineEncoder;
+
+    let settings = Settings::load(config.as_deref())?;
+    let keyring = Keyring::from_settings(&settings.keys).context("cannot load the keyring")?;
+    let format = settings.input_format()?;
+    let writer = match format {
+        Format::Json => None,
+        Format::Avro => {
+            let ids = settings.avro_schema_ids();
+            let (id, path) = match schema_id {
+                Some(id) => ids.into_iter().find(|(i, _)| *i == id),
+                None => ids.into_iter().find(|(_, p)| *p == settings.input.reader_schema),
+            }
+            .context("no schema id to write with: pass --schema-id, or map input.reader_schema in input.avro_schemas")?;
+            Some((load_schema(&path)?, id))
+        }
+    };
+    let topic = topic.unwrap_or_else(|| settings.input.topics[0].clone());
+    let encoder = LineEncoder {
+        format,
+        avro: writer.as_ref().map(|(s, id)| (s, *id)),
+        keyring: &keyring,
+        key_field,
+    };
+    let producer = publish::publisher(&settings.kafka.bootstrap_servers)?;
+    let input: Box<dyn std::io::BufRead> = match &file {
+        Some(path) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+        )),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let sent = encoder.encode_all(input, |record| publish::publish(&producer, &topic, record))?;
+    publish::flush(&producer)?;
+    eprintln!(
+        "produced {sent} records to {topic} (key {})",
+        keyring.active_id()
+    );
     Ok(())
 }

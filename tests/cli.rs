@@ -217,3 +217,69 @@ fn sigterm_during_start_up_still_stops_cleanly() {
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(log.contains("stopped cleanly"), "{log}");
 }
+
+#[test]
+fn keys_generate_rotate_and_produce_json_lines_that_get_scored() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = streamscore()
+        .args(["keys", "generate", "--id", "2026-10"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let keyring_path = dir.path().join("keyring.json");
+    std::fs::write(&keyring_path, &out.stdout).unwrap();
+    let out = streamscore()
+        .args(["keys", "generate", "--id", "2026-11", "--into"])
+        .arg(&keyring_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&keyring_path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let keyring = Keyring::from_file(&keyring_path).unwrap();
+    assert_eq!(keyring.active_id(), "2026-11");
+
+    let settings = support::settings("cli-produce", Format::Avro, Format::Avro);
+    support::create(&settings);
+    let mut factory = EventFactory::new(
+        Arc::new(Keyring::generate("x").unwrap().0),
+        Format::Json,
+        "p",
+        8,
+    );
+    let lines: Vec<String> = (0..25)
+        .map(|i| {
+            let fields = factory.fields(&format!("line-{i}"), &format!("card-{i}"));
+            String::from_utf8(factory.encode(fields, 1)).unwrap()
+        })
+        .collect();
+    let lines_path = dir.path().join("events.jsonl");
+    std::fs::write(&lines_path, lines.join("\n")).unwrap();
+    let config = support::process::config_file(dir.path(), "produce", &settings, "");
+    let out = streamscore()
+        .args(["produce", "--config"])
+        .arg(&config)
+        .arg("--file")
+        .arg(&lines_path)
+        .env("STREAMSCORE__KEYS__FILE", &keyring_path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("produced 25 records"), "{stderr}");
+
+    let report = support::run_and_verify(&settings, Arc::new(keyring), 25);
+    assert!(report.exactly_once(), "{}", report.line());
+    assert_eq!(report.scored, 25, "{:?}", report.dead_letter_reasons);
+}
