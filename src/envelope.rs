@@ -12,6 +12,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use base64::Engine;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -70,6 +73,14 @@ pub enum KeyringError {
 struct KeyringFile {
     active: String,
     keys: HashMap<String, String>,
+}
+
+/// The keyring as the pipeline holds it: swapped whole on reload, read
+/// lock-free per record.
+pub type SharedKeyring = Arc<ArcSwap<Keyring>>;
+
+pub fn share(keyring: Arc<Keyring>) -> SharedKeyring {
+    Arc::new(ArcSwap::new(keyring))
 }
 
 /// Keys by id. Several keys may be live at once so producers can rotate
@@ -139,6 +150,7 @@ impl Keyring {
             path: path.display().to_string(),
             source,
         })?;
+        warn_if_shared(path);
         Self::from_json(&text)
     }
 
@@ -258,6 +270,21 @@ impl Keyring {
             .len();
         body.truncate(plain_len);
         Ok(body)
+    }
+}
+
+/// Keys readable by other users of the machine are as good as leaked.
+fn warn_if_shared(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{mode:o}"),
+                "keyring file is readable by group or others; chmod 600 it"
+            );
+        }
     }
 }
 

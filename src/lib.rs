@@ -16,6 +16,7 @@ pub mod features;
 pub mod inference;
 pub mod item;
 pub mod kafka;
+pub mod keywatch;
 pub mod pipeline;
 pub mod produce;
 pub mod telemetry;

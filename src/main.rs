@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,7 +13,8 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use streamscore::config::{Format, Settings};
 use streamscore::demo::{self, DemoOptions};
-use streamscore::envelope::Keyring;
+use streamscore::envelope::{Keyring, share};
+use streamscore::keywatch;
 use streamscore::pipeline::Pipeline;
 use streamscore::telemetry::http::{Health, serve};
 use streamscore::telemetry::{LiveStats, logging, metrics};
@@ -181,14 +182,37 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     // (model warm-up, joining the group) still ends in a clean stop, never a kill.
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     let settings = Settings::load(config.as_deref())?;
     logging::init(
         &settings.telemetry.log_format,
         &settings.telemetry.log_level,
     );
-    let keyring =
-        Arc::new(Keyring::from_settings(&settings.keys).context("cannot load the keyring")?);
-    tracing::info!(keys = ?keyring, "keyring loaded");
+    let keyring = share(Arc::new(
+        Keyring::from_settings(&settings.keys).context("cannot load the keyring")?,
+    ));
+    tracing::info!(keys = ?keyring.load(), "keyring loaded");
+    // A keyring file is watched for rotation (and reloaded on SIGHUP); one
+    // from the environment cannot change while the process runs.
+    let reload_requested = Arc::new(AtomicBool::new(false));
+    let watcher_stop = Arc::new(AtomicBool::new(false));
+    if !settings.keys.file.is_empty() {
+        keywatch::watch(
+            PathBuf::from(&settings.keys.file),
+            keyring.clone(),
+            Duration::from_secs(2),
+            reload_requested.clone(),
+            watcher_stop.clone(),
+        )?;
+    }
+    let on_hangup = || {
+        if settings.keys.file.is_empty() {
+            tracing::info!("SIGHUP: the keyring comes from the environment; nothing to reload");
+        } else {
+            tracing::info!("SIGHUP: reloading the keyring");
+            reload_requested.store(true, Ordering::Relaxed);
+        }
+    };
 
     let health = Arc::new(Health::default());
     let listen: SocketAddr = settings.telemetry.listen.parse()?;
@@ -209,6 +233,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
             started = &mut starting => break started??,
             _ = terminate.recv() => { tracing::info!("SIGTERM during start-up: stopping once started"); stop_requested = true; }
             _ = interrupt.recv() => { tracing::info!("SIGINT during start-up: stopping once started"); stop_requested = true; }
+            _ = hangup.recv() => on_hangup(),
         }
     };
     if !stop_requested {
@@ -218,6 +243,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
             tokio::select! {
                 _ = terminate.recv() => { tracing::info!("SIGTERM: committing and stopping"); break; }
                 _ = interrupt.recv() => { tracing::info!("SIGINT: committing and stopping"); break; }
+                _ = hangup.recv() => on_hangup(),
                 _ = check.tick() => if pipeline.has_stopped() { break; },
             }
         }
@@ -232,6 +258,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
             grace.as_millis()
         ),
     }
+    watcher_stop.store(true, Ordering::Relaxed);
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -21,7 +21,7 @@ use crate::batcher::Batcher;
 use crate::codec::schemas::{SchemaError, load_schema};
 use crate::codec::{InputDecoder, ScoreEncoder};
 use crate::config::{ConfigError, Format, Settings};
-use crate::envelope::Keyring;
+use crate::envelope::SharedKeyring;
 use crate::features::{FeatureError, FeaturePlan};
 use crate::inference::{self, CardError, Device, InferenceError, ModelSession, VerifiedModel};
 use crate::kafka::client::{consumer_config, producer_config};
@@ -89,7 +89,7 @@ impl Pipeline {
     /// starts the threads. Blocks until all of that is done.
     pub fn start(
         settings: &Settings,
-        keyring: Arc<Keyring>,
+        keyring: SharedKeyring,
         stats: Arc<LiveStats>,
     ) -> Result<Self, PipelineError> {
         let model = VerifiedModel::load(&settings.model.card)?;

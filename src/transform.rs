@@ -2,19 +2,18 @@
 //! plaintext, build the feature row. Every failure is a [`Rejection`] that
 //! sends the record to the dead-letter topic; nothing here can panic on input.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use metrics::Histogram;
 
 use crate::codec::InputDecoder;
 use crate::dead_letter::{Reason, Rejection};
-use crate::envelope::Keyring;
+use crate::envelope::SharedKeyring;
 use crate::features::{EventMeta, FeaturePlan};
 use crate::telemetry::metrics::{STAGE_DURATION, stage};
 
 pub struct Transform {
-    keyring: Arc<Keyring>,
+    keyring: SharedKeyring,
     decoder: InputDecoder,
     plan: FeaturePlan,
     max_record_bytes: usize,
@@ -24,7 +23,7 @@ pub struct Transform {
 
 impl Transform {
     pub fn new(
-        keyring: Arc<Keyring>,
+        keyring: SharedKeyring,
         decoder: InputDecoder,
         plan: FeaturePlan,
         max_record_bytes: usize,
@@ -70,7 +69,7 @@ impl Transform {
             });
         }
         let started = Instant::now();
-        let plaintext = self.keyring.open(value, key);
+        let plaintext = self.keyring.load().open(value, key);
         let opened = Instant::now();
         self.decrypt_seconds.record(opened - started);
         let plaintext = plaintext?;
@@ -86,6 +85,9 @@ impl Transform {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    use crate::envelope::Keyring;
     use crate::inference::VerifiedModel;
 
     fn transform() -> (Transform, Arc<Keyring>) {
@@ -96,7 +98,7 @@ mod tests {
         .unwrap();
         let keyring = Arc::new(Keyring::generate("k").unwrap().0);
         let t = Transform::new(
-            keyring.clone(),
+            crate::envelope::share(keyring.clone()),
             InputDecoder::json(),
             FeaturePlan::new(&model.card),
             4096,

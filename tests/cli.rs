@@ -283,3 +283,74 @@ fn keys_generate_rotate_and_produce_json_lines_that_get_scored() {
     assert!(report.exactly_once(), "{}", report.line());
     assert_eq!(report.scored, 25, "{:?}", report.dead_letter_reasons);
 }
+
+/// Rotation without a restart, and no key material in logs even at trace level.
+#[test]
+fn keyring_file_rotation_is_picked_up_live_and_keys_never_reach_the_log() {
+    let settings = support::settings("cli-rotate", Format::Avro, Format::Avro);
+    support::create(&settings);
+    let dir = tempfile::tempdir().unwrap();
+    let keyring_path = dir.path().join("keyring.json");
+    let (_, old_json) = Keyring::generate("2026-10").unwrap();
+    std::fs::write(&keyring_path, &old_json).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&keyring_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let new_json = Keyring::rotate_json(&old_json, "2026-11").unwrap();
+    let producer_keys = Arc::new(Keyring::from_json(&new_json).unwrap());
+
+    let config = support::process::config_file(
+        dir.path(),
+        "rotate",
+        &settings,
+        &format!("[keys]\nfile = \"{}\"\n", keyring_path.display()),
+    );
+    let log = dir.path().join("rotate.log");
+    let mut cmd_env = std::collections::HashMap::new();
+    cmd_env.insert("RUST_LOG", "trace");
+    let processor = support::process::Processor::start_with_env(&config, "", log.clone(), &cmd_env);
+
+    // Sealed with a key the processor does not have yet.
+    let mut factory = EventFactory::new(producer_keys.clone(), Format::Avro, "rot", 2);
+    let early: Vec<_> = (0..20).map(|_| factory.next(None)).collect();
+    support::publish_all(&settings, &early);
+    support::wait_committed(&settings, Duration::from_secs(60));
+    std::fs::write(&keyring_path, &new_json).unwrap();
+    processor.signal("HUP");
+    std::thread::sleep(Duration::from_secs(3));
+    let late: Vec<_> = (0..30).map(|_| factory.next(None)).collect();
+    support::publish_all(&settings, &late);
+    let (done, end) = support::wait_committed(&settings, Duration::from_secs(60));
+    assert_eq!((done, end), (50, 50));
+    let status = processor.terminate(Duration::from_secs(30));
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{status}");
+
+    let report = support::verify_topics(&settings);
+    assert!(report.exactly_once(), "{}", report.line());
+    assert_eq!(
+        report.dead_letter_reasons.get("unknown_key"),
+        Some(&20),
+        "{:?}",
+        report.dead_letter_reasons
+    );
+    assert_eq!(report.scored, 30);
+    assert!(
+        log_text.contains("keyring reloaded"),
+        "no reload in the log"
+    );
+    assert!(log_text.lines().count() > 100, "expected a trace-level log");
+    let keys: serde_json::Value = serde_json::from_str(&new_json).unwrap();
+    for (_, b64) in keys["keys"].as_object().unwrap() {
+        let b64 = b64.as_str().unwrap();
+        let raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap();
+        assert!(!log_text.contains(b64), "a base64 key reached the log");
+        assert!(
+            !log_text.contains(&hex::encode(&raw)),
+            "a hex key reached the log"
+        );
+        assert!(
+            !log_text.contains(&format!("{raw:?}")),
+            "key bytes reached the log"
+        );
+    }
+}

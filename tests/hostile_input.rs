@@ -37,12 +37,17 @@ fn world() -> World {
     let plan = FeaturePlan::new(&model.card);
     let avro_plan = plan.clone().for_avro_reader(&model.card, &schema).unwrap();
     let avro = Transform::new(
-        keyring.clone(),
+        streamscore::envelope::share(keyring.clone()),
         InputDecoder::avro(HashMap::from([(1, schema.clone())]), schema),
         avro_plan,
         64 * 1024,
     );
-    let json = Transform::new(keyring.clone(), InputDecoder::json(), plan, 64 * 1024);
+    let json = Transform::new(
+        streamscore::envelope::share(keyring.clone()),
+        InputDecoder::json(),
+        plan,
+        64 * 1024,
+    );
     let mut avro_factory = EventFactory::new(keyring.clone(), Format::Avro, "fuzz", 1);
     let json_factory = EventFactory::new(keyring.clone(), Format::Json, "fuzz", 1);
     let fields = avro_factory.fields("e-1", "card-1");

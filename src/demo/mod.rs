@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::config::{Format, Settings};
 use crate::demo::events::{BadKind, EventFactory};
-use crate::envelope::Keyring;
+use crate::envelope::{Keyring, share};
 use crate::kafka::admin::create_topics;
 use crate::pipeline::Pipeline;
 use crate::telemetry::LiveStats;
@@ -89,7 +89,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Report> {
     let stats = Arc::new(LiveStats::default());
     let pipeline = {
         let (settings, keyring, stats) = (settings.clone(), keyring.clone(), stats.clone());
-        tokio::task::spawn_blocking(move || Pipeline::start(&settings, keyring, stats)).await??
+        tokio::task::spawn_blocking(move || Pipeline::start(&settings, share(keyring), stats))
+            .await??
     };
     health.ready.store(true, Ordering::Relaxed);
     println!(

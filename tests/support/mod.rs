@@ -111,7 +111,12 @@ pub fn publish_all(settings: &Settings, records: &[OutRecord]) {
 /// stops it cleanly, and verifies the topics with the independent reader.
 pub fn run_and_verify(settings: &Settings, keyring: Arc<Keyring>, expected: u64) -> Report {
     let stats = Arc::new(LiveStats::default());
-    let pipeline = Pipeline::start(settings, keyring, stats.clone()).expect("pipeline starts");
+    let pipeline = Pipeline::start(
+        settings,
+        streamscore::envelope::share(keyring),
+        stats.clone(),
+    )
+    .expect("pipeline starts");
     let deadline = Instant::now() + Duration::from_secs(120);
     while stats.committed() < expected && Instant::now() < deadline && !pipeline.has_stopped() {
         std::thread::sleep(Duration::from_millis(50));

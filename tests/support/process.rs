@@ -40,6 +40,16 @@ pub struct Processor {
 impl Processor {
     /// Starts `streamscore run`; stdout and stderr go to `log` (appended), never to a pipe that could fill.
     pub fn start(config: &Path, keyring_json: &str, log: PathBuf) -> Self {
+        Self::start_with_env(config, keyring_json, log, &std::collections::HashMap::new())
+    }
+
+    /// As [`Processor::start`], with extra environment variables.
+    pub fn start_with_env(
+        config: &Path,
+        keyring_json: &str,
+        log: PathBuf,
+        env: &std::collections::HashMap<&str, &str>,
+    ) -> Self {
         let out = File::options()
             .create(true)
             .append(true)
@@ -59,6 +69,7 @@ impl Processor {
                 cmd.env_remove(k);
             }
         }
+        cmd.envs(env.iter());
         Self {
             child: cmd.spawn().unwrap(),
             log,
