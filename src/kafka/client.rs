@@ -13,11 +13,45 @@ fn base(settings: &Settings) -> ClientConfig {
 }
 
 /// `kafka.properties` go last, so an operator's setting wins over ours.
+/// Keys may be written `ssl.ca.location` or `ssl_ca_location` (environment
+/// variables cannot hold dots); librdkafka property names have no underscores.
 fn with_overrides(mut c: ClientConfig, settings: &Settings) -> ClientConfig {
     for (key, value) in &settings.kafka.properties {
-        c.set(key, value);
+        c.set(key.replace('_', "."), value);
     }
     c
+}
+
+/// A librdkafka client config for tools (demo, verifier, admin) that must
+/// reach the same cluster the same way: bootstrap plus `kafka.properties`.
+pub fn tool_config(settings: &Settings) -> ClientConfig {
+    with_overrides(base(settings), settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_properties_reach_both_clients_and_win_over_defaults() {
+        let mut s = Settings::load_with_env(None, false).unwrap();
+        for (k, v) in [
+            ("security.protocol", "SASL_SSL"),
+            ("ssl_ca_location", "/etc/ca.pem"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl_username", "scorer"),
+            ("linger.ms", "7"),
+        ] {
+            s.kafka.properties.insert(k.into(), v.into());
+        }
+        for c in [consumer_config(&s), producer_config(&s), tool_config(&s)] {
+            assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
+            assert_eq!(c.get("ssl.ca.location"), Some("/etc/ca.pem"));
+            assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+            assert_eq!(c.get("sasl.username"), Some("scorer"));
+        }
+        assert_eq!(producer_config(&s).get("linger.ms"), Some("7"));
+    }
 }
 
 /// Exactly-once input side: no auto-commit (offsets go into transactions) and
