@@ -28,32 +28,6 @@ pub fn tool_config(settings: &Settings) -> ClientConfig {
     with_overrides(base(settings), settings)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn security_properties_reach_both_clients_and_win_over_defaults() {
-        let mut s = Settings::load_with_env(None, false).unwrap();
-        for (k, v) in [
-            ("security.protocol", "SASL_SSL"),
-            ("ssl_ca_location", "/etc/ca.pem"),
-            ("sasl.mechanism", "SCRAM-SHA-512"),
-            ("sasl_username", "scorer"),
-            ("linger.ms", "7"),
-        ] {
-            s.kafka.properties.insert(k.into(), v.into());
-        }
-        for c in [consumer_config(&s), producer_config(&s), tool_config(&s)] {
-            assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
-            assert_eq!(c.get("ssl.ca.location"), Some("/etc/ca.pem"));
-            assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
-            assert_eq!(c.get("sasl.username"), Some("scorer"));
-        }
-        assert_eq!(producer_config(&s).get("linger.ms"), Some("7"));
-    }
-}
-
 /// Exactly-once input side: no auto-commit (offsets go into transactions) and
 /// read_committed, so aborted upstream records are never scored.
 pub fn consumer_config(settings: &Settings) -> ClientConfig {
@@ -89,4 +63,30 @@ pub fn producer_config(settings: &Settings) -> ClientConfig {
         .set("linger.ms", "2")
         .set("queue.buffering.max.messages", "200000");
     with_overrides(c, settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_properties_reach_both_clients_and_win_over_defaults() {
+        let mut s = Settings::load_with_env(None, false).unwrap();
+        for (k, v) in [
+            ("security.protocol", "SASL_SSL"),
+            ("ssl_ca_location", "/etc/ca.pem"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl_username", "scorer"),
+            ("linger.ms", "7"),
+        ] {
+            s.kafka.properties.insert(k.into(), v.into());
+        }
+        for c in [consumer_config(&s), producer_config(&s), tool_config(&s)] {
+            assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
+            assert_eq!(c.get("ssl.ca.location"), Some("/etc/ca.pem"));
+            assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+            assert_eq!(c.get("sasl.username"), Some("scorer"));
+        }
+        assert_eq!(producer_config(&s).get("linger.ms"), Some("7"));
+    }
 }
