@@ -112,16 +112,20 @@ mod tests {
 
     const LINE: &str = r#"{"event_id":"e-1","card_id":"card-7","event_time":1790000000000,"amount":12.5,"amount_avg_30d":40.0,"amount_to_avg_ratio":0.31,"merchant_category":5,"merchant_risk":0.1,"hour_of_day":13,"day_of_week":2,"is_online":true,"card_present":false,"distance_from_home_km":3.2,"distance_from_last_txn_km":1.0,"seconds_since_last_txn":3600,"txn_count_1h":0,"txn_count_24h":3,"amount_sum_24h":80.0,"distinct_merchants_24h":2,"failed_attempts_24h":0,"account_age_days":900,"card_age_days":400,"is_foreign":false,"currency_mismatch":false,"device_risk":0.05,"ip_risk":0.07,"chargebacks_1y":0}"#;
 
+    fn encoder<'a>(schema: &'a Schema, keyring: &'a Keyring) -> LineEncoder<'a> {
+        LineEncoder {
+            format: Format::Avro,
+            avro: Some((schema, 2)),
+            keyring,
+            key_field: "card_id",
+        }
+    }
+
     #[test]
     fn json_line_becomes_an_avro_envelope_the_processor_opens() {
         let (keyring, _) = Keyring::generate("k").unwrap();
         let s = schema();
-        let enc = LineEncoder {
-            format: Format::Avro,
-            avro: Some((&s, 2)),
-            keyring: &keyring,
-            key_field: "card_id",
-        };
+        let enc = encoder(&s, &keyring);
         let rec = enc.encode(1, LINE).unwrap();
         assert_eq!(rec.key, b"card-7");
         let plain = keyring
@@ -142,12 +146,7 @@ mod tests {
     fn lines_that_do_not_fit_say_which_line_and_why() {
         let (keyring, _) = Keyring::generate("k").unwrap();
         let s = schema();
-        let enc = LineEncoder {
-            format: Format::Avro,
-            avro: Some((&s, 2)),
-            keyring: &keyring,
-            key_field: "card_id",
-        };
+        let enc = encoder(&s, &keyring);
         assert!(matches!(
             enc.encode(3, "not json"),
             Err(ProduceError::NotJson { line: 3, .. })
