@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The shipped defaults, compiled in so the binary runs from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -31,7 +31,7 @@ fn invalid(key: &str, value: impl ToString, allowed: &str) -> ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub kafka: KafkaSettings,
@@ -46,7 +46,7 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSettings {
     pub bootstrap_servers: String,
@@ -68,7 +68,7 @@ pub enum Format {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputSettings {
     pub topics: Vec<String>,
@@ -79,7 +79,7 @@ pub struct InputSettings {
     pub avro_schemas: HashMap<String, PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSettings {
     pub topic: String,
@@ -89,7 +89,7 @@ pub struct OutputSettings {
     pub avro_schema: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeySettings {
     pub file: String,
@@ -103,7 +103,7 @@ pub enum DevicePreference {
     Auto,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSettings {
     pub card: PathBuf,
@@ -113,32 +113,32 @@ pub struct ModelSettings {
     pub threshold: Option<f64>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OnnxRuntimeSettings {
     pub library: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchingSettings {
     pub max_batch_size: u32,
     pub max_batch_delay_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransactionSettings {
     pub commit_interval_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownSettings {
     pub grace_period_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetrySettings {
     pub listen: String,
@@ -339,6 +339,27 @@ impl Settings {
         Ok(())
     }
 
+    /// The effective settings as JSON, with secret-looking librdkafka
+    /// properties (passwords, secrets, tokens, PEM material, JAAS) redacted.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(props) = value
+            .pointer_mut("/kafka/properties")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            for (key, v) in props.iter_mut() {
+                let k = key.to_ascii_lowercase();
+                if ["password", "secret", "token", "pem", "jaas"]
+                    .iter()
+                    .any(|s| k.contains(s))
+                {
+                    *v = "<redacted>".into();
+                }
+            }
+        }
+        value
+    }
+
     pub fn input_format(&self) -> Result<Format, ConfigError> {
         parse_format("input.format", &self.input.format)
     }
@@ -515,6 +536,26 @@ mod tests {
             err.starts_with("config: transactions.commit_interval_ms = 900 is not allowed"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn redacted_settings_hide_secret_properties() {
+        let mut s = Settings::load_with_env(None, false).unwrap();
+        s.kafka
+            .properties
+            .insert("sasl.password".into(), "hunter2".into());
+        s.kafka
+            .properties
+            .insert("ssl_key_pem".into(), "-----BEGIN".into());
+        s.kafka
+            .properties
+            .insert("security.protocol".into(), "SASL_SSL".into());
+        let text = s.redacted().to_string();
+        assert!(
+            !text.contains("hunter2") && !text.contains("BEGIN"),
+            "{text}"
+        );
+        assert!(text.contains("SASL_SSL") && text.contains("max_batch_size"));
     }
 
     #[test]

@@ -56,6 +56,13 @@ enum Command {
         #[arg(long)]
         schema_id: Option<u32>,
     },
+    /// Validate a config without touching Kafka: check every value, verify
+    /// the model's hash, load and warm it up, and print the card and the
+    /// effective settings (secrets redacted). Exit 0 when it would start.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Keyring tools.
     Keys {
         #[command(subcommand)]
@@ -137,6 +144,7 @@ fn main() -> ExitCode {
             Command::Keys {
                 command: KeysCommand::Generate { id, into },
             } => keys_generate(&id, into),
+            Command::Check { config } => tokio::task::spawn_blocking(move || check(config)).await?,
             Command::Demo {
                 bootstrap,
                 events,
@@ -341,5 +349,38 @@ fn produce(
         "produced {sent} records to {topic} (key {})",
         keyring.active_id()
     );
+    Ok(())
+}
+
+fn check(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let settings = Settings::load(config.as_deref())?;
+    logging::init("human", "warn,ort=error");
+    let prepared = streamscore::pipeline::prepare(&settings)?;
+    let card = &prepared.model.card;
+    let device = prepared
+        .sessions
+        .first()
+        .map_or("cpu", |s| s.device().as_str());
+    println!(
+        "model: {} {} at {}: SHA-256 {} verified, {} features, warmed up on {device} at batch sizes 1 and {}",
+        card.name,
+        card.version,
+        prepared.model.model_path.display(),
+        card.sha256,
+        card.features.len(),
+        settings.batching.max_batch_size
+    );
+    let card_text = std::fs::read_to_string(&settings.model.card)?;
+    let card_json: serde_json::Value = serde_json::from_str(&card_text)?;
+    println!("model card: {}", serde_json::to_string_pretty(&card_json)?);
+    match Keyring::from_settings(&settings.keys) {
+        Ok(keyring) => println!("keyring: {keyring:?}"),
+        Err(e) => println!("keyring: not loaded here ({e}); `run` needs it"),
+    }
+    println!(
+        "effective settings: {}",
+        serde_json::to_string_pretty(&settings.redacted())?
+    );
+    println!("check: ok");
     Ok(())
 }

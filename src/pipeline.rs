@@ -73,6 +73,64 @@ pub enum PipelineError {
     Panicked(&'static str),
 }
 
+/// Everything the pipeline needs before it touches Kafka: the verified model,
+/// the decoder and feature plan checked against the reader schema, the score
+/// encoder, and warmed-up sessions. `streamscore check` runs exactly this.
+pub struct Prepared {
+    pub model: VerifiedModel,
+    pub decoder: InputDecoder,
+    pub plan: FeaturePlan,
+    pub encoder: ScoreEncoder,
+    pub sessions: Vec<ModelSession>,
+}
+
+pub fn prepare(settings: &Settings) -> Result<Prepared, PipelineError> {
+    let model = VerifiedModel::load(&settings.model.card)?;
+    // A hostile length prefix must not make the Avro decoder allocate more than a record can hold.
+    apache_avro::util::max_allocation_bytes(settings.input.max_record_bytes as usize);
+    let card = &model.card;
+
+    let plan = FeaturePlan::new(card);
+    let (decoder, plan) = match settings.input_format()? {
+        Format::Avro => {
+            let reader = load_schema(&settings.input.reader_schema)?;
+            let mut writers = HashMap::new();
+            for (id, path) in settings.avro_schema_ids() {
+                writers.insert(id, load_schema(&path)?);
+            }
+            let plan = plan.for_avro_reader(card, &reader)?;
+            (InputDecoder::avro(writers, reader), plan)
+        }
+        Format::Json => (InputDecoder::json(), plan),
+    };
+    let encoder = ScoreEncoder::new(
+        settings.output_format()?,
+        load_schema(&settings.output.avro_schema)?,
+        settings.output.avro_schema_id,
+    );
+
+    let runtime = inference::init_runtime(&settings.onnxruntime_library())?;
+    let max_batch = settings.batching.max_batch_size as usize;
+    let mut sessions = Vec::new();
+    for _ in 0..settings.model.sessions {
+        let mut session = ModelSession::open(
+            &runtime,
+            &model,
+            settings.device()?,
+            settings.model.intra_op_threads as usize,
+        )?;
+        session.warm_up(&[1, max_batch])?;
+        sessions.push(session);
+    }
+    Ok(Prepared {
+        model,
+        decoder,
+        plan,
+        encoder,
+        sessions,
+    })
+}
+
 /// A running pipeline. Stop it with [`Pipeline::stop`], then [`Pipeline::join`].
 pub struct Pipeline {
     stop: Arc<AtomicBool>,
@@ -92,43 +150,15 @@ impl Pipeline {
         keyring: SharedKeyring,
         stats: Arc<LiveStats>,
     ) -> Result<Self, PipelineError> {
-        let model = VerifiedModel::load(&settings.model.card)?;
-        // A hostile length prefix must not make the Avro decoder allocate more than a record can hold.
-        apache_avro::util::max_allocation_bytes(settings.input.max_record_bytes as usize);
+        let Prepared {
+            model,
+            decoder,
+            plan,
+            encoder,
+            sessions,
+        } = prepare(settings)?;
         let card = &model.card;
-
-        let plan = FeaturePlan::new(card);
-        let (decoder, plan) = match settings.input_format()? {
-            Format::Avro => {
-                let reader = load_schema(&settings.input.reader_schema)?;
-                let mut writers = HashMap::new();
-                for (id, path) in settings.avro_schema_ids() {
-                    writers.insert(id, load_schema(&path)?);
-                }
-                let plan = plan.for_avro_reader(card, &reader)?;
-                (InputDecoder::avro(writers, reader), plan)
-            }
-            Format::Json => (InputDecoder::json(), plan),
-        };
-        let encoder = ScoreEncoder::new(
-            settings.output_format()?,
-            load_schema(&settings.output.avro_schema)?,
-            settings.output.avro_schema_id,
-        );
-
-        let runtime = inference::init_runtime(&settings.onnxruntime_library())?;
         let max_batch = settings.batching.max_batch_size as usize;
-        let mut sessions = Vec::new();
-        for _ in 0..settings.model.sessions {
-            let mut session = ModelSession::open(
-                &runtime,
-                &model,
-                settings.device()?,
-                settings.model.intra_op_threads as usize,
-            )?;
-            session.warm_up(&[1, max_batch])?;
-            sessions.push(session);
-        }
         let device = sessions.first().map_or(Device::Cpu, ModelSession::device);
         let threshold = settings.model.threshold.unwrap_or(card.threshold);
         metrics::gauge!(MODEL_INFO, "name" => card.name.clone(), "version" => card.version.clone(),

@@ -354,3 +354,47 @@ fn keyring_file_rotation_is_picked_up_live_and_keys_never_reach_the_log() {
         );
     }
 }
+
+#[test]
+fn check_validates_loads_the_model_and_redacts_secrets() {
+    let out = streamscore()
+        .arg("check")
+        .env(
+            "STREAMSCORE__KAFKA__PROPERTIES__SASL_PASSWORD",
+            "hunter2-secret",
+        )
+        .env("STREAMSCORE__BATCHING__MAX_BATCH_SIZE", "512")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("SHA-256") && stdout.contains("verified"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"max_batch_size\": 512"), "{stdout}");
+    assert!(
+        stdout.contains("<redacted>") && !stdout.contains("hunter2"),
+        "{stdout}"
+    );
+    assert!(stdout.trim_end().ends_with("check: ok"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let models = support::root().join("models");
+    std::fs::copy(
+        models.join("fraud_mlp.card.json"),
+        dir.path().join("fraud_mlp.card.json"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("fraud_mlp.onnx"), b"not the model").unwrap();
+    let (code, err) = refuse(streamscore().arg("check").env(
+        "STREAMSCORE__MODEL__CARD",
+        dir.path().join("fraud_mlp.card.json"),
+    ));
+    assert_ne!(code, 0);
+    assert!(err.contains("refusing to serve"), "{err}");
+}
