@@ -208,13 +208,35 @@ fn sigterm_during_start_up_still_stops_cleanly() {
     support::create(&settings);
     let (_, json) = Keyring::generate("k").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = support::process::config_file(dir.path(), "early", &settings, "");
-    let processor =
-        support::process::Processor::start(&config, &json, dir.path().join("early.log"));
-    std::thread::sleep(Duration::from_millis(150));
+    // Four sessions warmed up at a large batch make start-up long enough to
+    // land in; the signal goes the moment the HTTP endpoints are up, which
+    // is just before the pipeline starts.
+    let config = support::process::config_file(
+        dir.path(),
+        "early",
+        &settings,
+        "[model]\nsessions = 4\n[batching]\nmax_batch_size = 65536\n",
+    );
+    let log_path = dir.path().join("early.log");
+    let processor = support::process::Processor::start(&config, &json, log_path.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .contains("serving /metrics")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the processor never got as far as serving /metrics"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let status = processor.terminate(Duration::from_secs(30));
     let log = std::fs::read_to_string(dir.path().join("early.log")).unwrap();
     assert_eq!(status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("SIGTERM during start-up"),
+        "the signal did not arrive during start-up:\n{log}"
+    );
     assert!(log.contains("stopped cleanly"), "{log}");
 }
 

@@ -120,9 +120,20 @@ fn instances_joining_and_leaving_mid_stream_lose_and_duplicate_nothing() {
             g.read_log(i)
         );
     }
+    // Every partition given up mid-stream was committed first, none aborted,
+    // and the instance that left on SIGTERM committed before leaving.
+    let logs: String = (0..3).map(|i| g.read_log(i)).collect();
+    assert!(
+        logs.contains("partitions revoked after committing"),
+        "no rebalance revoked anything:\n{logs}"
+    );
+    assert!(
+        !logs.contains("revoked after aborting"),
+        "a revocation aborted:\n{logs}"
+    );
     assert!(
         g.read_log(1)
-            .contains("partitions revoked after committing"),
+            .contains("source stopped after a final commit outcome=Some(Committed)"),
         "{}",
         g.read_log(1)
     );

@@ -87,7 +87,31 @@ struct OpenTransaction {
     dead: HashMap<Reason, u64>,
 }
 
+/// Metric handles looked up once, not per batch or per commit.
+struct SinkMetrics {
+    produce_seconds: metrics::Histogram,
+    commit_seconds: metrics::Histogram,
+    end_to_end_seconds: metrics::Histogram,
+    committed: metrics::Counter,
+    aborted: metrics::Counter,
+    scored: metrics::Counter,
+}
+
+impl SinkMetrics {
+    fn new() -> Self {
+        Self {
+            produce_seconds: metrics::histogram!(STAGE_DURATION, "stage" => stage::PRODUCE),
+            commit_seconds: metrics::histogram!(STAGE_DURATION, "stage" => stage::COMMIT),
+            end_to_end_seconds: metrics::histogram!(END_TO_END_LATENCY),
+            committed: metrics::counter!(TRANSACTIONS, "outcome" => "committed"),
+            aborted: metrics::counter!(TRANSACTIONS, "outcome" => "aborted"),
+            scored: metrics::counter!(SCORED),
+        }
+    }
+}
+
 pub struct Sink {
+    metrics: SinkMetrics,
     producer: SinkProducer,
     group: Arc<SourceConsumer>,
     rewinds: Sender<u64>,
@@ -110,6 +134,7 @@ impl Sink {
         stats: Arc<LiveStats>,
     ) -> Self {
         Self {
+            metrics: SinkMetrics::new(),
             producer,
             group,
             rewinds,
@@ -191,8 +216,7 @@ impl Sink {
                     Err(e) => return Err(e),
                 }
             }
-            metrics::histogram!(STAGE_DURATION, "stage" => stage::PRODUCE)
-                .record(started.elapsed());
+            self.metrics.produce_seconds.record(started.elapsed());
         }
         if let Some(barrier) = batch.barrier {
             let outcome = self.commit()?;
@@ -341,7 +365,7 @@ impl Sink {
         self.generation += 1;
         // The source may already be gone (shutdown); then nothing needs rewinding.
         let _ = self.rewinds.send(self.generation);
-        metrics::counter!(TRANSACTIONS, "outcome" => "aborted").increment(1);
+        self.metrics.aborted.increment(1);
         self.stats
             .transactions_aborted
             .fetch_add(1, Ordering::Relaxed);
@@ -378,9 +402,9 @@ impl Sink {
     }
 
     fn committed(&self, txn: &OpenTransaction, started: Instant) {
-        metrics::histogram!(STAGE_DURATION, "stage" => stage::COMMIT).record(started.elapsed());
-        metrics::counter!(TRANSACTIONS, "outcome" => "committed").increment(1);
-        metrics::counter!(SCORED).increment(txn.scored);
+        self.metrics.commit_seconds.record(started.elapsed());
+        self.metrics.committed.increment(1);
+        self.metrics.scored.increment(txn.scored);
         self.stats.scored.fetch_add(txn.scored, Ordering::Relaxed);
         let mut dead_total = 0;
         for (reason, n) in &txn.dead {
@@ -394,7 +418,7 @@ impl Sink {
             .transactions_committed
             .fetch_add(1, Ordering::Relaxed);
         let now = now_ms();
-        let latency = metrics::histogram!(END_TO_END_LATENCY);
+        let latency = &self.metrics.end_to_end_seconds;
         for &ts in &txn.timestamps {
             latency.record((now - ts).max(0) as f64 / 1000.0);
         }

@@ -267,7 +267,23 @@ impl ConsumerContext for SourceContext {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 let outcome = self.commit_barrier();
-                tracing::info!(partitions = tpl.count(), outcome = ?outcome, "partitions revoked after committing what was read from them");
+                // Say what really happened: committed, aborted (to be read
+                // again by the next owner), or no sink left to ask.
+                match outcome {
+                    Some(BarrierOutcome::Committed) => tracing::info!(
+                        partitions = tpl.count(),
+                        "partitions revoked after committing what was read from them"
+                    ),
+                    Some(BarrierOutcome::Aborted) => tracing::warn!(
+                        partitions = tpl.count(),
+                        "partitions revoked after aborting the open transaction; the next owner reads them again"
+                    ),
+                    // The source has stopped: its final barrier ran before this.
+                    None => tracing::info!(
+                        partitions = tpl.count(),
+                        "partitions revoked after the pipeline's final commit"
+                    ),
+                }
             }
             Rebalance::Assign(tpl) => {
                 tracing::info!(partitions = tpl.count(), "partitions assigned")
