@@ -8,55 +8,13 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use streamscore::config::{Format, Settings};
 use streamscore::envelope::Keyring;
+use support::broker::OwnBroker;
 use support::process::{Processor, config_file};
-
-/// A broker run by scripts/kafka under a name of its own; deleted on drop.
-struct OwnBroker {
-    name: String,
-    bootstrap: String,
-}
-
-impl OwnBroker {
-    fn start(name: &str) -> Self {
-        let name = format!("{name}-{}", std::process::id());
-        let out = kafka(&["start", &name]);
-        Self {
-            bootstrap: out.trim().to_owned(),
-            name,
-        }
-    }
-
-    fn act(&self, action: &str) {
-        kafka(&[action, &self.name]);
-    }
-}
-
-impl Drop for OwnBroker {
-    fn drop(&mut self) {
-        let _ = Command::new(support::root().join("scripts/kafka"))
-            .args(["stop", &self.name])
-            .status();
-    }
-}
-
-fn kafka(args: &[&str]) -> String {
-    let out = Command::new(support::root().join("scripts/kafka"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "scripts/kafka {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Restarts the processor whenever it exits, and counts how often.
 struct Supervisor<'a> {

@@ -33,6 +33,15 @@ fn config_file(toml: &str) -> tempfile::NamedTempFile {
     f
 }
 
+/// The shipped model card in a temporary folder, beside `model` as its .onnx.
+fn card_beside(model: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let card = support::root().join("models/fraud_mlp.card.json");
+    std::fs::copy(card, dir.path().join("fraud_mlp.card.json")).unwrap();
+    std::fs::write(dir.path().join("fraud_mlp.onnx"), model).unwrap();
+    dir
+}
+
 /// Runs to completion and returns (exit code, stderr).
 fn refuse(cmd: &mut Command) -> (i32, String) {
     let out = cmd.output().unwrap();
@@ -66,17 +75,10 @@ fn bad_config_value_stops_with_one_line_naming_key_value_and_allowed() {
 
 #[test]
 fn tampered_model_refuses_to_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let models = support::root().join("models");
-    std::fs::copy(
-        models.join("fraud_mlp.card.json"),
-        dir.path().join("fraud_mlp.card.json"),
-    )
-    .unwrap();
-    let mut onnx = std::fs::read(models.join("fraud_mlp.onnx")).unwrap();
+    let mut onnx = std::fs::read(support::root().join("models/fraud_mlp.onnx")).unwrap();
     let mid = onnx.len() / 2;
     onnx[mid] ^= 0x01;
-    std::fs::write(dir.path().join("fraud_mlp.onnx"), onnx).unwrap();
+    let dir = card_beside(&onnx);
     let (_, json) = Keyring::generate("k").unwrap();
     let (code, err) = refuse(
         streamscore()
@@ -136,10 +138,7 @@ fn missing_keyring_library_and_broker_say_what_is_missing() {
         err.contains("cannot initialise Kafka transactions at 127.0.0.1:1"),
         "{err}"
     );
-    assert!(
-        !err.contains(json.split('"').nth(9).unwrap_or("unreachable")),
-        "key leaked: {err}"
-    );
+    support::assert_no_key_material(&err, &json);
 }
 
 #[test]
@@ -193,10 +192,7 @@ fn run_scores_traffic_and_commits_then_exits_zero_on_sigterm() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("stopped cleanly"), "{stderr}");
-    assert!(
-        !stderr.contains(json.split('"').nth(9).unwrap_or("unreachable")),
-        "key leaked"
-    );
+    support::assert_no_key_material(&stderr, &json);
     let report = support::verify_topics(&settings);
     assert!(report.exactly_once(), "{}", report.line());
     assert_eq!(report.scored, 400);
@@ -243,22 +239,13 @@ fn sigterm_during_start_up_still_stops_cleanly() {
 #[test]
 fn keys_generate_rotate_and_produce_json_lines_that_get_scored() {
     let dir = tempfile::tempdir().unwrap();
-    let out = streamscore()
-        .args(["keys", "generate", "--id", "2026-10"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let first = support::run_ok(streamscore().args(["keys", "generate", "--id", "2026-10"]));
     let keyring_path = dir.path().join("keyring.json");
-    std::fs::write(&keyring_path, &out.stdout).unwrap();
-    let out = streamscore()
-        .args(["keys", "generate", "--id", "2026-11", "--into"])
-        .arg(&keyring_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    std::fs::write(&keyring_path, first).unwrap();
+    support::run_ok(
+        streamscore()
+            .args(["keys", "generate", "--id", "2026-11", "--into"])
+            .arg(&keyring_path),
     );
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -361,20 +348,7 @@ fn keyring_file_rotation_is_picked_up_live_and_keys_never_reach_the_log() {
         "no reload in the log"
     );
     assert!(log_text.lines().count() > 100, "expected a trace-level log");
-    let keys: serde_json::Value = serde_json::from_str(&new_json).unwrap();
-    for (_, b64) in keys["keys"].as_object().unwrap() {
-        let b64 = b64.as_str().unwrap();
-        let raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap();
-        assert!(!log_text.contains(b64), "a base64 key reached the log");
-        assert!(
-            !log_text.contains(&hex::encode(&raw)),
-            "a hex key reached the log"
-        );
-        assert!(
-            !log_text.contains(&format!("{raw:?}")),
-            "key bytes reached the log"
-        );
-    }
+    support::assert_no_key_material(&log_text, &new_json);
 }
 
 #[test]
@@ -405,14 +379,7 @@ fn check_validates_loads_the_model_and_redacts_secrets() {
     );
     assert!(stdout.trim_end().ends_with("check: ok"));
 
-    let dir = tempfile::tempdir().unwrap();
-    let models = support::root().join("models");
-    std::fs::copy(
-        models.join("fraud_mlp.card.json"),
-        dir.path().join("fraud_mlp.card.json"),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("fraud_mlp.onnx"), b"not the model").unwrap();
+    let dir = card_beside(b"not the model");
     let (code, err) = refuse(streamscore().arg("check").env(
         "STREAMSCORE__MODEL__CARD",
         dir.path().join("fraud_mlp.card.json"),

@@ -23,20 +23,12 @@ fn python() -> std::path::PathBuf {
 
 #[test]
 fn python_example_reproduces_the_test_vector() {
-    let out = Command::new(python())
-        .arg(support::root().join("docs/examples/producer.py"))
-        .arg("--check-vector")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = support::run_ok(
+        Command::new(python())
+            .arg(support::root().join("docs/examples/producer.py"))
+            .arg("--check-vector"),
     );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "test vector: ok"
-    );
+    assert_eq!(out.trim(), "test vector: ok");
 }
 
 #[test]
@@ -47,23 +39,18 @@ fn python_example_events_are_all_scored() {
     let (keyring, json) = Keyring::generate("py-2026").unwrap();
     let keyring_path = dir.path().join("keyring.json");
     std::fs::write(&keyring_path, json).unwrap();
-    let out = Command::new(python())
-        .arg(support::root().join("docs/examples/producer.py"))
-        .args([
-            "--bootstrap",
-            &settings.kafka.bootstrap_servers,
-            "--topic",
-            &settings.input.topics[0],
-        ])
-        .arg("--keyring")
-        .arg(&keyring_path)
-        .args(["--count", "40"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    support::run_ok(
+        Command::new(python())
+            .arg(support::root().join("docs/examples/producer.py"))
+            .args([
+                "--bootstrap",
+                &settings.kafka.bootstrap_servers,
+                "--topic",
+                &settings.input.topics[0],
+            ])
+            .arg("--keyring")
+            .arg(&keyring_path)
+            .args(["--count", "40"]),
     );
 
     let report = support::run_and_verify(&settings, Arc::new(keyring), 40);

@@ -14,51 +14,11 @@ use streamscore::demo::events::EventFactory;
 use streamscore::envelope::{Keyring, share};
 use streamscore::pipeline::{Pipeline, PipelineError};
 use streamscore::telemetry::LiveStats;
+use support::broker::OwnBroker;
 
-struct TlsBroker {
-    name: String,
-    plain: String,
-    tls: String,
-    ca: std::path::PathBuf,
-}
-
-impl TlsBroker {
-    fn start() -> Self {
-        let name = format!("tls-{}", std::process::id());
-        let script = support::root().join("scripts/kafka");
-        let out = Command::new(&script)
-            .args(["start", &name, "--tls"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let state = support::root().join(".local/kafka-run").join(&name);
-        Self {
-            plain: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-            tls: std::fs::read_to_string(state.join("bootstrap-tls"))
-                .unwrap()
-                .trim()
-                .to_owned(),
-            ca: state.join("ca.pem"),
-            name,
-        }
-    }
-}
-
-impl Drop for TlsBroker {
-    fn drop(&mut self) {
-        let _ = Command::new(support::root().join("scripts/kafka"))
-            .args(["stop", &self.name])
-            .status();
-    }
-}
-
-fn over_tls(plain: &Settings, broker: &TlsBroker, ca: &std::path::Path) -> Settings {
+fn over_tls(plain: &Settings, broker: &OwnBroker, ca: &std::path::Path) -> Settings {
     let mut s = plain.clone();
-    s.kafka.bootstrap_servers = broker.tls.clone();
+    s.kafka.bootstrap_servers = broker.tls.as_ref().expect("a TLS listener").0.clone();
     s.kafka.request_timeout_ms = 5_000;
     s.kafka
         .properties
@@ -72,9 +32,9 @@ fn over_tls(plain: &Settings, broker: &TlsBroker, ca: &std::path::Path) -> Setti
 #[test]
 fn the_processor_talks_tls_and_refuses_an_untrusted_broker() {
     let _turn = support::exclusive();
-    let broker = TlsBroker::start();
+    let broker = OwnBroker::start_tls("tls");
     let mut plain = support::settings("tls", Format::Avro, Format::Avro);
-    plain.kafka.bootstrap_servers = broker.plain.clone();
+    plain.kafka.bootstrap_servers = broker.bootstrap.clone();
     support::create(&plain);
     let keyring = Arc::new(Keyring::generate("tls-key").unwrap().0);
     let mut factory = EventFactory::new(keyring.clone(), Format::Avro, "tls", 3);
@@ -84,40 +44,37 @@ fn the_processor_talks_tls_and_refuses_an_untrusted_broker() {
     // A CA that did not sign the broker's certificate: the handshake must fail.
     let dir = tempfile::tempdir().unwrap();
     let wrong_ca = dir.path().join("other-ca.pem");
-    let made = Command::new("keytool")
-        .args([
-            "-genkeypair",
-            "-alias",
-            "x",
-            "-keyalg",
-            "RSA",
-            "-dname",
-            "CN=other",
-            "-storetype",
-            "PKCS12",
-        ])
-        .arg("-keystore")
-        .arg(dir.path().join("other.p12"))
-        .args(["-storepass", "changeit", "-keypass", "changeit"])
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let exported = Command::new("keytool")
-        .args([
-            "-exportcert",
-            "-rfc",
-            "-alias",
-            "x",
-            "-storepass",
-            "changeit",
-        ])
-        .arg("-keystore")
-        .arg(dir.path().join("other.p12"))
-        .arg("-file")
-        .arg(&wrong_ca)
-        .status()
-        .unwrap();
-    assert!(exported.success());
+    let store = dir.path().join("other.p12");
+    let keytool = |args: &[&str]| {
+        support::run_ok(
+            Command::new("keytool")
+                .args(args)
+                .arg("-keystore")
+                .arg(&store)
+                .args(["-storepass", "changeit"]),
+        )
+    };
+    keytool(&[
+        "-genkeypair",
+        "-alias",
+        "x",
+        "-keyalg",
+        "RSA",
+        "-dname",
+        "CN=other",
+        "-storetype",
+        "PKCS12",
+        "-keypass",
+        "changeit",
+    ]);
+    keytool(&[
+        "-exportcert",
+        "-rfc",
+        "-alias",
+        "x",
+        "-file",
+        wrong_ca.to_str().unwrap(),
+    ]);
     let refused = Pipeline::start(
         &over_tls(&plain, &broker, &wrong_ca),
         share(keyring.clone()),
@@ -129,7 +86,8 @@ fn the_processor_talks_tls_and_refuses_an_untrusted_broker() {
         refused.err()
     );
 
-    let tls = over_tls(&plain, &broker, &broker.ca);
+    let ca = broker.tls.as_ref().expect("a TLS listener").1.clone();
+    let tls = over_tls(&plain, &broker, &ca);
     let stats = Arc::new(LiveStats::default());
     let pipeline =
         Pipeline::start(&tls, share(keyring), stats.clone()).expect("pipeline starts over TLS");

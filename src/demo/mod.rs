@@ -15,10 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rand::{Rng, SeedableRng};
 
 use crate::config::{Format, Settings};
-use crate::demo::events::{BadKind, EventFactory};
+use crate::demo::events::EventFactory;
 use crate::envelope::{Keyring, share};
 use crate::kafka::admin::create_topics;
 use crate::pipeline::Pipeline;
@@ -122,16 +121,15 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Report> {
         std::thread::Builder::new()
             .name("demo-producer".into())
             .spawn(move || {
-                produce(
-                    &bootstrap,
-                    &topic,
-                    EventFactory::new(keyring, format, &run_id, 42),
+                let producer = publish::publisher(&bootstrap)?;
+                let plan = publish::StreamPlan {
                     events,
                     rate,
-                    bad_percent,
-                    &produced,
-                    &stop,
-                )
+                    bad_per_mille: (bad_percent * 10.0).round() as u64,
+                };
+                let factory = EventFactory::new(keyring, format, &run_id, 42);
+                publish::stream(&producer, &topic, factory, &plan, &produced, &stop)?;
+                anyhow::Ok(())
             })?
     };
 
@@ -207,40 +205,4 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Report> {
         }
     );
     Ok(report)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn produce(
-    bootstrap: &str,
-    topic: &str,
-    mut factory: EventFactory,
-    events: Option<u64>,
-    rate: u64,
-    bad_percent: f64,
-    produced: &AtomicU64,
-    stop: &AtomicBool,
-) -> anyhow::Result<()> {
-    let producer = publish::publisher(bootstrap)?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let mut next_bad = 0usize;
-    let started = Instant::now();
-    let mut sent = 0u64;
-    while !stop.load(Ordering::Relaxed) && events.is_none_or(|n| sent < n) {
-        let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
-        if sent >= due {
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
-        }
-        let bad = rng
-            .random_bool((bad_percent / 100.0).clamp(0.0, 1.0))
-            .then(|| {
-                next_bad += 1;
-                BadKind::ALL[next_bad % BadKind::ALL.len()]
-            });
-        publish::publish(&producer, topic, &factory.next(bad))?;
-        sent += 1;
-        produced.store(sent, Ordering::Relaxed);
-    }
-    publish::flush(&producer)?;
-    Ok(())
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod broker;
 pub mod process;
 
 use std::path::PathBuf;
@@ -145,8 +146,8 @@ pub fn verify_topics(settings: &Settings) -> Report {
     }
 }
 
-/// Publishes `events` records at `rate`/s on a thread, `bad_percent` of them bad
-/// (cycling through every bad kind); returns how many were published.
+/// Publishes `events` records at `rate`/s on a thread, `bad_percent` of them
+/// bad (every kind in turn); returns how many were published.
 pub fn stream(
     settings: &Settings,
     keyring: Arc<Keyring>,
@@ -154,32 +155,30 @@ pub fn stream(
     rate: u64,
     bad_percent: u32,
 ) -> std::thread::JoinHandle<u64> {
-    use streamscore::demo::events::{BadKind, EventFactory};
-    let format = settings.input_format().unwrap();
+    let factory = streamscore::demo::events::EventFactory::new(
+        keyring,
+        settings.input_format().unwrap(),
+        "stream",
+        11,
+    );
     let bootstrap = settings.kafka.bootstrap_servers.clone();
     let topic = settings.input.topics[0].clone();
     std::thread::spawn(move || {
         let producer = publish::publisher(&bootstrap).unwrap();
-        let mut factory = EventFactory::new(keyring, format, "stream", 11);
-        let started = Instant::now();
-        for i in 0..events {
-            while (started.elapsed().as_secs_f64() * rate as f64) < i as f64 {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            let bad = (i % 100 < u64::from(bad_percent))
-                .then(|| BadKind::ALL[(i / 100) as usize % BadKind::ALL.len()]);
-            publish::publish(&producer, &topic, &factory.next(bad)).unwrap();
-        }
-        // Broker-fault tests stall delivery for a while; the input side is not what they test.
-        let mut flushed = publish::flush(&producer);
-        for _ in 0..4 {
-            if flushed.is_ok() {
-                break;
-            }
-            flushed = publish::flush(&producer);
-        }
-        flushed.unwrap();
-        events
+        let plan = publish::StreamPlan {
+            events: Some(events),
+            rate,
+            bad_per_mille: u64::from(bad_percent) * 10,
+        };
+        publish::stream(
+            &producer,
+            &topic,
+            factory,
+            &plan,
+            &AtomicU64::new(0),
+            &Default::default(),
+        )
+        .unwrap()
     })
 }
 
@@ -212,4 +211,38 @@ pub fn committed_so_far(settings: &Settings) -> i64 {
     )
     .map(|(done, _)| done)
     .unwrap_or(0)
+}
+
+/// Runs a command that must succeed; returns its standard output.
+pub fn run_ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every way a keyring's keys could show up in text (base64, hex, byte
+/// list), for tests that check none of them leaks.
+pub fn key_material(keyring_json: &str) -> Vec<String> {
+    use base64::Engine;
+    let keys: serde_json::Value = serde_json::from_str(keyring_json).unwrap();
+    let mut out = Vec::new();
+    for b64 in keys["keys"].as_object().unwrap().values() {
+        let b64 = b64.as_str().unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        out.extend([b64.to_owned(), hex::encode(&raw), format!("{raw:?}")]);
+    }
+    assert!(!out.is_empty());
+    out
+}
+
+pub fn assert_no_key_material(text: &str, keyring_json: &str) {
+    for secret in key_material(keyring_json) {
+        assert!(!text.contains(&secret), "key material reached the output");
+    }
 }

@@ -1,0 +1,60 @@
+//! A Kafka broker of a test's own (run by scripts/kafka under a unique name),
+//! for tests that kill, pause or reconfigure it; deleted on drop.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+pub struct OwnBroker {
+    pub name: String,
+    /// Plaintext listener.
+    pub bootstrap: String,
+    /// TLS listener and the CA that signed its certificate, when started with TLS.
+    pub tls: Option<(String, PathBuf)>,
+}
+
+impl OwnBroker {
+    pub fn start(name: &str) -> Self {
+        Self::launch(name, false)
+    }
+
+    /// With an extra TLS listener (self-signed certificate, SAN 127.0.0.1).
+    pub fn start_tls(name: &str) -> Self {
+        Self::launch(name, true)
+    }
+
+    fn launch(name: &str, tls: bool) -> Self {
+        let name = format!("{name}-{}", std::process::id());
+        let mut args = vec!["start", name.as_str()];
+        if tls {
+            args.push("--tls");
+        }
+        let bootstrap = kafka(&args).trim().to_owned();
+        let state = super::root().join(".local/kafka-run").join(&name);
+        let tls = tls.then(|| {
+            let address = std::fs::read_to_string(state.join("bootstrap-tls")).unwrap();
+            (address.trim().to_owned(), state.join("ca.pem"))
+        });
+        Self {
+            name,
+            bootstrap,
+            tls,
+        }
+    }
+
+    /// crash, halt, restart, pause or resume (see scripts/kafka).
+    pub fn act(&self, action: &str) {
+        kafka(&[action, &self.name]);
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = Command::new(super::root().join("scripts/kafka"))
+            .args(["stop", &self.name])
+            .status();
+    }
+}
+
+fn kafka(args: &[&str]) -> String {
+    super::run_ok(Command::new(super::root().join("scripts/kafka")).args(args))
+}
