@@ -122,8 +122,21 @@ pub struct OnnxRuntimeSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchingSettings {
+    pub mode: String,
     pub max_batch_size: u32,
+    pub min_batch_size: u32,
     pub max_batch_delay_ms: u64,
+    pub latency_target_ms: u64,
+}
+
+/// How the batch size is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchMode {
+    /// Always close a batch at `max_batch_size` rows (or `max_batch_delay_ms`).
+    Fixed,
+    /// Move the size between `min_batch_size` and `max_batch_size` so the p99
+    /// of batch wait + inference stays under `latency_target_ms`.
+    Adaptive,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -294,6 +307,19 @@ impl Settings {
             0,
             10_000,
         )?;
+        self.batch_mode()?;
+        in_range(
+            "batching.min_batch_size",
+            self.batching.min_batch_size.into(),
+            1,
+            self.batching.max_batch_size.into(),
+        )?;
+        in_range(
+            "batching.latency_target_ms",
+            self.batching.latency_target_ms,
+            1,
+            60_000,
+        )?;
         in_range(
             "transactions.commit_interval_ms",
             self.transactions.commit_interval_ms,
@@ -397,6 +423,18 @@ impl Settings {
         Duration::from_millis(self.transactions.commit_interval_ms)
     }
 
+    pub fn batch_mode(&self) -> Result<BatchMode, ConfigError> {
+        match self.batching.mode.as_str() {
+            "fixed" => Ok(BatchMode::Fixed),
+            "adaptive" => Ok(BatchMode::Adaptive),
+            other => Err(invalid("batching.mode", other, "\"fixed\" or \"adaptive\"")),
+        }
+    }
+
+    pub fn latency_target(&self) -> Duration {
+        Duration::from_millis(self.batching.latency_target_ms)
+    }
+
     pub fn max_batch_delay(&self) -> Duration {
         Duration::from_millis(self.batching.max_batch_delay_ms)
     }
@@ -496,6 +534,24 @@ mod tests {
             err,
             "config: batching.max_batch_size = 0 is not allowed: an integer from 1 to 65536"
         );
+    }
+
+    #[test]
+    fn batching_mode_and_bounds_are_checked() {
+        let s = with_file("[batching]\nmode = \"adaptive\"\nmin_batch_size = 8\n").unwrap();
+        assert_eq!(s.batch_mode().unwrap(), BatchMode::Adaptive);
+        let err = with_file("[batching]\nmode = \"dynamic\"\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config: batching.mode = dynamic is not allowed: \"fixed\" or \"adaptive\""
+        );
+        let err = with_file("[batching]\nmax_batch_size = 16\nmin_batch_size = 32\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config: batching.min_batch_size = 32 is not allowed: an integer from 1 to 16"
+        );
+        let err = with_file("[batching]\nlatency_target_ms = 0\n").unwrap_err();
+        assert!(err.to_string().contains("batching.latency_target_ms = 0"));
     }
 
     #[test]

@@ -17,10 +17,10 @@ use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::Producer;
 
-use crate::batcher::Batcher;
+use crate::batcher::{AdaptiveSize, BatchSize, Batcher};
 use crate::codec::schemas::{SchemaError, load_schema};
 use crate::codec::{InputDecoder, ScoreEncoder};
-use crate::config::{ConfigError, Format, Settings};
+use crate::config::{BatchMode, ConfigError, Format, Settings};
 use crate::envelope::SharedKeyring;
 use crate::features::{FeatureError, FeaturePlan};
 use crate::inference::{self, CardError, Device, InferenceError, ModelSession, VerifiedModel};
@@ -30,7 +30,7 @@ use crate::kafka::source::{
     self, Dispatch, SourceConsumer, SourceContext, SourceError, SourceStage,
 };
 use crate::telemetry::LiveStats;
-use crate::telemetry::metrics::MODEL_INFO;
+use crate::telemetry::metrics::{BATCH_TARGET_SIZE, MODEL_INFO};
 use crate::transform::Transform;
 
 /// Batches queued per inference worker, in and out: enough to overlap the
@@ -110,7 +110,6 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, PipelineError> {
     );
 
     let runtime = inference::init_runtime(&settings.onnxruntime_library())?;
-    let max_batch = settings.batching.max_batch_size as usize;
     let mut sessions = Vec::new();
     for _ in 0..settings.model.sessions {
         let mut session = ModelSession::open(
@@ -119,7 +118,7 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, PipelineError> {
             settings.device()?,
             settings.model.intra_op_threads as usize,
         )?;
-        session.warm_up(&[1, max_batch])?;
+        session.warm_up(&warm_up_sizes(settings)?)?;
         sessions.push(session);
     }
     Ok(Prepared {
@@ -129,6 +128,25 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, PipelineError> {
         encoder,
         sessions,
     })
+}
+
+/// Batch sizes to run once before ready (ONNX Runtime plans each new shape,
+/// which takes long on a GPU): the fixed size, or in adaptive mode every
+/// power of two it may pass through, plus its bounds.
+pub fn warm_up_sizes(settings: &Settings) -> Result<Vec<usize>, ConfigError> {
+    let b = &settings.batching;
+    let (min, max) = (b.min_batch_size as usize, b.max_batch_size as usize);
+    let mut sizes = match settings.batch_mode()? {
+        BatchMode::Fixed => vec![1, max],
+        BatchMode::Adaptive => std::iter::successors(Some(min.next_power_of_two()), |n| {
+            Some(n * 2).filter(|&n| n < max)
+        })
+        .chain([1, min, max])
+        .collect(),
+    };
+    sizes.sort_unstable();
+    sizes.dedup();
+    Ok(sizes)
 }
 
 /// A running pipeline. Stop it with [`Pipeline::stop`], then [`Pipeline::join`].
@@ -195,7 +213,27 @@ impl Pipeline {
             plan,
             settings.input.max_record_bytes as usize,
         );
-        let batcher = Batcher::new(max_batch, settings.max_batch_delay(), transform.width());
+        let adaptive = match settings.batch_mode()? {
+            BatchMode::Fixed => {
+                metrics::gauge!(BATCH_TARGET_SIZE).set(max_batch as f64);
+                None
+            }
+            BatchMode::Adaptive => Some(Arc::new(AdaptiveSize::new(
+                settings.batching.min_batch_size as usize,
+                max_batch,
+                settings.latency_target(),
+            ))),
+        };
+        let size = match &adaptive {
+            Some(a) => BatchSize::Adaptive(a.clone()),
+            None => BatchSize::Fixed(max_batch),
+        };
+        let batcher = Batcher::new(
+            size,
+            max_batch,
+            settings.max_batch_delay(),
+            transform.width(),
+        );
         let stage = SourceStage::new(
             transform,
             batcher,
@@ -248,7 +286,10 @@ impl Pipeline {
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("inference-{i}"))
-                    .spawn(move || inference::worker::run(session, input, output))
+                    .spawn({
+                        let adaptive = adaptive.clone();
+                        move || inference::worker::run(session, input, output, adaptive)
+                    })
                     .map_err(spawn_err)?,
             );
         }
@@ -264,7 +305,8 @@ impl Pipeline {
             model = %card.name, version = %card.version, device = device.as_str(),
             topics = %settings.input.topics.join(","), output = %settings.output.topic,
             dead_letters = %settings.output.dead_letter_topic,
-            max_batch_size = max_batch, max_batch_delay_ms = settings.batching.max_batch_delay_ms,
+            batching = %settings.batching.mode, max_batch_size = max_batch,
+            max_batch_delay_ms = settings.batching.max_batch_delay_ms,
             commit_interval_ms = settings.transactions.commit_interval_ms,
             "pipeline started"
         );
@@ -318,5 +360,23 @@ impl Pipeline {
         worker_result?;
         sink?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warm_up_covers_every_size_a_batch_can_take() {
+        let mut s = Settings::load_with_env(None, false).unwrap();
+        s.batching.max_batch_size = 300;
+        assert_eq!(warm_up_sizes(&s).unwrap(), vec![1, 300]);
+        s.batching.mode = "adaptive".into();
+        s.batching.min_batch_size = 3;
+        assert_eq!(
+            warm_up_sizes(&s).unwrap(),
+            vec![1, 3, 4, 8, 16, 32, 64, 128, 256, 300]
+        );
     }
 }

@@ -1,17 +1,22 @@
 //! An inference worker: one thread, one session, batches in and out in order.
 
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::Instant;
 
+use crate::batcher::AdaptiveSize;
 use crate::inference::{InferenceError, ModelSession};
 use crate::item::Batch;
 use crate::telemetry::metrics::{BATCH_SIZE, STAGE_DURATION, stage};
 
-/// Scores every batch it receives and passes it on; returns when either side hangs up.
+/// Scores every batch it receives and passes it on; returns when either side
+/// hangs up. In adaptive mode it reports each batch's wait + inference time,
+/// which is what the batch size is tuned on.
 pub fn run(
     mut session: ModelSession,
     input: Receiver<Batch>,
     output: SyncSender<Batch>,
+    adaptive: Option<Arc<AdaptiveSize>>,
 ) -> Result<(), InferenceError> {
     let batch_wait = metrics::histogram!(STAGE_DURATION, "stage" => stage::BATCH_WAIT);
     let inference = metrics::histogram!(STAGE_DURATION, "stage" => stage::INFERENCE);
@@ -22,8 +27,12 @@ pub fn run(
             batch_wait.record(started - batch.opened_at);
             batch.scores.reserve_exact(batch.rows);
             session.score(&batch.features, batch.rows, &mut batch.scores)?;
-            inference.record(started.elapsed());
+            let done = Instant::now();
+            inference.record(done - started);
             batch_size.record(batch.rows as f64);
+            if let Some(a) = &adaptive {
+                a.observe(batch.rows, done - batch.opened_at);
+            }
         }
         if output.send(batch).is_err() {
             break;

@@ -13,6 +13,7 @@ pub const DEAD_LETTERED: &str = "streamscore_records_dead_lettered_total";
 pub const TRANSACTIONS: &str = "streamscore_transactions_total";
 pub const CONSUMER_LAG: &str = "streamscore_consumer_lag";
 pub const MODEL_INFO: &str = "streamscore_model_info";
+pub const BATCH_TARGET_SIZE: &str = "streamscore_batch_target_size";
 
 /// Stage label values of `stage_duration_seconds`.
 pub mod stage {
@@ -82,4 +83,8 @@ fn describe() {
         "Records behind the partition's high watermark."
     );
     describe_gauge!(MODEL_INFO, "The model being served (value 1).");
+    describe_gauge!(
+        BATCH_TARGET_SIZE,
+        "Rows at which a batch closes now (fixed: max_batch_size; adaptive: the current size)."
+    );
 }

@@ -1,25 +1,56 @@
 //! Micro-batching: rows wait until the batch is full or its oldest row has
 //! waited `max_delay`, whichever comes first. Dead letters ride along in
-//! order, so the sink sees records exactly in consumption order.
+//! order, so the sink sees records exactly in consumption order. Rows from
+//! every assigned partition share a batch; order within a partition is
+//! consumption order, which every later stage keeps.
 
+pub mod adaptive;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::item::{Batch, Item};
+pub use adaptive::AdaptiveSize;
+
+/// Where the size at which a batch closes comes from.
+#[derive(Debug, Clone)]
+pub enum BatchSize {
+    Fixed(usize),
+    /// Set by the inference workers' measurements, read at every push.
+    Adaptive(Arc<AdaptiveSize>),
+}
+
+impl BatchSize {
+    pub fn rows(&self) -> usize {
+        match self {
+            BatchSize::Fixed(n) => (*n).max(1),
+            BatchSize::Adaptive(a) => a.rows(),
+        }
+    }
+
+    /// Largest size it can take: what the feature buffer is sized for.
+    fn max_rows(&self, max: usize) -> usize {
+        match self {
+            BatchSize::Fixed(n) => (*n).max(1),
+            BatchSize::Adaptive(_) => max.max(1),
+        }
+    }
+}
 
 pub struct Batcher {
+    size: BatchSize,
     max_rows: usize,
-    max_items: usize,
     max_delay: Duration,
     width: usize,
     open: Option<Batch>,
 }
 
 impl Batcher {
-    pub fn new(max_rows: usize, max_delay: Duration, width: usize) -> Self {
+    /// `max_rows` bounds every batch (and, times four, the items of a batch of dead letters).
+    pub fn new(size: BatchSize, max_rows: usize, max_delay: Duration, width: usize) -> Self {
         Self {
-            max_rows: max_rows.max(1),
-            // Dead letters take no row, but must not pile up without bound either.
-            max_items: max_rows.max(1) * 4,
+            max_rows: size.max_rows(max_rows),
+            size,
             max_delay,
             width,
             open: None,
@@ -34,10 +65,11 @@ impl Batcher {
         generation: u64,
         now: Instant,
     ) -> Option<Batch> {
+        let rows = self.size.rows().min(self.max_rows);
         let batch = self.open.get_or_insert_with(|| Batch {
             generation,
             items: Vec::new(),
-            features: Vec::with_capacity(self.max_rows * self.width),
+            features: Vec::with_capacity(rows * self.width),
             rows: 0,
             scores: Vec::new(),
             opened_at: now,
@@ -48,7 +80,8 @@ impl Batcher {
             batch.rows += 1;
         }
         batch.items.push(item);
-        if batch.rows >= self.max_rows || batch.items.len() >= self.max_items {
+        // Dead letters take no row, but must not pile up without bound either.
+        if batch.rows >= rows || batch.items.len() >= self.max_rows * 4 {
             return self.open.take();
         }
         None
@@ -114,7 +147,7 @@ mod tests {
     #[test]
     fn full_batch_is_returned_with_rows_in_order() {
         let t0 = Instant::now();
-        let mut b = Batcher::new(3, Duration::from_millis(10), 2);
+        let mut b = Batcher::new(BatchSize::Fixed(3), 3, Duration::from_millis(10), 2);
         assert!(b.push(item(0, false), Some(&[0.0, 0.5]), 1, t0).is_none());
         assert!(b.push(item(1, true), None, 1, t0).is_none());
         assert!(b.push(item(2, false), Some(&[2.0, 2.5]), 1, t0).is_none());
@@ -129,7 +162,7 @@ mod tests {
     #[test]
     fn batch_is_due_after_max_delay_from_its_first_row() {
         let t0 = Instant::now();
-        let mut b = Batcher::new(100, Duration::from_millis(10), 1);
+        let mut b = Batcher::new(BatchSize::Fixed(100), 100, Duration::from_millis(10), 1);
         assert!(b.deadline().is_none());
         b.push(item(0, false), Some(&[1.0]), 1, t0);
         b.push(
@@ -144,9 +177,32 @@ mod tests {
     }
 
     #[test]
+    fn adaptive_size_is_read_at_every_push() {
+        let t0 = Instant::now();
+        let size = Arc::new(AdaptiveSize::new(2, 8, Duration::from_millis(20)));
+        let mut b = Batcher::new(
+            BatchSize::Adaptive(size.clone()),
+            8,
+            Duration::from_secs(1),
+            1,
+        );
+        assert!(b.push(item(0, false), Some(&[0.0]), 1, t0).is_none());
+        assert_eq!(b.push(item(1, false), Some(&[1.0]), 1, t0).unwrap().rows, 2);
+        // Fast, full batches: the size grows, and the next batch is bigger.
+        for _ in 0..adaptive::WINDOW {
+            size.observe(2, Duration::from_millis(1));
+        }
+        assert_eq!(size.rows(), 3);
+        for i in 2..4 {
+            assert!(b.push(item(i, false), Some(&[0.0]), 1, t0).is_none());
+        }
+        assert_eq!(b.push(item(4, false), Some(&[0.0]), 1, t0).unwrap().rows, 3);
+    }
+
+    #[test]
     fn dead_letters_alone_are_bounded() {
         let t0 = Instant::now();
-        let mut b = Batcher::new(2, Duration::from_secs(1), 1);
+        let mut b = Batcher::new(BatchSize::Fixed(2), 2, Duration::from_secs(1), 1);
         let mut flushed = None;
         for i in 0..8 {
             flushed = flushed.or(b.push(item(i, true), None, 1, t0));
