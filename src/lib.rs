@@ -7,6 +7,7 @@
 //! stages and `telemetry` watching them.
 
 pub mod batcher;
+pub mod bench;
 pub mod codec;
 pub mod config;
 pub mod dead_letter;

@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
 
+use streamscore::bench::{self, BenchOptions};
 use streamscore::config::{Format, Settings};
 use streamscore::demo::{self, DemoOptions};
 use streamscore::envelope::{Keyring, share};
@@ -62,6 +63,38 @@ enum Command {
     Check {
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Benchmark end to end on a broker, exactly-once on: the raw Kafka path
+    /// and ONNX Runtime alone as ceilings, the pipeline's maximum throughput,
+    /// and latency against offered load; prints Markdown tables and draws a plot.
+    Bench {
+        /// Kafka bootstrap servers (scripts/kafka sets STREAMSCORE_BOOTSTRAP).
+        #[arg(long, env = "STREAMSCORE_BOOTSTRAP")]
+        bootstrap: String,
+        /// Backlog of encrypted events for the throughput phases.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Offered-load steps of the latency sweep (10 gives 10 %, 20 %, … 100 %).
+        #[arg(long, default_value_t = 10)]
+        levels: u32,
+        /// Seconds of steady load per step.
+        #[arg(long, default_value_t = 5.0)]
+        level_seconds: f64,
+        /// Seconds of standalone ONNX Runtime inference for its ceiling.
+        #[arg(long, default_value_t = 3.0)]
+        inference_seconds: f64,
+        /// TOML file layered over the defaults (batching, model, threads, …).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Directory for results.md and latency.png.
+        #[arg(long, default_value = "target/bench")]
+        out: PathBuf,
+        /// TrueType font for the plot's labels.
+        #[arg(
+            long,
+            default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+        )]
+        font: PathBuf,
     },
     /// Keyring tools.
     Keys {
@@ -145,6 +178,33 @@ fn main() -> ExitCode {
                 command: KeysCommand::Generate { id, into },
             } => keys_generate(&id, into),
             Command::Check { config } => tokio::task::spawn_blocking(move || check(config)).await?,
+            Command::Bench {
+                bootstrap,
+                events,
+                levels,
+                level_seconds,
+                inference_seconds,
+                config,
+                out,
+                font,
+            } => {
+                logging::init("human", "warn,librdkafka=error");
+                anyhow::ensure!(
+                    level_seconds > 0.0 && inference_seconds > 0.0 && events > 0,
+                    "--events, --level-seconds and --inference-seconds must be positive"
+                );
+                bench(BenchOptions {
+                    bootstrap,
+                    events,
+                    levels,
+                    level_duration: Duration::from_secs_f64(level_seconds),
+                    inference_duration: Duration::from_secs_f64(inference_seconds),
+                    config,
+                    out,
+                    font,
+                })
+                .await
+            }
             Command::Demo {
                 bootstrap,
                 events,
@@ -183,6 +243,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs the bench, prints its report, writes results.md and latency.png, and
+/// ends with the one-line summary.
+async fn bench(opts: BenchOptions) -> anyhow::Result<()> {
+    let out = opts.out.clone();
+    let font = opts.font.clone();
+    let results = bench::run(opts).await?;
+    let table = bench::report::render(&results);
+    println!("\n{table}");
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let md = out.join("results.md");
+    std::fs::write(&md, &table).with_context(|| format!("cannot write {}", md.display()))?;
+    let png = out.join("latency.png");
+    match bench::plot::draw(&results, &png, &font) {
+        Ok(()) => println!("bench: wrote {} and {}", md.display(), png.display()),
+        // The figures stand without the picture; say why it is missing.
+        Err(e) => println!("bench: wrote {}; no plot: {e}", md.display()),
+    }
+    println!("{}", bench::report::last_line(&results));
+    Ok(())
 }
 
 async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {

@@ -124,6 +124,11 @@ impl ModelSession {
         })
     }
 
+    /// Features per row the model takes.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
     pub fn device(&self) -> Device {
         self.device
     }

@@ -1,0 +1,434 @@
+//! `streamscore bench`: the end-to-end benchmark on a real broker, with
+//! exactly-once on. In one run, on the same broker and model, it measures
+//!
+//! 1. ceiling (a), the raw Kafka path (consume → transactional produce of the
+//!    same bytes, no work), on a pre-loaded backlog;
+//! 2. ceiling (b), ONNX Runtime alone at the configured batch size;
+//! 3. the pipeline's maximum throughput on the same backlog;
+//! 4. a latency-vs-throughput sweep at 10 %…100 % of that maximum;
+//!
+//! and prints the figures as ratios of the ceilings. Both pipeline phases are
+//! checked exactly-once by the independent reader before any figure counts.
+
+pub mod inference_ceiling;
+pub mod kafka_ceiling;
+pub mod plot;
+pub mod report;
+pub mod stages;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::config::Settings;
+use crate::demo::events::EventFactory;
+use crate::demo::publish::{self, StreamPlan};
+use crate::envelope::{Keyring, share};
+use crate::kafka::admin::create_topics;
+use crate::pipeline::{Pipeline, prepare};
+use crate::telemetry::LiveStats;
+use crate::verify;
+use inference_ceiling::InferenceCeiling;
+use kafka_ceiling::Throughput;
+use stages::Snapshot;
+
+/// A phase that makes no progress for this long is reported, not waited on.
+const STALL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("Kafka: {0}")]
+    Kafka(String),
+    #[error("{phase}: no progress for {} s ({done} of {expected} records done)", STALL.as_secs())]
+    Stalled {
+        phase: &'static str,
+        done: u64,
+        expected: u64,
+    },
+    #[error("{phase}: exactly-once check failed: {line}")]
+    NotExactlyOnce { phase: &'static str, line: String },
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::PipelineError),
+    #[error(transparent)]
+    Inference(#[from] crate::inference::InferenceError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Admin(#[from] crate::kafka::admin::AdminError),
+    #[error(transparent)]
+    Verify(#[from] verify::VerifyError),
+    #[error(transparent)]
+    Keyring(#[from] crate::envelope::KeyringError),
+    #[error("cannot draw {path}: {message}")]
+    Plot { path: String, message: String },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+pub struct BenchOptions {
+    pub bootstrap: String,
+    /// Backlog size for the two throughput phases.
+    pub events: u64,
+    /// Offered-load steps of the sweep: 1/levels … levels/levels of the maximum.
+    pub levels: u32,
+    pub level_duration: Duration,
+    pub inference_duration: Duration,
+    pub config: Option<PathBuf>,
+    /// Where the table (results.md) and the plot (latency.png) go.
+    pub out: PathBuf,
+    /// A TrueType font for the plot's labels.
+    pub font: PathBuf,
+}
+
+/// One step of the sweep.
+#[derive(Debug, Clone)]
+pub struct Level {
+    pub share: f64,
+    pub offered: f64,
+    pub achieved: f64,
+    pub records: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub stages: Snapshot,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone)]
+pub struct Results {
+    pub machine: String,
+    pub settings: Settings,
+    pub device: String,
+    pub events: u64,
+    pub kafka: Throughput,
+    pub inference: InferenceCeiling,
+    pub pipeline: Throughput,
+    pub mean_batch: f64,
+    pub pipeline_stages: Snapshot,
+    pub levels: Vec<Level>,
+    pub verified: Vec<String>,
+}
+
+/// Runs every phase; the caller prints [`report::render`] and the last line.
+pub async fn run(opts: BenchOptions) -> Result<Results, BenchError> {
+    let run_id = format!(
+        "bench-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    );
+    let mut settings = Settings::load_with_env(opts.config.as_deref(), false)?;
+    settings.kafka.bootstrap_servers = opts.bootstrap.clone();
+    settings.validate()?;
+    let topics = Topics::new(&run_id);
+    create_topics(
+        &opts.bootstrap,
+        &[
+            (topics.backlog.as_str(), 4),
+            (topics.steady.as_str(), 4),
+            (topics.raw.as_str(), 4),
+            (topics.scores.as_str(), 4),
+            (topics.sweep_scores.as_str(), 4),
+            (topics.dead_letters.as_str(), 1),
+        ],
+    )
+    .await?;
+    let handle = crate::telemetry::metrics::install();
+    tokio::task::spawn_blocking(move || measure(&opts, settings, &topics, &run_id, &handle))
+        .await
+        .map_err(|e| BenchError::Kafka(format!("the bench thread failed: {e}")))?
+}
+
+struct Topics {
+    backlog: String,
+    steady: String,
+    raw: String,
+    scores: String,
+    sweep_scores: String,
+    dead_letters: String,
+}
+
+impl Topics {
+    fn new(run: &str) -> Self {
+        Self {
+            backlog: format!("{run}.backlog"),
+            steady: format!("{run}.steady"),
+            raw: format!("{run}.raw"),
+            scores: format!("{run}.scores"),
+            sweep_scores: format!("{run}.sweep-scores"),
+            dead_letters: format!("{run}.dead-letters"),
+        }
+    }
+}
+
+/// The settings of one phase: its own group, transactional.id and topics.
+fn phase_settings(base: &Settings, name: &str, input: &str, scores: &str, dlq: &str) -> Settings {
+    let mut s = base.clone();
+    s.kafka.group_id = name.to_owned();
+    s.kafka.transactional_id = format!("{name}-0");
+    s.kafka.group_instance_id = String::new();
+    s.input.topics = vec![input.to_owned()];
+    s.output.topic = scores.to_owned();
+    s.output.dead_letter_topic = dlq.to_owned();
+    s
+}
+
+fn measure(
+    opts: &BenchOptions,
+    settings: Settings,
+    topics: &Topics,
+    run_id: &str,
+    handle: &PrometheusHandle,
+) -> Result<Results, BenchError> {
+    let kafka = |e: rdkafka::error::KafkaError| BenchError::Kafka(e.to_string());
+    let format = settings.input_format()?;
+    let keyring = Arc::new(Keyring::generate("bench-key-1")?.0);
+    let producer = publish::publisher(&opts.bootstrap).map_err(kafka)?;
+    let never = AtomicBool::new(false);
+
+    let started = Instant::now();
+    let factory = EventFactory::new(keyring.clone(), format, run_id, 7);
+    let backlog_plan = StreamPlan {
+        events: Some(opts.events),
+        rate: u64::MAX / 2,
+        bad_per_mille: 0,
+    };
+    publish::stream(
+        &producer,
+        &topics.backlog,
+        factory,
+        &backlog_plan,
+        &AtomicU64::new(0),
+        &never,
+    )
+    .map_err(kafka)?;
+    println!(
+        "bench: {} encrypted events published to {} in {:.1} s",
+        opts.events,
+        topics.backlog,
+        started.elapsed().as_secs_f64()
+    );
+
+    let raw = phase_settings(
+        &settings,
+        &format!("{run_id}.raw"),
+        &topics.backlog,
+        &topics.raw,
+        &topics.dead_letters,
+    );
+    let kafka_ceiling = kafka_ceiling::raw_path(&raw, &topics.raw, opts.events)?;
+    println!(
+        "bench: (a) raw Kafka path: {:.0} rows/s",
+        kafka_ceiling.rows_per_second()
+    );
+
+    let prepared = prepare(&settings)?;
+    let device = prepared
+        .sessions
+        .first()
+        .map_or("cpu", |s| s.device().as_str())
+        .to_owned();
+    let inference = inference_ceiling::standalone(
+        prepared.sessions,
+        settings.batching.max_batch_size as usize,
+        opts.inference_duration,
+    )?;
+    println!(
+        "bench: (b) ONNX Runtime alone at batch {}: {:.0} rows/s",
+        inference.batch, inference.rows_per_second
+    );
+
+    // Maximum throughput: the pipeline drains the same backlog.
+    let pipe = phase_settings(
+        &settings,
+        &format!("{run_id}.pipeline"),
+        &topics.backlog,
+        &topics.scores,
+        &topics.dead_letters,
+    );
+    let stats = Arc::new(LiveStats::default());
+    let before = Snapshot::parse(&handle.render());
+    let pipeline = Pipeline::start(&pipe, share(keyring.clone()), stats.clone())?;
+    let first = wait_for(
+        "pipeline",
+        &stats,
+        |s| s.consumed.load(Ordering::Relaxed),
+        1,
+    )?;
+    wait_for("pipeline", &stats, LiveStats::committed, opts.events)?;
+    let pipeline_throughput = Throughput {
+        rows: opts.events,
+        seconds: first.elapsed().as_secs_f64(),
+    };
+    let pipeline_stages = Snapshot::parse(&handle.render()).since(&before);
+    let mean_batch = stats.batch_rows.load(Ordering::Relaxed) as f64
+        / stats.batches.load(Ordering::Relaxed).max(1) as f64;
+    pipeline.stop();
+    pipeline.join()?;
+    println!(
+        "bench: pipeline at full speed: {:.0} rows/s (mean batch {mean_batch:.0} rows)",
+        pipeline_throughput.rows_per_second()
+    );
+    let mut verified = vec![check("pipeline", &pipe)?];
+
+    // The sweep: a steady stream at each share of the maximum, drained before the next.
+    let sweep = phase_settings(
+        &settings,
+        &format!("{run_id}.sweep"),
+        &topics.steady,
+        &topics.sweep_scores,
+        &topics.dead_letters,
+    );
+    let stats = Arc::new(LiveStats::default());
+    let pipeline = Pipeline::start(&sweep, share(keyring.clone()), stats.clone())?;
+    let max = pipeline_throughput.rows_per_second().max(1.0);
+    let mut total = 0u64;
+    // A few records first, so the group join does not count as latency.
+    let warm = StreamPlan {
+        events: Some(100),
+        rate: 1000,
+        bad_per_mille: 0,
+    };
+    let factory = EventFactory::new(keyring.clone(), format, &format!("{run_id}-warm"), 8);
+    total += publish::stream(
+        &producer,
+        &topics.steady,
+        factory,
+        &warm,
+        &AtomicU64::new(0),
+        &never,
+    )
+    .map_err(kafka)?;
+    wait_for("sweep", &stats, LiveStats::committed, total)?;
+    let mut levels = Vec::new();
+    for step in 1..=opts.levels.max(1) {
+        let share = f64::from(step) / f64::from(opts.levels.max(1));
+        let rate = (max * share).round().max(1.0) as u64;
+        let events = ((rate as f64) * opts.level_duration.as_secs_f64())
+            .round()
+            .max(1.0) as u64;
+        stats.take_latency();
+        let before = Snapshot::parse(&handle.render());
+        let t = Instant::now();
+        let plan = StreamPlan {
+            events: Some(events),
+            rate,
+            bad_per_mille: 0,
+        };
+        let factory = EventFactory::new(
+            keyring.clone(),
+            format,
+            &format!("{run_id}-l{step}"),
+            u64::from(step) + 100,
+        );
+        total += publish::stream(
+            &producer,
+            &topics.steady,
+            factory,
+            &plan,
+            &AtomicU64::new(0),
+            &never,
+        )
+        .map_err(kafka)?;
+        wait_for("sweep", &stats, LiveStats::committed, total)?;
+        let elapsed = t.elapsed().as_secs_f64();
+        let latency = stats.take_latency();
+        let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+        let level = Level {
+            share,
+            offered: rate as f64,
+            achieved: events as f64 / elapsed,
+            records: events,
+            p50_ms: ms(0.50),
+            p95_ms: ms(0.95),
+            p99_ms: ms(0.99),
+            stages: Snapshot::parse(&handle.render()).since(&before),
+        };
+        println!(
+            "bench: sweep {:>3.0}%: offered {:>7.0} rows/s, achieved {:>7.0}, p50 {:>6.1} ms, p99 {:>6.1} ms",
+            share * 100.0,
+            level.offered,
+            level.achieved,
+            level.p50_ms,
+            level.p99_ms
+        );
+        levels.push(level);
+    }
+    pipeline.stop();
+    pipeline.join()?;
+    verified.push(check("sweep", &sweep)?);
+
+    Ok(Results {
+        machine: machine(),
+        settings,
+        device,
+        events: opts.events,
+        kafka: kafka_ceiling,
+        inference,
+        pipeline: pipeline_throughput,
+        mean_batch,
+        pipeline_stages,
+        levels,
+        verified,
+    })
+}
+
+/// Waits until `progress(stats)` reaches `target`; returns when it first
+/// did. A phase without progress for [`STALL`] is an error.
+fn wait_for(
+    phase: &'static str,
+    stats: &LiveStats,
+    progress: impl Fn(&LiveStats) -> u64,
+    target: u64,
+) -> Result<Instant, BenchError> {
+    let mut last = (progress(stats), Instant::now());
+    loop {
+        let now = progress(stats);
+        if now >= target {
+            return Ok(Instant::now());
+        }
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > STALL {
+            return Err(BenchError::Stalled {
+                phase,
+                done: now,
+                expected: target,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The independent reader's verdict on one phase; a figure from a run that
+/// lost or duplicated a record is worth nothing.
+fn check(phase: &'static str, settings: &Settings) -> Result<String, BenchError> {
+    let report = verify::verify_settings(settings, Duration::from_secs(120))?;
+    if !report.exactly_once() || report.produced != report.scored + report.dead_lettered {
+        return Err(BenchError::NotExactlyOnce {
+            phase,
+            line: report.line(),
+        });
+    }
+    Ok(format!("{phase}: {}", report.line()))
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores, {cpu}")
+}
