@@ -15,6 +15,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::bench::BenchError;
 use crate::config::Settings;
 use crate::kafka::client::{consumer_config, producer_config};
+use crate::kafka::sink::await_deliveries;
 
 /// How long the path may stay without a record before the run is given up.
 const STALL: Duration = Duration::from_secs(60);
@@ -106,6 +107,7 @@ pub fn raw_path(
             producer
                 .send_offsets_to_transaction(&tpl, &group, timeout)
                 .map_err(kafka)?;
+            await_deliveries(&producer, timeout);
             producer.commit_transaction(timeout).map_err(kafka)?;
             committed = moved;
             began = None;

@@ -341,7 +341,10 @@ impl Sink {
         let result = self
             .producer
             .send_offsets_to_transaction(&offsets, &group, self.config.timeout)
-            .and_then(|()| self.commit_with_retries());
+            .and_then(|()| {
+                await_deliveries(&self.producer, self.config.timeout);
+                self.commit_with_retries()
+            });
         match result {
             Ok(()) => {
                 if let Some(txn) = self.open.take() {
@@ -427,6 +430,24 @@ impl Sink {
                 .iter()
                 .map(|&ts| ((now - ts).max(0) as u64) * 1000),
         );
+    }
+}
+
+/// Waits until every record sent is acknowledged (the producer's own thread
+/// serves the delivery reports), or until `patience` runs out.
+///
+/// Why not leave it to `commit_transaction`: rust-rdkafka's flush inside it
+/// polls the event queue in 100 ms steps, and with a `ThreadedProducer` the
+/// background thread takes the delivery events first, so every commit with
+/// records in flight slept a whole 100 ms step. Waiting here first makes
+/// that flush a no-op.
+pub fn await_deliveries<C: ProducerContext + 'static>(
+    producer: &ThreadedProducer<C>,
+    patience: Duration,
+) {
+    let started = Instant::now();
+    while producer.in_flight_count() > 0 && started.elapsed() < patience {
+        std::thread::sleep(Duration::from_micros(500));
     }
 }
 
