@@ -5,7 +5,7 @@ ARGS ?=
 CARGO ?= cargo
 export ORT_DYLIB_PATH ?= $(CURDIR)/.local/onnxruntime/lib/libonnxruntime.so
 
-.PHONY: setup build demo test lint clean
+.PHONY: setup build demo test lint bench clean
 
 setup:
 	@scripts/setup
@@ -18,6 +18,11 @@ build: setup
 demo: build
 	@scripts/kafka run demo -- target/release/streamscore demo $(ARGS)
 
+# The end-to-end benchmark on a fresh local broker (release build): ceilings,
+# maximum throughput, latency sweep; report and plot in target/bench.
+bench: build
+	@scripts/kafka run bench -- target/release/streamscore bench $(ARGS)
+
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
@@ -26,6 +31,7 @@ lint:
 # bench-smoke tests against one real broker started for the run.
 test: setup lint
 	$(CARGO) build --locked --all-targets
+	$(CARGO) bench --locked --no-run
 	@scripts/kafka run test -- $(CARGO) test --locked --all-targets
 
 clean:

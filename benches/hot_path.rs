@@ -1,13 +1,14 @@
 //! Micro-benchmarks of the per-record and per-batch work: envelope open,
-//! decode + features, and ONNX Runtime inference by batch size. Each group
+//! Avro decode, feature building, score encoding, and ONNX Runtime inference
+//! by batch size. Each group
 //! reports throughput, so `cargo bench` prints records/s side by side.
 
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-use streamscore::codec::InputDecoder;
 use streamscore::codec::schemas::load_schema;
+use streamscore::codec::{Decision, InputDecoder, ScoreEncoder, ScoreResult};
 use streamscore::config::{DevicePreference, Format};
 use streamscore::demo::events::EventFactory;
 use streamscore::envelope::Keyring;
@@ -56,14 +57,52 @@ fn per_record(c: &mut Criterion) {
                 .sum::<usize>()
         })
     });
-    let mut row = Vec::with_capacity(plan.width());
-    g.bench_function("avro_decode_and_features", |b| {
+    g.bench_function("avro_decode", |b| {
         b.iter(|| {
-            for p in &plaintexts {
+            plaintexts
+                .iter()
+                .map(|p| decoder.decode(p).map(|_| 1).unwrap())
+                .sum::<usize>()
+        })
+    });
+    let decoded: Vec<_> = plaintexts
+        .iter()
+        .map(|p| decoder.decode(p).unwrap())
+        .collect();
+    let mut row = Vec::with_capacity(plan.width());
+    g.bench_function("features", |b| {
+        b.iter(|| {
+            for fields in &decoded {
                 row.clear();
-                let fields = decoder.decode(p).unwrap();
-                plan.extract(&fields, &mut row).unwrap();
+                plan.extract(fields, &mut row).unwrap();
             }
+        })
+    });
+    let encoder = ScoreEncoder::new(
+        Format::Avro,
+        load_schema(&std::path::Path::new(ROOT).join("schemas/score_result.v1.avsc")).unwrap(),
+        101,
+    );
+    let result = ScoreResult {
+        event_id: "0b8f3c1e-2d4a-4e7b-9c1d-5f6a7b8c9d0e".into(),
+        record_key: Some("card-000123".into()),
+        score: 0.125,
+        decision: Decision::Pass,
+        threshold: 0.5,
+        model_name: model.card.name.clone(),
+        model_version: model.card.version.clone(),
+        model_sha256: model.card.sha256.clone(),
+        source_topic: "transactions".into(),
+        source_partition: 3,
+        source_offset: 123_456,
+        event_time: 1_790_000_000_000,
+        scored_at: 1_790_000_000_050,
+    };
+    g.bench_function("score_encode", |b| {
+        b.iter(|| {
+            (0..records.len())
+                .map(|_| encoder.encode(&result).unwrap().len())
+                .sum::<usize>()
         })
     });
     g.finish();

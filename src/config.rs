@@ -135,7 +135,7 @@ pub enum BatchMode {
     /// Always close a batch at `max_batch_size` rows (or `max_batch_delay_ms`).
     Fixed,
     /// Move the size between `min_batch_size` and `max_batch_size` so the p99
-    /// of batch wait + inference stays under `latency_target_ms`.
+    /// of batch fill + inference stays under `latency_target_ms`.
     Adaptive,
 }
 

@@ -63,6 +63,9 @@ pub struct Batch {
     /// One per row, filled by inference.
     pub scores: Vec<f32>,
     pub opened_at: Instant,
+    /// When the batcher closed it (full, due, or flushed); the time after
+    /// this, until inference starts, is queueing behind earlier batches.
+    pub closed_at: Instant,
     pub barrier: Option<Barrier>,
 }
 
@@ -75,6 +78,7 @@ impl Batch {
             rows: 0,
             scores: Vec::new(),
             opened_at: Instant::now(),
+            closed_at: Instant::now(),
             barrier: Some(barrier),
         }
     }

@@ -72,7 +72,7 @@ enum Command {
         #[arg(long, env = "STREAMSCORE_BOOTSTRAP")]
         bootstrap: String,
         /// Backlog of encrypted events for the throughput phases.
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, default_value_t = 300_000)]
         events: u64,
         /// Offered-load steps of the latency sweep (10 gives 10 %, 20 %, … 100 %).
         #[arg(long, default_value_t = 10)]

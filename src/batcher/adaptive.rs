@@ -1,9 +1,13 @@
-//! The adaptive batch size: AIMD on the measured p99 of (batch wait +
+//! The adaptive batch size: AIMD on the measured p99 of (batch fill +
 //! inference). While the p99 of the last window of batches is well under the
 //! target and batches fill up, the size grows a little; as soon as the p99
 //! passes the target, it shrinks by a quarter. Small batches when the load is
 //! light (nobody waits for a batch to fill), large ones under pressure (more
 //! rows per inference call), always inside the latency budget.
+//!
+//! Queueing after the batcher is left out on purpose: it means a later stage
+//! is behind, and shrinking batches then lowers throughput and deepens the
+//! queue (a spiral the first version of this fell into in `streamscore bench`).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -69,7 +73,7 @@ impl AdaptiveSize {
         self.rows.load(Ordering::Relaxed)
     }
 
-    /// Reports one scored batch: its rows and its batch wait + inference time.
+    /// Reports one scored batch: its rows and its fill + inference time.
     /// Every [`WINDOW`] batches the size is decided again.
     pub fn observe(&self, rows: usize, latency: Duration) -> Option<Step> {
         let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());

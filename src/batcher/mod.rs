@@ -73,6 +73,7 @@ impl Batcher {
             rows: 0,
             scores: Vec::new(),
             opened_at: now,
+            closed_at: now,
             barrier: None,
         });
         if let Some(row) = features {
@@ -82,7 +83,7 @@ impl Batcher {
         batch.items.push(item);
         // Dead letters take no row, but must not pile up without bound either.
         if batch.rows >= rows || batch.items.len() >= self.max_rows * 4 {
-            return self.open.take();
+            return self.close(now);
         }
         None
     }
@@ -95,14 +96,20 @@ impl Batcher {
     /// Returns the open batch if its delay has passed.
     pub fn poll(&mut self, now: Instant) -> Option<Batch> {
         match self.deadline() {
-            Some(due) if due <= now => self.open.take(),
+            Some(due) if due <= now => self.close(now),
             _ => None,
         }
     }
 
     /// Returns the open batch now, whatever its size.
     pub fn flush(&mut self) -> Option<Batch> {
-        self.open.take()
+        self.close(Instant::now())
+    }
+
+    fn close(&mut self, now: Instant) -> Option<Batch> {
+        let mut batch = self.open.take()?;
+        batch.closed_at = now;
+        Some(batch)
     }
 
     /// Drops the open batch (its records will be read again after a rewind).

@@ -2,7 +2,7 @@
 //! exactly-once on. In one run, on the same broker and model, it measures
 //!
 //! 1. ceiling (a), the raw Kafka path (consume → transactional produce of the
-//!    same bytes, no work), on a pre-loaded backlog;
+//!    same bytes, no work), on a pre-loaded backlog, best of two passes;
 //! 2. ceiling (b), ONNX Runtime alone at the configured batch size;
 //! 3. the pipeline's maximum throughput on the same backlog;
 //! 4. a latency-vs-throughput sweep at 10 %…100 % of that maximum;
@@ -118,11 +118,12 @@ pub struct Results {
 /// Runs every phase; the caller prints [`report::render`] and the last line.
 pub async fn run(opts: BenchOptions) -> Result<Results, BenchError> {
     let run_id = format!(
-        "bench-{}",
+        "bench-{}-{}",
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
+            .map(|d| d.as_millis())
+            .unwrap_or(0),
+        std::process::id()
     );
     let mut settings = Settings::load_with_env(opts.config.as_deref(), false)?;
     settings.kafka.bootstrap_servers = opts.bootstrap.clone();
@@ -223,7 +224,20 @@ fn measure(
         &topics.raw,
         &topics.dead_letters,
     );
-    let kafka_ceiling = kafka_ceiling::raw_path(&raw, &topics.raw, opts.events)?;
+    // Best of two passes (each its own group, so each reads the whole
+    // backlog): on a small machine one pass alone varies by a third.
+    let mut kafka_ceiling = kafka_ceiling::raw_path(&raw, &topics.raw, opts.events)?;
+    let second = phase_settings(
+        &settings,
+        &format!("{run_id}.raw2"),
+        &topics.backlog,
+        &topics.raw,
+        &topics.dead_letters,
+    );
+    let again = kafka_ceiling::raw_path(&second, &topics.raw, opts.events)?;
+    if again.rows_per_second() > kafka_ceiling.rows_per_second() {
+        kafka_ceiling = again;
+    }
     println!(
         "bench: (a) raw Kafka path: {:.0} rows/s",
         kafka_ceiling.rows_per_second()

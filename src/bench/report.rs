@@ -143,7 +143,7 @@ pub fn render(r: &Results) -> String {
     let _ = writeln!(out, "|---|---:|---:|---:|");
     let _ = writeln!(
         out,
-        "| (a) raw Kafka: consume → transactional produce, no work | {:.0} | 100% | |",
+        "| (a) raw Kafka: consume → transactional produce, no work (best of 2) | {:.0} | 100% | |",
         r.kafka.rows_per_second()
     );
     let _ = writeln!(
@@ -218,33 +218,32 @@ pub fn render(r: &Results) -> String {
     );
     if let Some(half) = half_load(r) {
         let bound = latency_bound_ms(r, half);
-        let worst = [
-            stage::BATCH_WAIT,
-            stage::INFERENCE,
-            stage::PRODUCE,
-            stage::COMMIT,
-        ]
-        .into_iter()
-        .filter_map(|n| Some((n, half.stages.stage(n)?.quantile(0.99)?)))
-        .max_by(|a, b| a.1.total_cmp(&b.1));
+        let met = half.p99_ms <= bound;
         let _ = writeln!(
             out,
-            "- p99 at {:.0}% load ≤ commit interval {} ms + 2 × max delay {} ms + inference p99 = {:.1} ms: {:.1} ms — {}{}.",
+            "- p99 at {:.0}% load ≤ commit interval {} ms + 2 × max delay {} ms + inference p99 = {:.1} ms: {:.1} ms — {}.",
             half.share * 100.0,
             s.transactions.commit_interval_ms,
             s.batching.max_batch_delay_ms,
             bound,
             half.p99_ms,
-            if half.p99_ms <= bound {
-                "met"
-            } else {
-                "missed"
-            },
-            worst.map_or(String::new(), |(n, v)| format!(
-                "; the slowest stage at that load is {n} (p99 {:.1} ms)",
-                v * 1e3
-            ))
+            if met { "met" } else { "missed" },
         );
+        if !met {
+            let p99 = |n: &str| {
+                half.stages
+                    .stage(n)
+                    .and_then(|s| s.quantile(0.99))
+                    .map_or(0.0, |v| v * 1e3)
+            };
+            let _ = writeln!(
+                out,
+                "  What the budget leaves out, at that load (p99): the commit itself {:.1} ms, producing {:.1} ms, batch wait {:.1} ms; and, before streamscore reads a record, the upstream producer's linger and the broker and fetch round trips (the latency starts at the record's CreateTime). A record that arrives as a transaction opens waits for the whole fill time and then the commit, so the p99 is about the commit interval plus the commit's own p99. What moves it: a shorter transactions.commit_interval_ms (the p99 follows it one for one; more, smaller transactions cost throughput), or a faster commit (broker-side: the transaction coordinator's log and marker writes).",
+                p99(stage::COMMIT),
+                p99(stage::PRODUCE),
+                p99(stage::BATCH_WAIT),
+            );
+        }
     }
     let _ = writeln!(out, "\nExactly-once check of the measured runs:\n");
     for v in &r.verified {

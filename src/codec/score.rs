@@ -62,14 +62,15 @@ impl ScoreEncoder {
                 serde_json::to_vec(result).map_err(|e| ScoreCodecError::Encode(e.to_string()))
             }
             Format::Avro => {
-                let value = apache_avro::to_value(result)
+                // Serialised straight against the schema, with no Value tree
+                // in between: this runs once per record on the sink thread.
+                // (The Decision enum is written by variant index, which the
+                // test below holds to the schema's symbol order.)
+                let mut out = confluent_frame(self.schema_id, &[]);
+                out.reserve(192);
+                apache_avro::write_avro_datum_ref(&self.schema, result, &mut out)
                     .map_err(|e| ScoreCodecError::Encode(e.to_string()))?;
-                let value = value
-                    .resolve(&self.schema)
-                    .map_err(|e| ScoreCodecError::Encode(e.to_string()))?;
-                let datum = apache_avro::to_avro_datum(&self.schema, value)
-                    .map_err(|e| ScoreCodecError::Encode(e.to_string()))?;
-                Ok(confluent_frame(self.schema_id, &datum))
+                Ok(out)
             }
         }
     }
@@ -131,5 +132,35 @@ mod tests {
             .encode(&sample())
             .unwrap();
         assert_eq!(&avro[..5], &[0, 0, 0, 0, 101]);
+    }
+
+    #[test]
+    fn direct_avro_bytes_equal_the_generic_value_path() {
+        let schema = load_schema(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/score_result.v1.avsc"
+        )))
+        .unwrap();
+        let codec = ScoreEncoder::new(Format::Avro, schema.clone(), 101);
+        for (decision, key) in [
+            (Decision::Pass, Some("k".to_owned())),
+            (Decision::Flag, None),
+        ] {
+            let result = ScoreResult {
+                decision,
+                record_key: key,
+                ..sample()
+            };
+            let value = apache_avro::to_value(&result)
+                .unwrap()
+                .resolve(&schema)
+                .unwrap();
+            let generic = apache_avro::to_avro_datum(&schema, value).unwrap();
+            assert_eq!(
+                codec.encode(&result).unwrap()[5..],
+                generic[..],
+                "{decision:?}"
+            );
+        }
     }
 }

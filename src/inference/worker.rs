@@ -10,7 +10,7 @@ use crate::item::Batch;
 use crate::telemetry::metrics::{BATCH_SIZE, STAGE_DURATION, stage};
 
 /// Scores every batch it receives and passes it on; returns when either side
-/// hangs up. In adaptive mode it reports each batch's wait + inference time,
+/// hangs up. In adaptive mode it reports each batch's fill + inference time,
 /// which is what the batch size is tuned on.
 pub fn run(
     mut session: ModelSession,
@@ -31,7 +31,13 @@ pub fn run(
             inference.record(done - started);
             batch_size.record(batch.rows as f64);
             if let Some(a) = &adaptive {
-                a.observe(batch.rows, done - batch.opened_at);
+                // Filling + inference, not queueing: a queue means the stages
+                // after the batcher are behind, and smaller batches would
+                // only make that worse (fewer rows per call, same overheads).
+                a.observe(
+                    batch.rows,
+                    (batch.closed_at - batch.opened_at) + (done - started),
+                );
             }
         }
         if output.send(batch).is_err() {

@@ -121,6 +121,8 @@ pub struct Sink {
     stats: Arc<LiveStats>,
     generation: u64,
     open: Option<OpenTransaction>,
+    /// Recent commit durations, weighted towards the slow ones.
+    commit_estimate: Duration,
 }
 
 impl Sink {
@@ -144,6 +146,7 @@ impl Sink {
             stats,
             generation: 0,
             open: None,
+            commit_estimate: Duration::ZERO,
         }
     }
 
@@ -153,8 +156,7 @@ impl Sink {
         let mut next = 0;
         loop {
             let wait = match &self.open {
-                Some(t) => (t.began + self.config.commit_interval)
-                    .saturating_duration_since(Instant::now()),
+                Some(t) => (t.began + self.fill_time()).saturating_duration_since(Instant::now()),
                 None => Duration::from_millis(100),
             };
             match results[next].recv_timeout(wait) {
@@ -168,13 +170,23 @@ impl Sink {
             if self
                 .open
                 .as_ref()
-                .is_some_and(|t| t.began.elapsed() >= self.config.commit_interval)
+                .is_some_and(|t| t.began.elapsed() >= self.fill_time())
             {
                 self.commit()?;
             }
         }
         self.commit()?;
         Ok(())
+    }
+
+    /// How long a transaction takes records: the commit interval less what
+    /// commits have recently taken, so a record's wait for its commit
+    /// (filling + committing) stays within the interval; never under half of it.
+    fn fill_time(&self) -> Duration {
+        let interval = self.config.commit_interval;
+        interval
+            .saturating_sub(self.commit_estimate)
+            .max(interval / 2)
     }
 
     fn handle(&mut self, batch: Batch) -> Result<(), SinkError> {
@@ -350,6 +362,14 @@ impl Sink {
                 if let Some(txn) = self.open.take() {
                     self.committed(&txn, started);
                 }
+                // Up quickly, down slowly: the estimate follows the slow
+                // commits (the tail) more than the typical one.
+                let took = started.elapsed();
+                self.commit_estimate = if took > self.commit_estimate {
+                    (self.commit_estimate + took) / 2
+                } else {
+                    (self.commit_estimate * 9 + took) / 10
+                };
                 Ok(BarrierOutcome::Committed)
             }
             Err(e) => self.abort_and_rewind(&e),
