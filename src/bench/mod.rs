@@ -195,21 +195,16 @@ fn measure(
     let never = AtomicBool::new(false);
 
     let started = Instant::now();
-    let factory = EventFactory::new(keyring.clone(), format, run_id, 7);
-    let backlog_plan = StreamPlan {
-        events: Some(opts.events),
-        rate: u64::MAX / 2,
-        bad_per_mille: 0,
+    let publish = |topic: &str, run: &str, seed: u64, events: u64, rate: u64| {
+        let factory = EventFactory::new(keyring.clone(), format, run, seed);
+        let plan = StreamPlan {
+            events: Some(events),
+            rate,
+            bad_per_mille: 0,
+        };
+        publish::stream(&producer, topic, factory, &plan, &AtomicU64::new(0), &never).map_err(kafka)
     };
-    publish::stream(
-        &producer,
-        &topics.backlog,
-        factory,
-        &backlog_plan,
-        &AtomicU64::new(0),
-        &never,
-    )
-    .map_err(kafka)?;
+    publish(&topics.backlog, run_id, 7, opts.events, u64::MAX / 2)?;
     println!(
         "bench: {} encrypted events published to {} in {:.1} s",
         opts.events,
@@ -305,21 +300,7 @@ fn measure(
     let max = pipeline_throughput.rows_per_second().max(1.0);
     let mut total = 0u64;
     // A few records first, so the group join does not count as latency.
-    let warm = StreamPlan {
-        events: Some(100),
-        rate: 1000,
-        bad_per_mille: 0,
-    };
-    let factory = EventFactory::new(keyring.clone(), format, &format!("{run_id}-warm"), 8);
-    total += publish::stream(
-        &producer,
-        &topics.steady,
-        factory,
-        &warm,
-        &AtomicU64::new(0),
-        &never,
-    )
-    .map_err(kafka)?;
+    total += publish(&topics.steady, &format!("{run_id}-warm"), 8, 100, 1000)?;
     wait_for("sweep", &stats, LiveStats::committed, total)?;
     let mut levels = Vec::new();
     for step in 1..=opts.levels.max(1) {
@@ -331,26 +312,8 @@ fn measure(
         stats.take_latency();
         let before = Snapshot::parse(&handle.render());
         let t = Instant::now();
-        let plan = StreamPlan {
-            events: Some(events),
-            rate,
-            bad_per_mille: 0,
-        };
-        let factory = EventFactory::new(
-            keyring.clone(),
-            format,
-            &format!("{run_id}-l{step}"),
-            u64::from(step) + 100,
-        );
-        total += publish::stream(
-            &producer,
-            &topics.steady,
-            factory,
-            &plan,
-            &AtomicU64::new(0),
-            &never,
-        )
-        .map_err(kafka)?;
+        let run = format!("{run_id}-l{step}");
+        total += publish(&topics.steady, &run, u64::from(step) + 100, events, rate)?;
         wait_for("sweep", &stats, LiveStats::committed, total)?;
         let elapsed = t.elapsed().as_secs_f64();
         let latency = stats.take_latency();
