@@ -57,8 +57,15 @@ pub struct KafkaSettings {
     pub session_timeout_ms: u64,
     pub request_timeout_ms: u64,
     pub max_message_bytes: u64,
+    /// librdkafka properties for both clients.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// For the consumer only; wins over `properties`.
+    #[serde(default)]
+    pub consumer: BTreeMap<String, String>,
+    /// For the transactional producer only; wins over `properties`.
+    #[serde(default)]
+    pub producer: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -157,6 +164,7 @@ pub struct TelemetrySettings {
     pub listen: String,
     pub log_format: String,
     pub log_level: String,
+    pub stall_timeout_ms: u64,
 }
 
 impl Settings {
@@ -348,6 +356,12 @@ impl Settings {
                 "an address like 0.0.0.0:9464",
             ));
         }
+        in_range(
+            "telemetry.stall_timeout_ms",
+            self.telemetry.stall_timeout_ms,
+            10_000,
+            3_600_000,
+        )?;
         if !["auto", "human", "json"].contains(&self.telemetry.log_format.as_str()) {
             return Err(invalid(
                 "telemetry.log_format",
@@ -369,10 +383,13 @@ impl Settings {
     /// properties (passwords, secrets, tokens, PEM material, JAAS) redacted.
     pub fn redacted(&self) -> serde_json::Value {
         let mut value = serde_json::to_value(self).unwrap_or_default();
-        if let Some(props) = value
-            .pointer_mut("/kafka/properties")
-            .and_then(serde_json::Value::as_object_mut)
-        {
+        for table in ["/kafka/properties", "/kafka/consumer", "/kafka/producer"] {
+            let Some(props) = value
+                .pointer_mut(table)
+                .and_then(serde_json::Value::as_object_mut)
+            else {
+                continue;
+            };
             for (key, v) in props.iter_mut() {
                 let k = key.to_ascii_lowercase();
                 if ["password", "secret", "token", "pem", "jaas"]
@@ -441,6 +458,11 @@ impl Settings {
 
     pub fn grace_period(&self) -> Duration {
         Duration::from_millis(self.shutdown.grace_period_ms)
+    }
+
+    /// How long a pipeline stage may go without turning before /healthz fails.
+    pub fn stall_timeout(&self) -> Duration {
+        Duration::from_millis(self.telemetry.stall_timeout_ms)
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -606,9 +628,12 @@ mod tests {
         s.kafka
             .properties
             .insert("security.protocol".into(), "SASL_SSL".into());
+        s.kafka
+            .consumer
+            .insert("sasl_oauthbearer_client_secret".into(), "s3cret".into());
         let text = s.redacted().to_string();
         assert!(
-            !text.contains("hunter2") && !text.contains("BEGIN"),
+            !text.contains("hunter2") && !text.contains("BEGIN") && !text.contains("s3cret"),
             "{text}"
         );
         assert!(text.contains("SASL_SSL") && text.contains("max_batch_size"));

@@ -273,16 +273,18 @@ impl Keyring {
     }
 }
 
-/// Keys readable by other users of the machine are as good as leaked.
+/// Keys readable by every user of the machine are as good as leaked. Group
+/// read is left alone: it is how Kubernetes hands a Secret to a non-root
+/// container (fsGroup), with the group owned by that pod alone.
 fn warn_if_shared(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(path) {
         let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        if mode & 0o007 != 0 {
             tracing::warn!(
                 path = %path.display(),
                 mode = format!("{mode:o}"),
-                "keyring file is readable by group or others; chmod 600 it"
+                "keyring file is readable by every user; chmod 600 (or 640) it"
             );
         }
     }

@@ -18,6 +18,7 @@ use streamscore::envelope::{Keyring, share};
 use streamscore::keywatch;
 use streamscore::pipeline::Pipeline;
 use streamscore::telemetry::http::{Health, serve};
+use streamscore::telemetry::summary::{SUMMARY_EVERY, Summary};
 use streamscore::telemetry::{LiveStats, logging, metrics};
 
 #[derive(Parser)]
@@ -303,7 +304,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
         }
     };
 
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Health::new(settings.stall_timeout()));
     let listen: SocketAddr = settings.telemetry.listen.parse()?;
     let (addr, _server) = serve(listen, metrics::install(), health.clone())
         .await
@@ -312,7 +313,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
 
     let stats = Arc::new(LiveStats::default());
     let starting = {
-        let settings = settings.clone();
+        let (settings, stats) = (settings.clone(), stats.clone());
         tokio::task::spawn_blocking(move || Pipeline::start(&settings, keyring, stats))
     };
     tokio::pin!(starting);
@@ -326,14 +327,19 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
         }
     };
     if !stop_requested {
+        health.attach(pipeline.signals());
         health.ready.store(true, Ordering::Relaxed);
         let mut check = tokio::time::interval(Duration::from_millis(200));
+        let mut summary = Summary::new(stats.clone());
+        let mut minute =
+            tokio::time::interval_at(tokio::time::Instant::now() + SUMMARY_EVERY, SUMMARY_EVERY);
         loop {
             tokio::select! {
                 _ = terminate.recv() => { tracing::info!("SIGTERM: committing and stopping"); break; }
                 _ = interrupt.recv() => { tracing::info!("SIGINT: committing and stopping"); break; }
                 _ = hangup.recv() => on_hangup(),
                 _ = check.tick() => if pipeline.has_stopped() { break; },
+                _ = minute.tick() => summary.log(),
             }
         }
     }
@@ -442,14 +448,14 @@ fn check(config: Option<PathBuf>) -> anyhow::Result<()> {
         .sessions
         .first()
         .map_or("cpu", |s| s.device().as_str());
+    let sizes = streamscore::pipeline::warm_up_sizes(&settings)?;
     println!(
-        "model: {} {} at {}: SHA-256 {} verified, {} features, warmed up on {device} at batch sizes 1 and {}",
+        "model: {} {} at {}: SHA-256 {} verified, {} features, warmed up on {device} at batch sizes {sizes:?}",
         card.name,
         card.version,
         prepared.model.model_path.display(),
         card.sha256,
         card.features.len(),
-        settings.batching.max_batch_size
     );
     let card_text = std::fs::read_to_string(&settings.model.card)?;
     let card_json: serde_json::Value = serde_json::from_str(&card_text)?;

@@ -25,12 +25,15 @@ use crate::envelope::SharedKeyring;
 use crate::features::{FeatureError, FeaturePlan};
 use crate::inference::{self, CardError, Device, InferenceError, ModelSession, VerifiedModel};
 use crate::kafka::client::{consumer_config, producer_config};
-use crate::kafka::sink::{ModelIdentity, Sink, SinkConfig, SinkContext, SinkError, SinkProducer};
+use crate::kafka::sink::{
+    ModelIdentity, Reporting, Sink, SinkConfig, SinkContext, SinkError, SinkProducer,
+};
 use crate::kafka::source::{
     self, Dispatch, SourceConsumer, SourceContext, SourceError, SourceStage,
 };
 use crate::telemetry::LiveStats;
 use crate::telemetry::metrics::{BATCH_TARGET_SIZE, MODEL_INFO};
+use crate::telemetry::signals::PipelineSignals;
 use crate::transform::Transform;
 
 /// Batches queued per inference worker, in and out: enough to overlap the
@@ -157,6 +160,7 @@ pub struct Pipeline {
     sink: JoinHandle<Result<(), SinkError>>,
     consumer: Arc<SourceConsumer>,
     device: Device,
+    signals: Arc<PipelineSignals>,
 }
 
 impl Pipeline {
@@ -196,6 +200,7 @@ impl Pipeline {
                 source,
             })?;
 
+        let signals = Arc::new(PipelineSignals::default());
         let (rewind_tx, rewind_rx) = channel();
         let mut to_workers = Vec::new();
         let mut from_workers = Vec::new();
@@ -243,7 +248,7 @@ impl Pipeline {
             settings.request_timeout(),
         );
         let consumer: SourceConsumer = consumer_config(settings)
-            .create_with_context(SourceContext::new(stage))
+            .create_with_context(SourceContext::new(stage, signals.clone()))
             .map_err(|source| PipelineError::KafkaClient {
                 client: "consumer",
                 source,
@@ -274,7 +279,10 @@ impl Pipeline {
                 commit_interval: settings.commit_interval(),
                 timeout: settings.request_timeout(),
             },
-            stats,
+            Reporting {
+                stats,
+                signals: signals.clone(),
+            },
         );
         let spawn_err = PipelineError::Thread;
         let sink = std::thread::Builder::new()
@@ -317,7 +325,13 @@ impl Pipeline {
             sink,
             consumer,
             device,
+            signals,
         })
+    }
+
+    /// What /healthz and /readyz read.
+    pub fn signals(&self) -> Arc<PipelineSignals> {
+        self.signals.clone()
     }
 
     pub fn device(&self) -> Device {

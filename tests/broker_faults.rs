@@ -14,15 +14,19 @@ use std::time::{Duration, Instant};
 use streamscore::config::{Format, Settings};
 use streamscore::envelope::Keyring;
 use support::broker::OwnBroker;
-use support::process::{Processor, config_file};
+use support::process::{Processor, config_file, http_get};
 
-/// Restarts the processor whenever it exits, and counts how often.
+/// Restarts the processor whenever it exits, or when its /healthz fails
+/// three probes in a row (as a kubelet's liveness probe would), and counts how often.
 struct Supervisor<'a> {
     config: PathBuf,
     keyring_json: &'a str,
     log: PathBuf,
     current: Option<Processor>,
     restarts: u32,
+    liveness_restarts: u32,
+    failed_probes: u32,
+    last_probe: Instant,
 }
 
 impl<'a> Supervisor<'a> {
@@ -34,15 +38,39 @@ impl<'a> Supervisor<'a> {
             log,
             current,
             restarts: 0,
+            liveness_restarts: 0,
+            failed_probes: 0,
+            last_probe: Instant::now(),
         }
+    }
+
+    /// One liveness probe a second; an instance not yet serving is not probed.
+    fn probe_fails(&mut self) -> bool {
+        if self.last_probe.elapsed() < Duration::from_secs(1) {
+            return false;
+        }
+        self.last_probe = Instant::now();
+        let Some(addr) = self.current.as_ref().and_then(Processor::address) else {
+            return false;
+        };
+        if http_get(&addr, "/healthz").0 == 200 {
+            self.failed_probes = 0;
+        } else {
+            self.failed_probes += 1;
+        }
+        self.failed_probes >= 3
     }
 
     fn run_for(&mut self, d: Duration) {
         let until = Instant::now() + d;
         while Instant::now() < until {
-            if let Some(p) = self.current.as_mut()
-                && p.exited().is_some()
-            {
+            let unhealthy = self.probe_fails();
+            if unhealthy && let Some(p) = self.current.take() {
+                p.kill9();
+                self.liveness_restarts += 1;
+                self.failed_probes = 0;
+            }
+            if self.current.as_mut().is_none_or(|p| p.exited().is_some()) {
                 self.restarts += 1;
                 self.current = Some(Processor::start(
                     &self.config,
@@ -104,6 +132,10 @@ fn fault_settings(name: &str, broker: &OwnBroker) -> Settings {
     s
 }
 
+/// A liveness limit the supervisor's probes act on within a test's patience
+/// (the default, 300 s, suits a rebalance of a large group in production).
+const LIVENESS: &str = "stall_timeout_ms = 60000\n";
+
 fn check(settings: &Settings, produced: u64, log: &str) {
     let report = support::verify_topics(settings);
     println!("{}", report.line());
@@ -126,7 +158,7 @@ fn broker_killed_and_stopped_under_load_loses_and_duplicates_nothing() {
     let broker = OwnBroker::start("faults-kill");
     let settings = fault_settings("broker-kill", &broker);
     let dir = tempfile::tempdir().unwrap();
-    let config = config_file(dir.path(), "p", &settings, "");
+    let config = config_file(dir.path(), "p", &settings, LIVENESS);
     let (keyring, json) = Keyring::generate("fault-key").unwrap();
     let stream = support::stream(&settings, Arc::new(keyring), 6000, 400, 3);
     let mut supervisor = Supervisor::start(config, &json, dir.path().join("p.log"));
@@ -144,8 +176,8 @@ fn broker_killed_and_stopped_under_load_loses_and_duplicates_nothing() {
     let produced = stream.join().unwrap();
     supervisor.run_until_committed(&settings, Duration::from_secs(180));
     println!(
-        "processor restarts after broker faults: {}",
-        supervisor.restarts
+        "processor restarts after broker faults: {} ({} on failed liveness probes)",
+        supervisor.restarts, supervisor.liveness_restarts
     );
     let log = supervisor.stop();
     check(&settings, produced, &log);
@@ -169,7 +201,7 @@ fn hung_broker_for_30_seconds_keeps_memory_flat_and_loses_nothing() {
     let broker = OwnBroker::start("faults-hang");
     let settings = fault_settings("broker-hang", &broker);
     let dir = tempfile::tempdir().unwrap();
-    let config = config_file(dir.path(), "p", &settings, "");
+    let config = config_file(dir.path(), "p", &settings, LIVENESS);
     let (keyring, json) = Keyring::generate("fault-key").unwrap();
     // The whole input is written before the broker hangs, so the processor
     // holds a backlog when its output stops; the producer of the input is not
@@ -196,10 +228,11 @@ fn hung_broker_for_30_seconds_keeps_memory_flat_and_loses_nothing() {
     broker.act("resume");
     supervisor.run_until_committed(&settings, Duration::from_secs(180));
     println!(
-        "RSS during a 30 s hung broker: baseline {} MiB, peak {} MiB; backlog when it hung {backlog}; restarts {}",
+        "RSS during a 30 s hung broker: baseline {} MiB, peak {} MiB; backlog when it hung {backlog}; restarts {} ({} on failed liveness probes)",
         baseline / 1024,
         peak / 1024,
-        supervisor.restarts
+        supervisor.restarts,
+        supervisor.liveness_restarts
     );
     let log = supervisor.stop();
     check(&settings, produced, &log);

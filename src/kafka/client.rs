@@ -1,5 +1,7 @@
 //! librdkafka settings shared by the consumer and the transactional producer.
 
+use std::collections::BTreeMap;
+
 use rdkafka::ClientConfig;
 
 use crate::config::Settings;
@@ -12,12 +14,17 @@ fn base(settings: &Settings) -> ClientConfig {
     c
 }
 
-/// `kafka.properties` go last, so an operator's setting wins over ours.
-/// Keys may be written `ssl.ca.location` or `ssl_ca_location` (environment
-/// variables cannot hold dots); librdkafka property names have no underscores.
-fn with_overrides(mut c: ClientConfig, settings: &Settings) -> ClientConfig {
-    for (key, value) in &settings.kafka.properties {
-        c.set(key.replace('_', "."), value);
+/// An operator's properties go last, so they win over ours. Keys may be
+/// written `ssl.ca.location` or `ssl_ca_location` (environment variables
+/// cannot hold dots); librdkafka property names have no underscores.
+fn with_overrides<'a>(
+    mut c: ClientConfig,
+    tables: impl IntoIterator<Item = &'a BTreeMap<String, String>>,
+) -> ClientConfig {
+    for table in tables {
+        for (key, value) in table {
+            c.set(key.replace('_', "."), value);
+        }
     }
     c
 }
@@ -25,7 +32,7 @@ fn with_overrides(mut c: ClientConfig, settings: &Settings) -> ClientConfig {
 /// A librdkafka client config for tools (demo, verifier, admin) that must
 /// reach the same cluster the same way: bootstrap plus `kafka.properties`.
 pub fn tool_config(settings: &Settings) -> ClientConfig {
-    with_overrides(base(settings), settings)
+    with_overrides(base(settings), [&settings.kafka.properties])
 }
 
 /// Exactly-once input side: no auto-commit (offsets go into transactions) and
@@ -45,7 +52,7 @@ pub fn consumer_config(settings: &Settings) -> ClientConfig {
     if !k.group_instance_id.is_empty() {
         c.set("group.instance.id", &k.group_instance_id);
     }
-    with_overrides(c, settings)
+    with_overrides(c, [&k.properties, &k.consumer])
 }
 
 /// One transactional producer per instance, with a fixed transactional.id so
@@ -68,7 +75,7 @@ pub fn producer_config(settings: &Settings) -> ClientConfig {
         .set("retry.backoff.ms", "10")
         .set("retry.backoff.max.ms", "100")
         .set("queue.buffering.max.messages", "200000");
-    with_overrides(c, settings)
+    with_overrides(c, [&k.properties, &k.producer])
 }
 
 #[cfg(test)]
@@ -94,5 +101,19 @@ mod tests {
             assert_eq!(c.get("sasl.username"), Some("scorer"));
         }
         assert_eq!(producer_config(&s).get("linger.ms"), Some("7"));
+    }
+
+    #[test]
+    fn client_tables_reach_only_their_client_and_win_over_shared_properties() {
+        let mut s = Settings::load_with_env(None, false).unwrap();
+        s.kafka.properties.insert("linger.ms".into(), "7".into());
+        s.kafka.producer.insert("linger_ms".into(), "9".into());
+        s.kafka
+            .consumer
+            .insert("fetch.wait.max.ms".into(), "50".into());
+        assert_eq!(producer_config(&s).get("linger.ms"), Some("9"));
+        assert_eq!(producer_config(&s).get("fetch.wait.max.ms"), None);
+        assert_eq!(consumer_config(&s).get("fetch.wait.max.ms"), Some("50"));
+        assert_eq!(tool_config(&s).get("fetch.wait.max.ms"), None);
     }
 }

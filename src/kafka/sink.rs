@@ -23,6 +23,7 @@ use crate::telemetry::LiveStats;
 use crate::telemetry::metrics::{
     DEAD_LETTERED, END_TO_END_LATENCY, SCORED, STAGE_DURATION, TRANSACTIONS, stage,
 };
+use crate::telemetry::signals::{PipelineSignals, Stage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -110,6 +111,13 @@ impl SinkMetrics {
     }
 }
 
+/// Where the sink reports to besides Prometheus: the live counters and the
+/// signals behind /healthz.
+pub struct Reporting {
+    pub stats: Arc<LiveStats>,
+    pub signals: Arc<PipelineSignals>,
+}
+
 pub struct Sink {
     metrics: SinkMetrics,
     producer: SinkProducer,
@@ -119,6 +127,7 @@ pub struct Sink {
     model: ModelIdentity,
     config: SinkConfig,
     stats: Arc<LiveStats>,
+    signals: Arc<PipelineSignals>,
     generation: u64,
     open: Option<OpenTransaction>,
     /// Recent commit durations, weighted towards the slow ones.
@@ -133,7 +142,7 @@ impl Sink {
         encoder: ScoreEncoder,
         model: ModelIdentity,
         config: SinkConfig,
-        stats: Arc<LiveStats>,
+        Reporting { stats, signals }: Reporting,
     ) -> Self {
         Self {
             metrics: SinkMetrics::new(),
@@ -144,6 +153,7 @@ impl Sink {
             model,
             config,
             stats,
+            signals,
             generation: 0,
             open: None,
             commit_estimate: Duration::ZERO,
@@ -155,6 +165,7 @@ impl Sink {
     pub fn run(mut self, results: Vec<Receiver<Batch>>) -> Result<(), SinkError> {
         let mut next = 0;
         loop {
+            self.signals.beat(Stage::Sink);
             let wait = match &self.open {
                 Some(t) => (t.began + self.fill_time()).saturating_duration_since(Instant::now()),
                 None => Duration::from_millis(100),
@@ -425,7 +436,17 @@ impl Sink {
     }
 
     fn committed(&self, txn: &OpenTransaction, started: Instant) {
-        self.metrics.commit_seconds.record(started.elapsed());
+        let took = started.elapsed();
+        tracing::debug!(
+            records = txn.timestamps.len(),
+            scored = txn.scored,
+            dead_lettered = txn.dead.values().sum::<u64>(),
+            partitions = txn.offsets.len(),
+            open_ms = txn.began.elapsed().as_millis() as u64,
+            commit_ms = took.as_millis() as u64,
+            "transaction committed"
+        );
+        self.metrics.commit_seconds.record(took);
         self.metrics.committed.increment(1);
         self.metrics.scored.increment(txn.scored);
         self.stats.scored.fetch_add(txn.scored, Ordering::Relaxed);

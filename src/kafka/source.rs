@@ -19,6 +19,7 @@ use crate::batcher::Batcher;
 use crate::item::{Barrier, BarrierOutcome, Batch, Item, Outcome, SourceRef};
 use crate::telemetry::LiveStats;
 use crate::telemetry::metrics::{CONSUMED, CONSUMER_LAG};
+use crate::telemetry::signals::{PipelineSignals, Stage};
 use crate::transform::Transform;
 
 /// The consumer this stage polls; shared with the sink for group metadata.
@@ -212,12 +213,14 @@ impl SourceStage {
 /// Consumer callbacks: rebalances commit before partitions go, statistics feed the lag gauge.
 pub struct SourceContext {
     stage: Mutex<SourceStage>,
+    signals: Arc<PipelineSignals>,
 }
 
 impl SourceContext {
-    pub fn new(stage: SourceStage) -> Self {
+    pub fn new(stage: SourceStage, signals: Arc<PipelineSignals>) -> Self {
         Self {
             stage: Mutex::new(stage),
+            signals,
         }
     }
 
@@ -250,7 +253,15 @@ impl SourceContext {
 }
 
 impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.signals.set_broker_reachable(false);
+        }
+        tracing::error!("librdkafka: {error}: {reason}");
+    }
+
     fn stats(&self, statistics: Statistics) {
+        self.signals.observe(&statistics);
         for (topic, t) in statistics.topics {
             for (partition, p) in t.partitions {
                 if partition >= 0 && p.consumer_lag >= 0 {
@@ -299,6 +310,7 @@ pub fn run(consumer: Arc<SourceConsumer>, stop: Arc<AtomicBool>) -> Result<(), S
     let context = consumer.context();
     let result = (|| {
         while !stop.load(Ordering::Relaxed) {
+            context.signals.beat(Stage::Source);
             let wait = context.lock().poll_timeout();
             let message = consumer.poll(wait);
             let mut stage = context.lock();

@@ -1,8 +1,23 @@
 //! /metrics, /healthz and /readyz.
+//!
+//! - `/healthz` (liveness): 200 while the process serves HTTP, every
+//!   pipeline stage's loop has turned within `telemetry.stall_timeout_ms`,
+//!   and the consumer's group membership has not been rebalancing for longer
+//!   than that; 503 when one is wedged, so the orchestrator restarts it (the
+//!   restart resumes from the last commit). Before the pipeline starts (model
+//!   loading, warm-up) it is 200: starting is not being stuck.
+//! - `/readyz` (readiness): 200 once the model is loaded and warmed up at
+//!   every batch size, the pipeline runs, and a broker answers; partitions
+//!   assigned or still waiting for assignment are both ready (an idle member
+//!   of a group with fewer partitions than replicas is healthy). 503 while
+//!   starting, while a broker is unreachable, and from the moment shutdown begins.
+//!
+//! Both answer a JSON body with the signals behind the answer.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -10,10 +25,81 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-/// Ready once the model is warmed up and the pipeline runs; not ready again while it stops.
-#[derive(Debug, Default)]
+use super::signals::PipelineSignals;
+
+/// What the endpoints answer from; the pipeline attaches its signals once started.
+#[derive(Debug)]
 pub struct Health {
+    /// Model warmed and pipeline running; cleared when shutdown begins.
     pub ready: AtomicBool,
+    signals: OnceLock<Arc<PipelineSignals>>,
+    stall_limit: Duration,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(300))
+    }
+}
+
+impl Health {
+    pub fn new(stall_limit: Duration) -> Self {
+        Self {
+            ready: AtomicBool::new(false),
+            signals: OnceLock::new(),
+            stall_limit,
+        }
+    }
+
+    pub fn attach(&self, signals: Arc<PipelineSignals>) {
+        let _ = self.signals.set(signals);
+    }
+
+    /// Liveness: (alive, body).
+    pub fn liveness(&self) -> (bool, serde_json::Value) {
+        let Some(signals) = self.signals.get() else {
+            return (
+                true,
+                serde_json::json!({ "alive": true, "pipeline": "starting" }),
+            );
+        };
+        let view = signals.view();
+        let alive = view.longest_stall() <= self.stall_limit;
+        (
+            alive,
+            serde_json::json!({
+                "alive": alive,
+                "stall_limit_seconds": self.stall_limit.as_secs_f64(),
+                "source_idle_seconds": view.source_idle_seconds,
+                "sink_idle_seconds": view.sink_idle_seconds,
+                "group_state": view.group_state,
+                "group_unsteady_seconds": view.group_unsteady_seconds,
+            }),
+        )
+    }
+
+    /// Readiness: (ready, body).
+    pub fn readiness(&self) -> (bool, serde_json::Value) {
+        let warmed = self.ready.load(Ordering::Relaxed);
+        let Some(signals) = self.signals.get() else {
+            return (
+                false,
+                serde_json::json!({ "ready": false, "model_warmed": warmed, "pipeline": "starting" }),
+            );
+        };
+        let view = signals.view();
+        let ready = warmed && view.broker_reachable;
+        (
+            ready,
+            serde_json::json!({
+                "ready": ready,
+                "model_warmed": warmed,
+                "broker_reachable": view.broker_reachable,
+                "group_state": view.group_state,
+                "assigned_partitions": view.assigned_partitions,
+            }),
+        )
+    }
 }
 
 #[derive(Clone)]
@@ -32,7 +118,7 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     let app = Router::new()
         .route("/metrics", get(render))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(live))
         .route("/readyz", get(ready))
         .with_state(AppState { metrics, health });
     let task = tokio::spawn(async move {
@@ -47,10 +133,62 @@ async fn render(State(state): State<AppState>) -> String {
     state.metrics.render()
 }
 
-async fn ready(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    if state.health.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
+fn answer(ok: bool, body: serde_json::Value) -> (StatusCode, axum::Json<serde_json::Value>) {
+    let code = if ok {
+        StatusCode::OK
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body))
+}
+
+async fn live(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_json::Value>) {
+    let (ok, body) = state.health.liveness();
+    answer(ok, body)
+}
+
+async fn ready(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_json::Value>) {
+    let (ok, body) = state.health.readiness();
+    answer(ok, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::signals::Stage;
+
+    #[test]
+    fn starting_is_alive_but_not_ready() {
+        let h = Health::new(Duration::from_secs(1));
+        assert!(h.liveness().0);
+        assert!(!h.readiness().0);
+    }
+
+    #[test]
+    fn ready_needs_warm_model_and_a_reachable_broker() {
+        let h = Health::new(Duration::from_secs(60));
+        let signals = Arc::new(PipelineSignals::default());
+        h.attach(signals.clone());
+        assert!(!h.readiness().0, "not warmed yet");
+        h.ready.store(true, Ordering::Relaxed);
+        assert!(h.readiness().0);
+        signals.set_broker_reachable(false);
+        let (ready, body) = h.readiness();
+        assert!(!ready);
+        assert_eq!(body["broker_reachable"], false);
+    }
+
+    #[test]
+    fn a_wedged_stage_fails_liveness() {
+        let h = Health::new(Duration::from_millis(20));
+        let signals = Arc::new(PipelineSignals::default());
+        signals.beat(Stage::Source);
+        signals.beat(Stage::Sink);
+        h.attach(signals.clone());
+        assert!(h.liveness().0);
+        std::thread::sleep(Duration::from_millis(40));
+        signals.beat(Stage::Sink);
+        let (alive, body) = h.liveness();
+        assert!(!alive, "{body}");
     }
 }

@@ -4,5 +4,7 @@ pub mod http;
 pub mod live;
 pub mod logging;
 pub mod metrics;
+pub mod signals;
+pub mod summary;
 
 pub use live::LiveStats;

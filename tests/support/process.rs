@@ -35,6 +35,8 @@ pub fn config_file(dir: &Path, name: &str, settings: &Settings, extra: &str) -> 
 pub struct Processor {
     child: Child,
     pub log: PathBuf,
+    /// Where this instance's lines begin in a log shared with earlier ones.
+    log_start: u64,
 }
 
 impl Processor {
@@ -55,6 +57,7 @@ impl Processor {
             .append(true)
             .open(&log)
             .unwrap();
+        let log_start = out.metadata().map(|m| m.len()).unwrap_or(0);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamscore"));
         cmd.current_dir(super::root())
             .args(["run", "--config"])
@@ -73,11 +76,40 @@ impl Processor {
         Self {
             child: cmd.spawn().unwrap(),
             log,
+            log_start,
         }
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The address this instance serves /metrics, /healthz and /readyz on,
+    /// once it has logged it.
+    pub fn address(&self) -> Option<String> {
+        let text = std::fs::read(&self.log).unwrap_or_default();
+        let own = text.get(self.log_start as usize..).unwrap_or_default();
+        String::from_utf8_lossy(own)
+            .lines()
+            .find(|l| l.contains("serving /metrics"))
+            .and_then(|l| l.split("addr=").nth(1))
+            .map(|a| a.trim().to_owned())
+    }
+
+    /// Waits until the instance has logged its address.
+    pub fn wait_address(&self, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(addr) = self.address() {
+                return addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no address logged within {within:?}: {}",
+                self.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn signal(&self, signal: &str) {
@@ -120,6 +152,24 @@ impl Processor {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// (status, JSON body) of a GET, the way a kubelet probe asks; a refused
+/// connection or a timeout is status 0.
+pub fn http_get(addr: &str, path: &str) -> (u16, serde_json::Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    match agent.get(format!("http://{addr}{path}")).call() {
+        Ok(mut response) => {
+            let status = response.status().as_u16();
+            let text = response.body_mut().read_to_string().unwrap_or_default();
+            (status, serde_json::from_str(&text).unwrap_or_default())
+        }
+        Err(_) => (0, serde_json::Value::Null),
     }
 }
 

@@ -1,0 +1,195 @@
+//! What the pipeline's threads say about themselves, for /healthz and /readyz:
+//! each stage's loop beats as it turns, and the consumer's statistics say
+//! whether a broker answers and where the group membership stands.
+//!
+//! Written with relaxed atomics on the hot path (a beat is one store); read
+//! only by the HTTP handlers.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::statistics::Statistics;
+use serde::Serialize;
+
+/// A stage whose loop beats.
+#[derive(Debug, Clone, Copy)]
+pub enum Stage {
+    Source,
+    Sink,
+}
+
+#[derive(Debug)]
+pub struct PipelineSignals {
+    origin: Instant,
+    source_beat_ms: AtomicU64,
+    sink_beat_ms: AtomicU64,
+    broker_reachable: AtomicBool,
+    assigned_partitions: AtomicI64,
+    group: Mutex<GroupView>,
+}
+
+#[derive(Debug)]
+struct GroupView {
+    join_state: String,
+    /// When the membership last left "steady" (and has not come back).
+    unsteady_since: Option<Instant>,
+}
+
+impl Default for PipelineSignals {
+    fn default() -> Self {
+        Self {
+            origin: Instant::now(),
+            source_beat_ms: AtomicU64::new(0),
+            sink_beat_ms: AtomicU64::new(0),
+            // The pipeline starts only after init_transactions reached a broker.
+            broker_reachable: AtomicBool::new(true),
+            assigned_partitions: AtomicI64::new(0),
+            group: Mutex::new(GroupView {
+                join_state: "joining".into(),
+                unsteady_since: None,
+            }),
+        }
+    }
+}
+
+/// The signals as /readyz and /healthz report them.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SignalsView {
+    /// Seconds since each stage's loop last turned.
+    pub source_idle_seconds: f64,
+    pub sink_idle_seconds: f64,
+    pub broker_reachable: bool,
+    /// librdkafka's join state ("steady", "wait-join", …), or "joining" before its first statistics.
+    pub group_state: String,
+    /// Seconds the membership has been out of "steady" (joining, rebalancing); 0 when steady.
+    pub group_unsteady_seconds: f64,
+    pub assigned_partitions: i64,
+}
+
+impl PipelineSignals {
+    pub fn beat(&self, stage: Stage) {
+        let now = self.origin.elapsed().as_millis() as u64;
+        match stage {
+            Stage::Source => self.source_beat_ms.store(now, Ordering::Relaxed),
+            Stage::Sink => self.sink_beat_ms.store(now, Ordering::Relaxed),
+        }
+    }
+
+    /// A broker connection is up. librdkafka reports all brokers down as an error event.
+    pub fn set_broker_reachable(&self, reachable: bool) {
+        self.broker_reachable.store(reachable, Ordering::Relaxed);
+    }
+
+    /// Reads the consumer's statistics (every `statistics.interval.ms`).
+    pub fn observe(&self, statistics: &Statistics) {
+        let up = statistics
+            .brokers
+            .values()
+            .any(|b| b.nodeid >= 0 && b.state == "UP");
+        self.set_broker_reachable(up);
+        if let Some(group) = &statistics.cgrp {
+            self.assigned_partitions
+                .store(i64::from(group.assignment_size), Ordering::Relaxed);
+            self.observe_join_state(&group.join_state, Instant::now());
+        }
+    }
+
+    /// A member of a group is "steady" between rebalances, with or without
+    /// partitions; anything else is a rebalance in progress.
+    fn observe_join_state(&self, join_state: &str, now: Instant) {
+        let mut group = self.group.lock().unwrap_or_else(|p| p.into_inner());
+        if join_state == "steady" {
+            group.unsteady_since = None;
+        } else if group.unsteady_since.is_none() {
+            group.unsteady_since = Some(now);
+        }
+        join_state.clone_into(&mut group.join_state);
+    }
+
+    pub fn view(&self) -> SignalsView {
+        let now = self.origin.elapsed().as_millis() as u64;
+        let idle = |beat: &AtomicU64| {
+            Duration::from_millis(now.saturating_sub(beat.load(Ordering::Relaxed))).as_secs_f64()
+        };
+        let group = self.group.lock().unwrap_or_else(|p| p.into_inner());
+        SignalsView {
+            source_idle_seconds: idle(&self.source_beat_ms),
+            sink_idle_seconds: idle(&self.sink_beat_ms),
+            broker_reachable: self.broker_reachable.load(Ordering::Relaxed),
+            group_state: group.join_state.clone(),
+            group_unsteady_seconds: group
+                .unsteady_since
+                .map_or(0.0, |since| since.elapsed().as_secs_f64()),
+            assigned_partitions: self.assigned_partitions.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl SignalsView {
+    /// The longest any stage has gone without turning, or the group
+    /// membership without settling: a consumer that never rejoins after a
+    /// session timeout is as stuck as a thread that never returns.
+    pub fn longest_stall(&self) -> Duration {
+        Duration::from_secs_f64(
+            self.source_idle_seconds
+                .max(self.sink_idle_seconds)
+                .max(self.group_unsteady_seconds),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stage_that_stops_beating_shows_as_idle() {
+        let s = PipelineSignals::default();
+        s.beat(Stage::Source);
+        s.beat(Stage::Sink);
+        std::thread::sleep(Duration::from_millis(30));
+        s.beat(Stage::Sink);
+        let v = s.view();
+        assert!(v.source_idle_seconds >= 0.03, "{v:?}");
+        assert!(v.sink_idle_seconds < v.source_idle_seconds, "{v:?}");
+        assert_eq!(v.longest_stall().as_secs_f64(), v.source_idle_seconds);
+    }
+
+    #[test]
+    fn a_membership_that_does_not_settle_counts_as_a_stall() {
+        let s = PipelineSignals::default();
+        let start = Instant::now() - Duration::from_secs(5);
+        s.observe_join_state("wait-join", start);
+        s.observe_join_state("wait-sync", Instant::now());
+        let v = s.view();
+        assert_eq!(v.group_state, "wait-sync");
+        assert!(
+            v.group_unsteady_seconds >= 5.0,
+            "counted from the first unsteady state: {v:?}"
+        );
+        assert!(v.longest_stall() >= Duration::from_secs(5));
+        s.observe_join_state("steady", Instant::now());
+        assert_eq!(s.view().group_unsteady_seconds, 0.0);
+    }
+
+    #[test]
+    fn statistics_set_reachability_and_group_state() {
+        let s = PipelineSignals::default();
+        let stats: Statistics = serde_json::from_value(serde_json::json!({
+            "name": "c", "client_id": "c", "type": "consumer", "ts": 0, "time": 0, "age": 0,
+            "replyq": 0, "msg_cnt": 0, "msg_size": 0, "msg_max": 0, "msg_size_max": 0,
+            "simple_cnt": 0, "metadata_cache_cnt": 0, "tx": 0, "tx_bytes": 0, "rx": 0,
+            "rx_bytes": 0, "txmsgs": 0, "txmsg_bytes": 0, "rxmsgs": 0, "rxmsg_bytes": 0,
+            "brokers": {}, "topics": {},
+            "cgrp": {"state": "up", "stateage": 0, "join_state": "wait-join", "rebalance_age": 0,
+                     "rebalance_cnt": 0, "rebalance_reason": "", "assignment_size": 0}
+        }))
+        .expect("a minimal statistics document");
+        s.observe(&stats);
+        let v = s.view();
+        assert!(!v.broker_reachable, "no broker is UP in these statistics");
+        assert_eq!(v.group_state, "wait-join");
+        assert_eq!(v.assigned_partitions, 0);
+    }
+}

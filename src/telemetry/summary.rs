@@ -1,0 +1,130 @@
+//! The once-a-minute info line: what an operator tailing the logs wants to
+//! know without a dashboard (throughput, dead letters, aborts, latency).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::LiveStats;
+
+pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Totals {
+    consumed: u64,
+    scored: u64,
+    dead_lettered: u64,
+    committed: u64,
+    aborted: u64,
+}
+
+impl Totals {
+    fn read(stats: &LiveStats) -> Self {
+        Self {
+            consumed: stats.consumed.load(Ordering::Relaxed),
+            scored: stats.scored.load(Ordering::Relaxed),
+            dead_lettered: stats.dead_lettered.load(Ordering::Relaxed),
+            committed: stats.transactions_committed.load(Ordering::Relaxed),
+            aborted: stats.transactions_aborted.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The figures of one summary line: counts since the previous line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interval {
+    pub seconds: f64,
+    pub consumed: u64,
+    pub scored: u64,
+    pub dead_lettered: u64,
+    pub transactions_committed: u64,
+    pub transactions_aborted: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+pub struct Summary {
+    stats: Arc<LiveStats>,
+    last: Totals,
+    at: Instant,
+}
+
+impl Summary {
+    pub fn new(stats: Arc<LiveStats>) -> Self {
+        let last = Totals::read(&stats);
+        // Start the latency window now, not at process start.
+        let _ = stats.take_latency();
+        Self {
+            stats,
+            last,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes the figures since the previous call.
+    pub fn take(&mut self) -> Interval {
+        let now = Totals::read(&self.stats);
+        let latency = self.stats.take_latency();
+        let seconds = self.at.elapsed().as_secs_f64();
+        let interval = Interval {
+            seconds,
+            consumed: now.consumed - self.last.consumed,
+            scored: now.scored - self.last.scored,
+            dead_lettered: now.dead_lettered - self.last.dead_lettered,
+            transactions_committed: now.committed - self.last.committed,
+            transactions_aborted: now.aborted - self.last.aborted,
+            p50_ms: latency.value_at_quantile(0.5) as f64 / 1000.0,
+            p99_ms: latency.value_at_quantile(0.99) as f64 / 1000.0,
+        };
+        self.last = now;
+        self.at = Instant::now();
+        interval
+    }
+
+    pub fn log(&mut self) {
+        let i = self.take();
+        let rate = |n: u64| n as f64 / i.seconds.max(f64::EPSILON);
+        tracing::info!(
+            consumed = i.consumed,
+            scored = i.scored,
+            dead_lettered = i.dead_lettered,
+            transactions_committed = i.transactions_committed,
+            transactions_aborted = i.transactions_aborted,
+            scored_per_second = format!("{:.1}", rate(i.scored)),
+            latency_p50_ms = i.p50_ms,
+            latency_p99_ms = i.p99_ms,
+            "summary of the last {:.0} s",
+            i.seconds
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_since_the_previous_line() {
+        let stats = Arc::new(LiveStats::default());
+        stats.scored.fetch_add(5, Ordering::Relaxed);
+        let mut s = Summary::new(stats.clone());
+        stats.scored.fetch_add(7, Ordering::Relaxed);
+        stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        stats.transactions_aborted.fetch_add(2, Ordering::Relaxed);
+        stats.record_latencies_us([10_000, 20_000, 30_000]);
+        let first = s.take();
+        assert_eq!(
+            (
+                first.scored,
+                first.dead_lettered,
+                first.transactions_aborted
+            ),
+            (7, 1, 2)
+        );
+        assert!((first.p50_ms - 20.0).abs() < 0.1, "{first:?}");
+        stats.scored.fetch_add(3, Ordering::Relaxed);
+        let second = s.take();
+        assert_eq!((second.scored, second.dead_lettered), (3, 0));
+        assert_eq!(second.p99_ms, 0.0, "no latencies in the second interval");
+    }
+}
