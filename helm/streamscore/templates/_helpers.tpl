@@ -1,0 +1,61 @@
+{{/* Chart name, truncated to the 63 characters a label allows. */}}
+{{- define "streamscore.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: release-chart unless the release name already holds the chart name. */}}
+{{- define "streamscore.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "streamscore.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "streamscore.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "streamscore.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "streamscore.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "streamscore.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "streamscore.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "streamscore.secretName" -}}
+{{- default (include "streamscore.fullname" .) .Values.secrets.existingSecret }}
+{{- end }}
+
+{{/* The CUDA image is the CPU tag plus gpu.imageTagSuffix. */}}
+{{- define "streamscore.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.gpu.enabled }}
+{{- $tag = printf "%s%s" $tag .Values.gpu.imageTagSuffix }}
+{{- end }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+
+{{/* model.device as the processor sees it: a GPU deployment runs on CUDA. */}}
+{{- define "streamscore.device" -}}
+{{- if .Values.gpu.enabled }}cuda{{ else }}{{ .Values.model.device }}{{ end }}
+{{- end }}
+
+{{/* Checksum of the rendered config, so a values change rolls the pods. */}}
+{{- define "streamscore.configChecksum" -}}
+{{- include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{- end }}

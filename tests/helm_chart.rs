@@ -1,0 +1,496 @@
+//! The Helm chart, as `helm lint` / `helm install --dry-run` would see it:
+//! linted and rendered with the Helm v4 SDK (PyPI helm-python-sdk, through
+//! tests/helm/chart_tool.py), every manifest validated against the
+//! Kubernetes schemas of the oldest and newest versions the chart supports
+//! (kubernetes-validate), the custom resources (ServiceMonitor,
+//! PrometheusRule, ScaledObject) checked against what they point at, and the
+//! rendered config run through `streamscore check`.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+use streamscore::config::Settings;
+
+const CHART: &str = "helm/streamscore";
+const GPU_VALUES: &str = "helm/streamscore/ci/gpu-autoscaling-values.yaml";
+/// The chart's kubeVersion floor, and the newest schemas kubernetes-validate has.
+const KUBE_VERSIONS: [&str; 2] = ["1.27.0", "1.37.0"];
+/// Custom resources: no Kubernetes schema; checked field by field below.
+const CUSTOM_KINDS: [&str; 3] = ["ServiceMonitor", "PrometheusRule", "ScaledObject"];
+
+fn python() -> PathBuf {
+    let python = support::root().join(".local/venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: the chart tests need helm-python-sdk and kubernetes-validate; run `make setup`",
+        python.display()
+    );
+    python
+}
+
+/// Lints and renders the chart; `set` is merged over the values file like `--set-json`.
+fn render(values: Option<&str>, set: Value) -> Value {
+    let mut cmd = Command::new(python());
+    cmd.current_dir(support::root())
+        .arg("tests/helm/chart_tool.py")
+        .arg(CHART)
+        .arg("--set-json")
+        .arg(set.to_string());
+    if let Some(v) = values {
+        cmd.args(["--values", v]);
+    }
+    for k in KUBE_VERSIONS {
+        cmd.args(["--kube", k]);
+    }
+    let out = cmd.output().expect("chart_tool.py runs");
+    assert!(
+        out.status.success(),
+        "chart_tool.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("chart_tool.py prints JSON")
+}
+
+fn manifests(r: &Value) -> &Vec<Value> {
+    r["manifests"].as_array().expect("a manifest list")
+}
+
+fn find<'a>(r: &'a Value, kind: &str) -> Vec<&'a Value> {
+    manifests(r)
+        .iter()
+        .filter(|m| m["kind"] == kind)
+        .map(|m| &m["doc"])
+        .collect()
+}
+
+fn one<'a>(r: &'a Value, kind: &str) -> &'a Value {
+    let found = find(r, kind);
+    assert_eq!(found.len(), 1, "expected one {kind}, got {}", found.len());
+    found[0]
+}
+
+/// Lint has no warning or error, the values pass the schema, and every
+/// manifest is valid for every Kubernetes version (custom kinds aside).
+fn assert_clean(r: &Value) {
+    assert!(
+        r["rejected"].is_null(),
+        "values rejected: {}",
+        r["rejected"]
+    );
+    let lint = &r["lint"];
+    assert_eq!(lint["errors"], serde_json::json!([]), "{lint}");
+    let serious: Vec<&Value> = lint["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["severity"].as_i64().unwrap_or(3) >= 2)
+        .collect();
+    assert!(serious.is_empty(), "lint warnings or errors: {serious:?}");
+    assert!(!manifests(r).is_empty());
+    for m in manifests(r) {
+        let kind = m["kind"].as_str().unwrap_or_default();
+        for version in KUBE_VERSIONS {
+            let verdict = m["validation"][version].as_str().unwrap_or_default();
+            if CUSTOM_KINDS.contains(&kind) {
+                assert_eq!(verdict, "no schema", "{kind} on {version}");
+            } else {
+                assert_eq!(
+                    verdict, "ok",
+                    "{kind} {} ({}) on Kubernetes {version}",
+                    m["name"], m["template"]
+                );
+            }
+        }
+    }
+}
+
+/// The rendered streamscore.toml, written to a file the processor can read.
+fn rendered_config(r: &Value, dir: &tempfile::TempDir) -> (String, PathBuf) {
+    let toml = find(r, "ConfigMap")
+        .into_iter()
+        .find_map(|m| m["data"]["streamscore.toml"].as_str())
+        .expect("a ConfigMap holds streamscore.toml")
+        .to_owned();
+    let path = dir.path().join("streamscore.toml");
+    std::fs::write(&path, &toml).unwrap();
+    (toml, path)
+}
+
+/// `streamscore check --config F`: validates, loads and verifies the model, warms it up.
+fn check(config: &PathBuf) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_streamscore"))
+        .current_dir(support::root())
+        .env_remove("RUST_LOG")
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "streamscore check refused the rendered config:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("check: ok"), "{stdout}");
+    stdout
+}
+
+fn container(r: &Value) -> &Value {
+    &one(r, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+}
+
+fn env_value<'a>(c: &'a Value, name: &str) -> Option<&'a Value> {
+    c["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .map(|e| {
+            if e["value"].is_null() {
+                &e["valueFrom"]
+            } else {
+                &e["value"]
+            }
+        })
+}
+
+#[test]
+fn default_values_render_valid_manifests_the_processor_accepts() {
+    let r = render(None, serde_json::json!({}));
+    assert_clean(&r);
+    assert_eq!(
+        find(&r, "ConfigMap").len(),
+        1,
+        "the dashboard is behind a flag"
+    );
+    for kind in ["StatefulSet", "ServiceAccount", "PodDisruptionBudget"] {
+        one(&r, kind);
+    }
+    assert_eq!(
+        find(&r, "Service").len(),
+        2,
+        "metrics and governing services"
+    );
+    for kind in [
+        "Secret",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "ScaledObject",
+        "HorizontalPodAutoscaler",
+    ] {
+        assert!(find(&r, kind).is_empty(), "{kind} is behind a flag");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let (toml, path) = rendered_config(&r, &dir);
+    let settings = Settings::load(Some(&path)).expect("the processor's own validation");
+    let out = check(&path);
+    assert!(out.contains("SHA-256"), "{out}");
+
+    // Pod spec: what the README and DESIGN promise an SRE.
+    let sts = one(&r, "StatefulSet");
+    let pod = &sts["spec"]["template"]["spec"];
+    let c = container(&r);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let grace_s = settings.shutdown.grace_period_ms.div_ceil(1000);
+    let termination = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(
+        termination > grace_s && termination <= grace_s + 30,
+        "terminationGracePeriodSeconds {termination} must just exceed the processor's grace {grace_s} s"
+    );
+    assert_eq!(
+        env_value(c, "STREAMSCORE__KAFKA__TRANSACTIONAL_ID"),
+        Some(&Value::from("$(POD_NAME)")),
+        "one transactional.id per pod ordinal"
+    );
+    assert_eq!(
+        env_value(c, "STREAMSCORE__KAFKA__GROUP_INSTANCE_ID"),
+        Some(&Value::from("$(POD_NAME)"))
+    );
+    assert_eq!(sts["spec"]["replicas"], 2);
+    assert!(
+        toml.contains("listen = \"0.0.0.0:9464\""),
+        "reachable by probes: {toml}"
+    );
+    assert_eq!(c["ports"][0]["containerPort"], 9464);
+}
+
+#[test]
+fn a_batching_value_reaches_the_rendered_config_and_the_processor() {
+    let base = render(None, serde_json::json!({}));
+    let r = render(
+        None,
+        serde_json::json!({"batching": {"mode": "adaptive", "maxBatchSize": 512, "minBatchSize": 16, "latencyTargetMs": 30}}),
+    );
+    assert_clean(&r);
+    let dir = tempfile::tempdir().unwrap();
+    let (toml, path) = rendered_config(&r, &dir);
+    assert!(toml.contains("max_batch_size = 512"), "{toml}");
+    let settings = Settings::load(Some(&path)).unwrap();
+    assert_eq!(settings.batching.max_batch_size, 512);
+    assert_eq!(settings.batching.min_batch_size, 16);
+    assert_eq!(settings.batching.latency_target_ms, 30);
+    let out = check(&path);
+    assert!(out.contains("\"max_batch_size\": 512"), "{out}");
+    assert!(
+        out.contains("batch sizes [1, 16, 32, 64, 128, 256, 512]"),
+        "warmed up at every size a batch can take (1: closed by the delay): {out}"
+    );
+    // A config change rolls the pods.
+    let checksum = |r: &Value| {
+        one(r, "StatefulSet")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+            .clone()
+    };
+    assert_ne!(checksum(&base), checksum(&r));
+}
+
+#[test]
+fn gpu_and_autoscaling_values_render_valid_manifests() {
+    let r = render(Some(GPU_VALUES), serde_json::json!({}));
+    assert_clean(&r);
+    let c = container(&r);
+    assert_eq!(c["resources"]["limits"]["nvidia.com/gpu"], 1);
+    assert!(
+        c["image"].as_str().unwrap().ends_with("-cuda"),
+        "{}",
+        c["image"]
+    );
+    let sts = one(&r, "StatefulSet");
+    let pod = &sts["spec"]["template"]["spec"];
+    assert_eq!(pod["tolerations"][0]["key"], "nvidia.com/gpu");
+    assert!(
+        sts["spec"]["replicas"].is_null(),
+        "the autoscaler owns the replica count"
+    );
+    assert_eq!(
+        env_value(c, "STREAMSCORE__KAFKA__TRANSACTIONAL_ID"),
+        Some(&Value::from("prod-$(POD_NAME)"))
+    );
+    let password = env_value(c, "STREAMSCORE__KAFKA__PROPERTIES__SASL_PASSWORD")
+        .expect("the SASL password comes from the Secret");
+    assert_eq!(password["secretKeyRef"]["key"], "sasl-password");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_, path) = rendered_config(&r, &dir);
+    let settings = Settings::load(Some(&path)).expect("the processor's own validation");
+    assert_eq!(
+        settings.device().unwrap(),
+        streamscore::config::DevicePreference::Cuda
+    );
+    assert_eq!(settings.batching.max_batch_size, 2048);
+    assert_eq!(
+        settings
+            .kafka
+            .properties
+            .get("ssl.ca.location")
+            .map(String::as_str),
+        Some("/etc/kafka-ca/ca.crt"),
+        "dotted librdkafka keys survive the TOML: {:?}",
+        settings.kafka.properties
+    );
+    assert_eq!(
+        settings
+            .kafka
+            .properties
+            .get("sasl.mechanism")
+            .map(String::as_str),
+        Some("SCRAM-SHA-512")
+    );
+    assert_eq!(
+        settings
+            .kafka
+            .consumer
+            .get("fetch.wait.max.ms")
+            .map(String::as_str),
+        Some("50")
+    );
+    assert_eq!(settings.input.topics.len(), 2);
+    assert_eq!(settings.model.threshold, Some(0.7));
+
+    // The Secret holds what the pod references.
+    let secret = one(&r, "Secret");
+    for key in ["keyring.json", "sasl-username", "sasl-password"] {
+        assert!(secret["data"][key].is_string(), "Secret lacks {key}");
+    }
+
+    // Custom resources point at what exists.
+    let service = find(&r, "Service")
+        .into_iter()
+        .find(|s| s["spec"]["clusterIP"].is_null())
+        .expect("the metrics Service");
+    let monitor = one(&r, "ServiceMonitor");
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["port"],
+        service["spec"]["ports"][0]["name"]
+    );
+    for (k, v) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(&service["metadata"]["labels"][k], v, "selector label {k}");
+    }
+    let scaled = one(&r, "ScaledObject");
+    assert_eq!(scaled["spec"]["scaleTargetRef"]["kind"], "StatefulSet");
+    assert_eq!(
+        scaled["spec"]["scaleTargetRef"]["name"],
+        sts["metadata"]["name"]
+    );
+    let triggers = scaled["spec"]["triggers"].as_array().unwrap();
+    assert_eq!(triggers.len(), 2, "one lag trigger per input topic");
+    assert_eq!(triggers[0]["metadata"]["consumerGroup"], "fraud-scoring");
+    let rule = one(&r, "PrometheusRule");
+    let alerts: Vec<&str> = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["alert"].as_str().unwrap())
+        .collect();
+    for wanted in [
+        "StreamscoreConsumerLagHigh",
+        "StreamscoreDeadLetterRatioHigh",
+        "StreamscoreP99LatencyHigh",
+        "StreamscoreTransactionsAborting",
+    ] {
+        assert!(alerts.contains(&wanted), "{wanted} missing from {alerts:?}");
+    }
+    assert_only_exported_metrics(&rule.to_string(), "the PrometheusRule");
+    let dashboard = find(&r, "ConfigMap")
+        .into_iter()
+        .find(|m| m["data"]["streamscore.json"].is_string())
+        .expect("the dashboard ConfigMap");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+}
+
+#[test]
+fn the_schema_rejects_bad_values_naming_the_key() {
+    for (set, key) in [
+        (
+            serde_json::json!({"batching": {"maxBatchSize": 0}}),
+            "maxBatchSize",
+        ),
+        (
+            serde_json::json!({"batching": {"maxBatchSize": 70000}}),
+            "maxBatchSize",
+        ),
+        (serde_json::json!({"batching": {"mode": "dynamic"}}), "mode"),
+        (serde_json::json!({"model": {"device": "tpu"}}), "device"),
+        (
+            serde_json::json!({"transactions": {"commitIntervalMs": "fast"}}),
+            "commitIntervalMs",
+        ),
+        (
+            serde_json::json!({"input": {"topics": ["no spaces"]}}),
+            "topics",
+        ),
+        (
+            serde_json::json!({"batching": {"maxBatchSise": 64}}),
+            "maxBatchSise",
+        ),
+    ] {
+        let r = render(None, set.clone());
+        let why = r["rejected"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{set} was accepted"));
+        assert!(why.contains(key), "{set}: {why}");
+    }
+}
+
+/// A control for the validation above: a manifest Kubernetes would refuse
+/// must come back as an error, or "ok" would prove nothing.
+#[test]
+fn the_validator_refuses_a_manifest_kubernetes_would_refuse() {
+    let r = render(
+        None,
+        serde_json::json!({"podSecurityContext": {"runAsUser": "nobody"}}),
+    );
+    let sts = manifests(&r)
+        .iter()
+        .find(|m| m["kind"] == "StatefulSet")
+        .unwrap();
+    for version in KUBE_VERSIONS {
+        let verdict = sts["validation"][version].as_str().unwrap();
+        assert!(
+            verdict.starts_with("error:") && verdict.contains("runAsUser"),
+            "{version}: {verdict}"
+        );
+    }
+}
+
+/// Every `streamscore_…` series a dashboard panel or alert queries is one the processor exports.
+fn assert_only_exported_metrics(text: &str, what: &str) {
+    use streamscore::telemetry::metrics::*;
+    let exported = [
+        END_TO_END_LATENCY,
+        STAGE_DURATION,
+        BATCH_SIZE,
+        CONSUMED,
+        SCORED,
+        DEAD_LETTERED,
+        TRANSACTIONS,
+        CONSUMER_LAG,
+        MODEL_INFO,
+        BATCH_TARGET_SIZE,
+    ];
+    let mut seen = 0;
+    for (i, _) in text.match_indices("streamscore_") {
+        let name: String = text[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(&name);
+        assert!(
+            exported.contains(&base),
+            "{what} queries {name}, which the processor does not export"
+        );
+        seen += 1;
+    }
+    assert!(seen > 0, "{what} queries no streamscore metric at all");
+}
+
+#[test]
+fn the_dashboard_shows_what_an_operator_needs_from_exported_metrics() {
+    let path = support::root()
+        .join(CHART)
+        .join("dashboards/streamscore.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let dashboard: Value = serde_json::from_str(&text).expect("valid JSON");
+    let titles: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    for wanted in [
+        "Throughput",
+        "End-to-end latency",
+        "Per-stage latency (p99)",
+        "Batch size",
+        "Dead letters by reason",
+        "Consumer lag",
+        "Transactions",
+    ] {
+        assert!(titles.contains(&wanted), "no {wanted} panel in {titles:?}");
+    }
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        exprs.iter().any(|e| e.contains("histogram_quantile(0.99")
+            && e.contains("end_to_end_latency_seconds_bucket")),
+        "p99 from the histogram"
+    );
+    assert_only_exported_metrics(&exprs.join("\n"), "the dashboard");
+}
