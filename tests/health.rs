@@ -48,6 +48,14 @@ fn readiness_follows_the_broker_and_liveness_follows_the_pipeline() {
     let (status, live) = get(&addr, "/healthz");
     assert_eq!(status, 200, "{live}");
     assert_eq!(live["alive"], true, "{live}");
+    // The membership settles ("steady", from the consumer's statistics every
+    // 5 s), or liveness would count it as stuck.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&addr, "/healthz").1["group_state"] != "steady" {
+        assert!(Instant::now() < deadline, "{}", get(&addr, "/healthz").1);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(get(&addr, "/healthz").1["group_unsteady_seconds"], 0.0);
     assert!(
         live["source_idle_seconds"].as_f64().unwrap() < 5.0,
         "the source loop turns at least every 100 ms: {live}"

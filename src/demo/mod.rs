@@ -77,7 +77,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Report> {
     .await?;
 
     let handle = crate::telemetry::metrics::install();
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Health::new(settings.stall_timeout()));
     let (addr, _server) = serve(opts.metrics_listen, handle, health.clone())
         .await
         .with_context(|| format!("cannot listen on {} for /metrics", opts.metrics_listen))?;
@@ -91,6 +91,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Report> {
         tokio::task::spawn_blocking(move || Pipeline::start(&settings, share(keyring), stats))
             .await??
     };
+    health.attach(pipeline.signals());
     health.ready.store(true, Ordering::Relaxed);
     println!(
         "demo: scoring on {} with model {}; {} events at {}/s, {:.1}% deliberately bad{}",
