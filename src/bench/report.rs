@@ -238,7 +238,7 @@ pub fn render(r: &Results) -> String {
             };
             let _ = writeln!(
                 out,
-                "  What the budget leaves out, at that load (p99): the commit itself {:.1} ms, producing {:.1} ms, batch wait {:.1} ms; and, before streamscore reads a record, the upstream producer's linger and the broker and fetch round trips (the latency starts at the record's CreateTime). A record that arrives as a transaction opens waits for the whole fill time and then the commit, so the p99 is about the commit interval plus the commit's own p99. What moves it: a shorter transactions.commit_interval_ms (the p99 follows it one for one; more, smaller transactions cost throughput), or a faster commit (broker-side: the transaction coordinator's log and marker writes).",
+                "  At that load (p99): the commit itself {:.1} ms, producing {:.1} ms, batch wait {:.1} ms. A transaction closes at the commit interval less the recent commit time, counted from its oldest record's read, so what overshoots is a commit slower than the recent ones, plus the time before streamscore reads a record (the upstream producer's linger, the broker append and the fetch: the latency starts at the record's CreateTime). What moves it: a shorter transactions.commit_interval_ms (the p99 follows it one for one; more, smaller transactions cost throughput), or steadier commits (broker-side: the transaction coordinator's log and marker writes).",
                 p99(stage::COMMIT),
                 p99(stage::PRODUCE),
                 p99(stage::BATCH_WAIT),

@@ -79,7 +79,10 @@ pub struct SinkConfig {
 
 /// The transaction being filled.
 struct OpenTransaction {
-    began: Instant,
+    /// When its oldest record was read (its batch opened): the commit
+    /// interval counts from there, not from when the sink first saw it, so
+    /// batch wait, inference and queueing come out of the interval.
+    oldest_read: Instant,
     /// Next offset to consume, per input partition.
     offsets: HashMap<(Arc<str>, i32), i64>,
     /// Record timestamps (ms), for end-to-end latency once committed.
@@ -167,7 +170,7 @@ impl Sink {
         loop {
             self.signals.beat(Stage::Sink);
             let wait = match &self.open {
-                Some(t) => (t.began + self.fill_time()).saturating_duration_since(Instant::now()),
+                Some(t) => (t.oldest_read + self.fill_time()).saturating_duration_since(Instant::now()),
                 None => Duration::from_millis(100),
             };
             match results[next].recv_timeout(wait) {
@@ -181,7 +184,7 @@ impl Sink {
             if self
                 .open
                 .as_ref()
-                .is_some_and(|t| t.began.elapsed() >= self.fill_time())
+                .is_some_and(|t| t.oldest_read.elapsed() >= self.fill_time())
             {
                 self.commit()?;
             }
@@ -190,9 +193,10 @@ impl Sink {
         Ok(())
     }
 
-    /// How long a transaction takes records: the commit interval less what
-    /// commits have recently taken, so a record's wait for its commit
-    /// (filling + committing) stays within the interval; never under half of it.
+    /// How long a transaction takes records, counted from its oldest record's
+    /// read: the commit interval less what commits have recently taken, so a
+    /// record's wait from read to commit (batching, inference, filling,
+    /// committing) stays within the interval; never under half of it.
     fn fill_time(&self) -> Duration {
         let interval = self.config.commit_interval;
         interval
@@ -216,7 +220,7 @@ impl Sink {
         }
         if !batch.items.is_empty() {
             let started = Instant::now();
-            self.begin()?;
+            self.begin(batch.opened_at)?;
             let scored_at = now_ms();
             let mut scores = batch.scores.iter();
             for item in &batch.items {
@@ -248,13 +252,13 @@ impl Sink {
         Ok(())
     }
 
-    fn begin(&mut self) -> Result<(), SinkError> {
+    fn begin(&mut self, read_at: Instant) -> Result<(), SinkError> {
         if self.open.is_none() {
             self.producer
                 .begin_transaction()
                 .map_err(SinkError::Fatal)?;
             self.open = Some(OpenTransaction {
-                began: Instant::now(),
+                oldest_read: read_at.min(Instant::now()),
                 offsets: HashMap::new(),
                 timestamps: Vec::new(),
                 scored: 0,
@@ -442,7 +446,7 @@ impl Sink {
             scored = txn.scored,
             dead_lettered = txn.dead.values().sum::<u64>(),
             partitions = txn.offsets.len(),
-            open_ms = txn.began.elapsed().as_millis() as u64,
+            since_oldest_read_ms = txn.oldest_read.elapsed().as_millis() as u64,
             commit_ms = took.as_millis() as u64,
             "transaction committed"
         );
