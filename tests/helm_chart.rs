@@ -138,6 +138,15 @@ fn check(config: &PathBuf) -> String {
     stdout
 }
 
+/// One string field of every object in a JSON list.
+fn field_strings<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|item| item[field].as_str().expect("a string field"))
+        .collect()
+}
+
 fn container(r: &Value) -> &Value {
     &one(r, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
 }
@@ -345,12 +354,7 @@ fn gpu_and_autoscaling_values_render_valid_manifests() {
     assert_eq!(triggers.len(), 2, "one lag trigger per input topic");
     assert_eq!(triggers[0]["metadata"]["consumerGroup"], "fraud-scoring");
     let rule = one(&r, "PrometheusRule");
-    let alerts: Vec<&str> = rule["spec"]["groups"][0]["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["alert"].as_str().unwrap())
-        .collect();
+    let alerts = field_strings(&rule["spec"]["groups"][0]["rules"], "alert");
     for wanted in [
         "StreamscoreConsumerLagHigh",
         "StreamscoreDeadLetterRatioHigh",
@@ -463,12 +467,7 @@ fn the_dashboard_shows_what_an_operator_needs_from_exported_metrics() {
         .join("dashboards/streamscore.json");
     let text = std::fs::read_to_string(&path).unwrap();
     let dashboard: Value = serde_json::from_str(&text).expect("valid JSON");
-    let titles: Vec<&str> = dashboard["panels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["title"].as_str().unwrap())
-        .collect();
+    let titles = field_strings(&dashboard["panels"], "title");
     for wanted in [
         "Throughput",
         "End-to-end latency",

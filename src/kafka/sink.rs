@@ -170,7 +170,9 @@ impl Sink {
         loop {
             self.signals.beat(Stage::Sink);
             let wait = match &self.open {
-                Some(t) => (t.oldest_read + self.fill_time()).saturating_duration_since(Instant::now()),
+                Some(t) => {
+                    (t.oldest_read + self.fill_time()).saturating_duration_since(Instant::now())
+                }
                 None => Duration::from_millis(100),
             };
             match results[next].recv_timeout(wait) {
