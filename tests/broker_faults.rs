@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use streamscore::config::{Format, Settings};
+use streamscore::config::Settings;
 use streamscore::envelope::Keyring;
 use support::broker::OwnBroker;
 use support::process::{Processor, config_file, http_get};
@@ -122,13 +122,11 @@ fn tail(log: &Path) -> String {
 }
 
 fn fault_settings(name: &str, broker: &OwnBroker) -> Settings {
-    let mut s = support::settings(name, Format::Avro, Format::Avro);
-    s.kafka.bootstrap_servers = broker.bootstrap.clone();
+    let mut s = broker.settings(name);
     s.kafka.group_instance_id = format!("{}-member", s.kafka.group_id);
     s.kafka.session_timeout_ms = 10_000;
     s.kafka.transaction_timeout_ms = 20_000;
     s.kafka.request_timeout_ms = 10_000;
-    support::create(&s);
     s
 }
 

@@ -33,9 +33,7 @@ fn over_tls(plain: &Settings, broker: &OwnBroker, ca: &std::path::Path) -> Setti
 fn the_processor_talks_tls_and_refuses_an_untrusted_broker() {
     let _turn = support::exclusive();
     let broker = OwnBroker::start_tls("tls");
-    let mut plain = support::settings("tls", Format::Avro, Format::Avro);
-    plain.kafka.bootstrap_servers = broker.bootstrap.clone();
-    support::create(&plain);
+    let plain = broker.settings("tls");
     let keyring = Arc::new(Keyring::generate("tls-key").unwrap().0);
     let mut factory = EventFactory::new(keyring.clone(), Format::Avro, "tls", 3);
     let records: Vec<_> = (0..50).map(|_| factory.next(None)).collect();

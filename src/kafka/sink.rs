@@ -260,7 +260,7 @@ impl Sink {
                 .begin_transaction()
                 .map_err(SinkError::Fatal)?;
             self.open = Some(OpenTransaction {
-                oldest_read: read_at.min(Instant::now()),
+                oldest_read: read_at,
                 offsets: HashMap::new(),
                 timestamps: Vec::new(),
                 scored: 0,

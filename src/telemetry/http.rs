@@ -3,7 +3,8 @@
 //! - `/healthz` (liveness): 200 while the process serves HTTP, every
 //!   pipeline stage's loop has turned within `telemetry.stall_timeout_ms`,
 //!   and the consumer's group membership has not been rebalancing for longer
-//!   than that; 503 when one is wedged, so the orchestrator restarts it (the
+//!   than that while a broker answers (waiting for a broker is not stuck:
+//!   a restart would not bring it back); 503 when one is wedged, so the orchestrator restarts it (the
 //!   restart resumes from the last commit). Before the pipeline starts (model
 //!   loading, warm-up) it is 200: starting is not being stuck.
 //! - `/readyz` (readiness): 200 once the model is loaded and warmed up at
@@ -34,12 +35,6 @@ pub struct Health {
     pub ready: AtomicBool,
     signals: OnceLock<Arc<PipelineSignals>>,
     stall_limit: Duration,
-}
-
-impl Default for Health {
-    fn default() -> Self {
-        Self::new(Duration::from_secs(300))
-    }
 }
 
 impl Health {

@@ -91,15 +91,17 @@ impl PipelineSignals {
         if let Some(group) = &statistics.cgrp {
             self.assigned_partitions
                 .store(i64::from(group.assignment_size), Ordering::Relaxed);
-            self.observe_join_state(&group.join_state, Instant::now());
+            self.observe_join_state(&group.join_state, up, Instant::now());
         }
     }
 
     /// A member of a group is "steady" between rebalances, with or without
-    /// partitions; anything else is a rebalance in progress.
-    fn observe_join_state(&self, join_state: &str, now: Instant) {
+    /// partitions; anything else is a rebalance in progress. Only time with a
+    /// broker answering counts as unsettled: without one no rejoin can
+    /// finish, and a restart would not bring the broker back.
+    fn observe_join_state(&self, join_state: &str, broker_up: bool, now: Instant) {
         let mut group = self.group.lock().unwrap_or_else(|p| p.into_inner());
-        if join_state == "steady" {
+        if join_state == "steady" || !broker_up {
             group.unsteady_since = None;
         } else if group.unsteady_since.is_none() {
             group.unsteady_since = Some(now);
@@ -160,8 +162,8 @@ mod tests {
     fn a_membership_that_does_not_settle_counts_as_a_stall() {
         let s = PipelineSignals::default();
         let start = Instant::now() - Duration::from_secs(5);
-        s.observe_join_state("wait-join", start);
-        s.observe_join_state("wait-sync", Instant::now());
+        s.observe_join_state("wait-join", true, start);
+        s.observe_join_state("wait-sync", true, Instant::now());
         let v = s.view();
         assert_eq!(v.group_state, "wait-sync");
         assert!(
@@ -169,27 +171,49 @@ mod tests {
             "counted from the first unsteady state: {v:?}"
         );
         assert!(v.longest_stall() >= Duration::from_secs(5));
-        s.observe_join_state("steady", Instant::now());
+        s.observe_join_state("steady", true, Instant::now());
         assert_eq!(s.view().group_unsteady_seconds, 0.0);
+        // Waiting for a broker is not being stuck.
+        s.observe_join_state("wait-join", false, start);
+        assert_eq!(s.view().group_unsteady_seconds, 0.0);
+    }
+
+    fn statistics(broker_states: &[(i32, &str)], join_state: &str) -> Statistics {
+        let mut stats = Statistics::default();
+        for (i, (nodeid, state)) in broker_states.iter().enumerate() {
+            let broker = rdkafka::statistics::Broker {
+                nodeid: *nodeid,
+                state: (*state).into(),
+                ..Default::default()
+            };
+            stats.brokers.insert(format!("b{i}"), broker);
+        }
+        stats.cgrp = Some(rdkafka::statistics::ConsumerGroup {
+            join_state: join_state.into(),
+            assignment_size: 3,
+            ..Default::default()
+        });
+        stats
     }
 
     #[test]
     fn statistics_set_reachability_and_group_state() {
         let s = PipelineSignals::default();
-        let stats: Statistics = serde_json::from_value(serde_json::json!({
-            "name": "c", "client_id": "c", "type": "consumer", "ts": 0, "time": 0, "age": 0,
-            "replyq": 0, "msg_cnt": 0, "msg_size": 0, "msg_max": 0, "msg_size_max": 0,
-            "simple_cnt": 0, "metadata_cache_cnt": 0, "tx": 0, "tx_bytes": 0, "rx": 0,
-            "rx_bytes": 0, "txmsgs": 0, "txmsg_bytes": 0, "rxmsgs": 0, "rxmsg_bytes": 0,
-            "brokers": {}, "topics": {},
-            "cgrp": {"state": "up", "stateage": 0, "join_state": "wait-join", "rebalance_age": 0,
-                     "rebalance_cnt": 0, "rebalance_reason": "", "assignment_size": 0}
-        }))
-        .expect("a minimal statistics document");
-        s.observe(&stats);
+        // A bootstrap entry (nodeid -1) that is UP is not a broker answering.
+        s.observe(&statistics(&[(-1, "UP"), (1, "CONNECT")], "wait-join"));
         let v = s.view();
-        assert!(!v.broker_reachable, "no broker is UP in these statistics");
+        assert!(!v.broker_reachable, "{v:?}");
         assert_eq!(v.group_state, "wait-join");
-        assert_eq!(v.assigned_partitions, 0);
+        assert_eq!(v.group_unsteady_seconds, 0.0, "no broker: not counted");
+        std::thread::sleep(Duration::from_millis(20));
+        s.observe(&statistics(&[(1, "UP")], "wait-sync"));
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(s.view().group_unsteady_seconds >= 0.02, "{:?}", s.view());
+        s.observe(&statistics(&[(-1, "INIT"), (1, "UP")], "steady"));
+        let v = s.view();
+        assert!(v.broker_reachable, "{v:?}");
+        assert_eq!(v.group_state, "steady");
+        assert_eq!(v.assigned_partitions, 3);
+        assert_eq!(v.group_unsteady_seconds, 0.0);
     }
 }

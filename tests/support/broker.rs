@@ -41,6 +41,19 @@ impl OwnBroker {
         }
     }
 
+    /// Fresh default settings (unique topics, group, transactional id) bound
+    /// to this broker, with their topics created on it.
+    pub fn settings(&self, name: &str) -> streamscore::config::Settings {
+        let mut s = super::settings(
+            name,
+            streamscore::config::Format::Avro,
+            streamscore::config::Format::Avro,
+        );
+        s.kafka.bootstrap_servers = self.bootstrap.clone();
+        super::create(&s);
+        s
+    }
+
     /// crash, halt, restart, pause or resume (see scripts/kafka).
     pub fn act(&self, action: &str) {
         kafka(&[action, &self.name]);
