@@ -12,6 +12,11 @@ pub const HEADER_MESSAGE: &str = "streamscore.message";
 pub const HEADER_SOURCE_TOPIC: &str = "streamscore.source.topic";
 pub const HEADER_SOURCE_PARTITION: &str = "streamscore.source.partition";
 pub const HEADER_SOURCE_OFFSET: &str = "streamscore.source.offset";
+/// Present when the original value was left out because the dead letter
+/// would be over `kafka.max_message_bytes`: the value's length in bytes.
+pub const HEADER_VALUE_OMITTED: &str = "streamscore.value.omitted";
+/// Likewise for the key, left out only when the letter is still too large without the value.
+pub const HEADER_KEY_OMITTED: &str = "streamscore.key.omitted";
 
 /// Reason classes: a stable, small set, used as a metric label and header value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -13,6 +13,7 @@ pub mod config;
 pub mod dead_letter;
 pub mod demo;
 pub mod envelope;
+pub mod faults;
 pub mod features;
 pub mod inference;
 pub mod item;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, sync_channel};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
@@ -22,14 +23,17 @@ use crate::codec::schemas::{SchemaError, load_schema};
 use crate::codec::{InputDecoder, ScoreEncoder};
 use crate::config::{BatchMode, ConfigError, Format, Settings};
 use crate::envelope::SharedKeyring;
+use crate::faults::Faults;
 use crate::features::{FeatureError, FeaturePlan};
+use crate::inference::worker::WorkerLinks;
 use crate::inference::{self, CardError, Device, InferenceError, ModelSession, VerifiedModel};
 use crate::kafka::client::{consumer_config, producer_config};
+use crate::kafka::positions::CommittedPositions;
 use crate::kafka::sink::{
-    ModelIdentity, Reporting, Sink, SinkConfig, SinkContext, SinkError, SinkProducer,
+    ModelIdentity, ProducerFactory, Reporting, Sink, SinkConfig, SinkError, SinkLinks, SinkProducer,
 };
 use crate::kafka::source::{
-    self, Dispatch, SourceConsumer, SourceContext, SourceError, SourceStage,
+    self, Dispatch, SourceConsumer, SourceContext, SourceError, SourceLinks, SourceStage,
 };
 use crate::telemetry::LiveStats;
 use crate::telemetry::metrics::{BATCH_TARGET_SIZE, MODEL_INFO};
@@ -172,6 +176,17 @@ impl Pipeline {
         keyring: SharedKeyring,
         stats: Arc<LiveStats>,
     ) -> Result<Self, PipelineError> {
+        Self::start_with_faults(settings, keyring, stats, Arc::default())
+    }
+
+    /// [`Pipeline::start`] with faults a test can arm while it runs.
+    #[doc(hidden)]
+    pub fn start_with_faults(
+        settings: &Settings,
+        keyring: SharedKeyring,
+        stats: Arc<LiveStats>,
+        faults: Arc<Faults>,
+    ) -> Result<Self, PipelineError> {
         let Prepared {
             model,
             decoder,
@@ -187,12 +202,17 @@ impl Pipeline {
             "sha256" => card.sha256.clone(), "device" => device.as_str())
         .set(1.0);
 
-        let producer: SinkProducer = producer_config(settings)
-            .create_with_context(SinkContext)
-            .map_err(|source| PipelineError::KafkaClient {
-                client: "transactional producer",
-                source,
-            })?;
+        let factory = ProducerFactory {
+            config: producer_config(settings),
+            failures: Arc::default(),
+        };
+        let producer: SinkProducer =
+            factory
+                .create()
+                .map_err(|source| PipelineError::KafkaClient {
+                    client: "transactional producer",
+                    source,
+                })?;
         producer
             .init_transactions(settings.request_timeout())
             .map_err(|source| PipelineError::InitTransactions {
@@ -239,12 +259,17 @@ impl Pipeline {
             settings.max_batch_delay(),
             transform.width(),
         );
+        let positions = Arc::new(CommittedPositions::default());
         let stage = SourceStage::new(
             transform,
             batcher,
             Dispatch::new(to_workers),
-            rewind_rx,
-            stats.clone(),
+            SourceLinks {
+                rewinds: rewind_rx,
+                positions: positions.clone(),
+                stats: stats.clone(),
+                signals: signals.clone(),
+            },
             settings.request_timeout(),
         );
         let consumer: SourceConsumer = consumer_config(settings)
@@ -262,10 +287,17 @@ impl Pipeline {
                 source,
             })?;
 
+        let upstream_failed = Arc::new(AtomicBool::new(false));
         let sink = Sink::new(
             producer,
-            consumer.clone(),
-            rewind_tx,
+            factory,
+            SinkLinks {
+                group: consumer.clone(),
+                rewinds: rewind_tx,
+                positions,
+                upstream_failed: upstream_failed.clone(),
+                faults: faults.clone(),
+            },
             encoder,
             ModelIdentity {
                 name: card.name.clone(),
@@ -278,6 +310,7 @@ impl Pipeline {
                 dead_letter_topic: settings.output.dead_letter_topic.clone(),
                 commit_interval: settings.commit_interval(),
                 timeout: settings.request_timeout(),
+                transaction_timeout: Duration::from_millis(settings.kafka.transaction_timeout_ms),
             },
             Reporting {
                 stats,
@@ -295,8 +328,12 @@ impl Pipeline {
                 std::thread::Builder::new()
                     .name(format!("inference-{i}"))
                     .spawn({
-                        let adaptive = adaptive.clone();
-                        move || inference::worker::run(session, input, output, adaptive)
+                        let links = WorkerLinks {
+                            adaptive: adaptive.clone(),
+                            failed: upstream_failed.clone(),
+                            faults: faults.clone(),
+                        };
+                        move || inference::worker::run(session, input, output, links)
                     })
                     .map_err(spawn_err)?,
             );

@@ -17,6 +17,7 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use streamscore::config::{Format, Settings};
 use streamscore::demo::events::EventFactory;
 use streamscore::envelope::Keyring;
+use streamscore::faults::Faults;
 use streamscore::kafka::sink::SinkError;
 use streamscore::pipeline::{Pipeline, PipelineError};
 use streamscore::telemetry::LiveStats;
@@ -102,11 +103,13 @@ fn failed_produce_aborts_rewinds_and_goes_on() {
     joined.expect("an abortable error does not stop the pipeline");
     assert!(
         stats.transactions_aborted.load(Ordering::Relaxed) >= 1,
-        "no abort: {stats:?}"
+        "no abort: {}",
+        counts(&stats)
     );
     assert!(
         stats.scored.load(Ordering::Relaxed) >= RECORDS,
-        "records were not read again and committed after the rewind: {stats:?}"
+        "records were not read again and committed after the rewind: {}",
+        counts(&stats)
     );
 }
 
@@ -121,7 +124,10 @@ fn fenced_producer_stops_the_pipeline_with_a_fatal_error() {
             let text = e.to_string();
             assert!(text.to_lowercase().contains("fenced"), "{text}");
         }
-        other => panic!("expected a fatal sink error, got {other:?} ({stats:?})"),
+        other => panic!(
+            "expected a fatal sink error, got {other:?} ({})",
+            counts(&stats)
+        ),
     }
     assert_eq!(
         stats.scored.load(Ordering::Relaxed),
@@ -145,7 +151,139 @@ fn rejected_offset_commit_aborts_rewinds_and_goes_on() {
     joined.expect("a rejected offset commit does not stop the pipeline");
     assert!(
         stats.transactions_aborted.load(Ordering::Relaxed) >= 1,
-        "no abort: {stats:?}"
+        "no abort: {}",
+        counts(&stats)
     );
-    assert!(stats.scored.load(Ordering::Relaxed) >= RECORDS, "{stats:?}");
+    assert!(
+        stats.scored.load(Ordering::Relaxed) >= RECORDS,
+        "{}",
+        counts(&stats)
+    );
+}
+
+/// Runs with faults a test can arm, until `done(stats)` or the pipeline stops.
+fn run_with_faults(
+    m: &Mock,
+    arm: impl Fn(&LiveStats, &Faults),
+    done: impl Fn(&LiveStats) -> bool,
+) -> (Arc<LiveStats>, Result<(), PipelineError>) {
+    let stats = Arc::new(LiveStats::default());
+    let faults = Arc::new(Faults::default());
+    let pipeline = Pipeline::start_with_faults(
+        &m.settings,
+        streamscore::envelope::share(m.keyring.clone()),
+        stats.clone(),
+        faults.clone(),
+    )
+    .expect("pipeline starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done(&stats) && !pipeline.has_stopped() && Instant::now() < deadline {
+        arm(&stats, &faults);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let anything that would be scored twice show up in the counts.
+    std::thread::sleep(Duration::from_secs(2));
+    pipeline.stop();
+    (stats, pipeline.join())
+}
+
+#[test]
+/// The mock stores no transactional offsets, so the group's committed
+/// offsets are unknown to anyone asking the coordinator: exactly the case
+/// where a rewind that asks must not fall back to the beginning (that
+/// replays what was committed). The rewind uses what this instance itself
+/// committed, so after an abort past the first commit every record is
+/// committed once.
+fn a_rewind_never_goes_back_past_what_was_committed() {
+    let m = mock("mock-rewind");
+    let armed = std::sync::atomic::AtomicBool::new(false);
+    let mut factory = EventFactory::new(m.keyring.clone(), Format::Avro, "mock-more", 6);
+    let more: Vec<_> = (0..RECORDS).map(|_| factory.next(None)).collect();
+    let (stats, joined) = run_with_faults(
+        &m,
+        |s, f| {
+            // After the first commit: the next transaction, with newer
+            // records in it, aborts.
+            if s.committed() > 0 && !armed.swap(true, Ordering::SeqCst) {
+                f.abort_next_commits(1);
+                support::publish_all(&m.settings, &more);
+            }
+        },
+        |s| s.committed() >= 2 * RECORDS && s.transactions_aborted.load(Ordering::Relaxed) >= 1,
+    );
+    joined.expect("an abort does not stop the pipeline");
+    assert!(
+        stats.transactions_aborted.load(Ordering::Relaxed) >= 1,
+        "{}",
+        counts(&stats)
+    );
+    assert_eq!(
+        stats.committed(),
+        2 * RECORDS,
+        "records committed before the abort were read and committed again: {}",
+        counts(&stats)
+    );
+}
+
+fn counts(s: &LiveStats) -> String {
+    format!(
+        "consumed {}, scored {}, dead-lettered {}, committed transactions {}, aborted {}",
+        s.consumed.load(Ordering::Relaxed),
+        s.scored.load(Ordering::Relaxed),
+        s.dead_lettered.load(Ordering::Relaxed),
+        s.transactions_committed.load(Ordering::Relaxed),
+        s.transactions_aborted.load(Ordering::Relaxed)
+    )
+}
+
+#[test]
+/// A heartbeat answered UNKNOWN_MEMBER_ID means the group went on without
+/// this member: its assignment is lost, and what it read must be aborted,
+/// not committed with an empty member id and generation -1 (which the
+/// coordinator would accept without fencing).
+fn a_lost_assignment_aborts_instead_of_committing() {
+    let mut m = mock("mock-lost");
+    // One long transaction holds every record when the heartbeat fails.
+    m.settings.transactions.commit_interval_ms = 8_000;
+    use RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID as UNKNOWN_MEMBER;
+    m.cluster
+        .request_errors(RDKafkaApiKey::Heartbeat, &[UNKNOWN_MEMBER]);
+    let (stats, joined) = run_until(&m, |s| {
+        s.transactions_aborted.load(Ordering::Relaxed) >= 1 && s.committed() >= RECORDS
+    });
+    joined.expect("a lost assignment does not stop the pipeline");
+    assert!(
+        stats.transactions_aborted.load(Ordering::Relaxed) >= 1,
+        "the transaction of the lost partitions was committed: {}",
+        counts(&stats)
+    );
+    assert_eq!(stats.committed(), RECORDS, "{}", counts(&stats));
+}
+
+#[test]
+/// A produce error that no retry can cure (here the principal may not
+/// write the topic) must end in a fatal error naming the topic, not in an
+/// endless abort-and-rewind loop.
+fn a_topic_that_refuses_every_write_stops_the_pipeline_naming_it() {
+    let m = mock("mock-unwritable");
+    use RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED as FORBIDDEN;
+    m.cluster
+        .request_errors(RDKafkaApiKey::Produce, &[FORBIDDEN; 200]);
+    let (stats, joined) = run_until(&m, |_| false);
+    match joined {
+        Err(PipelineError::Sink(e @ SinkError::Unwritable { .. })) => {
+            let text = e.to_string();
+            assert!(
+                text.contains(&m.settings.output.topic)
+                    || text.contains(&m.settings.output.dead_letter_topic),
+                "{text}"
+            );
+            assert!(text.to_lowercase().contains("authorization"), "{text}");
+        }
+        other => panic!(
+            "expected the sink to give up naming the topic, got {other:?} ({})",
+            counts(&stats)
+        ),
+    }
+    assert_eq!(stats.committed(), 0, "{}", counts(&stats));
 }

@@ -1,22 +1,50 @@
 //! An inference worker: one thread, one session, batches in and out in order.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::Instant;
 
 use crate::batcher::AdaptiveSize;
+use crate::faults::Faults;
 use crate::inference::{InferenceError, ModelSession};
 use crate::item::Batch;
 use crate::telemetry::metrics::{BATCH_SIZE, STAGE_DURATION, stage};
 
+/// What a worker shares with the other stages.
+pub struct WorkerLinks {
+    pub adaptive: Option<Arc<AdaptiveSize>>,
+    /// Set before a failed worker hangs up, so the sink aborts rather than
+    /// commits: a hang-up alone reads like a clean shutdown.
+    pub failed: Arc<AtomicBool>,
+    pub faults: Arc<Faults>,
+}
+
 /// Scores every batch it receives and passes it on; returns when either side
-/// hangs up. In adaptive mode it reports each batch's fill + inference time,
-/// which is what the batch size is tuned on.
+/// hangs up. An inference error ends it, and with it the pipeline: a batch
+/// that cannot be scored must not be skipped, and a device that fails once
+/// (a GPU fault) is not trusted again in this process.
 pub fn run(
+    session: ModelSession,
+    input: Receiver<Batch>,
+    output: SyncSender<Batch>,
+    links: WorkerLinks,
+) -> Result<(), InferenceError> {
+    let result = score_batches(session, input, output, &links);
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "inference failed; the pipeline stops without committing what is open");
+        links.failed.store(true, Ordering::SeqCst);
+    }
+    result
+}
+
+/// In adaptive mode it reports each batch's fill + inference time, which is
+/// what the batch size is tuned on.
+fn score_batches(
     mut session: ModelSession,
     input: Receiver<Batch>,
     output: SyncSender<Batch>,
-    adaptive: Option<Arc<AdaptiveSize>>,
+    links: &WorkerLinks,
 ) -> Result<(), InferenceError> {
     let batch_wait = metrics::histogram!(STAGE_DURATION, "stage" => stage::BATCH_WAIT);
     let inference = metrics::histogram!(STAGE_DURATION, "stage" => stage::INFERENCE);
@@ -26,11 +54,17 @@ pub fn run(
             let started = Instant::now();
             batch_wait.record(started - batch.opened_at);
             batch.scores.reserve_exact(batch.rows);
+            if links.faults.take_inference_failure() {
+                return Err(InferenceError::Run {
+                    rows: batch.rows,
+                    message: "inference failure injected by a test".into(),
+                });
+            }
             session.score(&batch.features, batch.rows, &mut batch.scores)?;
             let done = Instant::now();
             inference.record(done - started);
             batch_size.record(batch.rows as f64);
-            if let Some(a) = &adaptive {
+            if let Some(a) = &links.adaptive {
                 // Filling + inference, not queueing: a queue means the stages
                 // after the batcher are behind, and smaller batches would
                 // only make that worse (fewer rows per call, same overheads).

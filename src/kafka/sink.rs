@@ -5,23 +5,26 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use crate::codec::{Decision, ScoreEncoder, ScoreResult};
-use crate::dead_letter::{self, Reason};
+use crate::dead_letter::{self, Reason, Rejection};
+use crate::faults::Faults;
 use crate::item::{BarrierOutcome, Batch, Item, Outcome};
+use crate::kafka::positions::CommittedPositions;
 use crate::kafka::source::SourceConsumer;
 use crate::telemetry::LiveStats;
 use crate::telemetry::metrics::{
-    DEAD_LETTERED, END_TO_END_LATENCY, SCORED, STAGE_DURATION, TRANSACTIONS, stage,
+    DEAD_LETTER_VALUES_OMITTED, DEAD_LETTERED, END_TO_END_LATENCY, PRODUCERS_REPLACED, SCORED,
+    STAGE_DURATION, TRANSACTIONS, stage,
 };
 use crate::telemetry::signals::{PipelineSignals, Stage};
 
@@ -31,21 +34,66 @@ pub enum SinkError {
         "transactional producer failed fatally (fenced by a newer instance with the same transactional.id, or a fatal broker error): {0}"
     )]
     Fatal(KafkaError),
-    #[error("aborting the transaction failed: {0}")]
-    Abort(KafkaError),
-    #[error("cannot produce a record: {0}")]
-    Produce(KafkaError),
+    #[error(
+        "cannot write to topic {topic}: {error} (every one of the last {attempts} transactions failed on it; does the topic exist, does it accept records this size, and may this principal write it?)"
+    )]
+    Unwritable {
+        topic: String,
+        error: KafkaError,
+        attempts: u32,
+    },
+    #[error(
+        "cannot replace the transactional producer after a commit or abort that could not finish: {0}"
+    )]
+    ReplaceProducer(KafkaError),
     #[error("cannot encode a score result: {0}")]
     Encode(String),
     #[error("the consumer has no group metadata (not in a consumer group?)")]
     NoGroupMetadata,
     #[error("a record reached the sink with no transaction open")]
     NoTransaction,
+    #[error(
+        "an inference worker failed (its error follows); the open transaction was aborted, nothing after the last commit is committed"
+    )]
+    StageFailed,
+}
+
+/// Transactions in a row that may fail on the same topic with the same
+/// permanent error (it does not exist, may not be written, refuses the
+/// record) before the sink gives up: retrying cannot help, and a clear exit
+/// tells the operator what to fix where an endless abort loop would not.
+const UNWRITABLE_AFTER: u32 = 3;
+
+/// The first failed delivery since it was last taken: which topic, which
+/// error. A failed delivery inside a transaction makes its commit fail with
+/// a generic message; this says where and why.
+#[derive(Debug, Default)]
+pub struct DeliveryFailures(std::sync::Mutex<Option<(String, KafkaError)>>);
+
+impl DeliveryFailures {
+    fn note(&self, topic: &str, error: &KafkaError) {
+        let mut first = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if first.is_none() {
+            *first = Some((topic.to_owned(), error.clone()));
+        }
+    }
+
+    fn take(&self) -> Option<(String, KafkaError)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 /// Delivery reports: inside a transaction a failed delivery makes the commit
-/// fail, so this only logs.
-pub struct SinkContext;
+/// fail; the context remembers the first one so the abort can name it.
+pub struct SinkContext {
+    failures: Arc<DeliveryFailures>,
+}
+
+impl SinkContext {
+    pub fn new(failures: Arc<DeliveryFailures>) -> Self {
+        Self { failures }
+    }
+}
 
 impl ClientContext for SinkContext {}
 
@@ -53,8 +101,9 @@ impl ProducerContext for SinkContext {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            tracing::debug!(error = %e, "delivery failed; the transaction will abort");
+        if let Err((e, message)) = result {
+            tracing::debug!(error = %e, topic = message.topic(), "delivery failed; the transaction will abort");
+            self.failures.note(message.topic(), e);
         }
     }
 }
@@ -75,6 +124,36 @@ pub struct SinkConfig {
     pub dead_letter_topic: String,
     pub commit_interval: Duration,
     pub timeout: Duration,
+    /// How long a replacement producer may keep trying to initialise
+    /// transactions before the sink gives up (the broker has long since
+    /// aborted the old transaction by then).
+    pub transaction_timeout: Duration,
+}
+
+/// What the sink shares with the other stages.
+pub struct SinkLinks {
+    /// The consumer, for its group metadata (KIP-447) and to see a lost assignment.
+    pub group: Arc<SourceConsumer>,
+    /// Tells the source to read again from the last commit (new generation).
+    pub rewinds: Sender<u64>,
+    /// Where each commit leaves each partition, for the source's rewinds.
+    pub positions: Arc<CommittedPositions>,
+    /// Set by an inference worker that failed: nothing may commit after it.
+    pub upstream_failed: Arc<AtomicBool>,
+    pub faults: Arc<Faults>,
+}
+
+/// How to make the transactional producer again when it must be replaced.
+pub struct ProducerFactory {
+    pub config: ClientConfig,
+    pub failures: Arc<DeliveryFailures>,
+}
+
+impl ProducerFactory {
+    pub fn create(&self) -> Result<SinkProducer, KafkaError> {
+        self.config
+            .create_with_context(SinkContext::new(self.failures.clone()))
+    }
 }
 
 /// The transaction being filled.
@@ -99,6 +178,8 @@ struct SinkMetrics {
     committed: metrics::Counter,
     aborted: metrics::Counter,
     scored: metrics::Counter,
+    producers_replaced: metrics::Counter,
+    values_omitted: metrics::Counter,
 }
 
 impl SinkMetrics {
@@ -110,6 +191,8 @@ impl SinkMetrics {
             committed: metrics::counter!(TRANSACTIONS, "outcome" => "committed"),
             aborted: metrics::counter!(TRANSACTIONS, "outcome" => "aborted"),
             scored: metrics::counter!(SCORED),
+            producers_replaced: metrics::counter!(PRODUCERS_REPLACED),
+            values_omitted: metrics::counter!(DEAD_LETTER_VALUES_OMITTED),
         }
     }
 }
@@ -121,11 +204,37 @@ pub struct Reporting {
     pub signals: Arc<PipelineSignals>,
 }
 
+/// Why a transaction ends in an abort.
+#[derive(Debug)]
+enum Failure {
+    /// A transactional call (send offsets, commit) failed.
+    Transaction(KafkaError),
+    /// A record could not be enqueued for this topic.
+    Produce { topic: String, error: KafkaError },
+    /// The group took the partitions away; their offsets must not be sent.
+    AssignmentLost,
+    /// Armed by a test (see [`Faults`]).
+    Injected,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Transaction(e) => write!(f, "{e}"),
+            Failure::Produce { topic, error } => write!(f, "cannot produce to {topic}: {error}"),
+            Failure::AssignmentLost => f.write_str(
+                "the consumer lost its partitions (session timed out or the group fenced it)",
+            ),
+            Failure::Injected => f.write_str("abort injected by a test"),
+        }
+    }
+}
+
 pub struct Sink {
     metrics: SinkMetrics,
     producer: SinkProducer,
-    group: Arc<SourceConsumer>,
-    rewinds: Sender<u64>,
+    factory: ProducerFactory,
+    links: SinkLinks,
     encoder: ScoreEncoder,
     model: ModelIdentity,
     config: SinkConfig,
@@ -135,13 +244,16 @@ pub struct Sink {
     open: Option<OpenTransaction>,
     /// Recent commit durations, weighted towards the slow ones.
     commit_estimate: Duration,
+    /// The permanent produce error the last aborts had in common, and how
+    /// many transactions in a row it has failed.
+    unwritable: Option<(String, RDKafkaErrorCode, u32)>,
 }
 
 impl Sink {
     pub fn new(
         producer: SinkProducer,
-        group: Arc<SourceConsumer>,
-        rewinds: Sender<u64>,
+        factory: ProducerFactory,
+        links: SinkLinks,
         encoder: ScoreEncoder,
         model: ModelIdentity,
         config: SinkConfig,
@@ -150,8 +262,8 @@ impl Sink {
         Self {
             metrics: SinkMetrics::new(),
             producer,
-            group,
-            rewinds,
+            factory,
+            links,
             encoder,
             model,
             config,
@@ -160,11 +272,13 @@ impl Sink {
             generation: 0,
             open: None,
             commit_estimate: Duration::ZERO,
+            unwritable: None,
         }
     }
 
     /// Reads scored batches round-robin from the inference workers (the order
-    /// the source dispatched them in) until all workers are gone, then commits.
+    /// the source dispatched them in) until all workers are gone, then commits
+    /// (or, when a worker failed, aborts and reports it).
     pub fn run(mut self, results: Vec<Receiver<Batch>>) -> Result<(), SinkError> {
         let mut next = 0;
         loop {
@@ -230,25 +344,23 @@ impl Sink {
                     Outcome::Row(_) => scores.next().copied(),
                     Outcome::Dead { .. } => None,
                 };
-                match self.write(item, score, scored_at) {
-                    Ok(()) => {}
-                    // A failed delivery puts the transaction in an abortable
-                    // state and later sends fail; the rest of this batch is
-                    // read again after the rewind.
-                    Err(SinkError::Produce(e)) => {
-                        let outcome = self.abort_and_rewind(&e)?;
-                        if let Some(barrier) = batch.barrier {
-                            let _ = barrier.done.send(outcome);
-                        }
-                        return Ok(());
+                if let Err(failure) = self.write(item, score, scored_at)? {
+                    // The rest of this batch is read again after the rewind.
+                    let outcome = self.abort_and_rewind(failure)?;
+                    if let Some(barrier) = batch.barrier {
+                        let _ = barrier.done.send(outcome);
                     }
-                    Err(e) => return Err(e),
+                    return Ok(());
                 }
             }
             self.metrics.produce_seconds.record(started.elapsed());
         }
         if let Some(barrier) = batch.barrier {
-            let outcome = self.commit()?;
+            let outcome = if barrier.abort {
+                self.abort_and_rewind(Failure::AssignmentLost)?
+            } else {
+                self.commit()?
+            };
             let _ = barrier.done.send(outcome);
         }
         Ok(())
@@ -259,6 +371,7 @@ impl Sink {
             self.producer
                 .begin_transaction()
                 .map_err(SinkError::Fatal)?;
+            self.signals.set_transaction_open(true);
             self.open = Some(OpenTransaction {
                 oldest_read: read_at,
                 offsets: HashMap::new(),
@@ -270,68 +383,46 @@ impl Sink {
         Ok(())
     }
 
-    fn write(&mut self, item: &Item, score: Option<f32>, scored_at: i64) -> Result<(), SinkError> {
-        let Some(txn) = self.open.as_mut() else {
-            return Err(SinkError::NoTransaction);
-        };
-        let key = item.key.as_deref();
-        match (&item.outcome, score) {
+    /// Writes one record's result into the open transaction: its score, or
+    /// its dead letter. `Ok(Err(_))` is a failure that aborts the transaction.
+    fn write(
+        &mut self,
+        item: &Item,
+        score: Option<f32>,
+        scored_at: i64,
+    ) -> Result<Result<(), Failure>, SinkError> {
+        let written = match (&item.outcome, score) {
             (Outcome::Row(meta), Some(score)) => {
-                let score = f64::from(score);
-                let result = ScoreResult {
-                    event_id: meta.event_id.clone(),
-                    record_key: key.map(|k| String::from_utf8_lossy(k).into_owned()),
-                    score,
-                    decision: if score >= self.model.threshold {
-                        Decision::Flag
-                    } else {
-                        Decision::Pass
-                    },
-                    threshold: self.model.threshold,
-                    model_name: self.model.name.clone(),
-                    model_version: self.model.version.clone(),
-                    model_sha256: self.model.sha256.clone(),
-                    source_topic: item.source.topic.to_string(),
-                    source_partition: item.source.partition,
-                    source_offset: item.source.offset,
-                    event_time: meta.event_time,
-                    scored_at,
-                };
-                let payload = self
-                    .encoder
-                    .encode(&result)
-                    .map_err(|e| SinkError::Encode(e.to_string()))?;
-                let mut record: BaseRecord<'_, [u8], [u8]> =
-                    BaseRecord::to(&self.config.score_topic).payload(payload.as_slice());
-                if let Some(k) = key {
-                    record = record.key(k);
+                let payload = self.score_payload(item, meta, score, scored_at)?;
+                match self.send_score(item, &payload) {
+                    Err(e)
+                        if e.rdkafka_error_code()
+                            == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
+                    {
+                        // The score cannot be written at all (a huge key or
+                        // event id): the record goes to the dead letters,
+                        // where the key and value can be left out.
+                        let rejection = Rejection {
+                            reason: Reason::TooLarge,
+                            message: format!(
+                                "its score record ({} bytes and its key) is over kafka.max_message_bytes",
+                                payload.len()
+                            ),
+                        };
+                        self.write_dead_letter(item, &rejection, None)
+                            .map(|()| Some(Reason::TooLarge))
+                            .map_err(|error| {
+                                self.produce_failure(&self.config.dead_letter_topic, error)
+                            })
+                    }
+                    Err(error) => Err(self.produce_failure(&self.config.score_topic, error)),
+                    Ok(()) => Ok(None),
                 }
-                send(&self.producer, record, self.config.timeout)?;
-                txn.scored += 1;
             }
-            (Outcome::Dead { rejection, value }, _) => {
-                let partition = item.source.partition.to_string();
-                let offset = item.source.offset.to_string();
-                let headers = OwnedHeaders::new_with_capacity(5)
-                    .insert(header(
-                        dead_letter::HEADER_REASON,
-                        rejection.reason.as_str(),
-                    ))
-                    .insert(header(dead_letter::HEADER_MESSAGE, &rejection.message))
-                    .insert(header(dead_letter::HEADER_SOURCE_TOPIC, &item.source.topic))
-                    .insert(header(dead_letter::HEADER_SOURCE_PARTITION, &partition))
-                    .insert(header(dead_letter::HEADER_SOURCE_OFFSET, &offset));
-                let mut record: BaseRecord<'_, [u8], [u8]> =
-                    BaseRecord::to(&self.config.dead_letter_topic).headers(headers);
-                if let Some(v) = value.as_deref() {
-                    record = record.payload(v);
-                }
-                if let Some(k) = key {
-                    record = record.key(k);
-                }
-                send(&self.producer, record, self.config.timeout)?;
-                *txn.dead.entry(rejection.reason).or_default() += 1;
-            }
+            (Outcome::Dead { rejection, value }, _) => self
+                .write_dead_letter(item, rejection, value.as_deref())
+                .map(|()| Some(rejection.reason))
+                .map_err(|error| self.produce_failure(&self.config.dead_letter_topic, error)),
             (Outcome::Row(meta), None) => {
                 // The inference stage returns exactly one score per row; a
                 // missing one is a bug, never silently skipped.
@@ -340,22 +431,164 @@ impl Sink {
                     meta.event_id
                 )));
             }
+        };
+        let dead = match written {
+            Ok(dead) => dead,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        let Some(txn) = self.open.as_mut() else {
+            return Err(SinkError::NoTransaction);
+        };
+        match dead {
+            Some(reason) => *txn.dead.entry(reason).or_default() += 1,
+            None => txn.scored += 1,
         }
         txn.offsets.insert(
             (item.source.topic.clone(), item.source.partition),
             item.source.offset + 1,
         );
         txn.timestamps.push(item.timestamp_ms);
-        Ok(())
+        Ok(Ok(()))
+    }
+
+    fn produce_failure(&self, topic: &str, error: KafkaError) -> Failure {
+        Failure::Produce {
+            topic: topic.to_owned(),
+            error,
+        }
+    }
+
+    fn score_payload(
+        &self,
+        item: &Item,
+        meta: &crate::features::EventMeta,
+        score: f32,
+        scored_at: i64,
+    ) -> Result<Vec<u8>, SinkError> {
+        let score = f64::from(score);
+        let result = ScoreResult {
+            event_id: meta.event_id.clone(),
+            record_key: item
+                .key
+                .as_deref()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            score,
+            decision: if score >= self.model.threshold {
+                Decision::Flag
+            } else {
+                Decision::Pass
+            },
+            threshold: self.model.threshold,
+            model_name: self.model.name.clone(),
+            model_version: self.model.version.clone(),
+            model_sha256: self.model.sha256.clone(),
+            source_topic: item.source.topic.to_string(),
+            source_partition: item.source.partition,
+            source_offset: item.source.offset,
+            event_time: meta.event_time,
+            scored_at,
+        };
+        self.encoder
+            .encode(&result)
+            .map_err(|e| SinkError::Encode(e.to_string()))
+    }
+
+    fn send_score(&self, item: &Item, payload: &[u8]) -> Result<(), KafkaError> {
+        let mut record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(&self.config.score_topic).payload(payload);
+        if let Some(k) = item.key.as_deref() {
+            record = record.key(k);
+        }
+        send(&self.producer, record, self.config.timeout)
+    }
+
+    /// Writes a dead letter: the original key and value with the reason in
+    /// headers. One that would be over `kafka.max_message_bytes` (librdkafka
+    /// refuses it before sending) is written without its value, and if need
+    /// be without its key, with headers saying so: the source headers say
+    /// where the original still sits (docs/wire-format.md). A dead letter
+    /// that can never be written would wedge its partition forever.
+    fn write_dead_letter(
+        &self,
+        item: &Item,
+        rejection: &Rejection,
+        value: Option<&[u8]>,
+    ) -> Result<(), KafkaError> {
+        let key = item.key.as_deref();
+        let partition = item.source.partition.to_string();
+        let offset = item.source.offset.to_string();
+        let (mut keep_value, mut keep_key) = (true, true);
+        loop {
+            let mut headers = OwnedHeaders::new_with_capacity(7)
+                .insert(header(
+                    dead_letter::HEADER_REASON,
+                    rejection.reason.as_str(),
+                ))
+                .insert(header(dead_letter::HEADER_MESSAGE, &rejection.message))
+                .insert(header(dead_letter::HEADER_SOURCE_TOPIC, &item.source.topic))
+                .insert(header(dead_letter::HEADER_SOURCE_PARTITION, &partition))
+                .insert(header(dead_letter::HEADER_SOURCE_OFFSET, &offset));
+            let value_len = value.map_or(0, <[u8]>::len).to_string();
+            let key_len = key.map_or(0, <[u8]>::len).to_string();
+            if !keep_value {
+                headers = headers.insert(header(dead_letter::HEADER_VALUE_OMITTED, &value_len));
+            }
+            if !keep_key {
+                headers = headers.insert(header(dead_letter::HEADER_KEY_OMITTED, &key_len));
+            }
+            let mut record: BaseRecord<'_, [u8], [u8]> =
+                BaseRecord::to(&self.config.dead_letter_topic).headers(headers);
+            if let Some(v) = value.filter(|_| keep_value) {
+                record = record.payload(v);
+            }
+            if let Some(k) = key.filter(|_| keep_key) {
+                record = record.key(k);
+            }
+            match send(&self.producer, record, self.config.timeout) {
+                Err(e)
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge)
+                        && (keep_value && value.is_some() || keep_key && key.is_some()) =>
+                {
+                    if keep_value && value.is_some() {
+                        keep_value = false;
+                    } else {
+                        keep_key = false;
+                    }
+                    self.metrics.values_omitted.increment(1);
+                    tracing::warn!(
+                        source_topic = %item.source.topic,
+                        source_partition = item.source.partition,
+                        source_offset = item.source.offset,
+                        value_bytes = value.map_or(0, <[u8]>::len),
+                        key_bytes = key.map_or(0, <[u8]>::len),
+                        omitted = if keep_value { "key" } else { "value" },
+                        "a dead letter would be over kafka.max_message_bytes; writing it without the original"
+                    );
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Sends the offsets into the transaction and commits it. A retriable
     /// failure is retried; one that needs an abort aborts and asks the source
     /// to rewind; a fatal one (fencing) stops the process.
     fn commit(&mut self) -> Result<BarrierOutcome, SinkError> {
+        if self.links.upstream_failed.load(Ordering::SeqCst) {
+            return Err(self.abort_after_stage_failure());
+        }
         let Some(txn) = self.open.as_ref() else {
             return Ok(BarrierOutcome::Committed);
         };
+        if self.links.faults.take_commit_abort() {
+            return self.abort_and_rewind(Failure::Injected);
+        }
+        // Offsets sent after the assignment is lost would go with an empty
+        // member id and generation -1, which the coordinator accepts without
+        // any fencing while another member may own the partitions.
+        if self.links.group.assignment_lost() {
+            return self.abort_and_rewind(Failure::AssignmentLost);
+        }
         let started = Instant::now();
         let mut offsets = TopicPartitionList::with_capacity(txn.offsets.len());
         for ((topic, partition), next) in &txn.offsets {
@@ -364,6 +597,7 @@ impl Sink {
                 .map_err(SinkError::Fatal)?;
         }
         let group = self
+            .links
             .group
             .group_metadata()
             .ok_or(SinkError::NoGroupMetadata)?;
@@ -378,7 +612,9 @@ impl Sink {
             Ok(()) => {
                 if let Some(txn) = self.open.take() {
                     self.committed(&txn, started);
+                    self.links.positions.record(txn.offsets);
                 }
+                self.unwritable = None;
                 // Up quickly, down slowly: the estimate follows the slow
                 // commits (the tail) more than the typical one.
                 let took = started.elapsed();
@@ -389,27 +625,137 @@ impl Sink {
                 };
                 Ok(BarrierOutcome::Committed)
             }
-            Err(e) => self.abort_and_rewind(&e),
+            Err(e) => self.abort_and_rewind(Failure::Transaction(e)),
         }
     }
 
-    /// Aborts the open transaction and asks the source to read again from
-    /// the last commit; batches read before that are dropped by generation.
-    fn abort_and_rewind(&mut self, cause: &KafkaError) -> Result<BarrierOutcome, SinkError> {
-        if fatal(cause) {
-            return Err(SinkError::Fatal(cause.clone()));
+    /// Ends the open transaction without committing it and asks the source
+    /// to read again from the last commit; batches read before that are
+    /// dropped by generation.
+    ///
+    /// A transactional call that timed out is still librdkafka's current
+    /// call, so an abort after it conflicts with it; and without KIP-890
+    /// (librdkafka #5423) a request of that transaction could still land
+    /// later. Both are settled by a new producer: its `init_transactions`
+    /// bumps the epoch, which fences the old one and makes the coordinator
+    /// abort what it left open.
+    fn abort_and_rewind(&mut self, failure: Failure) -> Result<BarrierOutcome, SinkError> {
+        if let Failure::Transaction(e) = &failure
+            && fatal(e)
+        {
+            return Err(SinkError::Fatal(e.clone()));
         }
-        let records = self.open.take().map_or(0, |t| t.timestamps.len());
-        tracing::warn!(error = %cause, records, "transaction failed; aborting and rewinding to the last commit");
-        self.abort_with_retries()?;
+        let txn = self.open.take();
+        self.signals.set_transaction_open(false);
+        let records = txn.as_ref().map_or(0, |t| t.timestamps.len());
+        tracing::warn!(error = %failure, records, "transaction failed; aborting and rewinding to the last commit");
+        // A failed delivery is the cause; a send refused after it only
+        // says that the transaction is already in error.
+        let culprit = self.factory.failures.take().or(match &failure {
+            Failure::Produce { topic, error } => Some((topic.clone(), error.clone())),
+            _ => None,
+        });
+        let unfinished = match &failure {
+            Failure::Transaction(e) => txn_error(e).is_some_and(|t| !t.txn_requires_abort()),
+            _ => false,
+        };
+        if unfinished {
+            self.replace_producer(&failure)?;
+        } else if txn.is_some() {
+            match self.abort_with_retries() {
+                Ok(()) => {}
+                Err(SinkError::Fatal(e)) => return Err(SinkError::Fatal(e)),
+                Err(_) => self.replace_producer(&failure)?,
+            }
+        }
         self.generation += 1;
         // The source may already be gone (shutdown); then nothing needs rewinding.
-        let _ = self.rewinds.send(self.generation);
-        self.metrics.aborted.increment(1);
-        self.stats
-            .transactions_aborted
-            .fetch_add(1, Ordering::Relaxed);
+        let _ = self.links.rewinds.send(self.generation);
+        if txn.is_some() {
+            self.metrics.aborted.increment(1);
+            self.stats
+                .transactions_aborted
+                .fetch_add(1, Ordering::Relaxed);
+            self.signals.aborted();
+        }
+        self.check_writable(culprit)?;
         Ok(BarrierOutcome::Aborted)
+    }
+
+    /// Counts aborts in a row caused by the same permanent error on the same
+    /// topic; past [`UNWRITABLE_AFTER`] the sink stops with that topic and error.
+    fn check_writable(&mut self, culprit: Option<(String, KafkaError)>) -> Result<(), SinkError> {
+        let Some((topic, error)) = culprit else {
+            self.unwritable = None;
+            return Ok(());
+        };
+        let Some(code) = error.rdkafka_error_code().filter(|c| permanent(*c)) else {
+            self.unwritable = None;
+            return Ok(());
+        };
+        let attempts = match &self.unwritable {
+            Some((t, c, n)) if *t == topic && *c == code => n + 1,
+            _ => 1,
+        };
+        self.unwritable = Some((topic.clone(), code, attempts));
+        if attempts >= UNWRITABLE_AFTER {
+            return Err(SinkError::Unwritable {
+                topic,
+                error,
+                attempts,
+            });
+        }
+        Ok(())
+    }
+
+    /// An inference worker failed: abort what is open (its offsets must not
+    /// be committed: the batch that failed, and the partitions the source
+    /// may have given up without a barrier, are in it) and stop.
+    fn abort_after_stage_failure(&mut self) -> SinkError {
+        if self.open.take().is_some() {
+            self.signals.set_transaction_open(false);
+            if let Err(e) = self.abort_with_retries() {
+                // The process exits next; init_transactions at the next start aborts it.
+                tracing::warn!(error = %e, "aborting after the inference failure failed too");
+            }
+            self.metrics.aborted.increment(1);
+            self.stats
+                .transactions_aborted
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        SinkError::StageFailed
+    }
+
+    /// Makes a new transactional producer with the same transactional.id and
+    /// initialises it, which fences the old one; then drops the old one.
+    fn replace_producer(&mut self, why: &Failure) -> Result<(), SinkError> {
+        tracing::warn!(
+            cause = %why,
+            "replacing the transactional producer: the new one fences the old, and the broker aborts what the old one left open"
+        );
+        let producer = self.factory.create().map_err(SinkError::ReplaceProducer)?;
+        let started = Instant::now();
+        let patience = self.config.transaction_timeout.max(self.config.timeout * 2);
+        let mut attempts = 0u32;
+        loop {
+            self.signals.beat(Stage::Sink);
+            attempts += 1;
+            match producer.init_transactions(self.config.timeout) {
+                Ok(()) => break,
+                Err(e) if fatal(&e) => return Err(SinkError::Fatal(e)),
+                Err(e) if started.elapsed() < patience => {
+                    tracing::warn!(error = %e, attempts, "the new producer cannot initialise transactions yet; retrying");
+                }
+                Err(e) => return Err(SinkError::ReplaceProducer(e)),
+            }
+        }
+        // Fenced now: what the old one still had in flight fails at once.
+        drop(std::mem::replace(&mut self.producer, producer));
+        // Failures of the old producer belong to the transaction just ended.
+        let _ = self.factory.failures.take();
+        self.metrics.producers_replaced.increment(1);
+        tracing::info!(attempts, "transactional producer replaced");
+        Ok(())
     }
 
     fn commit_with_retries(&self) -> rdkafka::error::KafkaResult<()> {
@@ -436,7 +782,7 @@ impl Sink {
                     attempts += 1;
                     tracing::warn!(error = %e, attempts, "retrying the transaction abort");
                 }
-                Err(e) => return Err(SinkError::Abort(e)),
+                Err(e) => return Err(SinkError::ReplaceProducer(e)),
             }
         }
     }
@@ -452,6 +798,8 @@ impl Sink {
             commit_ms = took.as_millis() as u64,
             "transaction committed"
         );
+        self.signals.set_transaction_open(false);
+        self.signals.committed();
         self.metrics.commit_seconds.record(took);
         self.metrics.committed.increment(1);
         self.metrics.scored.increment(txn.scored);
@@ -507,29 +855,43 @@ fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
 
 /// Enqueues a record, waiting while librdkafka's queue is full, but not
 /// forever: a queue that does not drain within `patience` means the producer
-/// cannot deliver, and the process had better restart than hang.
+/// cannot deliver, and the transaction had better abort than hang.
 fn send(
     producer: &SinkProducer,
     mut record: BaseRecord<'_, [u8], [u8]>,
     patience: Duration,
-) -> Result<(), SinkError> {
+) -> Result<(), KafkaError> {
     let started = Instant::now();
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                 if started.elapsed() > patience {
-                    return Err(SinkError::Produce(KafkaError::MessageProduction(
-                        RDKafkaErrorCode::QueueFull,
-                    )));
+                    return Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull));
                 }
                 record = back;
                 std::thread::sleep(Duration::from_millis(1));
             }
-            Err((e, _)) if fatal(&e) => return Err(SinkError::Fatal(e)),
-            Err((e, _)) => return Err(SinkError::Produce(e)),
+            Err((e, _)) => return Err(e),
         }
     }
+}
+
+/// Errors that retrying the same record cannot cure: the topic does not
+/// exist, may not be written, or refuses the record.
+fn permanent(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::UnknownTopic
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidTopic
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::PolicyViolation
+    )
 }
 
 fn txn_error(e: &KafkaError) -> Option<&rdkafka::error::RDKafkaError> {

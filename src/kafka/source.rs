@@ -17,6 +17,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::batcher::Batcher;
 use crate::item::{Barrier, BarrierOutcome, Batch, Item, Outcome, SourceRef};
+use crate::kafka::positions::{CommittedPositions, ReadSpans};
 use crate::telemetry::LiveStats;
 use crate::telemetry::metrics::{CONSUMED, CONSUMER_LAG};
 use crate::telemetry::signals::{PipelineSignals, Stage};
@@ -34,6 +35,13 @@ pub enum SourceError {
     Fatal(KafkaError),
     #[error("cannot rewind to the last committed offsets: {0}")]
     Rewind(KafkaError),
+    #[error("cannot rewind {topic} [{partition}] to offset {offset}: {error}")]
+    Seek {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        error: KafkaError,
+    },
 }
 
 /// Sends batches round-robin to the inference workers; the sink reads them
@@ -81,8 +89,21 @@ pub struct SourceStage {
     topics: HashMap<String, Arc<str>>,
     row: Vec<f32>,
     stats: Arc<LiveStats>,
+    signals: Arc<PipelineSignals>,
     consumed: metrics::Counter,
     timeout: Duration,
+    /// What has been read since the last rewind, and what the sink has
+    /// committed: together they say what a rewind must seek, and where.
+    spans: ReadSpans,
+    positions: Arc<CommittedPositions>,
+}
+
+/// What the source stage shares with the rest of the pipeline.
+pub struct SourceLinks {
+    pub rewinds: Receiver<u64>,
+    pub positions: Arc<CommittedPositions>,
+    pub stats: Arc<LiveStats>,
+    pub signals: Arc<PipelineSignals>,
 }
 
 impl SourceStage {
@@ -90,8 +111,7 @@ impl SourceStage {
         transform: Transform,
         batcher: Batcher,
         dispatch: Dispatch,
-        rewinds: Receiver<u64>,
-        stats: Arc<LiveStats>,
+        links: SourceLinks,
         timeout: Duration,
     ) -> Self {
         Self {
@@ -100,11 +120,14 @@ impl SourceStage {
             batcher,
             dispatch,
             generation: 0,
-            rewinds,
+            rewinds: links.rewinds,
             topics: HashMap::new(),
-            stats,
+            stats: links.stats,
+            signals: links.signals,
             consumed: metrics::counter!(CONSUMED),
             timeout,
+            spans: ReadSpans::default(),
+            positions: links.positions,
         }
     }
 
@@ -125,6 +148,10 @@ impl SourceStage {
             partition: m.partition(),
             offset: m.offset(),
         };
+        self.spans
+            .read(&source.topic, source.partition, source.offset);
+        let now = Instant::now();
+        self.signals.record_read(now);
         let timestamp_ms = m.timestamp().to_millis().unwrap_or_else(now_ms);
         self.row.clear();
         let (outcome, has_row) = match self.transform.apply(m.payload(), m.key(), &mut self.row) {
@@ -144,10 +171,7 @@ impl SourceStage {
             outcome,
         };
         let features = has_row.then_some(self.row.as_slice());
-        match self
-            .batcher
-            .push(item, features, self.generation, Instant::now())
-        {
+        match self.batcher.push(item, features, self.generation, now) {
             Some(batch) => self.dispatch.send(batch),
             None => Ok(()),
         }
@@ -168,45 +192,56 @@ impl SourceStage {
     }
 
     /// After the sink aborted: drop what is batched, adopt the new generation
-    /// and seek every assigned partition back to its committed offset.
+    /// and seek back the partitions read from since the last rewind, each to
+    /// the offset after its last commit (see [`ReadSpans::rewind_targets`]).
+    /// Partitions with nothing uncommitted are left alone: a partition just
+    /// assigned may still be fetching its committed offset, and librdkafka
+    /// refuses to seek it.
     fn apply_rewinds(&mut self, consumer: &SourceConsumer) -> Result<(), SourceError> {
         let Some(generation) = self.rewinds.try_iter().last() else {
             return Ok(());
         };
         self.batcher.discard();
         self.generation = generation;
-        let assignment = consumer.assignment().map_err(SourceError::Rewind)?;
-        if assignment.count() == 0 {
+        let targets = self.spans.rewind_targets(&self.positions);
+        if targets.is_empty() {
+            tracing::info!(
+                generation,
+                "nothing read since the last commit; no rewind needed"
+            );
             return Ok(());
         }
-        let committed = consumer
-            .committed_offsets(assignment, self.timeout)
-            .map_err(SourceError::Rewind)?;
         let mut positions = TopicPartitionList::new();
-        for e in committed.elements() {
-            // No committed offset yet: auto.offset.reset=earliest, so start from the beginning.
-            let offset = match e.offset() {
-                Offset::Offset(o) => Offset::Offset(o),
-                _ => Offset::Beginning,
-            };
+        for ((topic, partition), offset) in &targets {
             positions
-                .add_partition_offset(e.topic(), e.partition(), offset)
+                .add_partition_offset(topic, *partition, Offset::Offset(*offset))
                 .map_err(SourceError::Rewind)?;
         }
         let result = consumer
             .seek_partitions(positions, self.timeout)
             .map_err(SourceError::Rewind)?;
         for e in result.elements() {
-            if let Err(err) = e.error() {
-                return Err(SourceError::Rewind(err));
+            if let Err(error) = e.error() {
+                return Err(SourceError::Seek {
+                    topic: e.topic().to_owned(),
+                    partition: e.partition(),
+                    offset: e.offset().to_raw().unwrap_or(-1),
+                    error,
+                });
             }
         }
         tracing::info!(
             generation,
-            partitions = result.count(),
+            partitions = targets.len(),
             "rewound to the last committed offsets after an abort"
         );
         Ok(())
+    }
+
+    /// Partitions given up: their reads are the next owner's to repeat.
+    fn forget(&mut self, revoked: &TopicPartitionList) {
+        self.spans.forget(revoked);
+        self.positions.forget(revoked);
     }
 }
 
@@ -230,8 +265,9 @@ impl SourceContext {
     }
 
     /// Flushes the open batch and waits until the sink has committed (or
-    /// aborted) everything handed on so far. None when the sink is gone.
-    fn commit_barrier(&self) -> Option<BarrierOutcome> {
+    /// aborted) everything handed on so far; with `abort`, the sink aborts
+    /// instead of committing. None when the sink is gone.
+    fn commit_barrier(&self, abort: bool) -> Option<BarrierOutcome> {
         let done = {
             let mut stage = self.lock();
             if stage.dispatch.is_closed() {
@@ -244,7 +280,7 @@ impl SourceContext {
             let generation = stage.generation;
             stage
                 .dispatch
-                .send(Batch::barrier_only(generation, Barrier { done: tx }))
+                .send(Batch::barrier_only(generation, Barrier { done: tx, abort }))
                 .ok()?;
             rx
         };
@@ -274,10 +310,15 @@ impl ClientContext for SourceContext {
 }
 
 impl ConsumerContext for SourceContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
-                let outcome = self.commit_barrier();
+                // Lost (the session timed out, or the group fenced us): the
+                // partitions may be another member's already, so what was
+                // read from them is aborted, never committed.
+                let lost = consumer.assignment_lost();
+                let outcome = self.commit_barrier(lost);
+                self.lock().forget(tpl);
                 // Say what really happened: committed, aborted (to be read
                 // again by the next owner), or no sink left to ask.
                 match outcome {
@@ -285,14 +326,19 @@ impl ConsumerContext for SourceContext {
                         partitions = tpl.count(),
                         "partitions revoked after committing what was read from them"
                     ),
+                    Some(BarrierOutcome::Aborted) if lost => tracing::warn!(
+                        partitions = tpl.count(),
+                        "partitions lost; aborted what was read from them, the next owner reads it again"
+                    ),
                     Some(BarrierOutcome::Aborted) => tracing::warn!(
                         partitions = tpl.count(),
                         "partitions revoked after aborting the open transaction; the next owner reads them again"
                     ),
-                    // The source has stopped: its final barrier ran before this.
+                    // The pipeline has stopped (shutdown, or a stage failed):
+                    // the sink commits nothing more once it is gone.
                     None => tracing::info!(
                         partitions = tpl.count(),
-                        "partitions revoked after the pipeline's final commit"
+                        "partitions revoked after the pipeline stopped"
                     ),
                 }
             }
@@ -333,8 +379,15 @@ pub fn run(consumer: Arc<SourceConsumer>, stop: Arc<AtomicBool>) -> Result<(), S
         }
         Ok(())
     })();
-    let outcome = context.commit_barrier();
-    tracing::info!(outcome = ?outcome, "source stopped after a final commit");
+    match context.commit_barrier(false) {
+        Some(BarrierOutcome::Committed) => {
+            tracing::info!("source stopped after a final commit")
+        }
+        Some(BarrierOutcome::Aborted) => tracing::warn!(
+            "source stopped; the final transaction aborted, the next start reads it again"
+        ),
+        None => tracing::info!("source stopped; the sink had already stopped"),
+    }
     // The consumer (and this context) lives on until the pipeline is joined;
     // the workers must not wait for it.
     context.lock().dispatch.close();

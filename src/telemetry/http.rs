@@ -2,9 +2,11 @@
 //!
 //! - `/healthz` (liveness): 200 while the process serves HTTP, every
 //!   pipeline stage's loop has turned within `telemetry.stall_timeout_ms`,
-//!   and the consumer's group membership has not been rebalancing for longer
+//!   the consumer's group membership has not been rebalancing for longer
 //!   than that while a broker answers (waiting for a broker is not stuck:
-//!   a restart would not bring it back); 503 when one is wedged, so the orchestrator restarts it (the
+//!   a restart would not bring it back), and records that wait for a commit
+//!   have seen one within that time (loops that turn while every
+//!   transaction aborts are not progress); 503 when one is wedged, so the orchestrator restarts it (the
 //!   restart resumes from the last commit). Before the pipeline starts (model
 //!   loading, warm-up) it is 200: starting is not being stuck.
 //! - `/readyz` (readiness): 200 once the model is loaded and warmed up at
@@ -69,6 +71,10 @@ impl Health {
                 "sink_idle_seconds": view.sink_idle_seconds,
                 "group_state": view.group_state,
                 "group_unsteady_seconds": view.group_unsteady_seconds,
+                "progress_stall_seconds": view.progress_stall_seconds,
+                "last_commit_age_seconds": view.last_commit_age_seconds,
+                "last_commit_unix_seconds": view.last_commit_unix_seconds,
+                "consecutive_aborts": view.consecutive_aborts,
             }),
         )
     }

@@ -14,6 +14,10 @@ pub const TRANSACTIONS: &str = "streamscore_transactions_total";
 pub const CONSUMER_LAG: &str = "streamscore_consumer_lag";
 pub const MODEL_INFO: &str = "streamscore_model_info";
 pub const BATCH_TARGET_SIZE: &str = "streamscore_batch_target_size";
+pub const LAST_COMMIT_TIMESTAMP: &str = "streamscore_last_commit_timestamp_seconds";
+pub const CONSECUTIVE_ABORTS: &str = "streamscore_transactions_consecutive_aborts";
+pub const PRODUCERS_REPLACED: &str = "streamscore_producers_replaced_total";
+pub const DEAD_LETTER_VALUES_OMITTED: &str = "streamscore_dead_letter_values_omitted_total";
 
 /// Stage label values of `stage_duration_seconds`.
 pub mod stage {
@@ -81,6 +85,23 @@ fn describe() {
     describe_gauge!(
         CONSUMER_LAG,
         "Records behind the partition's high watermark."
+    );
+    describe_gauge!(
+        LAST_COMMIT_TIMESTAMP,
+        Unit::Seconds,
+        "Unix time of the last committed transaction."
+    );
+    describe_gauge!(
+        CONSECUTIVE_ABORTS,
+        "Transactions aborted since the last commit (0 while commits succeed)."
+    );
+    describe_counter!(
+        PRODUCERS_REPLACED,
+        "Transactional producers replaced after a commit or abort that could not finish (the new one fences the old)."
+    );
+    describe_counter!(
+        DEAD_LETTER_VALUES_OMITTED,
+        "Dead letters written without the original value because it did not fit kafka.max_message_bytes."
     );
     describe_gauge!(MODEL_INFO, "The model being served (value 1).");
     describe_gauge!(

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use rdkafka::statistics::Statistics;
 use serde::Serialize;
 
+use super::metrics::{CONSECUTIVE_ABORTS, LAST_COMMIT_TIMESTAMP};
+
 /// A stage whose loop beats.
 #[derive(Debug, Clone, Copy)]
 pub enum Stage {
@@ -27,6 +29,18 @@ pub struct PipelineSignals {
     broker_reachable: AtomicBool,
     assigned_partitions: AtomicI64,
     group: Mutex<GroupView>,
+    /// When a record was last read, and when a transaction last committed
+    /// (ms since `origin`; the start counts as a commit): records read after
+    /// the last commit are records waiting for one.
+    last_read_ms: AtomicU64,
+    last_commit_ms: AtomicU64,
+    /// Wall-clock time of the last commit (Unix ms; 0 before the first).
+    last_commit_unix_ms: AtomicU64,
+    transaction_open: AtomicBool,
+    consecutive_aborts: AtomicU64,
+    /// When no broker was last seen answering (ms since `origin`): waiting
+    /// for a broker is not being stuck, so the commit stall counts from here too.
+    last_unreachable_ms: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -49,6 +63,12 @@ impl Default for PipelineSignals {
                 join_state: "joining".into(),
                 unsteady_since: None,
             }),
+            last_read_ms: AtomicU64::new(0),
+            last_commit_ms: AtomicU64::new(0),
+            last_commit_unix_ms: AtomicU64::new(0),
+            transaction_open: AtomicBool::new(false),
+            consecutive_aborts: AtomicU64::new(0),
+            last_unreachable_ms: AtomicU64::new(0),
         }
     }
 }
@@ -65,6 +85,15 @@ pub struct SignalsView {
     /// Seconds the membership has been out of "steady" (joining, rebalancing); 0 when steady.
     pub group_unsteady_seconds: f64,
     pub assigned_partitions: i64,
+    /// Seconds records have waited for a commit: since the last commit while
+    /// records read after it (or an open transaction) wait; 0 when nothing waits.
+    pub progress_stall_seconds: f64,
+    /// Seconds since the last commit (since the start before the first).
+    pub last_commit_age_seconds: f64,
+    /// Unix time of the last commit, None before the first.
+    pub last_commit_unix_seconds: Option<f64>,
+    /// Transactions aborted since the last commit.
+    pub consecutive_aborts: u64,
 }
 
 impl PipelineSignals {
@@ -76,9 +105,41 @@ impl PipelineSignals {
         }
     }
 
+    /// A record was read (at `at`); it waits until a transaction commits.
+    pub fn record_read(&self, at: Instant) {
+        let ms = at.saturating_duration_since(self.origin).as_millis() as u64;
+        self.last_read_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// The sink began (true) or ended (false) a transaction.
+    pub fn set_transaction_open(&self, open: bool) {
+        self.transaction_open.store(open, Ordering::Relaxed);
+    }
+
+    /// A transaction committed: everything read before it began has made progress.
+    pub fn committed(&self) {
+        let now = self.origin.elapsed().as_millis() as u64;
+        self.last_commit_ms.store(now, Ordering::Relaxed);
+        self.last_commit_unix_ms.store(unix_ms(), Ordering::Relaxed);
+        self.consecutive_aborts.store(0, Ordering::Relaxed);
+        metrics::gauge!(LAST_COMMIT_TIMESTAMP).set(unix_ms() as f64 / 1000.0);
+        metrics::gauge!(CONSECUTIVE_ABORTS).set(0.0);
+    }
+
+    /// A transaction aborted; returns how many in a row now.
+    pub fn aborted(&self) -> u64 {
+        let n = self.consecutive_aborts.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!(CONSECUTIVE_ABORTS).set(n as f64);
+        n
+    }
+
     /// A broker connection is up. librdkafka reports all brokers down as an error event.
     pub fn set_broker_reachable(&self, reachable: bool) {
         self.broker_reachable.store(reachable, Ordering::Relaxed);
+        if !reachable {
+            let now = self.origin.elapsed().as_millis() as u64;
+            self.last_unreachable_ms.fetch_max(now, Ordering::Relaxed);
+        }
     }
 
     /// Reads the consumer's statistics (every `statistics.interval.ms`).
@@ -124,19 +185,49 @@ impl PipelineSignals {
                 .unsteady_since
                 .map_or(0.0, |since| since.elapsed().as_secs_f64()),
             assigned_partitions: self.assigned_partitions.load(Ordering::Relaxed),
+            progress_stall_seconds: self.progress_stall(now).as_secs_f64(),
+            last_commit_age_seconds: idle(&self.last_commit_ms),
+            last_commit_unix_seconds: match self.last_commit_unix_ms.load(Ordering::Relaxed) {
+                0 => None,
+                ms => Some(ms as f64 / 1000.0),
+            },
+            consecutive_aborts: self.consecutive_aborts.load(Ordering::Relaxed),
+        }
+    }
+
+    /// How long records have waited for a commit. Stage loops can keep
+    /// turning while nothing commits (a record the broker refuses, an abort
+    /// after every transaction): only commits are progress.
+    fn progress_stall(&self, now_ms: u64) -> Duration {
+        let last_commit = self.last_commit_ms.load(Ordering::Relaxed);
+        let waiting = self.last_read_ms.load(Ordering::Relaxed) > last_commit
+            || self.transaction_open.load(Ordering::Relaxed);
+        if waiting && self.broker_reachable.load(Ordering::Relaxed) {
+            let since = last_commit.max(self.last_unreachable_ms.load(Ordering::Relaxed));
+            Duration::from_millis(now_ms.saturating_sub(since))
+        } else {
+            Duration::ZERO
         }
     }
 }
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 impl SignalsView {
-    /// The longest any stage has gone without turning, or the group
-    /// membership without settling: a consumer that never rejoins after a
-    /// session timeout is as stuck as a thread that never returns.
+    /// The longest any stage has gone without turning, the group
+    /// membership without settling, or waiting records without a commit: a
+    /// consumer that never rejoins after a session timeout, or a sink that
+    /// aborts every transaction, is as stuck as a thread that never returns.
     pub fn longest_stall(&self) -> Duration {
         Duration::from_secs_f64(
             self.source_idle_seconds
                 .max(self.sink_idle_seconds)
-                .max(self.group_unsteady_seconds),
+                .max(self.group_unsteady_seconds)
+                .max(self.progress_stall_seconds),
         )
     }
 }
@@ -156,6 +247,40 @@ mod tests {
         assert!(v.source_idle_seconds >= 0.03, "{v:?}");
         assert!(v.sink_idle_seconds < v.source_idle_seconds, "{v:?}");
         assert_eq!(v.longest_stall().as_secs_f64(), v.source_idle_seconds);
+    }
+
+    #[test]
+    fn records_waiting_without_a_commit_count_as_a_stall() {
+        let s = PipelineSignals::default();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            s.view().progress_stall_seconds,
+            0.0,
+            "nothing read: idle, not stuck"
+        );
+        s.record_read(Instant::now());
+        std::thread::sleep(Duration::from_millis(20));
+        let v = s.view();
+        assert!(v.progress_stall_seconds >= 0.02, "{v:?}");
+        assert!(v.longest_stall().as_secs_f64() >= v.progress_stall_seconds);
+        assert_eq!(s.aborted(), 1);
+        assert_eq!(s.aborted(), 2);
+        assert_eq!(s.view().consecutive_aborts, 2);
+        s.committed();
+        let v = s.view();
+        assert_eq!(v.progress_stall_seconds, 0.0, "{v:?}");
+        assert_eq!(v.consecutive_aborts, 0);
+        assert!(v.last_commit_unix_seconds.is_some());
+        // An open transaction waits for its commit even with nothing read since.
+        s.set_transaction_open(true);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(s.view().progress_stall_seconds >= 0.02);
+        // Without a broker nothing can commit, and a restart would not help:
+        // not counted, and counted afresh once one answers again.
+        s.set_broker_reachable(false);
+        assert_eq!(s.view().progress_stall_seconds, 0.0);
+        s.set_broker_reachable(true);
+        assert!(s.view().progress_stall_seconds < 0.02);
     }
 
     #[test]

@@ -1,0 +1,64 @@
+//! Faults a test can arm in a running pipeline, for the failures the real
+//! broker cannot be made to produce on cue: an abortable error at the next
+//! commit (as a rebalance's ILLEGAL_GENERATION would give), or an ONNX
+//! Runtime error in the middle of a run (as a GPU fault would give).
+//!
+//! Nothing arms them outside tests; disarmed, each costs one relaxed load
+//! per commit or per batch.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct Faults {
+    abort_commits: AtomicU32,
+    fail_inference: AtomicBool,
+}
+
+impl Faults {
+    /// The next `n` commits fail as if the broker had refused them with an
+    /// abortable error.
+    pub fn abort_next_commits(&self, n: u32) {
+        self.abort_commits.store(n, Ordering::SeqCst);
+    }
+
+    /// Commits still to fail.
+    pub fn commits_to_abort(&self) -> u32 {
+        self.abort_commits.load(Ordering::SeqCst)
+    }
+
+    /// The next batch reaches ONNX Runtime with a shape the model refuses,
+    /// so the inference call itself fails.
+    pub fn fail_next_inference(&self) {
+        self.fail_inference.store(true, Ordering::SeqCst);
+    }
+
+    /// Takes one armed commit failure, if any.
+    pub(crate) fn take_commit_abort(&self) -> bool {
+        self.abort_commits
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    pub(crate) fn take_inference_failure(&self) -> bool {
+        self.fail_inference.swap(false, Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn armed_commit_aborts_are_taken_one_at_a_time() {
+        let f = Faults::default();
+        assert!(!f.take_commit_abort());
+        f.abort_next_commits(2);
+        assert!(f.take_commit_abort());
+        assert!(f.take_commit_abort());
+        assert!(!f.take_commit_abort());
+        f.fail_next_inference();
+        assert!(f.take_inference_failure());
+        assert!(!f.take_inference_failure());
+    }
+}

@@ -1,0 +1,427 @@
+//! Issue 11, "never wedge", on the real broker: one record, one abort at the
+//! wrong moment, a broker that stops answering or a failed inference must
+//! end in progress or a clear fatal exit, never in a loop that holds every
+//! partition while the stages keep turning. Each test checks exactly once
+//! with the independent reader at the end.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use streamscore::config::{Format, Settings};
+use streamscore::demo::events::EventFactory;
+use streamscore::demo::publish;
+use streamscore::envelope::Keyring;
+use streamscore::faults::Faults;
+use streamscore::pipeline::{Pipeline, PipelineError};
+use streamscore::telemetry::LiveStats;
+use streamscore::telemetry::http::Health;
+
+struct Running {
+    pipeline: Pipeline,
+    stats: Arc<LiveStats>,
+    faults: Arc<Faults>,
+}
+
+fn start(settings: &Settings, keyring: &Arc<Keyring>) -> Running {
+    let stats = Arc::new(LiveStats::default());
+    let faults = Arc::new(Faults::default());
+    let pipeline = Pipeline::start_with_faults(
+        settings,
+        streamscore::envelope::share(keyring.clone()),
+        stats.clone(),
+        faults.clone(),
+    )
+    .expect("pipeline starts");
+    Running {
+        pipeline,
+        stats,
+        faults,
+    }
+}
+
+/// Waits (bounded) until `done`; false if it never came.
+fn wait(timeout: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+fn committed(stats: &LiveStats) -> u64 {
+    stats.committed()
+}
+
+fn counts(s: &LiveStats) -> String {
+    format!(
+        "consumed {}, committed {}, transactions committed {}, aborted {}",
+        s.consumed.load(Ordering::Relaxed),
+        s.committed(),
+        s.transactions_committed.load(Ordering::Relaxed),
+        s.transactions_aborted.load(Ordering::Relaxed)
+    )
+}
+
+fn keyring() -> Arc<Keyring> {
+    Arc::new(Keyring::generate("k").unwrap().0)
+}
+
+fn publish_good(settings: &Settings, factory: &mut EventFactory, n: usize) {
+    let records: Vec<_> = (0..n).map(|_| factory.next(None)).collect();
+    support::publish_all(settings, &records);
+}
+
+/// A record whose dead letter (value + reason headers) is over the
+/// producer's limit: within a few hundred bytes of a default topic's
+/// max.message.bytes (1 048 588), as a producer may legitimately send it.
+const POISON_BYTES: usize = 1_048_400;
+
+#[test]
+fn a_dead_letter_too_large_for_its_topic_is_written_without_its_value_and_commits_go_on() {
+    let settings = support::settings("poison", Format::Avro, Format::Avro);
+    support::create(&settings);
+    let keyring = keyring();
+    let mut factory = EventFactory::new(keyring.clone(), Format::Avro, "poison", 3);
+    publish_good(&settings, &mut factory, 100);
+    let big: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.kafka.bootstrap_servers)
+        .set("message.max.bytes", "1048588")
+        .create()
+        .unwrap();
+    let garbage = vec![0xA5u8; POISON_BYTES];
+    big.send(
+        BaseRecord::to(&settings.input.topics[0])
+            .partition(0)
+            .key("poison")
+            .payload(&garbage),
+    )
+    .map_err(|(e, _)| e)
+    .unwrap();
+    big.flush(Duration::from_secs(30)).unwrap();
+    publish_good(&settings, &mut factory, 100);
+
+    let report = support::run_and_verify(&settings, keyring, 201);
+    assert!(report.exactly_once(), "{}", report.line());
+    assert!(
+        report.offsets_committed_to_end(),
+        "{:?}",
+        report.committed_vs_end
+    );
+    assert_eq!(report.dead_lettered, 1, "{}", report.line());
+
+    // The dead letter says what was left out and where the original sits.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.kafka.bootstrap_servers)
+        .set("group.id", support::unique("dlq-reader"))
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer
+        .subscribe(&[&settings.output.dead_letter_topic])
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let letter = loop {
+        assert!(Instant::now() < deadline, "no dead letter read back");
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            break m.detach();
+        }
+    };
+    let headers: std::collections::HashMap<String, String> = letter
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(letter.payload(), None, "the value must be left out");
+    assert_eq!(letter.key(), Some(&b"poison"[..]));
+    assert_eq!(
+        headers.get("streamscore.value.omitted").map(String::as_str),
+        Some(POISON_BYTES.to_string().as_str()),
+        "{headers:?}"
+    );
+    assert_eq!(
+        headers.get("streamscore.source.offset").map(String::as_str),
+        Some("100"),
+        "{headers:?}"
+    );
+    assert!(headers.contains_key("streamscore.reason"), "{headers:?}");
+}
+
+#[test]
+fn liveness_fails_while_records_wait_and_nothing_commits_then_recovers() {
+    let mut settings = support::settings("progress", Format::Avro, Format::Avro);
+    settings.telemetry.stall_timeout_ms = 10_000;
+    support::create(&settings);
+    let keyring = keyring();
+    let health = Health::new(settings.stall_timeout());
+    let run = start(&settings, &keyring);
+    health.attach(run.pipeline.signals());
+    let stream = support::stream(&settings, keyring.clone(), 3_000, 200, 0);
+    assert!(
+        wait(Duration::from_secs(60), || committed(&run.stats) > 100),
+        "nothing committed at first: {}",
+        counts(&run.stats)
+    );
+    // Every commit from now on fails; the stages go on turning.
+    run.faults.abort_next_commits(u32::MAX);
+    let stalled = wait(Duration::from_secs(40), || !health.liveness().0);
+    let (alive, body) = health.liveness();
+    assert!(
+        stalled && !alive,
+        "/healthz stayed alive while nothing committed: {body}"
+    );
+    assert!(
+        body["consecutive_aborts"].as_u64().unwrap_or(0) >= 2,
+        "{body}"
+    );
+    assert!(
+        body["progress_stall_seconds"].as_f64().unwrap_or(0.0) > 10.0,
+        "{body}"
+    );
+    assert!(
+        body["source_idle_seconds"].as_f64().unwrap_or(99.0) < 5.0,
+        "the stages still turn: {body}"
+    );
+    run.faults.abort_next_commits(0);
+    assert!(
+        wait(Duration::from_secs(30), || health.liveness().0),
+        "{}",
+        health.liveness().1
+    );
+    let published = stream.join().unwrap();
+    assert!(wait(Duration::from_secs(60), || committed(&run.stats)
+        >= published));
+    run.pipeline.stop();
+    run.pipeline.join().expect("stops cleanly");
+    let report = support::verify_topics(&settings);
+    assert!(report.exactly_once(), "{}", report.line());
+    assert_eq!(report.produced, published);
+}
+
+#[test]
+fn an_abort_while_a_new_partition_waits_for_its_offsets_rewinds_only_what_was_read() {
+    let mut settings = support::settings("rewind", Format::Avro, Format::Avro);
+    // New partitions are seen on a metadata refresh.
+    settings
+        .kafka
+        .consumer
+        .insert("topic.metadata.refresh.interval.ms".into(), "1000".into());
+    let input = settings.input.topics[0].clone();
+    support::create(&settings);
+    let keyring = keyring();
+    let run = start(&settings, &keyring);
+    let stream = support::stream(&settings, keyring.clone(), 4_000, 400, 0);
+    assert!(wait(Duration::from_secs(60), || committed(&run.stats) > 200));
+
+    // The input grows a partition whose committed offset another producer's
+    // open transaction holds back (UNSTABLE_OFFSET_COMMIT): when assigned,
+    // it waits for its offset for as long as that transaction stays open.
+    add_partitions(&settings, &input, 4);
+    let holder = hold_offsets(&settings, &input, 3);
+    assert!(
+        wait(Duration::from_secs(60), || assigned(&run.pipeline) == 4),
+        "the new partition was never assigned"
+    );
+    // An abort now must not seek the waiting partition.
+    run.faults.abort_next_commits(1);
+    assert!(
+        wait(Duration::from_secs(30), || run.faults.commits_to_abort()
+            == 0),
+        "the armed abort never fired"
+    );
+    let before = committed(&run.stats);
+    assert!(
+        wait(Duration::from_secs(30), || committed(&run.stats) > before
+            || run.pipeline.has_stopped()),
+        "no progress after the abort"
+    );
+    assert!(
+        !run.pipeline.has_stopped(),
+        "the pipeline stopped after the abort: {:?}",
+        run.pipeline.join()
+    );
+    holder.abort_transaction(Duration::from_secs(30)).unwrap();
+    // Records for the new partition too, once its offset is free.
+    let mut factory = EventFactory::new(keyring.clone(), Format::Avro, "rewind-new", 9);
+    let producer = publish::publisher(&settings.kafka.bootstrap_servers).unwrap();
+    for _ in 0..50 {
+        let r = factory.next(None);
+        let mut rec: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(&input).partition(3).key(r.key.as_slice());
+        if let Some(v) = r.value.as_deref() {
+            rec = rec.payload(v);
+        }
+        producer.send(rec).map_err(|(e, _)| e).unwrap();
+    }
+    publish::flush(&producer).unwrap();
+    let published = stream.join().unwrap() + 50;
+    assert!(
+        wait(Duration::from_secs(90), || committed(&run.stats)
+            >= published),
+        "{}",
+        counts(&run.stats)
+    );
+    run.pipeline.stop();
+    run.pipeline.join().expect("stops cleanly");
+    let report = support::verify_topics(&settings);
+    assert!(report.exactly_once(), "{}", report.line());
+    assert!(
+        report.offsets_committed_to_end(),
+        "{:?}",
+        report.committed_vs_end
+    );
+}
+
+fn assigned(pipeline: &Pipeline) -> i64 {
+    pipeline.signals().view().assigned_partitions
+}
+
+fn add_partitions(settings: &Settings, topic: &str, total: usize) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    let admin: AdminClient<_> = ClientConfig::new()
+        .set("bootstrap.servers", &settings.kafka.bootstrap_servers)
+        .create()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = rt
+        .block_on(admin.create_partitions(
+            &[NewPartitions::new(topic, total)],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        ))
+        .unwrap();
+    for r in results {
+        r.unwrap();
+    }
+}
+
+/// A transactional producer that sends offsets for `partition` to the
+/// group and leaves its transaction open.
+fn hold_offsets(settings: &Settings, topic: &str, partition: i32) -> BaseProducer {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.kafka.bootstrap_servers)
+        .set("transactional.id", support::unique("holder"))
+        .set("transaction.timeout.ms", "60000")
+        .create()
+        .unwrap();
+    producer.init_transactions(Duration::from_secs(30)).unwrap();
+    producer.begin_transaction().unwrap();
+    let member: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.kafka.bootstrap_servers)
+        .set("group.id", &settings.kafka.group_id)
+        .create()
+        .unwrap();
+    let metadata = member.group_metadata().unwrap();
+    let mut offsets = rdkafka::TopicPartitionList::new();
+    offsets
+        .add_partition_offset(topic, partition, rdkafka::Offset::Offset(0))
+        .unwrap();
+    producer
+        .send_offsets_to_transaction(&offsets, &metadata, Duration::from_secs(30))
+        .unwrap();
+    producer
+}
+
+#[test]
+fn an_inference_failure_aborts_what_is_open_and_stops_with_the_error() {
+    let mut settings = support::settings("infer-fail", Format::Avro, Format::Avro);
+    // Long transactions: one is open with records when inference fails.
+    settings.transactions.commit_interval_ms = 5_000;
+    support::create(&settings);
+    let keyring = keyring();
+    let run = start(&settings, &keyring);
+    // Still streaming when the first long transaction has committed.
+    let stream = support::stream(&settings, keyring.clone(), 6_000, 400, 0);
+    assert!(wait(Duration::from_secs(60), || committed(&run.stats) > 100));
+    let committed_before = run.stats.transactions_committed.load(Ordering::SeqCst);
+    run.faults.fail_next_inference();
+    assert!(
+        wait(Duration::from_secs(30), || run.pipeline.has_stopped()),
+        "the pipeline went on after an inference failure"
+    );
+    let committed_after = run.stats.transactions_committed.load(Ordering::SeqCst);
+    let aborted = run.stats.transactions_aborted.load(Ordering::SeqCst);
+    run.pipeline.stop();
+    match run.pipeline.join() {
+        Err(PipelineError::Inference(e)) => {
+            assert!(e.to_string().contains("inference"), "{e}")
+        }
+        other => panic!("expected the inference error, got {other:?}"),
+    }
+    assert!(
+        committed_after <= committed_before + 1 && aborted == 1,
+        "the open transaction must be aborted, not committed: committed {committed_before} → {committed_after}, aborted {aborted}"
+    );
+    // A restart takes over from the last commit: nothing lost, nothing twice.
+    let published = stream.join().unwrap();
+    let rerun = start(&settings, &keyring);
+    let done = support::committed_so_far(&settings);
+    assert!(
+        wait(Duration::from_secs(90), || {
+            support::committed_so_far(&settings) as u64 >= published
+        }),
+        "restart did not finish ({done} committed before it)"
+    );
+    rerun.pipeline.stop();
+    rerun.pipeline.join().expect("stops cleanly");
+    let report = support::verify_topics(&settings);
+    assert!(report.exactly_once(), "{}", report.line());
+}
+
+#[test]
+fn a_commit_that_times_out_replaces_the_producer_and_goes_on() {
+    let _turn = support::exclusive();
+    let broker = support::broker::OwnBroker::start("commit-timeout");
+    let mut settings = broker.settings("commit-timeout");
+    settings.kafka.request_timeout_ms = 2_000;
+    settings.kafka.transaction_timeout_ms = 20_000;
+    settings.kafka.session_timeout_ms = 30_000;
+    let keyring = keyring();
+    let run = start(&settings, &keyring);
+    let stream = support::stream(&settings, keyring.clone(), 6_000, 300, 0);
+    assert!(wait(Duration::from_secs(60), || committed(&run.stats) > 300));
+    // Past the request timeout: the transactional calls in flight time out.
+    broker.act("pause");
+    std::thread::sleep(Duration::from_secs(8));
+    broker.act("resume");
+    let published = stream.join().unwrap();
+    let finished = wait(Duration::from_secs(120), || {
+        committed(&run.stats) >= published || run.pipeline.has_stopped()
+    });
+    assert!(
+        !run.pipeline.has_stopped(),
+        "the pipeline stopped after the broker came back: {:?}",
+        run.pipeline.join()
+    );
+    assert!(
+        finished,
+        "no progress after the broker came back: {}",
+        counts(&run.stats)
+    );
+    run.pipeline.stop();
+    run.pipeline.join().expect("stops cleanly");
+    let report = support::verify_topics(&settings);
+    assert!(report.exactly_once(), "{}", report.line());
+    assert_eq!(report.produced, published);
+}
