@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
 
-use crate::config::Settings;
+use crate::config::{Settings, librdkafka_name};
 
 fn base(settings: &Settings) -> ClientConfig {
     let k = &settings.kafka;
@@ -23,7 +23,7 @@ fn with_overrides<'a>(
 ) -> ClientConfig {
     for table in tables {
         for (key, value) in table {
-            c.set(key.replace('_', "."), value);
+            c.set(librdkafka_name(key), value);
         }
     }
     c
