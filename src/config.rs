@@ -231,11 +231,15 @@ impl Settings {
             100,
             900_000,
         )?;
-        in_range(
+        // The producer's message.max.bytes is this less a batch header
+        // (kafka::client::producer_message_max_bytes), and librdkafka takes
+        // nothing under 1000 there.
+        in_range_because(
             "kafka.max_message_bytes",
             k.max_message_bytes,
-            1_024,
+            1_061,
             1_000_000_000,
+            "librdkafka's least message.max.bytes, 1000, plus a 61-byte batch header",
         )?;
 
         for (table, props) in [
@@ -255,11 +259,12 @@ impl Settings {
         }
         self.input_format()?;
         self.output_format()?;
-        in_range(
+        in_range_because(
             "input.max_record_bytes",
             self.input.max_record_bytes,
             64,
             k.max_message_bytes,
+            "kafka.max_message_bytes",
         )?;
         if self.input_format()? == Format::Avro {
             if self.input.avro_schemas.is_empty() {
@@ -597,6 +602,24 @@ fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError
     Ok(())
 }
 
+/// As [`in_range`], saying where a bound comes from.
+fn in_range_because(
+    key: &str,
+    value: u64,
+    min: u64,
+    max: u64,
+    because: &str,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(invalid(
+            key,
+            value,
+            &format!("an integer from {min} to {max} ({because})"),
+        ));
+    }
+    Ok(())
+}
+
 fn valid_topic(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 249
@@ -775,6 +798,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.kafka.producer["linger.ms"], "5");
+    }
+
+    #[test]
+    fn message_size_bounds_name_what_they_follow_from() {
+        let err = with_file("[kafka]\nmax_message_bytes = 1060\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config: kafka.max_message_bytes = 1060 is not allowed: an integer from 1061 to 1000000000 (librdkafka's least message.max.bytes, 1000, plus a 61-byte batch header)"
+        );
+        with_file("[kafka]\nmax_message_bytes = 1061\n[input]\nmax_record_bytes = 1061\n").unwrap();
+        let err =
+            with_file("[kafka]\nmax_message_bytes = 4096\n[input]\nmax_record_bytes = 4097\n")
+                .unwrap_err()
+                .to_string();
+        assert_eq!(
+            err,
+            "config: input.max_record_bytes = 4097 is not allowed: an integer from 64 to 4096 (kafka.max_message_bytes)"
+        );
     }
 
     #[test]
