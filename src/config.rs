@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 /// The shipped defaults, compiled in so the binary runs from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
+/// The least `kafka.max_message_bytes`: the producer's message.max.bytes is
+/// that less a 61-byte batch header, and librdkafka takes nothing under 1000.
+pub const MIN_MAX_MESSAGE_BYTES: u64 = 1_061;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config: {key} = {value} is not allowed: {allowed}")]
@@ -231,13 +235,10 @@ impl Settings {
             100,
             900_000,
         )?;
-        // The producer's message.max.bytes is this less a batch header
-        // (kafka::client::producer_message_max_bytes), and librdkafka takes
-        // nothing under 1000 there.
         in_range_because(
             "kafka.max_message_bytes",
             k.max_message_bytes,
-            1_061,
+            MIN_MAX_MESSAGE_BYTES,
             1_000_000_000,
             "librdkafka's least message.max.bytes, 1000, plus a 61-byte batch header",
         )?;

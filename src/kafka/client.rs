@@ -61,6 +61,14 @@ pub fn tool_config(settings: &Settings) -> ClientConfig {
     with_overrides(base(settings), [&settings.kafka.properties])
 }
 
+/// For admin requests that must be answered as the principal that writes the
+/// output topics: the producer's connection and identity (`kafka.properties`,
+/// then `kafka.producer`) without its transactional settings.
+pub fn admin_config(settings: &Settings) -> ClientConfig {
+    let k = &settings.kafka;
+    with_overrides(base(settings), [&k.properties, &k.producer])
+}
+
 /// Exactly-once input side: no auto-commit (offsets go into transactions) and
 /// read_committed, so aborted upstream records are never scored.
 pub fn consumer_config(settings: &Settings) -> ClientConfig {
@@ -142,7 +150,12 @@ mod tests {
         ] {
             s.kafka.properties.insert(k.into(), v.into());
         }
-        for c in [consumer_config(&s), producer_config(&s), tool_config(&s)] {
+        for c in [
+            consumer_config(&s),
+            producer_config(&s),
+            tool_config(&s),
+            admin_config(&s),
+        ] {
             assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
             assert_eq!(c.get("ssl.ca.location"), Some("/etc/ca.pem"));
             assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
@@ -212,5 +225,7 @@ mod tests {
         assert_eq!(producer_config(&s).get("fetch.wait.max.ms"), None);
         assert_eq!(consumer_config(&s).get("fetch.wait.max.ms"), Some("50"));
         assert_eq!(tool_config(&s).get("fetch.wait.max.ms"), None);
+        assert_eq!(admin_config(&s).get("linger.ms"), Some("9"));
+        assert_eq!(admin_config(&s).get("transactional.id"), None);
     }
 }
