@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 /// The shipped defaults, compiled in so the binary runs from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
+/// The least `kafka.max_message_bytes`: the producer's message.max.bytes is
+/// that less a 61-byte batch header, and librdkafka takes nothing under 1000.
+pub const MIN_MAX_MESSAGE_BYTES: u64 = 1_061;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config: {key} = {value} is not allowed: {allowed}")]
@@ -231,12 +235,21 @@ impl Settings {
             100,
             900_000,
         )?;
-        in_range(
+        in_range_because(
             "kafka.max_message_bytes",
             k.max_message_bytes,
-            1_024,
+            MIN_MAX_MESSAGE_BYTES,
             1_000_000_000,
+            "librdkafka's least message.max.bytes, 1000, plus a 61-byte batch header",
         )?;
+
+        for (table, props) in [
+            ("properties", &k.properties),
+            ("consumer", &k.consumer),
+            ("producer", &k.producer),
+        ] {
+            check_pinned(table, props)?;
+        }
 
         if self.input.topics.is_empty() || self.input.topics.iter().any(|t| !valid_topic(t)) {
             return Err(invalid(
@@ -247,11 +260,12 @@ impl Settings {
         }
         self.input_format()?;
         self.output_format()?;
-        in_range(
+        in_range_because(
             "input.max_record_bytes",
             self.input.max_record_bytes,
             64,
             k.max_message_bytes,
+            "kafka.max_message_bytes",
         )?;
         if self.input_format()? == Format::Avro {
             if self.input.avro_schemas.is_empty() {
@@ -282,6 +296,29 @@ impl Settings {
                     "a topic name of 1..=249 characters from [a-zA-Z0-9._-]",
                 ));
             }
+        }
+        // Reading our own output would score scores and dead letters again,
+        // without end; and a dead letter among the scores breaks every reader.
+        for (key, topic) in [
+            ("output.topic", &self.output.topic),
+            ("output.dead_letter_topic", &self.output.dead_letter_topic),
+        ] {
+            if self.input.topics.contains(topic) {
+                return Err(invalid(
+                    "input.topics",
+                    format!("{:?}", self.input.topics),
+                    &format!(
+                        "topics other than {key} ({topic:?}): scoring its own output would loop"
+                    ),
+                ));
+            }
+        }
+        if self.output.topic == self.output.dead_letter_topic {
+            return Err(invalid(
+                "output.dead_letter_topic",
+                &self.output.dead_letter_topic,
+                "a topic other than output.topic, so scores and dead letters stay apart",
+            ));
         }
         if self.keys.file.is_empty() && self.keys.env.is_empty() {
             return Err(invalid(
@@ -481,6 +518,65 @@ impl Settings {
     }
 }
 
+/// The librdkafka name of a property key from one of the `kafka.*` tables:
+/// environment variables cannot hold dots, so `ssl_ca_location` is accepted
+/// for `ssl.ca.location` (librdkafka property names have no underscores).
+pub fn librdkafka_name(key: &str) -> String {
+    key.replace('_', ".")
+}
+
+/// Refuses a property in `kafka.<table>` that would silently undo what
+/// exactly-once rests on, the way Kafka Streams refuses overriding its EOS
+/// settings: the clients would start and lose or duplicate records quietly.
+/// Repeating our own value is harmless and allowed.
+fn check_pinned(table: &str, props: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    let is = |value: &str, spellings: &[&str]| {
+        spellings
+            .iter()
+            .any(|s| value.trim().eq_ignore_ascii_case(s))
+    };
+    // librdkafka reads a boolean from any of these.
+    const TRUE: &[&str] = &["true", "t", "1"];
+    const FALSE: &[&str] = &["false", "f", "0"];
+    for (key, value) in props {
+        let why = match librdkafka_name(key).as_str() {
+            "isolation.level" if !is(value, &["read_committed"]) => {
+                "exactly-once needs read_committed"
+            }
+            "enable.auto.commit" if !is(value, FALSE) => {
+                "exactly-once commits offsets inside its transactions, so enable.auto.commit stays false"
+            }
+            "enable.auto.offset.store" if !is(value, FALSE) => {
+                "exactly-once stores offsets only for records its transactions wrote, so enable.auto.offset.store stays false"
+            }
+            "enable.idempotence" if !is(value, TRUE) => "transactions need the idempotent producer",
+            "transactional.id" => {
+                "set kafka.transactional_id instead, the one identity that fences a zombie"
+            }
+            "transaction.timeout.ms" => {
+                "set kafka.transaction_timeout_ms instead, which transactions.commit_interval_ms is checked against"
+            }
+            "message.max.bytes" => {
+                "set kafka.max_message_bytes instead, which the start-time topic check compares with the output topics"
+            }
+            "auto.offset.reset" if is(value, &["latest", "largest", "end"]) => {
+                return Err(invalid(
+                    &format!("kafka.{table}.{key}"),
+                    format!("{value:?}"),
+                    "a new group would skip every record written before it joined; earliest (or error) only",
+                ));
+            }
+            _ => continue,
+        };
+        return Err(invalid(
+            &format!("kafka.{table}.{key}"),
+            format!("{value:?}"),
+            &format!("{why}; this property cannot be overridden"),
+        ));
+    }
+    Ok(())
+}
+
 fn parse_format(key: &str, value: &str) -> Result<Format, ConfigError> {
     match value {
         "avro" => Ok(Format::Avro),
@@ -502,6 +598,24 @@ fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError
             key,
             value,
             &format!("an integer from {min} to {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// As [`in_range`], saying where a bound comes from.
+fn in_range_because(
+    key: &str,
+    value: u64,
+    min: u64,
+    max: u64,
+    because: &str,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(invalid(
+            key,
+            value,
+            &format!("an integer from {min} to {max} ({because})"),
         ));
     }
     Ok(())
@@ -637,6 +751,99 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("SASL_SSL") && text.contains("max_batch_size"));
+    }
+
+    #[test]
+    fn exactly_once_properties_cannot_be_overridden_in_any_table() {
+        for (toml, line) in [
+            (
+                "[kafka.consumer]\n\"isolation.level\" = \"read_uncommitted\"\n",
+                "config: kafka.consumer.isolation.level = \"read_uncommitted\" is not allowed: exactly-once needs read_committed; this property cannot be overridden",
+            ),
+            (
+                "[kafka.properties]\nenable_auto_commit = \"true\"\n",
+                "config: kafka.properties.enable_auto_commit = \"true\" is not allowed: exactly-once commits offsets inside its transactions, so enable.auto.commit stays false; this property cannot be overridden",
+            ),
+            (
+                "[kafka.consumer]\n\"enable.auto.offset.store\" = \"true\"\n",
+                "config: kafka.consumer.enable.auto.offset.store = \"true\" is not allowed: exactly-once stores offsets only for records its transactions wrote, so enable.auto.offset.store stays false; this property cannot be overridden",
+            ),
+            (
+                "[kafka.producer]\n\"transactional.id\" = \"other\"\n",
+                "config: kafka.producer.transactional.id = \"other\" is not allowed: set kafka.transactional_id instead, the one identity that fences a zombie; this property cannot be overridden",
+            ),
+            (
+                "[kafka.producer]\nenable_idempotence = \"false\"\n",
+                "config: kafka.producer.enable_idempotence = \"false\" is not allowed: transactions need the idempotent producer; this property cannot be overridden",
+            ),
+            (
+                "[kafka.consumer]\n\"auto.offset.reset\" = \"latest\"\n",
+                "config: kafka.consumer.auto.offset.reset = \"latest\" is not allowed: a new group would skip every record written before it joined; earliest (or error) only",
+            ),
+            (
+                "[kafka.properties]\n\"message.max.bytes\" = \"2000000\"\n",
+                "config: kafka.properties.message.max.bytes = \"2000000\" is not allowed: set kafka.max_message_bytes instead, which the start-time topic check compares with the output topics; this property cannot be overridden",
+            ),
+            (
+                "[kafka.producer]\n\"transaction.timeout.ms\" = \"900000\"\n",
+                "config: kafka.producer.transaction.timeout.ms = \"900000\" is not allowed: set kafka.transaction_timeout_ms instead, which transactions.commit_interval_ms is checked against; this property cannot be overridden",
+            ),
+        ] {
+            assert_eq!(with_file(toml).unwrap_err().to_string(), line, "{toml}");
+        }
+        // Our own values, and the other resets, are harmless to repeat.
+        let s = with_file(
+            "[kafka.consumer]\n\"isolation.level\" = \"read_committed\"\n\
+             \"auto.offset.reset\" = \"earliest\"\nenable_auto_commit = \"false\"\n\
+             [kafka.producer]\n\"enable.idempotence\" = \"true\"\n\"linger.ms\" = \"5\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.kafka.producer["linger.ms"], "5");
+    }
+
+    #[test]
+    fn message_size_bounds_name_what_they_follow_from() {
+        let err = with_file("[kafka]\nmax_message_bytes = 1060\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config: kafka.max_message_bytes = 1060 is not allowed: an integer from 1061 to 1000000000 (librdkafka's least message.max.bytes, 1000, plus a 61-byte batch header)"
+        );
+        with_file("[kafka]\nmax_message_bytes = 1061\n[input]\nmax_record_bytes = 1061\n").unwrap();
+        let err =
+            with_file("[kafka]\nmax_message_bytes = 4096\n[input]\nmax_record_bytes = 4097\n")
+                .unwrap_err()
+                .to_string();
+        assert_eq!(
+            err,
+            "config: input.max_record_bytes = 4097 is not allowed: an integer from 64 to 4096 (kafka.max_message_bytes)"
+        );
+    }
+
+    #[test]
+    fn input_and_output_topics_must_all_differ() {
+        let err = with_file("[input]\ntopics = [\"a\", \"scores\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config: input.topics = [\"a\", \"scores\"] is not allowed: topics other than output.topic (\"scores\"): scoring its own output would loop"
+        );
+        let err = with_file("[input]\ntopics = [\"scores-dlq\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config: input.topics = [\"scores-dlq\"] is not allowed: topics other than output.dead_letter_topic (\"scores-dlq\"): scoring its own output would loop"
+        );
+        let err = with_file("[output]\ndead_letter_topic = \"scores\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config: output.dead_letter_topic = scores is not allowed: a topic other than output.topic, so scores and dead letters stay apart"
+        );
     }
 
     #[test]

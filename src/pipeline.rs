@@ -29,6 +29,7 @@ use crate::inference::worker::WorkerLinks;
 use crate::inference::{self, CardError, Device, InferenceError, ModelSession, VerifiedModel};
 use crate::kafka::client::{consumer_config, producer_config};
 use crate::kafka::positions::CommittedPositions;
+use crate::kafka::preflight::{self, PreflightError};
 use crate::kafka::sink::{
     ModelIdentity, ProducerFactory, Reporting, Sink, SinkConfig, SinkError, SinkLinks, SinkProducer,
 };
@@ -68,6 +69,10 @@ pub enum PipelineError {
         bootstrap: String,
         source: KafkaError,
     },
+    /// Boxed: its variants carry topic names and remedies, and every
+    /// `Result<_, PipelineError>` would grow by them.
+    #[error(transparent)]
+    Preflight(Box<PreflightError>),
     #[error("cannot subscribe to {topics}: {source}")]
     Subscribe { topics: String, source: KafkaError },
     #[error("source stage: {0}")]
@@ -219,6 +224,9 @@ impl Pipeline {
                 bootstrap: settings.kafka.bootstrap_servers.clone(),
                 source,
             })?;
+        // Output topics the broker would refuse abort every transaction: say so now instead.
+        preflight::check_output_topics(settings)
+            .map_err(|e| PipelineError::Preflight(Box::new(e)))?;
 
         let signals = Arc::new(PipelineSignals::default());
         let (rewind_tx, rewind_rx) = channel();

@@ -73,6 +73,35 @@ fn bad_config_value_stops_with_one_line_naming_key_value_and_allowed() {
     );
 }
 
+/// `check` and `run` share one validation: an override of a setting that
+/// exactly-once rests on, or an output topic that is also read, stops both
+/// with the same single line.
+#[test]
+fn exactly_once_overrides_and_looping_topics_stop_check_and_run_with_one_line() {
+    for (toml, line) in [
+        (
+            "[kafka.consumer]\n\"isolation.level\" = \"read_uncommitted\"\n",
+            "error: config: kafka.consumer.isolation.level = \"read_uncommitted\" is not allowed: exactly-once needs read_committed; this property cannot be overridden\n",
+        ),
+        (
+            "[input]\ntopics = [\"scores\"]\n",
+            "error: config: input.topics = [\"scores\"] is not allowed: topics other than output.topic (\"scores\"): scoring its own output would loop\n",
+        ),
+    ] {
+        let file = config_file(toml);
+        for command in ["check", "run"] {
+            let (code, err) = refuse(
+                streamscore()
+                    .args([command, "--config"])
+                    .arg(file.path())
+                    .env("STREAMSCORE_KEYRING", Keyring::generate("k").unwrap().1),
+            );
+            assert_ne!(code, 0, "{command}: {err}");
+            assert_eq!(err, line, "{command}");
+        }
+    }
+}
+
 #[test]
 fn tampered_model_refuses_to_start() {
     let mut onnx = std::fs::read(support::root().join("models/fraud_mlp.onnx")).unwrap();

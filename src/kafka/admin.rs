@@ -21,8 +21,21 @@ pub enum AdminError {
     },
 }
 
+/// A topic to create: name, partitions, topic configs.
+pub type TopicSpec<'a> = (&'a str, i32, &'a [(&'a str, &'a str)]);
+
 /// Creates each `(name, partitions)` topic unless it exists.
 pub async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> Result<(), AdminError> {
+    let plain: Vec<TopicSpec<'_>> = topics.iter().map(|&(name, p)| (name, p, &[][..])).collect();
+    create_topics_with_configs(bootstrap, &plain).await
+}
+
+/// As [`create_topics`], each topic with its own topic configs, e.g.
+/// `("max.message.bytes", "1000")`.
+pub async fn create_topics_with_configs(
+    bootstrap: &str,
+    topics: &[TopicSpec<'_>],
+) -> Result<(), AdminError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
@@ -32,7 +45,12 @@ pub async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> Result<()
         })?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .map(|(name, partitions, configs)| {
+            configs.iter().fold(
+                NewTopic::new(name, *partitions, TopicReplication::Fixed(1)),
+                |topic, (key, value)| topic.set(key, value),
+            )
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin

@@ -4,14 +4,40 @@ use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
 
-use crate::config::Settings;
+use crate::config::{Settings, librdkafka_name};
+
+/// Kafka's v2 record-batch header: base offset and length (the 12-byte log
+/// overhead), leader epoch, magic, CRC, attributes, last offset delta, first
+/// and max timestamps, producer id and epoch, base sequence, record count.
+pub const RECORD_BATCH_OVERHEAD: u64 = 61;
+
+/// librdkafka's own fetch.max.bytes default, kept when it is already enough.
+const DEFAULT_FETCH_MAX_BYTES: u64 = 52_428_800;
+
+/// Room in one fetch response, over one batch at the topic's limit, for
+/// Kafka's 12-byte log overhead and the response's framing (topic and
+/// partition headers, the aborted-transactions list of read_committed).
+const FETCH_HEADROOM: u64 = 65_536;
 
 fn base(settings: &Settings) -> ClientConfig {
-    let k = &settings.kafka;
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &k.bootstrap_servers)
-        .set("message.max.bytes", (k.max_message_bytes + 512).to_string());
+    c.set("bootstrap.servers", &settings.kafka.bootstrap_servers);
     c
+}
+
+/// The producer's `message.max.bytes`: librdkafka admits a record when the
+/// record, counted with its worst-case record overhead, fits; it does not
+/// count the batch header, and sends a lone record whatever its batch's size.
+/// So a batch may be `RECORD_BATCH_OVERHEAD` bytes over `message.max.bytes`,
+/// and a topic whose `max.message.bytes` is `kafka.max_message_bytes` would
+/// refuse it, aborting every transaction that holds it. Leaving that header
+/// out keeps every batch we send within `kafka.max_message_bytes`, which is
+/// what the start-time check compares with the output topics.
+pub fn producer_message_max_bytes(settings: &Settings) -> u64 {
+    settings
+        .kafka
+        .max_message_bytes
+        .saturating_sub(RECORD_BATCH_OVERHEAD)
 }
 
 /// An operator's properties go last, so they win over ours. Keys may be
@@ -23,7 +49,7 @@ fn with_overrides<'a>(
 ) -> ClientConfig {
     for table in tables {
         for (key, value) in table {
-            c.set(key.replace('_', "."), value);
+            c.set(librdkafka_name(key), value);
         }
     }
     c
@@ -33,6 +59,14 @@ fn with_overrides<'a>(
 /// reach the same cluster the same way: bootstrap plus `kafka.properties`.
 pub fn tool_config(settings: &Settings) -> ClientConfig {
     with_overrides(base(settings), [&settings.kafka.properties])
+}
+
+/// For admin requests that must be answered as the principal that writes the
+/// output topics: the producer's connection and identity (`kafka.properties`,
+/// then `kafka.producer`) without its transactional settings.
+pub fn admin_config(settings: &Settings) -> ClientConfig {
+    let k = &settings.kafka;
+    with_overrides(base(settings), [&k.properties, &k.producer])
 }
 
 /// Exactly-once input side: no auto-commit (offsets go into transactions) and
@@ -47,7 +81,18 @@ pub fn consumer_config(settings: &Settings) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("session.timeout.ms", k.session_timeout_ms.to_string())
+        // A partition's fetch starts at one record's worth; the broker still
+        // sends a larger first batch whole (KIP-74), and then the response
+        // must fit fetch.max.bytes + 512 (receive.message.max.bytes, which
+        // librdkafka derives from it), so that is sized for one batch at the
+        // topic's limit.
         .set("max.partition.fetch.bytes", k.max_message_bytes.to_string())
+        .set(
+            "fetch.max.bytes",
+            DEFAULT_FETCH_MAX_BYTES
+                .max(k.max_message_bytes + FETCH_HEADROOM)
+                .to_string(),
+        )
         .set("statistics.interval.ms", "5000");
     if !k.group_instance_id.is_empty() {
         c.set("group.instance.id", &k.group_instance_id);
@@ -66,6 +111,17 @@ pub fn producer_config(settings: &Settings) -> ClientConfig {
         .set(
             "transaction.timeout.ms",
             k.transaction_timeout_ms.to_string(),
+        )
+        .set(
+            "message.max.bytes",
+            producer_message_max_bytes(settings).to_string(),
+        )
+        // librdkafka's default batch (1000000 bytes), never over message.max.bytes.
+        .set(
+            "batch.size",
+            producer_message_max_bytes(settings)
+                .min(1_000_000)
+                .to_string(),
         )
         .set("linger.ms", "2")
         // A transaction begun right after a commit meets CONCURRENT_TRANSACTIONS
@@ -94,13 +150,67 @@ mod tests {
         ] {
             s.kafka.properties.insert(k.into(), v.into());
         }
-        for c in [consumer_config(&s), producer_config(&s), tool_config(&s)] {
+        for c in [
+            consumer_config(&s),
+            producer_config(&s),
+            tool_config(&s),
+            admin_config(&s),
+        ] {
             assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
             assert_eq!(c.get("ssl.ca.location"), Some("/etc/ca.pem"));
             assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
             assert_eq!(c.get("sasl.username"), Some("scorer"));
         }
         assert_eq!(producer_config(&s).get("linger.ms"), Some("7"));
+    }
+
+    /// librdkafka lets a lone record through when its own size, counted with
+    /// the worst-case record overhead, fits message.max.bytes; the broker then
+    /// measures the batch around it, 61 bytes of header more. Checked on the
+    /// real broker: with message.max.bytes = 1048576 on a default topic
+    /// (max.message.bytes = 1048588) a 1048540-byte value was accepted by
+    /// librdkafka and refused by the broker, and so were all down to 1048517.
+    #[test]
+    fn producer_batches_never_exceed_kafka_max_message_bytes() {
+        let mut s = Settings::load_with_env(None, false).unwrap();
+        for max in [1_061, 4_096, 1_048_576, 1_000_000_000] {
+            s.kafka.max_message_bytes = max;
+            let c = producer_config(&s);
+            let message_max: u64 = c.get("message.max.bytes").unwrap().parse().unwrap();
+            let batch: u64 = c.get("batch.size").unwrap().parse().unwrap();
+            assert_eq!(message_max + RECORD_BATCH_OVERHEAD, max);
+            assert!(
+                batch <= message_max,
+                "batch.size {batch} over {message_max}"
+            );
+            let _: rdkafka::producer::BaseProducer = c.create().expect("librdkafka accepts it");
+        }
+    }
+
+    /// A fetch response must hold one whole batch at the topic's limit
+    /// (kafka.max_message_bytes plus Kafka's 12-byte log overhead): the broker
+    /// sends the first batch even when it is larger than fetch.max.bytes, and
+    /// librdkafka drops a response over receive.message.max.bytes, which it
+    /// keeps at fetch.max.bytes + 512.
+    #[test]
+    fn consumer_fetches_a_batch_at_the_topic_limit() {
+        let mut s = Settings::load_with_env(None, false).unwrap();
+        for max in [1_061, 1_048_576, 100_000_000, 1_000_000_000] {
+            s.kafka.max_message_bytes = max;
+            let c = consumer_config(&s);
+            let fetch: u64 = c.get("fetch.max.bytes").unwrap().parse().unwrap();
+            assert!(
+                fetch >= max + 12 && fetch >= 52_428_800,
+                "{fetch} for {max}"
+            );
+            assert_eq!(
+                c.get("max.partition.fetch.bytes"),
+                Some(max.to_string().as_str())
+            );
+            assert_eq!(c.get("message.max.bytes"), None);
+            assert_eq!(c.get("receive.message.max.bytes"), None);
+            let _: rdkafka::consumer::BaseConsumer = c.create().expect("librdkafka accepts it");
+        }
     }
 
     #[test]
@@ -115,5 +225,7 @@ mod tests {
         assert_eq!(producer_config(&s).get("fetch.wait.max.ms"), None);
         assert_eq!(consumer_config(&s).get("fetch.wait.max.ms"), Some("50"));
         assert_eq!(tool_config(&s).get("fetch.wait.max.ms"), None);
+        assert_eq!(admin_config(&s).get("linger.ms"), Some("9"));
+        assert_eq!(admin_config(&s).get("transactional.id"), None);
     }
 }

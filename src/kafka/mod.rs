@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod client;
 pub mod positions;
+pub mod preflight;
 pub mod sink;
 pub mod source;
 
