@@ -30,7 +30,9 @@ pub fn run(
     output: SyncSender<Batch>,
     links: WorkerLinks,
 ) -> Result<(), InferenceError> {
-    let result = score_batches(session, input, output, &links);
+    // The channels are dropped only after the flag is set: the sink must
+    // never see the hang-up before it can tell a failure from a shutdown.
+    let result = score_batches(session, &input, &output, &links);
     if let Err(e) = &result {
         tracing::error!(error = %e, "inference failed; the pipeline stops without committing what is open");
         links.failed.store(true, Ordering::SeqCst);
@@ -42,8 +44,8 @@ pub fn run(
 /// what the batch size is tuned on.
 fn score_batches(
     mut session: ModelSession,
-    input: Receiver<Batch>,
-    output: SyncSender<Batch>,
+    input: &Receiver<Batch>,
+    output: &SyncSender<Batch>,
     links: &WorkerLinks,
 ) -> Result<(), InferenceError> {
     let batch_wait = metrics::histogram!(STAGE_DURATION, "stage" => stage::BATCH_WAIT);
