@@ -246,11 +246,21 @@ fn a_lost_assignment_aborts_instead_of_committing() {
     // One long transaction holds every record when the heartbeat fails.
     m.settings.transactions.commit_interval_ms = 8_000;
     use RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID as UNKNOWN_MEMBER;
-    m.cluster
-        .request_errors(RDKafkaApiKey::Heartbeat, &[UNKNOWN_MEMBER]);
-    let (stats, joined) = run_until(&m, |s| {
-        s.transactions_aborted.load(Ordering::Relaxed) >= 1 && s.committed() >= RECORDS
-    });
+    let injected = std::sync::atomic::AtomicBool::new(false);
+    let (stats, joined) = run_with_faults(
+        &m,
+        |s, _| {
+            // Once every record is read into the open transaction, the next
+            // heartbeat finds the member gone.
+            if s.consumed.load(Ordering::Relaxed) >= RECORDS
+                && !injected.swap(true, Ordering::SeqCst)
+            {
+                m.cluster
+                    .request_errors(RDKafkaApiKey::Heartbeat, &[UNKNOWN_MEMBER]);
+            }
+        },
+        |s| s.transactions_aborted.load(Ordering::Relaxed) >= 1 && s.committed() >= RECORDS,
+    );
     joined.expect("a lost assignment does not stop the pipeline");
     assert!(
         stats.transactions_aborted.load(Ordering::Relaxed) >= 1,
