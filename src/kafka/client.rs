@@ -35,6 +35,13 @@ pub fn tool_config(settings: &Settings) -> ClientConfig {
     with_overrides(base(settings), [&settings.kafka.properties])
 }
 
+/// How often the consumer refreshes topic metadata (ms). librdkafka learns of
+/// partitions added to an input topic only on a refresh, and its default of
+/// 300000 leaves records written to them unread for up to five minutes; a
+/// refresh of the subscribed topics every 30 s costs one small request.
+/// `[kafka.consumer] "topic.metadata.refresh.interval.ms"` overrides it.
+pub const CONSUMER_METADATA_REFRESH_MS: u64 = 30_000;
+
 /// Exactly-once input side: no auto-commit (offsets go into transactions) and
 /// read_committed, so aborted upstream records are never scored.
 pub fn consumer_config(settings: &Settings) -> ClientConfig {
@@ -48,7 +55,11 @@ pub fn consumer_config(settings: &Settings) -> ClientConfig {
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("session.timeout.ms", k.session_timeout_ms.to_string())
         .set("max.partition.fetch.bytes", k.max_message_bytes.to_string())
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "5000")
+        .set(
+            "topic.metadata.refresh.interval.ms",
+            CONSUMER_METADATA_REFRESH_MS.to_string(),
+        );
     if !k.group_instance_id.is_empty() {
         c.set("group.instance.id", &k.group_instance_id);
     }
@@ -115,5 +126,14 @@ mod tests {
         assert_eq!(producer_config(&s).get("fetch.wait.max.ms"), None);
         assert_eq!(consumer_config(&s).get("fetch.wait.max.ms"), Some("50"));
         assert_eq!(tool_config(&s).get("fetch.wait.max.ms"), None);
+    }
+
+    #[test]
+    fn consumer_refreshes_metadata_often_enough_to_see_added_partitions() {
+        let mut s = Settings::load_with_env(None, false).unwrap();
+        let key = "topic.metadata.refresh.interval.ms";
+        assert_eq!(consumer_config(&s).get(key), Some("30000"));
+        s.kafka.consumer.insert(key.into(), "5000".into());
+        assert_eq!(consumer_config(&s).get(key), Some("5000"));
     }
 }
