@@ -485,17 +485,14 @@ impl Settings {
         }
     }
 
-    /// Refuses the combinations in which the setting would silently not do
-    /// what it says.
+    /// Refuses the combination in which leaving would silently not happen.
+    /// (`never` for a dynamic member is only warned about when the pipeline
+    /// starts: the chart's ConfigMap is checked without the pod's
+    /// group.instance.id, which comes from the environment.)
     fn check_leave_group(&self) -> Result<(), ConfigError> {
         let k = &self.kafka;
         let static_member = !k.group_instance_id.is_empty();
         match self.leave_group()? {
-            LeaveGroup::Never if !static_member => Err(invalid(
-                "shutdown.leave_group",
-                "never",
-                "\"always\" when kafka.group_instance_id is empty: a dynamic member always leaves the group on stop",
-            )),
             // KIP-848's protocol takes a static member's leave as temporary
             // (member epoch -2): it would keep its partitions anyway.
             LeaveGroup::Always if static_member && self.consumer_group_protocol() == "consumer" => {
@@ -650,12 +647,6 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(s.leave_group().unwrap(), LeaveGroup::Never);
-        let err = with_file("[shutdown]\nleave_group = \"never\"\n").unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("config: shutdown.leave_group = never is not allowed: \"always\" when kafka.group_instance_id is empty"),
-            "{err}"
-        );
         let err = with_file("[shutdown]\nleave_group = \"sometimes\"\n").unwrap_err();
         assert_eq!(
             err.to_string(),

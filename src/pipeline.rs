@@ -269,6 +269,11 @@ impl Pipeline {
                     .map(|leave| (settings.kafka.group_instance_id.clone(), leave))
             })
             .transpose()?;
+        if static_member.is_none() && settings.leave_group()? == LeaveGroup::Never {
+            tracing::warn!(
+                "shutdown.leave_group = never has no effect without kafka.group_instance_id: a dynamic member always leaves the group on stop"
+            );
+        }
         let topics: Vec<&str> = settings.input.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
