@@ -160,6 +160,22 @@ pub struct TransactionSettings {
 #[serde(deny_unknown_fields)]
 pub struct ShutdownSettings {
     pub grace_period_ms: u64,
+    pub leave_group: String,
+}
+
+/// Whether a clean stop takes this member out of the consumer group at once.
+/// Only a static member (`kafka.group_instance_id`) has the choice: KIP-345
+/// members keep their partitions through a stop until the session times out,
+/// so a restart within it gets them back without a rebalance; a dynamic member
+/// always leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaveGroup {
+    /// Leave on every clean stop: the partitions move to the other members at
+    /// once (a scale-down), and a restart costs a rebalance.
+    Always,
+    /// Keep the partitions for `kafka.session_timeout_ms` (a rolling restart);
+    /// if the member does not come back, they sit unread until then.
+    Never,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -381,6 +397,7 @@ impl Settings {
                 ),
             ));
         }
+        self.check_leave_group()?;
         if self
             .telemetry
             .listen
@@ -491,6 +508,50 @@ impl Settings {
 
     pub fn max_batch_delay(&self) -> Duration {
         Duration::from_millis(self.batching.max_batch_delay_ms)
+    }
+
+    pub fn leave_group(&self) -> Result<LeaveGroup, ConfigError> {
+        match self.shutdown.leave_group.as_str() {
+            "always" => Ok(LeaveGroup::Always),
+            "never" => Ok(LeaveGroup::Never),
+            other => Err(invalid(
+                "shutdown.leave_group",
+                other,
+                "\"always\" or \"never\"",
+            )),
+        }
+    }
+
+    /// Refuses the combination in which leaving would silently not happen.
+    /// (`never` for a dynamic member is only warned about when the pipeline
+    /// starts: the chart's ConfigMap is checked without the pod's
+    /// group.instance.id, which comes from the environment.)
+    fn check_leave_group(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
+        let static_member = !k.group_instance_id.is_empty();
+        match self.leave_group()? {
+            // KIP-848's protocol takes a static member's leave as temporary
+            // (member epoch -2): it would keep its partitions anyway.
+            LeaveGroup::Always if static_member && self.consumer_group_protocol() == "consumer" => {
+                Err(invalid(
+                    "shutdown.leave_group",
+                    "always",
+                    "\"never\" with group.protocol = \"consumer\" (KIP-848) and a kafka.group_instance_id: that protocol keeps a static member's partitions through its leave",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The consumer's `group.protocol` as the librdkafka property tables set it.
+    fn consumer_group_protocol(&self) -> String {
+        [&self.kafka.properties, &self.kafka.consumer]
+            .into_iter()
+            .flat_map(|t| t.iter())
+            .filter(|(key, _)| key.replace('_', ".") == "group.protocol")
+            .map(|(_, v)| v.to_ascii_lowercase())
+            .next_back()
+            .unwrap_or_default()
     }
 
     pub fn grace_period(&self) -> Duration {
@@ -688,6 +749,27 @@ mod tests {
         );
         let err = with_file("[batching]\nlatency_target_ms = 0\n").unwrap_err();
         assert!(err.to_string().contains("batching.latency_target_ms = 0"));
+    }
+
+    #[test]
+    fn leave_group_is_checked_against_the_membership() {
+        let s = Settings::load_with_env(None, false).unwrap();
+        assert_eq!(s.leave_group().unwrap(), LeaveGroup::Always);
+        let static_member = "[kafka]\ngroup_instance_id = \"streamscore-0\"\n";
+        let s = with_file(&format!(
+            "{static_member}[shutdown]\nleave_group = \"never\"\n"
+        ))
+        .unwrap();
+        assert_eq!(s.leave_group().unwrap(), LeaveGroup::Never);
+        let err = with_file("[shutdown]\nleave_group = \"sometimes\"\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config: shutdown.leave_group = sometimes is not allowed: \"always\" or \"never\""
+        );
+        let kip848 = format!("{static_member}[kafka.consumer]\ngroup_protocol = \"consumer\"\n");
+        let err = with_file(&kip848).unwrap_err();
+        assert!(err.to_string().contains("group.protocol"), "{err}");
+        with_file(&format!("{kip848}[shutdown]\nleave_group = \"never\"\n")).unwrap();
     }
 
     #[test]

@@ -21,7 +21,7 @@ use rdkafka::producer::Producer;
 use crate::batcher::{AdaptiveSize, BatchSize, Batcher};
 use crate::codec::schemas::{SchemaError, load_schema};
 use crate::codec::{InputDecoder, ScoreEncoder};
-use crate::config::{BatchMode, ConfigError, Format, Settings};
+use crate::config::{BatchMode, ConfigError, Format, LeaveGroup, Settings};
 use crate::envelope::SharedKeyring;
 use crate::faults::Faults;
 use crate::features::{FeatureError, FeaturePlan};
@@ -170,7 +170,14 @@ pub struct Pipeline {
     consumer: Arc<SourceConsumer>,
     device: Device,
     signals: Arc<PipelineSignals>,
+    /// Static members only (a dynamic member always leaves on close): the
+    /// group.instance.id and whether a clean stop leaves the group.
+    static_member: Option<(String, LeaveGroup)>,
 }
+
+/// How long a static member's leave may take before the stop goes on
+/// without it (librdkafka gives the LeaveGroup request 5 s).
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Pipeline {
     /// Verifies the model, warms up its sessions, initialises the transactional
@@ -287,6 +294,18 @@ impl Pipeline {
                 source,
             })?;
         let consumer = Arc::new(consumer);
+        let static_member = (!settings.kafka.group_instance_id.is_empty())
+            .then(|| {
+                settings
+                    .leave_group()
+                    .map(|leave| (settings.kafka.group_instance_id.clone(), leave))
+            })
+            .transpose()?;
+        if static_member.is_none() && settings.leave_group()? == LeaveGroup::Never {
+            tracing::warn!(
+                "shutdown.leave_group = never has no effect without kafka.group_instance_id: a dynamic member always leaves the group on stop"
+            );
+        }
         let topics: Vec<&str> = settings.input.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
@@ -371,6 +390,7 @@ impl Pipeline {
             consumer,
             device,
             signals,
+            static_member,
         })
     }
 
@@ -412,8 +432,23 @@ impl Pipeline {
             .sink
             .join()
             .map_err(|_| PipelineError::Panicked("sink"))?;
-        // Leave the group now, so a successor gets the partitions without waiting for a session timeout.
-        self.consumer.unsubscribe();
+        match &self.static_member {
+            // A dynamic member's close sends the LeaveGroup itself.
+            None => {}
+            Some((instance, LeaveGroup::Always)) => {
+                if crate::kafka::group::leave(&self.consumer, LEAVE_TIMEOUT) {
+                    tracing::info!(group_instance_id = %instance, "left the consumer group: its partitions move to the other members now");
+                } else {
+                    tracing::warn!(group_instance_id = %instance, timeout_ms = LEAVE_TIMEOUT.as_millis() as u64,
+                        "could not leave the consumer group in time: its partitions move after kafka.session_timeout_ms");
+                }
+            }
+            Some((instance, LeaveGroup::Never)) => tracing::info!(
+                group_instance_id = %instance,
+                "kept the group membership (shutdown.leave_group = never): a restart with this id within kafka.session_timeout_ms takes the partitions back, otherwise they move after it"
+            ),
+        }
+        // The close (and for a dynamic member, its LeaveGroup) happens here.
         drop(self.consumer);
         source?;
         worker_result?;

@@ -223,6 +223,11 @@ fn default_values_render_valid_manifests_the_processor_accepts() {
         Some(&Value::from("$(POD_NAME)"))
     );
     assert_eq!(sts["spec"]["replicas"], 2);
+    // A fixed replica count: a stop is a restart, the partitions wait for it.
+    assert_eq!(
+        settings.leave_group().unwrap(),
+        streamscore::config::LeaveGroup::Never
+    );
     assert!(
         toml.contains("listen = \"0.0.0.0:9464\""),
         "reachable by probes: {toml}"
@@ -291,6 +296,11 @@ fn gpu_and_autoscaling_values_render_valid_manifests() {
     assert_eq!(
         settings.device().unwrap(),
         streamscore::config::DevicePreference::Cuda
+    );
+    // The autoscaler removes pods for good: a stopped pod leaves the group.
+    assert_eq!(
+        settings.leave_group().unwrap(),
+        streamscore::config::LeaveGroup::Always
     );
     assert_eq!(settings.batching.max_batch_size, 2048);
     assert_eq!(
@@ -383,6 +393,14 @@ fn the_schema_rejects_bad_values_naming_the_key() {
             "maxBatchSize",
         ),
         (serde_json::json!({"batching": {"mode": "dynamic"}}), "mode"),
+        (
+            serde_json::json!({"shutdown": {"leaveGroup": "sometimes"}}),
+            "leaveGroup",
+        ),
+        (
+            serde_json::json!({"shutdown": {"leaveGroup": "never"}, "kafka": {"staticMembership": false}}),
+            "leaveGroup",
+        ),
         (serde_json::json!({"model": {"device": "tpu"}}), "device"),
         (
             serde_json::json!({"transactions": {"commitIntervalMs": "fast"}}),

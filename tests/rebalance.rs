@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use streamscore::config::{Format, Settings};
+use streamscore::demo::events::EventFactory;
 use streamscore::envelope::Keyring;
 use support::process::{Processor, config_file};
 
@@ -22,8 +23,12 @@ struct Group {
 
 impl Group {
     fn new(name: &str) -> Self {
+        Self::with_session_timeout(name, 6_000)
+    }
+
+    fn with_session_timeout(name: &str, session_timeout_ms: u64) -> Self {
         let mut settings = support::settings(name, Format::Avro, Format::Avro);
-        settings.kafka.session_timeout_ms = 6_000;
+        settings.kafka.session_timeout_ms = session_timeout_ms;
         settings.kafka.transaction_timeout_ms = 10_000;
         settings.kafka.request_timeout_ms = 10_000;
         support::create(&settings);
@@ -38,10 +43,65 @@ impl Group {
 
     /// Instance `i`: same group, its own fixed transactional.id.
     fn start(&self, i: usize) -> Processor {
+        self.start_with(i, self.settings.clone(), "")
+    }
+
+    /// Instance `i` as a static member (group.instance.id fixed per `i`, as
+    /// the chart sets the pod name), with `extra` config lines.
+    fn start_static(&self, i: usize, extra: &str) -> Processor {
         let mut s = self.settings.clone();
+        s.kafka.group_instance_id = format!("{}-{i}", self.settings.kafka.group_id);
+        self.start_with(i, s, extra)
+    }
+
+    fn start_with(&self, i: usize, mut s: Settings, extra: &str) -> Processor {
         s.kafka.transactional_id = format!("{}-{i}", self.settings.kafka.transactional_id);
-        let config = config_file(self.dir.path(), &format!("instance-{i}"), &s, "");
+        let config = config_file(self.dir.path(), &format!("instance-{i}"), &s, extra);
         Processor::start(&config, &self.keyring_json, self.log(i))
+    }
+
+    /// Two static members sharing the input's 3 partitions, everything
+    /// published so far committed. Returns the partitions' committed total.
+    fn two_static_members(&self, extra: &str) -> (Processor, Processor) {
+        let a = self.start_static(0, extra);
+        wait_for(
+            || {
+                self.read_log(0)
+                    .contains("partitions assigned partitions=3")
+            },
+            || format!("instance 0 to own all partitions:\n{}", self.read_log(0)),
+        );
+        let b = self.start_static(1, extra);
+        wait_for(
+            || self.read_log(1).contains("partitions assigned"),
+            || {
+                format!(
+                    "instance 1 to be assigned partitions:\n{}",
+                    self.read_log(1)
+                )
+            },
+        );
+        self.publish_to_every_partition(0);
+        let (done, end) = support::wait_committed(&self.settings, Duration::from_secs(60));
+        assert_eq!(
+            done, end,
+            "the two members did not commit the first records"
+        );
+        (a, b)
+    }
+
+    /// 50 records to each of the input's 3 partitions (by number, not key).
+    fn publish_to_every_partition(&self, round: u64) {
+        let mut factory = EventFactory::new(self.keyring.clone(), Format::Avro, "parts", round);
+        for partition in 0..3 {
+            let records: Vec<_> = (0..50).map(|_| factory.next(None)).collect();
+            support::publish_to(
+                &self.settings,
+                &self.settings.input.topics[0],
+                Some(partition),
+                &records,
+            );
+        }
     }
 
     fn log(&self, i: usize) -> PathBuf {
@@ -177,4 +237,108 @@ fn paused_zombie_is_fenced_and_publishes_no_duplicates() {
         g.read_log(1)
     );
     drop(zombie);
+}
+
+/// Session timeout of the static-membership tests: far longer than their
+/// bounded waits, so a partition that moves within one was handed over, not
+/// timed out.
+const LONG_SESSION_MS: u64 = 60_000;
+
+/// A scale-down: a static member stopped with SIGTERM and
+/// `shutdown.leave_group = "always"` leaves the group, and the survivor reads
+/// its partitions long before the session timeout would have freed them.
+#[test]
+fn static_member_that_leaves_on_sigterm_hands_its_partitions_over_at_once() {
+    let _turn = support::exclusive();
+    let g = Group::with_session_timeout("leave-always", LONG_SESSION_MS);
+    let extra = "[shutdown]\nleave_group = \"always\"\n";
+    let (a, b) = g.two_static_members(extra);
+    let status = b.terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "instance 1 on SIGTERM: {status}\n{}",
+        g.read_log(1)
+    );
+    assert!(
+        g.read_log(1).contains("left the consumer group"),
+        "{}",
+        g.read_log(1)
+    );
+    let stopped = std::time::Instant::now();
+    g.publish_to_every_partition(1);
+    // Every partition, the stopped member's included, within 20 s of a 60 s session timeout.
+    let (done, end) = support::wait_committed(&g.settings, Duration::from_secs(20));
+    assert_eq!(
+        done,
+        end,
+        "the survivor did not take over the stopped member's partitions within 20 s \
+         (session timeout {LONG_SESSION_MS} ms): the stopped static member did not leave\n{}",
+        g.read_log(0)
+    );
+    println!(
+        "all partitions committed {:?} after the SIGTERM",
+        stopped.elapsed()
+    );
+    let status = a.terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "instance 0 on SIGTERM: {status}\n{}",
+        g.read_log(0)
+    );
+    g.assert_exactly_once(3 * 50 * 2);
+}
+
+/// A rolling restart: with `shutdown.leave_group = "never"` the stopped
+/// static member keeps its partitions (the survivor does not get them), and
+/// the same member, restarted, takes them back and reads them.
+#[test]
+fn static_member_that_keeps_its_membership_gets_its_partitions_back_on_restart() {
+    let _turn = support::exclusive();
+    let g = Group::with_session_timeout("leave-never", LONG_SESSION_MS);
+    let extra = "[shutdown]\nleave_group = \"never\"\n";
+    let (a, b) = g.two_static_members(extra);
+    let stopped = std::time::Instant::now();
+    let status = b.terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "instance 1 on SIGTERM: {status}\n{}",
+        g.read_log(1)
+    );
+    let (before, _) = support::wait_committed(&g.settings, Duration::from_secs(1));
+    g.publish_to_every_partition(1);
+    // The survivor reads its own partitions only; the stopped member's wait.
+    sleep_ms(10_000);
+    let (done, end) = support::wait_committed(&g.settings, Duration::ZERO);
+    assert!(
+        done > before,
+        "the survivor committed nothing in 10 s\n{}",
+        g.read_log(0)
+    );
+    assert!(
+        done < end,
+        "the survivor took the stopped static member's partitions ({done} of {end} committed)\n{}",
+        g.read_log(0)
+    );
+    // Back under the same group.instance.id, well within the session timeout.
+    let b2 = g.start_static(1, extra);
+    let (done, end) = support::wait_committed(&g.settings, Duration::from_secs(30));
+    assert_eq!(
+        done,
+        end,
+        "the restarted member did not read its partitions\n{}",
+        g.read_log(1)
+    );
+    assert!(
+        stopped.elapsed() < Duration::from_millis(LONG_SESSION_MS),
+        "the partitions may have moved by session timeout instead"
+    );
+    for (i, p) in [(0, a), (1, b2)] {
+        let status = p.terminate(Duration::from_secs(30));
+        assert!(
+            status.success(),
+            "instance {i} on SIGTERM: {status}\n{}",
+            g.read_log(i)
+        );
+    }
+    g.assert_exactly_once(3 * 50 * 2);
 }

@@ -25,10 +25,29 @@ pub fn publisher(bootstrap: &str) -> Result<Publisher, KafkaError> {
 
 /// Enqueues one record, waiting while the local queue is full.
 pub fn publish(producer: &Publisher, topic: &str, record: &OutRecord) -> Result<(), KafkaError> {
-    let mut base: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).key(record.key.as_slice());
-    if let Some(v) = record.value.as_deref() {
-        base = base.payload(v);
+    send(producer, base_record(topic, record))
+}
+
+/// As [`publish`], to one partition regardless of the key: for a partition
+/// the key would never reach (e.g. one just added to the topic).
+pub fn publish_to_partition(
+    producer: &Publisher,
+    topic: &str,
+    partition: i32,
+    record: &OutRecord,
+) -> Result<(), KafkaError> {
+    send(producer, base_record(topic, record).partition(partition))
+}
+
+fn base_record<'a>(topic: &'a str, record: &'a OutRecord) -> BaseRecord<'a, [u8], [u8]> {
+    let base: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).key(record.key.as_slice());
+    match record.value.as_deref() {
+        Some(v) => base.payload(v),
+        None => base,
     }
+}
+
+fn send(producer: &Publisher, mut base: BaseRecord<'_, [u8], [u8]>) -> Result<(), KafkaError> {
     loop {
         match producer.send(base) {
             Ok(()) => return Ok(()),

@@ -69,6 +69,13 @@ pub fn admin_config(settings: &Settings) -> ClientConfig {
     with_overrides(base(settings), [&k.properties, &k.producer])
 }
 
+/// How often the consumer refreshes topic metadata (ms). librdkafka learns of
+/// partitions added to an input topic only on a refresh, and its default of
+/// 300000 leaves records written to them unread for up to five minutes; a
+/// refresh of the subscribed topics every 30 s costs one small request.
+/// `[kafka.consumer] "topic.metadata.refresh.interval.ms"` overrides it.
+pub const CONSUMER_METADATA_REFRESH_MS: u64 = 30_000;
+
 /// Exactly-once input side: no auto-commit (offsets go into transactions) and
 /// read_committed, so aborted upstream records are never scored.
 pub fn consumer_config(settings: &Settings) -> ClientConfig {
@@ -93,7 +100,11 @@ pub fn consumer_config(settings: &Settings) -> ClientConfig {
                 .max(k.max_message_bytes + FETCH_HEADROOM)
                 .to_string(),
         )
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "5000")
+        .set(
+            "topic.metadata.refresh.interval.ms",
+            CONSUMER_METADATA_REFRESH_MS.to_string(),
+        );
     if !k.group_instance_id.is_empty() {
         c.set("group.instance.id", &k.group_instance_id);
     }
@@ -227,5 +238,14 @@ mod tests {
         assert_eq!(tool_config(&s).get("fetch.wait.max.ms"), None);
         assert_eq!(admin_config(&s).get("linger.ms"), Some("9"));
         assert_eq!(admin_config(&s).get("transactional.id"), None);
+    }
+
+    #[test]
+    fn consumer_refreshes_metadata_often_enough_to_see_added_partitions() {
+        let mut s = Settings::load_with_env(None, false).unwrap();
+        let key = "topic.metadata.refresh.interval.ms";
+        assert_eq!(consumer_config(&s).get(key), Some("30000"));
+        s.kafka.consumer.insert(key.into(), "5000".into());
+        assert_eq!(consumer_config(&s).get(key), Some("5000"));
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod group;
 pub mod positions;
 pub mod preflight;
 pub mod sink;

@@ -84,26 +84,65 @@ fn format_name(f: Format) -> &'static str {
     }
 }
 
+/// Creates every input topic with 3 partitions, and the output topics.
 pub fn create(settings: &Settings) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(create_topics(
-        &settings.kafka.bootstrap_servers,
-        &[
-            (settings.input.topics[0].as_str(), 3),
-            (settings.output.topic.as_str(), 3),
-            (settings.output.dead_letter_topic.as_str(), 1),
-        ],
-    ))
-    .expect("topics can be created");
+    create_inputs(settings, &vec![3; settings.input.topics.len()]);
 }
 
+/// Creates the input topics with these partition counts (one per
+/// `input.topics` entry, in order), and the output topics.
+pub fn create_inputs(settings: &Settings, partitions: &[i32]) {
+    assert_eq!(partitions.len(), settings.input.topics.len());
+    let mut topics: Vec<(&str, i32)> = settings
+        .input
+        .topics
+        .iter()
+        .map(String::as_str)
+        .zip(partitions.iter().copied())
+        .collect();
+    topics.push((settings.output.topic.as_str(), 3));
+    topics.push((settings.output.dead_letter_topic.as_str(), 1));
+    block_on(create_topics(&settings.kafka.bootstrap_servers, &topics))
+        .expect("topics can be created");
+}
+
+/// Grows `topic` to `total` partitions while it is in use.
+pub fn add_partitions(settings: &Settings, topic: &str, total: usize) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> =
+        streamscore::kafka::client::tool_config(settings)
+            .create()
+            .expect("admin client");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = block_on(admin.create_partitions(&[NewPartitions::new(topic, total)], &options))
+        .expect("create_partitions answers");
+    for r in results {
+        r.unwrap_or_else(|(t, code)| panic!("cannot add partitions to {t}: {code}"));
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Publishes to the first input topic.
 pub fn publish_all(settings: &Settings, records: &[OutRecord]) {
+    publish_to(settings, &settings.input.topics[0], None, records);
+}
+
+/// Publishes to `topic`, to one `partition` when given (else by key).
+pub fn publish_to(settings: &Settings, topic: &str, partition: Option<i32>, records: &[OutRecord]) {
     let producer = publish::publisher(&settings.kafka.bootstrap_servers).unwrap();
     for r in records {
-        publish::publish(&producer, &settings.input.topics[0], r).unwrap();
+        match partition {
+            Some(p) => publish::publish_to_partition(&producer, topic, p, r).unwrap(),
+            None => publish::publish(&producer, topic, r).unwrap(),
+        }
     }
     publish::flush(&producer).unwrap();
 }
@@ -155,6 +194,19 @@ pub fn stream(
     rate: u64,
     bad_percent: u32,
 ) -> std::thread::JoinHandle<u64> {
+    let topic = settings.input.topics[0].clone();
+    stream_to(settings, &topic, keyring, events, rate, bad_percent)
+}
+
+/// As [`stream`], to any input topic.
+pub fn stream_to(
+    settings: &Settings,
+    topic: &str,
+    keyring: Arc<Keyring>,
+    events: u64,
+    rate: u64,
+    bad_percent: u32,
+) -> std::thread::JoinHandle<u64> {
     let factory = streamscore::demo::events::EventFactory::new(
         keyring,
         settings.input_format().unwrap(),
@@ -162,7 +214,7 @@ pub fn stream(
         11,
     );
     let bootstrap = settings.kafka.bootstrap_servers.clone();
-    let topic = settings.input.topics[0].clone();
+    let topic = topic.to_owned();
     std::thread::spawn(move || {
         let producer = publish::publisher(&bootstrap).unwrap();
         let plan = publish::StreamPlan {

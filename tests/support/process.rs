@@ -14,7 +14,7 @@ pub fn config_file(dir: &Path, name: &str, settings: &Settings, extra: &str) -> 
     let toml = format!(
         "[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"{}\"\ntransactional_id = \"{}\"\n\
          transaction_timeout_ms = {}\nsession_timeout_ms = {}\nrequest_timeout_ms = {}\ngroup_instance_id = \"{}\"\n\
-         [input]\ntopics = [\"{}\"]\nformat = \"{}\"\n[output]\ntopic = \"{}\"\ndead_letter_topic = \"{}\"\n\
+         [input]\ntopics = {:?}\nformat = \"{}\"\n[output]\ntopic = \"{}\"\ndead_letter_topic = \"{}\"\n\
          [telemetry]\nlisten = \"127.0.0.1:0\"\nlog_format = \"human\"\nlog_level = \"info,ort=warn\"\n{extra}",
         settings.kafka.bootstrap_servers,
         settings.kafka.group_id,
@@ -23,7 +23,7 @@ pub fn config_file(dir: &Path, name: &str, settings: &Settings, extra: &str) -> 
         settings.kafka.session_timeout_ms,
         settings.kafka.request_timeout_ms,
         settings.kafka.group_instance_id,
-        settings.input.topics[0],
+        settings.input.topics,
         settings.input.format,
         settings.output.topic,
         settings.output.dead_letter_topic,

@@ -55,6 +55,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.gpu.enabled }}cuda{{ else }}{{ .Values.model.device }}{{ end }}
 {{- end }}
 
+{{/* shutdown.leave_group as the processor sees it. auto: leave when an
+autoscaler removes pods or when membership is dynamic (a dynamic member
+always leaves), keep the partitions through a restart otherwise. */}}
+{{- define "streamscore.leaveGroup" -}}
+{{- $v := .Values.shutdown.leaveGroup | default "auto" }}
+{{- if and (eq $v "never") (not .Values.kafka.staticMembership) }}
+{{- fail "shutdown.leaveGroup=never needs kafka.staticMembership=true: a dynamic member always leaves the group" }}
+{{- end }}
+{{- if ne $v "auto" }}{{ $v }}
+{{- else if or .Values.autoscaling.enabled (not .Values.kafka.staticMembership) }}always
+{{- else }}never
+{{- end }}
+{{- end }}
+
 {{/* Checksum of the rendered config, so a values change rolls the pods. */}}
 {{- define "streamscore.configChecksum" -}}
 {{- include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
