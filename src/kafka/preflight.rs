@@ -10,10 +10,12 @@
 //! `auto.create.topics.enable=true` the metadata request may create a missing
 //! topic, exactly as the first produce to it would.
 
-use std::future::Future;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake};
 use std::time::Duration;
+
+// The admin client answers from its own thread, and the pipeline starts on a
+// plain blocking thread, inside or outside a tokio runtime (where a nested
+// runtime's block_on would panic): a thread-parking executor fits.
+use futures_executor::block_on;
 
 use rdkafka::admin::{AdminClient, AdminOptions, OwnedResourceSpecifier, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
@@ -233,27 +235,6 @@ fn topic_limits(
         limits.push(limit);
     }
     Ok(limits)
-}
-
-/// Runs an admin request's future to completion on this thread: the admin
-/// client answers from its own thread, and the pipeline starts on a plain
-/// (blocking) thread, inside or outside a tokio runtime.
-fn block_on<F: Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Arc::new(Unpark(std::thread::current())).into();
-    let mut cx = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
-    }
 }
 
 #[cfg(test)]
