@@ -1,7 +1,9 @@
 //! Faults a test can arm in a running pipeline, for the failures the real
 //! broker cannot be made to produce on cue: an abortable error at the next
-//! commit (as a rebalance's ILLEGAL_GENERATION would give), or an ONNX
-//! Runtime error in the middle of a run (as a GPU fault would give).
+//! commit (as a rebalance's ILLEGAL_GENERATION would give), a commit whose
+//! answer never comes back (as a broker that hangs right after writing the
+//! commit would give), or an ONNX Runtime error in the middle of a run (as a
+//! GPU fault would give).
 //!
 //! Nothing arms them outside tests; disarmed, each costs one relaxed load
 //! per commit or per batch.
@@ -12,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 #[derive(Debug, Default)]
 pub struct Faults {
     abort_commits: AtomicU32,
+    lose_commit_reply: AtomicBool,
     fail_inference: AtomicBool,
 }
 
@@ -27,6 +30,17 @@ impl Faults {
         self.abort_commits.load(Ordering::SeqCst)
     }
 
+    /// The next commit that succeeds is taken for one that timed out: the
+    /// sink cannot tell whether it landed.
+    pub fn lose_next_commit_reply(&self) {
+        self.lose_commit_reply.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether an armed lost reply is still to be taken.
+    pub fn commit_reply_to_lose(&self) -> bool {
+        self.lose_commit_reply.load(Ordering::SeqCst)
+    }
+
     /// The next batch reaches ONNX Runtime with a shape the model refuses,
     /// so the inference call itself fails.
     pub fn fail_next_inference(&self) {
@@ -35,14 +49,25 @@ impl Faults {
 
     /// Takes one armed commit failure, if any.
     pub(crate) fn take_commit_abort(&self) -> bool {
-        self.abort_commits
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
+        self.abort_commits.load(Ordering::Relaxed) > 0
+            && self
+                .abort_commits
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+    }
+
+    pub(crate) fn take_lost_commit_reply(&self) -> bool {
+        take(&self.lose_commit_reply)
     }
 
     pub(crate) fn take_inference_failure(&self) -> bool {
-        self.fail_inference.swap(false, Ordering::SeqCst)
+        take(&self.fail_inference)
     }
+}
+
+/// Reads before it writes: the disarmed case stays a shared cache line.
+fn take(flag: &AtomicBool) -> bool {
+    flag.load(Ordering::Relaxed) && flag.swap(false, Ordering::SeqCst)
 }
 
 #[cfg(test)]
@@ -60,5 +85,8 @@ mod tests {
         f.fail_next_inference();
         assert!(f.take_inference_failure());
         assert!(!f.take_inference_failure());
+        f.lose_next_commit_reply();
+        assert!(f.take_lost_commit_reply());
+        assert!(!f.take_lost_commit_reply());
     }
 }

@@ -42,11 +42,6 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct Barrier {
     pub done: SyncSender<BarrierOutcome>,
-    /// The partitions are already lost (the group moved on without us): the
-    /// open transaction must be aborted, never committed, since its offsets
-    /// would be sent with no valid membership and another member may own
-    /// those partitions now.
-    pub abort: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

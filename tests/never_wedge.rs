@@ -433,3 +433,43 @@ fn a_commit_that_times_out_replaces_the_producer_and_goes_on() {
     assert!(report.exactly_once(), "{}", report.line());
     assert_eq!(report.produced, published);
 }
+
+#[test]
+/// A commit whose answer never comes may have landed. The new producer
+/// settles it; the sink must then ask the group what happened, because
+/// rewinding to the last answered commit would score its records again.
+fn a_commit_whose_answer_is_lost_is_settled_without_scoring_twice() {
+    let settings = support::settings("lost-reply", Format::Avro, Format::Avro);
+    support::create(&settings);
+    let keyring = keyring();
+    let run = start(&settings, &keyring);
+    let stream = support::stream(&settings, keyring.clone(), 3_000, 400, 0);
+    assert!(wait(Duration::from_secs(60), || committed(&run.stats) > 200));
+    run.faults.lose_next_commit_reply();
+    assert!(
+        wait(Duration::from_secs(30), || !run
+            .faults
+            .commit_reply_to_lose()),
+        "the armed fault never fired"
+    );
+    let published = stream.join().unwrap();
+    assert!(
+        wait(
+            Duration::from_secs(90),
+            || support::committed_so_far(&settings) as u64 >= published
+                || run.pipeline.has_stopped()
+        ),
+        "{}",
+        counts(&run.stats)
+    );
+    assert!(
+        !run.pipeline.has_stopped(),
+        "the pipeline stopped: {:?}",
+        run.pipeline.join()
+    );
+    run.pipeline.stop();
+    run.pipeline.join().expect("stops cleanly");
+    let report = support::verify_topics(&settings);
+    assert!(report.exactly_once(), "{}", report.line());
+    assert_eq!(report.produced, published);
+}

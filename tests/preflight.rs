@@ -74,7 +74,7 @@ fn a_missing_dead_letter_topic_stops_the_start_naming_it() {
     assert_eq!(
         error_line(&log),
         format!(
-            "error: output.dead_letter_topic \"{}\" does not exist at {}: create it before starting (auto-creation is off)",
+            "error: output.dead_letter_topic \"{}\" does not exist at {}: create it before starting",
             settings.output.dead_letter_topic, settings.kafka.bootstrap_servers
         )
     );

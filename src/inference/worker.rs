@@ -30,14 +30,28 @@ pub fn run(
     output: SyncSender<Batch>,
     links: WorkerLinks,
 ) -> Result<(), InferenceError> {
-    // The channels are dropped only after the flag is set: the sink must
-    // never see the hang-up before it can tell a failure from a shutdown.
+    // The channels are dropped only after the flag is set (by the error, or
+    // by the guard while a panic unwinds): the sink must never see the
+    // hang-up before it can tell a failure from a shutdown.
+    let guard = FailOnPanic(&links.failed);
     let result = score_batches(session, &input, &output, &links);
     if let Err(e) = &result {
         tracing::error!(error = %e, "inference failed; the pipeline stops without committing what is open");
         links.failed.store(true, Ordering::SeqCst);
     }
+    drop(guard);
     result
+}
+
+/// Marks the worker failed if it is dropped while its thread panics.
+struct FailOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for FailOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
 }
 
 /// In adaptive mode it reports each batch's fill + inference time, which is

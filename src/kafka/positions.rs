@@ -22,22 +22,23 @@ pub type Partition = (Arc<str>, i32);
 
 /// Next offsets committed by this instance, per partition it owns.
 #[derive(Debug, Default)]
-pub struct CommittedPositions(Mutex<HashMap<Partition, i64>>);
+pub struct CommittedPositions(Mutex<HashMap<Arc<str>, HashMap<i32, i64>>>);
 
 impl CommittedPositions {
     pub fn record(&self, committed: impl IntoIterator<Item = (Partition, i64)>) {
         let mut map = self.lock();
-        for (partition, next) in committed {
-            let e = map.entry(partition).or_insert(next);
+        for ((topic, partition), next) in committed {
+            let e = map
+                .entry(topic)
+                .or_default()
+                .entry(partition)
+                .or_insert(next);
             *e = (*e).max(next);
         }
     }
 
     pub fn get(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.lock()
-            .iter()
-            .find(|((t, p), _)| &**t == topic && *p == partition)
-            .map(|(_, next)| *next)
+        self.lock().get(topic)?.get(&partition).copied()
     }
 
     /// Partitions given up: a later owner commits them, and if they come
@@ -45,11 +46,13 @@ impl CommittedPositions {
     pub fn forget(&self, revoked: &TopicPartitionList) {
         let mut map = self.lock();
         for e in revoked.elements() {
-            map.retain(|(t, p), _| !(&**t == e.topic() && *p == e.partition()));
+            if let Some(partitions) = map.get_mut(e.topic()) {
+                partitions.remove(&e.partition());
+            }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Partition, i64>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, HashMap<i32, i64>>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -64,25 +67,47 @@ pub struct ReadSpan {
     pub next: i64,
 }
 
-/// Per partition read since the last rewind; what a rewind must undo.
+/// Per partition read since the last rewind; what a rewind must undo. Its
+/// topic entries double as the source's interned topic names, so recording
+/// a read costs the one topic lookup the source needs anyway.
 #[derive(Debug, Default)]
-pub struct ReadSpans(HashMap<Partition, ReadSpan>);
+pub struct ReadSpans(HashMap<Arc<str>, TopicReads>);
+
+#[derive(Debug)]
+struct TopicReads {
+    name: Arc<str>,
+    partitions: HashMap<i32, ReadSpan>,
+}
 
 impl ReadSpans {
-    pub fn read(&mut self, topic: &Arc<str>, partition: i32, offset: i64) {
-        self.0
-            .entry((topic.clone(), partition))
+    /// Records a read; returns the topic's shared name for the item.
+    pub fn read(&mut self, topic: &str, partition: i32, offset: i64) -> Arc<str> {
+        let reads = match self.0.get_mut(topic) {
+            Some(reads) => reads,
+            None => {
+                let name: Arc<str> = Arc::from(topic);
+                self.0.entry(name.clone()).or_insert(TopicReads {
+                    name,
+                    partitions: HashMap::new(),
+                })
+            }
+        };
+        reads
+            .partitions
+            .entry(partition)
             .and_modify(|s| s.next = s.next.max(offset + 1))
             .or_insert(ReadSpan {
                 first: offset,
                 next: offset + 1,
             });
+        reads.name.clone()
     }
 
     pub fn forget(&mut self, revoked: &TopicPartitionList) {
         for e in revoked.elements() {
-            self.0
-                .retain(|(t, p), _| !(&**t == e.topic() && *p == e.partition()));
+            if let Some(reads) = self.0.get_mut(e.topic()) {
+                reads.partitions.remove(&e.partition());
+            }
         }
     }
 
@@ -95,20 +120,22 @@ impl ReadSpans {
         let mut targets: Vec<(Partition, i64)> = self
             .0
             .drain()
-            .filter_map(|(partition, span)| {
-                let target = match committed.get(&partition.0, partition.1) {
+            .flat_map(|(topic, reads)| {
+                reads
+                    .partitions
+                    .into_iter()
+                    .map(move |(partition, span)| (topic.clone(), partition, span))
+            })
+            .filter_map(|(topic, partition, span)| {
+                let target = match committed.get(&topic, partition) {
                     Some(c) => c.max(span.first),
                     None => span.first,
                 };
-                (target < span.next).then_some((partition, target))
+                (target < span.next).then_some(((topic, partition), target))
             })
             .collect();
         targets.sort();
         targets
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -124,25 +151,28 @@ mod tests {
     fn rewinds_only_partitions_with_uncommitted_reads_and_never_before_a_commit() {
         let committed = CommittedPositions::default();
         let mut spans = ReadSpans::default();
-        let a: Arc<str> = Arc::from("a");
+        let a = "a";
         // p0: read 10..=19, committed up to 15 → back to 15.
         for o in 10..20 {
-            spans.read(&a, 0, o);
+            spans.read(a, 0, o);
         }
         // p1: read 5..=7, all committed → no rewind (no seek).
         for o in 5..8 {
-            spans.read(&a, 1, o);
+            spans.read(a, 1, o);
         }
         // p2: read 100..=101, nothing committed since reading began → back to 100.
-        spans.read(&a, 2, 100);
-        spans.read(&a, 2, 101);
+        spans.read(a, 2, 100);
+        spans.read(a, 2, 101);
         committed.record([(tp("a", 0), 15), (tp("a", 1), 8), (tp("a", 3), 42)]);
         assert_eq!(
             spans.rewind_targets(&committed),
             vec![(tp("a", 0), 15), (tp("a", 2), 100)],
             "p3 (assigned, never read: still fetching its offset) and p1 are left alone"
         );
-        assert!(spans.is_empty(), "a rewind starts a new generation");
+        assert!(
+            spans.rewind_targets(&committed).is_empty(),
+            "a rewind starts a new generation"
+        );
     }
 
     #[test]
@@ -150,7 +180,7 @@ mod tests {
         let committed = CommittedPositions::default();
         committed.record([(tp("a", 0), 3)]);
         let mut spans = ReadSpans::default();
-        spans.read(&Arc::from("a"), 0, 7);
+        spans.read("a", 0, 7);
         assert_eq!(spans.rewind_targets(&committed), vec![(tp("a", 0), 7)]);
         // A committed position never goes backwards.
         committed.record([(tp("a", 0), 9), (tp("a", 0), 4)]);
@@ -162,8 +192,8 @@ mod tests {
         let committed = CommittedPositions::default();
         committed.record([(tp("a", 0), 3), (tp("a", 1), 3)]);
         let mut spans = ReadSpans::default();
-        spans.read(&Arc::from("a"), 0, 5);
-        spans.read(&Arc::from("a"), 1, 5);
+        spans.read("a", 0, 5);
+        spans.read("a", 1, 5);
         let mut revoked = TopicPartitionList::new();
         revoked.add_partition("a", 1);
         committed.forget(&revoked);

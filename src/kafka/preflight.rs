@@ -35,9 +35,7 @@ pub enum PreflightError {
         bootstrap: String,
         error: Box<KafkaError>,
     },
-    #[error(
-        "{key} \"{topic}\" does not exist at {bootstrap}: create it before starting (auto-creation is off)"
-    )]
+    #[error("{key} \"{topic}\" does not exist at {bootstrap}: create it before starting")]
     Missing {
         key: &'static str,
         topic: String,
@@ -78,22 +76,38 @@ pub fn check_output_topics(settings: &Settings) -> Result<(), PreflightError> {
     let timeout = settings.request_timeout();
     let topics = output_topics(settings);
     for &(key, topic) in &topics {
-        let metadata = admin
-            .inner()
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(|error| PreflightError::Metadata {
-                key,
-                topic: topic.to_owned(),
-                bootstrap: bootstrap.clone(),
-                error: Box::new(error),
-            })?;
-        let answer = metadata.topics().iter().find(|t| t.name() == topic);
-        judge_metadata(
-            key,
-            topic,
-            bootstrap,
-            answer.map(|t| t.error().map(RDKafkaErrorCode::from)),
-        )?;
+        // A topic being created (auto-creation, or just before the start) or
+        // electing a leader answers LEADER_NOT_AVAILABLE for a moment:
+        // asked again, not refused, within the request timeout.
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let metadata = admin
+                .inner()
+                .fetch_metadata(Some(topic), timeout)
+                .map_err(|error| PreflightError::Metadata {
+                    key,
+                    topic: topic.to_owned(),
+                    bootstrap: bootstrap.clone(),
+                    error: Box::new(error),
+                })?;
+            let answer = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .map(|t| t.error().map(RDKafkaErrorCode::from));
+            let transient = matches!(
+                answer,
+                Some(Some(
+                    RDKafkaErrorCode::LeaderNotAvailable | RDKafkaErrorCode::NotLeaderForPartition
+                ))
+            );
+            if transient && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+            judge_metadata(key, topic, bootstrap, answer)?;
+            break;
+        }
     }
     let limits = topic_limits(&admin, &topics, bootstrap, timeout)?;
     for (&(key, topic), limit) in topics.iter().zip(limits) {
@@ -248,7 +262,7 @@ mod tests {
                 .map_err(|e| e.to_string())
         };
         assert!(judge(Some(None)).is_ok());
-        let missing = "output.dead_letter_topic \"x.dlq\" does not exist at k:9092: create it before starting (auto-creation is off)";
+        let missing = "output.dead_letter_topic \"x.dlq\" does not exist at k:9092: create it before starting";
         assert_eq!(judge(None).unwrap_err(), missing);
         assert_eq!(
             judge(Some(Some(RDKafkaErrorCode::UnknownTopicOrPartition))).unwrap_err(),

@@ -46,6 +46,16 @@ pub enum SinkError {
         "cannot replace the transactional producer after a commit or abort that could not finish: {0}"
     )]
     ReplaceProducer(KafkaError),
+    #[error("aborting the transaction failed: {0}")]
+    Abort(KafkaError),
+    #[error(
+        "cannot tell whether a commit that went unanswered landed (asked the group coordinator): {0}; a restart resumes from the group's committed offsets"
+    )]
+    Outcome(KafkaError),
+    #[error(
+        "after a commit that went unanswered, {reached} of its partitions show its offsets committed and {short} do not: a transaction commits all or none, so another member moved them; a restart resumes from the group's committed offsets"
+    )]
+    OutcomeMixed { reached: usize, short: usize },
     #[error("cannot encode a score result: {0}")]
     Encode(String),
     #[error("the consumer has no group metadata (not in a consumer group?)")]
@@ -72,6 +82,13 @@ pub struct DeliveryFailures(std::sync::Mutex<Option<(String, KafkaError)>>);
 
 impl DeliveryFailures {
     fn note(&self, topic: &str, error: &KafkaError) {
+        // Purged by an abort: the abort's doing, not a cause.
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+        ) {
+            return;
+        }
         let mut first = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if first.is_none() {
             *first = Some((topic.to_owned(), error.clone()));
@@ -207,8 +224,12 @@ pub struct Reporting {
 /// Why a transaction ends in an abort.
 #[derive(Debug)]
 enum Failure {
-    /// A transactional call (send offsets, commit) failed.
+    /// A transactional call (send offsets, commit) failed; the transaction
+    /// must be aborted.
     Transaction(KafkaError),
+    /// A transactional call got no answer in time (or a test took its answer
+    /// away): the transaction may have committed or not.
+    Unanswered(String),
     /// A record could not be enqueued for this topic.
     Produce { topic: String, error: KafkaError },
     /// The group took the partitions away; their offsets must not be sent.
@@ -221,6 +242,7 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Transaction(e) => write!(f, "{e}"),
+            Failure::Unanswered(e) => write!(f, "no answer in time: {e}"),
             Failure::Produce { topic, error } => write!(f, "cannot produce to {topic}: {error}"),
             Failure::AssignmentLost => f.write_str(
                 "the consumer lost its partitions (session timed out or the group fenced it)",
@@ -356,11 +378,7 @@ impl Sink {
             self.metrics.produce_seconds.record(started.elapsed());
         }
         if let Some(barrier) = batch.barrier {
-            let outcome = if barrier.abort {
-                self.abort_and_rewind(Failure::AssignmentLost)?
-            } else {
-                self.commit()?
-            };
+            let outcome = self.commit()?;
             let _ = barrier.done.send(outcome);
         }
         Ok(())
@@ -391,6 +409,9 @@ impl Sink {
         score: Option<f32>,
         scored_at: i64,
     ) -> Result<Result<(), Failure>, SinkError> {
+        if self.open.is_none() {
+            return Err(SinkError::NoTransaction);
+        }
         let written = match (&item.outcome, score) {
             (Outcome::Row(meta), Some(score)) => {
                 let payload = self.score_payload(item, meta, score, scored_at)?;
@@ -411,18 +432,16 @@ impl Sink {
                         };
                         self.write_dead_letter(item, &rejection, None)
                             .map(|()| Some(Reason::TooLarge))
-                            .map_err(|error| {
-                                self.produce_failure(&self.config.dead_letter_topic, error)
-                            })
+                            .map_err(produce_failure(&self.config.dead_letter_topic))
                     }
-                    Err(error) => Err(self.produce_failure(&self.config.score_topic, error)),
+                    Err(error) => Err(produce_failure(&self.config.score_topic)(error)),
                     Ok(()) => Ok(None),
                 }
             }
             (Outcome::Dead { rejection, value }, _) => self
                 .write_dead_letter(item, rejection, value.as_deref())
                 .map(|()| Some(rejection.reason))
-                .map_err(|error| self.produce_failure(&self.config.dead_letter_topic, error)),
+                .map_err(produce_failure(&self.config.dead_letter_topic)),
             (Outcome::Row(meta), None) => {
                 // The inference stage returns exactly one score per row; a
                 // missing one is a bug, never silently skipped.
@@ -449,13 +468,6 @@ impl Sink {
         );
         txn.timestamps.push(item.timestamp_ms);
         Ok(Ok(()))
-    }
-
-    fn produce_failure(&self, topic: &str, error: KafkaError) -> Failure {
-        Failure::Produce {
-            topic: topic.to_owned(),
-            error,
-        }
     }
 
     fn score_payload(
@@ -528,13 +540,13 @@ impl Sink {
                 .insert(header(dead_letter::HEADER_SOURCE_TOPIC, &item.source.topic))
                 .insert(header(dead_letter::HEADER_SOURCE_PARTITION, &partition))
                 .insert(header(dead_letter::HEADER_SOURCE_OFFSET, &offset));
-            let value_len = value.map_or(0, <[u8]>::len).to_string();
-            let key_len = key.map_or(0, <[u8]>::len).to_string();
             if !keep_value {
-                headers = headers.insert(header(dead_letter::HEADER_VALUE_OMITTED, &value_len));
+                let len = value.map_or(0, <[u8]>::len).to_string();
+                headers = headers.insert(header(dead_letter::HEADER_VALUE_OMITTED, &len));
             }
             if !keep_key {
-                headers = headers.insert(header(dead_letter::HEADER_KEY_OMITTED, &key_len));
+                let len = key.map_or(0, <[u8]>::len).to_string();
+                headers = headers.insert(header(dead_letter::HEADER_KEY_OMITTED, &len));
             }
             let mut record: BaseRecord<'_, [u8], [u8]> =
                 BaseRecord::to(&self.config.dead_letter_topic).headers(headers);
@@ -549,20 +561,22 @@ impl Sink {
                     if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge)
                         && (keep_value && value.is_some() || keep_key && key.is_some()) =>
                 {
-                    if keep_value && value.is_some() {
+                    let omitted = if keep_value && value.is_some() {
                         keep_value = false;
+                        self.metrics.values_omitted.increment(1);
+                        "value"
                     } else {
                         keep_key = false;
-                    }
-                    self.metrics.values_omitted.increment(1);
+                        "key"
+                    };
                     tracing::warn!(
                         source_topic = %item.source.topic,
                         source_partition = item.source.partition,
                         source_offset = item.source.offset,
                         value_bytes = value.map_or(0, <[u8]>::len),
                         key_bytes = key.map_or(0, <[u8]>::len),
-                        omitted = if keep_value { "key" } else { "value" },
-                        "a dead letter would be over kafka.max_message_bytes; writing it without the original"
+                        omitted,
+                        "a dead letter would be over kafka.max_message_bytes; writing it without the original {omitted}"
                     );
                 }
                 other => return other,
@@ -583,12 +597,6 @@ impl Sink {
         if self.links.faults.take_commit_abort() {
             return self.abort_and_rewind(Failure::Injected);
         }
-        // Offsets sent after the assignment is lost would go with an empty
-        // member id and generation -1, which the coordinator accepts without
-        // any fencing while another member may own the partitions.
-        if self.links.group.assignment_lost() {
-            return self.abort_and_rewind(Failure::AssignmentLost);
-        }
         let started = Instant::now();
         let mut offsets = TopicPartitionList::with_capacity(txn.offsets.len());
         for ((topic, partition), next) in &txn.offsets {
@@ -601,6 +609,13 @@ impl Sink {
             .group
             .group_metadata()
             .ok_or(SinkError::NoGroupMetadata)?;
+        // Offsets sent after the assignment is lost would go with an empty
+        // member id and generation -1, which the coordinator accepts without
+        // any fencing while another member may own the partitions. Checked
+        // after taking the metadata, so a loss in between is seen.
+        if self.links.group.assignment_lost() {
+            return self.abort_and_rewind(Failure::AssignmentLost);
+        }
         let result = self
             .producer
             .send_offsets_to_transaction(&offsets, &group, self.config.timeout)
@@ -608,24 +623,26 @@ impl Sink {
                 await_deliveries(&self.producer, self.config.timeout);
                 self.commit_with_retries()
             });
+        let result = match result {
+            Ok(()) if self.links.faults.take_lost_commit_reply() => Err(Failure::Unanswered(
+                "the commit's answer was lost (injected by a test)".into(),
+            )),
+            Ok(()) => Ok(()),
+            Err(e) if fatal(&e) => return Err(SinkError::Fatal(e)),
+            // Timed out: librdkafka still holds the call as current.
+            Err(e) if txn_error(&e).is_some_and(|t| !t.txn_requires_abort()) => {
+                Err(Failure::Unanswered(e.to_string()))
+            }
+            Err(e) => Err(Failure::Transaction(e)),
+        };
         match result {
             Ok(()) => {
                 if let Some(txn) = self.open.take() {
-                    self.committed(&txn, started);
-                    self.links.positions.record(txn.offsets);
+                    self.finish_commit(txn, started);
                 }
-                self.unwritable = None;
-                // Up quickly, down slowly: the estimate follows the slow
-                // commits (the tail) more than the typical one.
-                let took = started.elapsed();
-                self.commit_estimate = if took > self.commit_estimate {
-                    (self.commit_estimate + took) / 2
-                } else {
-                    (self.commit_estimate * 9 + took) / 10
-                };
                 Ok(BarrierOutcome::Committed)
             }
-            Err(e) => self.abort_and_rewind(Failure::Transaction(e)),
+            Err(failure) => self.abort_and_rewind(failure),
         }
     }
 
@@ -645,6 +662,7 @@ impl Sink {
         {
             return Err(SinkError::Fatal(e.clone()));
         }
+        let started = Instant::now();
         let txn = self.open.take();
         self.signals.set_transaction_open(false);
         let records = txn.as_ref().map_or(0, |t| t.timestamps.len());
@@ -655,12 +673,19 @@ impl Sink {
             Failure::Produce { topic, error } => Some((topic.clone(), error.clone())),
             _ => None,
         });
-        let unfinished = match &failure {
-            Failure::Transaction(e) => txn_error(e).is_some_and(|t| !t.txn_requires_abort()),
-            _ => false,
-        };
-        if unfinished {
+        if let Failure::Unanswered(_) = &failure {
             self.replace_producer(&failure)?;
+            // The old transaction is settled now, one way or the other.
+            if let Some(txn) = txn
+                && self.landed(&txn)?
+            {
+                tracing::info!(
+                    records,
+                    "the unanswered commit had landed; going on from it"
+                );
+                self.finish_commit(txn, started);
+                return Ok(BarrierOutcome::Committed);
+            }
         } else if txn.is_some() {
             match self.abort_with_retries() {
                 Ok(()) => {}
@@ -668,18 +693,61 @@ impl Sink {
                 Err(_) => self.replace_producer(&failure)?,
             }
         }
+        // Purged by the abort: these reports say nothing about the cause.
+        let _ = self.factory.failures.take();
         self.generation += 1;
         // The source may already be gone (shutdown); then nothing needs rewinding.
         let _ = self.links.rewinds.send(self.generation);
-        if txn.is_some() {
-            self.metrics.aborted.increment(1);
-            self.stats
-                .transactions_aborted
-                .fetch_add(1, Ordering::Relaxed);
-            self.signals.aborted();
+        if records > 0 {
+            self.count_abort();
         }
         self.check_writable(culprit)?;
         Ok(BarrierOutcome::Aborted)
+    }
+
+    /// Whether a transaction whose commit went unanswered committed after
+    /// all, asked of the group coordinator once a new producer has settled
+    /// it (its `init_transactions` returns only then). Local positions
+    /// cannot say: they move only on an answered commit, and rewinding to
+    /// them after a commit that landed would score its records twice.
+    fn landed(&self, txn: &OpenTransaction) -> Result<bool, SinkError> {
+        let mut partitions = TopicPartitionList::with_capacity(txn.offsets.len());
+        for (topic, partition) in txn.offsets.keys() {
+            partitions.add_partition(topic, *partition);
+        }
+        let committed = self
+            .links
+            .group
+            .committed_offsets(partitions, self.config.timeout)
+            .map_err(SinkError::Outcome)?;
+        let (mut reached, mut short) = (0, 0);
+        for e in committed.elements() {
+            e.error().map_err(SinkError::Outcome)?;
+            let want = txn
+                .offsets
+                .get(&(Arc::from(e.topic()), e.partition()))
+                .copied()
+                .unwrap_or(i64::MAX);
+            match e.offset() {
+                Offset::Offset(o) if o >= want => reached += 1,
+                _ => short += 1,
+            }
+        }
+        match (reached, short) {
+            (_, 0) => Ok(true),
+            (0, _) => Ok(false),
+            // A transaction commits all its offsets or none: a mix means
+            // someone else moved them, and nothing here can say what is safe.
+            _ => Err(SinkError::OutcomeMixed { reached, short }),
+        }
+    }
+
+    fn count_abort(&self) {
+        self.metrics.aborted.increment(1);
+        self.stats
+            .transactions_aborted
+            .fetch_add(1, Ordering::Relaxed);
+        self.signals.aborted();
     }
 
     /// Counts aborts in a row caused by the same permanent error on the same
@@ -718,10 +786,7 @@ impl Sink {
                 // The process exits next; init_transactions at the next start aborts it.
                 tracing::warn!(error = %e, "aborting after the inference failure failed too");
             }
-            self.metrics.aborted.increment(1);
-            self.stats
-                .transactions_aborted
-                .fetch_add(1, Ordering::Relaxed);
+            self.count_abort();
         }
         SinkError::StageFailed
     }
@@ -782,9 +847,24 @@ impl Sink {
                     attempts += 1;
                     tracing::warn!(error = %e, attempts, "retrying the transaction abort");
                 }
-                Err(e) => return Err(SinkError::ReplaceProducer(e)),
+                Err(e) => return Err(SinkError::Abort(e)),
             }
         }
+    }
+
+    /// Everything that follows a commit that landed.
+    fn finish_commit(&mut self, txn: OpenTransaction, started: Instant) {
+        self.committed(&txn, started);
+        self.links.positions.record(txn.offsets);
+        self.unwritable = None;
+        // Up quickly, down slowly: the estimate follows the slow
+        // commits (the tail) more than the typical one.
+        let took = started.elapsed();
+        self.commit_estimate = if took > self.commit_estimate {
+            (self.commit_estimate + took) / 2
+        } else {
+            (self.commit_estimate * 9 + took) / 10
+        };
     }
 
     fn committed(&self, txn: &OpenTransaction, started: Instant) {
@@ -874,6 +954,13 @@ fn send(
             }
             Err((e, _)) => return Err(e),
         }
+    }
+}
+
+fn produce_failure(topic: &str) -> impl FnOnce(KafkaError) -> Failure + '_ {
+    move |error| Failure::Produce {
+        topic: topic.to_owned(),
+        error,
     }
 }
 

@@ -3,7 +3,6 @@
 //! in order. It also answers the sink's rewinds and, before partitions are
 //! revoked, makes the sink commit everything read from them.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -86,7 +85,6 @@ pub struct SourceStage {
     dispatch: Dispatch,
     generation: u64,
     rewinds: Receiver<u64>,
-    topics: HashMap<String, Arc<str>>,
     row: Vec<f32>,
     stats: Arc<LiveStats>,
     signals: Arc<PipelineSignals>,
@@ -121,7 +119,6 @@ impl SourceStage {
             dispatch,
             generation: 0,
             rewinds: links.rewinds,
-            topics: HashMap::new(),
             stats: links.stats,
             signals: links.signals,
             consumed: metrics::counter!(CONSUMED),
@@ -131,25 +128,14 @@ impl SourceStage {
         }
     }
 
-    fn topic(&mut self, name: &str) -> Arc<str> {
-        if let Some(t) = self.topics.get(name) {
-            return t.clone();
-        }
-        let t: Arc<str> = Arc::from(name);
-        self.topics.insert(name.to_owned(), t.clone());
-        t
-    }
-
     fn on_message(&mut self, m: &BorrowedMessage<'_>) -> Result<(), Closed> {
         self.consumed.increment(1);
         self.stats.consumed.fetch_add(1, Ordering::Relaxed);
         let source = SourceRef {
-            topic: self.topic(m.topic()),
+            topic: self.spans.read(m.topic(), m.partition(), m.offset()),
             partition: m.partition(),
             offset: m.offset(),
         };
-        self.spans
-            .read(&source.topic, source.partition, source.offset);
         let now = Instant::now();
         self.signals.record_read(now);
         let timestamp_ms = m.timestamp().to_millis().unwrap_or_else(now_ms);
@@ -205,6 +191,9 @@ impl SourceStage {
         self.generation = generation;
         let targets = self.spans.rewind_targets(&self.positions);
         if targets.is_empty() {
+            // What was waiting for a commit is gone (revoked with the
+            // abort): nothing waits now.
+            self.signals.reads_dropped();
             tracing::info!(
                 generation,
                 "nothing read since the last commit; no rewind needed"
@@ -265,9 +254,8 @@ impl SourceContext {
     }
 
     /// Flushes the open batch and waits until the sink has committed (or
-    /// aborted) everything handed on so far; with `abort`, the sink aborts
-    /// instead of committing. None when the sink is gone.
-    fn commit_barrier(&self, abort: bool) -> Option<BarrierOutcome> {
+    /// aborted) everything handed on so far. None when the sink is gone.
+    fn commit_barrier(&self) -> Option<BarrierOutcome> {
         let done = {
             let mut stage = self.lock();
             if stage.dispatch.is_closed() {
@@ -280,7 +268,7 @@ impl SourceContext {
             let generation = stage.generation;
             stage
                 .dispatch
-                .send(Batch::barrier_only(generation, Barrier { done: tx, abort }))
+                .send(Batch::barrier_only(generation, Barrier { done: tx }))
                 .ok()?;
             rx
         };
@@ -314,10 +302,10 @@ impl ConsumerContext for SourceContext {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 // Lost (the session timed out, or the group fenced us): the
-                // partitions may be another member's already, so what was
-                // read from them is aborted, never committed.
+                // partitions may be another member's already, so the sink
+                // aborts what was read from them (it checks the same flag).
                 let lost = consumer.assignment_lost();
-                let outcome = self.commit_barrier(lost);
+                let outcome = self.commit_barrier();
                 self.lock().forget(tpl);
                 // Say what really happened: committed, aborted (to be read
                 // again by the next owner), or no sink left to ask.
@@ -379,7 +367,7 @@ pub fn run(consumer: Arc<SourceConsumer>, stop: Arc<AtomicBool>) -> Result<(), S
         }
         Ok(())
     })();
-    match context.commit_barrier(false) {
+    match context.commit_barrier() {
         Some(BarrierOutcome::Committed) => {
             tracing::info!("source stopped after a final commit")
         }

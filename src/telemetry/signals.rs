@@ -14,6 +14,21 @@ use serde::Serialize;
 
 use super::metrics::{CONSECUTIVE_ABORTS, LAST_COMMIT_TIMESTAMP};
 
+/// No record waits for a commit.
+const NOT_WAITING: u64 = u64::MAX;
+
+/// The commit gauges, looked up once.
+struct CommitGauges {
+    last_commit: metrics::Gauge,
+    consecutive_aborts: metrics::Gauge,
+}
+
+impl std::fmt::Debug for CommitGauges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitGauges")
+    }
+}
+
 /// A stage whose loop beats.
 #[derive(Debug, Clone, Copy)]
 pub enum Stage {
@@ -29,18 +44,20 @@ pub struct PipelineSignals {
     broker_reachable: AtomicBool,
     assigned_partitions: AtomicI64,
     group: Mutex<GroupView>,
-    /// When a record was last read, and when a transaction last committed
-    /// (ms since `origin`; the start counts as a commit): records read after
-    /// the last commit are records waiting for one.
-    last_read_ms: AtomicU64,
+    /// Since when records have waited for a commit (ms since `origin`,
+    /// [`NOT_WAITING`] when none do): the first read after a commit, or the
+    /// start of the open transaction, whichever is older.
+    first_read_waiting_ms: AtomicU64,
+    transaction_open_ms: AtomicU64,
+    /// When a transaction last committed (ms since `origin`; the start counts).
     last_commit_ms: AtomicU64,
     /// Wall-clock time of the last commit (Unix ms; 0 before the first).
     last_commit_unix_ms: AtomicU64,
-    transaction_open: AtomicBool,
     consecutive_aborts: AtomicU64,
     /// When no broker was last seen answering (ms since `origin`): waiting
     /// for a broker is not being stuck, so the commit stall counts from here too.
     last_unreachable_ms: AtomicU64,
+    gauges: CommitGauges,
 }
 
 #[derive(Debug)]
@@ -63,12 +80,16 @@ impl Default for PipelineSignals {
                 join_state: "joining".into(),
                 unsteady_since: None,
             }),
-            last_read_ms: AtomicU64::new(0),
+            first_read_waiting_ms: AtomicU64::new(NOT_WAITING),
+            transaction_open_ms: AtomicU64::new(NOT_WAITING),
             last_commit_ms: AtomicU64::new(0),
             last_commit_unix_ms: AtomicU64::new(0),
-            transaction_open: AtomicBool::new(false),
             consecutive_aborts: AtomicU64::new(0),
             last_unreachable_ms: AtomicU64::new(0),
+            gauges: CommitGauges {
+                last_commit: metrics::gauge!(LAST_COMMIT_TIMESTAMP),
+                consecutive_aborts: metrics::gauge!(CONSECUTIVE_ABORTS),
+            },
         }
     }
 }
@@ -106,31 +127,61 @@ impl PipelineSignals {
     }
 
     /// A record was read (at `at`); it waits until a transaction commits.
+    /// One relaxed load per record while records already wait.
     pub fn record_read(&self, at: Instant) {
-        let ms = at.saturating_duration_since(self.origin).as_millis() as u64;
-        self.last_read_ms.fetch_max(ms, Ordering::Relaxed);
+        if self.first_read_waiting_ms.load(Ordering::Relaxed) == NOT_WAITING {
+            let ms = self.ms(at);
+            let _ = self.first_read_waiting_ms.compare_exchange(
+                NOT_WAITING,
+                ms,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Reads that waited for a commit were dropped and will not be read
+    /// again by this instance (their partitions went with an abort).
+    pub fn reads_dropped(&self) {
+        self.first_read_waiting_ms
+            .store(NOT_WAITING, Ordering::Relaxed);
     }
 
     /// The sink began (true) or ended (false) a transaction.
     pub fn set_transaction_open(&self, open: bool) {
-        self.transaction_open.store(open, Ordering::Relaxed);
+        let ms = if open {
+            self.ms(Instant::now())
+        } else {
+            NOT_WAITING
+        };
+        self.transaction_open_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// A transaction committed: everything read before it began has made progress.
+    /// A transaction committed. Records read since it began wait on (in the
+    /// next transaction, which the sink opens as it takes them); their wait
+    /// counts from that transaction's start, at most one interval later.
     pub fn committed(&self) {
-        let now = self.origin.elapsed().as_millis() as u64;
+        let now = self.ms(Instant::now());
         self.last_commit_ms.store(now, Ordering::Relaxed);
-        self.last_commit_unix_ms.store(unix_ms(), Ordering::Relaxed);
+        self.first_read_waiting_ms
+            .store(NOT_WAITING, Ordering::Relaxed);
+        self.transaction_open_ms
+            .store(NOT_WAITING, Ordering::Relaxed);
+        let unix = unix_ms();
+        self.last_commit_unix_ms.store(unix, Ordering::Relaxed);
         self.consecutive_aborts.store(0, Ordering::Relaxed);
-        metrics::gauge!(LAST_COMMIT_TIMESTAMP).set(unix_ms() as f64 / 1000.0);
-        metrics::gauge!(CONSECUTIVE_ABORTS).set(0.0);
+        self.gauges.last_commit.set(unix as f64 / 1000.0);
+        self.gauges.consecutive_aborts.set(0.0);
     }
 
-    /// A transaction aborted; returns how many in a row now.
-    pub fn aborted(&self) -> u64 {
+    /// A transaction aborted.
+    pub fn aborted(&self) {
         let n = self.consecutive_aborts.fetch_add(1, Ordering::Relaxed) + 1;
-        metrics::gauge!(CONSECUTIVE_ABORTS).set(n as f64);
-        n
+        self.gauges.consecutive_aborts.set(n as f64);
+    }
+
+    fn ms(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.origin).as_millis() as u64
     }
 
     /// A broker connection is up. librdkafka reports all brokers down as an error event.
@@ -199,15 +250,15 @@ impl PipelineSignals {
     /// turning while nothing commits (a record the broker refuses, an abort
     /// after every transaction): only commits are progress.
     fn progress_stall(&self, now_ms: u64) -> Duration {
-        let last_commit = self.last_commit_ms.load(Ordering::Relaxed);
-        let waiting = self.last_read_ms.load(Ordering::Relaxed) > last_commit
-            || self.transaction_open.load(Ordering::Relaxed);
-        if waiting && self.broker_reachable.load(Ordering::Relaxed) {
-            let since = last_commit.max(self.last_unreachable_ms.load(Ordering::Relaxed));
-            Duration::from_millis(now_ms.saturating_sub(since))
-        } else {
-            Duration::ZERO
+        let waiting_since = self
+            .first_read_waiting_ms
+            .load(Ordering::Relaxed)
+            .min(self.transaction_open_ms.load(Ordering::Relaxed));
+        if waiting_since == NOT_WAITING || !self.broker_reachable.load(Ordering::Relaxed) {
+            return Duration::ZERO;
         }
+        let since = waiting_since.max(self.last_unreachable_ms.load(Ordering::Relaxed));
+        Duration::from_millis(now_ms.saturating_sub(since))
     }
 }
 
@@ -263,8 +314,8 @@ mod tests {
         let v = s.view();
         assert!(v.progress_stall_seconds >= 0.02, "{v:?}");
         assert!(v.longest_stall().as_secs_f64() >= v.progress_stall_seconds);
-        assert_eq!(s.aborted(), 1);
-        assert_eq!(s.aborted(), 2);
+        s.aborted();
+        s.aborted();
         assert_eq!(s.view().consecutive_aborts, 2);
         s.committed();
         let v = s.view();
@@ -281,6 +332,24 @@ mod tests {
         assert_eq!(s.view().progress_stall_seconds, 0.0);
         s.set_broker_reachable(true);
         assert!(s.view().progress_stall_seconds < 0.02);
+    }
+
+    #[test]
+    fn a_first_record_after_a_long_idle_spell_has_not_waited_yet() {
+        let s = PipelineSignals::default();
+        s.committed();
+        std::thread::sleep(Duration::from_millis(60));
+        s.record_read(Instant::now());
+        let v = s.view();
+        assert!(
+            v.progress_stall_seconds < 0.03,
+            "an idle spell is not a stall: {v:?}"
+        );
+        // Reads given up (revoked with an abort, nothing left to re-read) wait for nothing.
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(s.view().progress_stall_seconds >= 0.04);
+        s.reads_dropped();
+        assert_eq!(s.view().progress_stall_seconds, 0.0);
     }
 
     #[test]
