@@ -548,7 +548,7 @@ impl Settings {
         [&self.kafka.properties, &self.kafka.consumer]
             .into_iter()
             .flat_map(|t| t.iter())
-            .filter(|(key, _)| key.replace('_', ".") == "group.protocol")
+            .filter(|(key, _)| librdkafka_name(key) == "group.protocol")
             .map(|(_, v)| v.to_ascii_lowercase())
             .next_back()
             .unwrap_or_default()
@@ -621,18 +621,19 @@ fn check_pinned(table: &str, props: &BTreeMap<String, String>) -> Result<(), Con
                 "set kafka.max_message_bytes instead, which the start-time topic check compares with the output topics"
             }
             "auto.offset.reset" if is(value, &["latest", "largest", "end"]) => {
-                return Err(invalid(
-                    &format!("kafka.{table}.{key}"),
-                    format!("{value:?}"),
-                    "a new group would skip every record written before it joined; earliest (or error) only",
-                ));
+                "a new group would skip every record written before it joined; earliest (or error) only"
             }
             _ => continue,
+        };
+        let allowed = if librdkafka_name(key) == "auto.offset.reset" {
+            why.to_owned()
+        } else {
+            format!("{why}; this property cannot be overridden")
         };
         return Err(invalid(
             &format!("kafka.{table}.{key}"),
             format!("{value:?}"),
-            &format!("{why}; this property cannot be overridden"),
+            &allowed,
         ));
     }
     Ok(())
@@ -654,17 +655,10 @@ fn non_empty(key: &str, value: &str) -> Result<(), ConfigError> {
 }
 
 fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
-    if value < min || value > max {
-        return Err(invalid(
-            key,
-            value,
-            &format!("an integer from {min} to {max}"),
-        ));
-    }
-    Ok(())
+    in_range_because(key, value, min, max, "")
 }
 
-/// As [`in_range`], saying where a bound comes from.
+/// As [`in_range`], saying where a bound comes from (when `because` is not empty).
 fn in_range_because(
     key: &str,
     value: u64,
@@ -672,14 +666,16 @@ fn in_range_because(
     max: u64,
     because: &str,
 ) -> Result<(), ConfigError> {
-    if value < min || value > max {
-        return Err(invalid(
-            key,
-            value,
-            &format!("an integer from {min} to {max} ({because})"),
-        ));
+    if (min..=max).contains(&value) {
+        return Ok(());
     }
-    Ok(())
+    let allowed = format!("an integer from {min} to {max}");
+    let allowed = if because.is_empty() {
+        allowed
+    } else {
+        format!("{allowed} ({because})")
+    };
+    Err(invalid(key, value, &allowed))
 }
 
 fn valid_topic(name: &str) -> bool {

@@ -294,18 +294,17 @@ impl Pipeline {
                 source,
             })?;
         let consumer = Arc::new(consumer);
-        let static_member = (!settings.kafka.group_instance_id.is_empty())
-            .then(|| {
-                settings
-                    .leave_group()
-                    .map(|leave| (settings.kafka.group_instance_id.clone(), leave))
-            })
-            .transpose()?;
-        if static_member.is_none() && settings.leave_group()? == LeaveGroup::Never {
-            tracing::warn!(
-                "shutdown.leave_group = never has no effect without kafka.group_instance_id: a dynamic member always leaves the group on stop"
-            );
-        }
+        let leave = settings.leave_group()?;
+        let static_member = if settings.kafka.group_instance_id.is_empty() {
+            if leave == LeaveGroup::Never {
+                tracing::warn!(
+                    "shutdown.leave_group = never has no effect without kafka.group_instance_id: a dynamic member always leaves the group on stop"
+                );
+            }
+            None
+        } else {
+            Some((settings.kafka.group_instance_id.clone(), leave))
+        };
         let topics: Vec<&str> = settings.input.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)

@@ -11,14 +11,11 @@ use std::time::{Duration, Instant};
 
 use streamscore::config::{Format, Settings};
 use streamscore::demo::events::{BadKind, EventFactory, OutRecord};
-use streamscore::envelope::Keyring;
 use streamscore::pipeline::Pipeline;
 use streamscore::telemetry::LiveStats;
 use streamscore::verify::Report;
 
-fn keyring() -> Arc<Keyring> {
-    Arc::new(Keyring::generate("topics-key").unwrap().0)
-}
+use support::keyring;
 
 /// `n` records, one in ten bad (every bad kind in turn).
 fn records(factory: &mut EventFactory, n: usize) -> Vec<OutRecord> {

@@ -12,9 +12,7 @@ use streamscore::config::Format;
 use streamscore::demo::events::{BadKind, EventFactory, OutRecord};
 use streamscore::envelope::Keyring;
 
-fn keyring() -> Arc<Keyring> {
-    Arc::new(Keyring::generate("test-key").unwrap().0)
-}
+use support::keyring;
 
 /// `good` good records with every bad kind mixed in `bad_each` times, in a fixed shuffled order.
 fn records(keyring: &Arc<Keyring>, format: Format, good: usize, bad_each: usize) -> Vec<OutRecord> {

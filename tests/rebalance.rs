@@ -61,7 +61,7 @@ impl Group {
     }
 
     /// Two static members sharing the input's 3 partitions, everything
-    /// published so far committed. Returns the partitions' committed total.
+    /// published so far committed. Returns the two processors (0, 1).
     fn two_static_members(&self, extra: &str) -> (Processor, Processor) {
         let a = self.start_static(0, extra);
         wait_for(
@@ -106,6 +106,16 @@ impl Group {
 
     fn log(&self, i: usize) -> PathBuf {
         self.dir.path().join(format!("instance-{i}.log"))
+    }
+
+    /// SIGTERM to instance `i`, which must exit 0.
+    fn stop_cleanly(&self, processor: Processor, i: usize) {
+        let status = processor.terminate(Duration::from_secs(30));
+        assert!(
+            status.success(),
+            "instance {i} on SIGTERM: {status}\n{}",
+            self.read_log(i)
+        );
     }
 
     fn read_log(&self, i: usize) -> String {
@@ -155,12 +165,7 @@ fn instances_joining_and_leaving_mid_stream_lose_and_duplicate_nothing() {
     let c = g.start(2);
     sleep_ms(2500);
     // A graceful leave: commits what it read, hands its partitions over.
-    let status = b.terminate(Duration::from_secs(30));
-    assert!(
-        status.success(),
-        "instance 1 on SIGTERM: {status}\n{}",
-        g.read_log(1)
-    );
+    g.stop_cleanly(b, 1);
     sleep_ms(1500);
     // A crash: its partitions move after the session timeout.
     assert!(
@@ -173,12 +178,7 @@ fn instances_joining_and_leaving_mid_stream_lose_and_duplicate_nothing() {
     let produced = stream.join().unwrap();
     g.assert_exactly_once(produced);
     for (i, p) in [(0, a), (1, b2)] {
-        let status = p.terminate(Duration::from_secs(30));
-        assert!(
-            status.success(),
-            "instance {i} on SIGTERM: {status}\n{}",
-            g.read_log(i)
-        );
+        g.stop_cleanly(p, i);
     }
     // Every partition given up mid-stream was committed first, none aborted,
     // and the instance that left on SIGTERM committed before leaving.
@@ -230,12 +230,7 @@ fn paused_zombie_is_fenced_and_publishes_no_duplicates() {
         "the zombie was neither aborted nor fenced:\n{zombie_log}"
     );
     let _ = zombie.exited();
-    let status = b.terminate(Duration::from_secs(30));
-    assert!(
-        status.success(),
-        "instance 1 on SIGTERM: {status}\n{}",
-        g.read_log(1)
-    );
+    g.stop_cleanly(b, 1);
     drop(zombie);
 }
 
@@ -253,12 +248,7 @@ fn static_member_that_leaves_on_sigterm_hands_its_partitions_over_at_once() {
     let g = Group::with_session_timeout("leave-always", LONG_SESSION_MS);
     let extra = "[shutdown]\nleave_group = \"always\"\n";
     let (a, b) = g.two_static_members(extra);
-    let status = b.terminate(Duration::from_secs(30));
-    assert!(
-        status.success(),
-        "instance 1 on SIGTERM: {status}\n{}",
-        g.read_log(1)
-    );
+    g.stop_cleanly(b, 1);
     assert!(
         g.read_log(1).contains("left the consumer group"),
         "{}",
@@ -279,12 +269,7 @@ fn static_member_that_leaves_on_sigterm_hands_its_partitions_over_at_once() {
         "all partitions committed {:?} after the SIGTERM",
         stopped.elapsed()
     );
-    let status = a.terminate(Duration::from_secs(30));
-    assert!(
-        status.success(),
-        "instance 0 on SIGTERM: {status}\n{}",
-        g.read_log(0)
-    );
+    g.stop_cleanly(a, 0);
     g.assert_exactly_once(3 * 50 * 2);
 }
 
@@ -298,12 +283,7 @@ fn static_member_that_keeps_its_membership_gets_its_partitions_back_on_restart()
     let extra = "[shutdown]\nleave_group = \"never\"\n";
     let (a, b) = g.two_static_members(extra);
     let stopped = std::time::Instant::now();
-    let status = b.terminate(Duration::from_secs(30));
-    assert!(
-        status.success(),
-        "instance 1 on SIGTERM: {status}\n{}",
-        g.read_log(1)
-    );
+    g.stop_cleanly(b, 1);
     let (before, _) = support::wait_committed(&g.settings, Duration::from_secs(1));
     g.publish_to_every_partition(1);
     // The survivor reads its own partitions only; the stopped member's wait.
@@ -333,12 +313,7 @@ fn static_member_that_keeps_its_membership_gets_its_partitions_back_on_restart()
         "the partitions may have moved by session timeout instead"
     );
     for (i, p) in [(0, a), (1, b2)] {
-        let status = p.terminate(Duration::from_secs(30));
-        assert!(
-            status.success(),
-            "instance {i} on SIGTERM: {status}\n{}",
-            g.read_log(i)
-        );
+        g.stop_cleanly(p, i);
     }
     g.assert_exactly_once(3 * 50 * 2);
 }

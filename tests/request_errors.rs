@@ -8,6 +8,8 @@
 
 mod support;
 
+use support::counts;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -211,17 +213,6 @@ fn a_rewind_never_goes_back_past_what_was_committed() {
         "records committed before the abort were read and committed again: {}",
         counts(&stats)
     );
-}
-
-fn counts(s: &LiveStats) -> String {
-    format!(
-        "consumed {}, scored {}, dead-lettered {}, committed transactions {}, aborted {}",
-        s.consumed.load(Ordering::Relaxed),
-        s.scored.load(Ordering::Relaxed),
-        s.dead_lettered.load(Ordering::Relaxed),
-        s.transactions_committed.load(Ordering::Relaxed),
-        s.transactions_aborted.load(Ordering::Relaxed)
-    )
 }
 
 #[test]

@@ -819,6 +819,9 @@ impl Sink {
         // Failures of the old producer belong to the transaction just ended.
         let _ = self.factory.failures.take();
         self.metrics.producers_replaced.increment(1);
+        self.stats
+            .producers_replaced
+            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(attempts, "transactional producer replaced");
         Ok(())
     }

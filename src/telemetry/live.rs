@@ -17,6 +17,8 @@ pub struct LiveStats {
     pub batch_rows: AtomicU64,
     pub transactions_committed: AtomicU64,
     pub transactions_aborted: AtomicU64,
+    /// Transactional producers replaced after a call that went unanswered.
+    pub producers_replaced: AtomicU64,
     /// End-to-end latency in microseconds since the last `take_latency`.
     latency_us: Mutex<Histogram<u64>>,
 }
@@ -31,6 +33,7 @@ impl Default for LiveStats {
             batch_rows: AtomicU64::new(0),
             transactions_committed: AtomicU64::new(0),
             transactions_aborted: AtomicU64::new(0),
+            producers_replaced: AtomicU64::new(0),
             latency_us: Mutex::new(new_histogram()),
         }
     }

@@ -122,12 +122,31 @@ pub fn add_partitions(settings: &Settings, topic: &str, total: usize) {
     }
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// Runs an admin future to completion on the test's thread.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
         .block_on(f)
+}
+
+/// A fresh single-key keyring.
+pub fn keyring() -> Arc<Keyring> {
+    Arc::new(Keyring::generate("test-key").unwrap().0)
+}
+
+/// A pipeline's counts on one line, for assertion messages.
+pub fn counts(s: &LiveStats) -> String {
+    format!(
+        "consumed {}, scored {}, dead-lettered {}, transactions committed {}, aborted {}, producers replaced {}",
+        s.consumed.load(Ordering::Relaxed),
+        s.scored.load(Ordering::Relaxed),
+        s.dead_lettered.load(Ordering::Relaxed),
+        s.transactions_committed.load(Ordering::Relaxed),
+        s.transactions_aborted.load(Ordering::Relaxed),
+        s.producers_replaced.load(Ordering::Relaxed)
+    )
 }
 
 /// Publishes to the first input topic.
