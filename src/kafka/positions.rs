@@ -9,9 +9,11 @@
 //! fetching its committed offset (just assigned; or held back by another
 //! producer's open transaction, UNSTABLE_OFFSET_COMMIT) cannot be seeked at
 //! all (librdkafka answers `__STATE`). The sink is the only writer of this
-//! group's offsets for the partitions it owns, so what it committed is what
-//! the group holds; partitions this instance has not read from since the
-//! last rewind need no rewind at all.
+//! group's offsets for the partitions it owns, so what its answered commits
+//! say is what the group holds (a commit that went unanswered is settled
+//! with the coordinator before anything rewinds: `kafka::sink`); partitions
+//! this instance has not read from since the last rewind need no rewind at
+//! all.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
