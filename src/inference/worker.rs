@@ -96,3 +96,25 @@ fn score_batches(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_that_panics_is_marked_failed_before_it_hangs_up() {
+        let failed = Arc::new(AtomicBool::new(false));
+        let flag = failed.clone();
+        let joined = std::thread::spawn(move || {
+            let _guard = FailOnPanic(&flag);
+            panic!("a worker bug");
+        })
+        .join();
+        assert!(joined.is_err());
+        assert!(failed.load(Ordering::SeqCst));
+        // A clean return leaves it alone.
+        let ok = Arc::new(AtomicBool::new(false));
+        drop(FailOnPanic(&ok));
+        assert!(!ok.load(Ordering::SeqCst));
+    }
+}

@@ -802,8 +802,10 @@ impl Sink {
         let started = Instant::now();
         let patience = self.config.transaction_timeout.max(self.config.timeout * 2);
         let mut attempts = 0u32;
+        // No beat in this loop: a sink waiting for a broker to take a new
+        // producer is not turning, and liveness should see it (the loop ends
+        // within the transaction timeout either way).
         loop {
-            self.signals.beat(Stage::Sink);
             attempts += 1;
             match producer.init_transactions(self.config.timeout) {
                 Ok(()) => break,
@@ -1014,4 +1016,26 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purged_deliveries_are_not_taken_for_the_cause_of_an_abort() {
+        let failures = DeliveryFailures::default();
+        let purged = KafkaError::MessageProduction(RDKafkaErrorCode::PurgeInflight);
+        failures.note("scores", &purged);
+        assert!(failures.take().is_none(), "a purge is the abort's doing");
+        let refused = KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed);
+        failures.note("dlq", &refused);
+        failures.note("scores", &purged);
+        let (topic, error) = failures.take().expect("the first real failure is kept");
+        assert_eq!(topic, "dlq");
+        assert_eq!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+        );
+    }
 }
