@@ -1,6 +1,6 @@
 //! ONNX Runtime through `ort` with the wheel's libonnxruntime: scores equal
-//! Python onnxruntime's row by row, and a CUDA request on a machine without
-//! the CUDA provider falls back to CPU instead of failing.
+//! Python onnxruntime's row by row; on a machine without the CUDA provider
+//! `auto` falls back to CPU and `cuda` refuses to start.
 
 mod support;
 
@@ -57,17 +57,31 @@ fn batch_scores_equal_python_onnxruntime() {
 }
 
 #[test]
-fn cuda_and_auto_fall_back_to_cpu_without_the_cuda_provider() {
+fn auto_falls_back_to_cpu_without_the_cuda_provider() {
     let model = model();
-    for preference in [DevicePreference::Auto, DevicePreference::Cuda] {
-        let mut session = ModelSession::open(&runtime(), &model, preference, 1).unwrap();
-        assert_eq!(session.device(), Device::Cpu, "{preference:?}");
-        let mut scores = Vec::new();
-        session
-            .score(&vec![0.5; model.card.features.len()], 1, &mut scores)
-            .unwrap();
-        assert_eq!(scores.len(), 1);
-    }
+    let mut session = ModelSession::open(&runtime(), &model, DevicePreference::Auto, 1).unwrap();
+    assert_eq!(session.device(), Device::Cpu);
+    let mut scores = Vec::new();
+    session
+        .score(&vec![0.5; model.card.features.len()], 1, &mut scores)
+        .unwrap();
+    assert_eq!(scores.len(), 1);
+}
+
+/// A pod that asked for a GPU and holds one it cannot use is a silent waste:
+/// `cuda` fails the start (and `check`), naming the key and what to install.
+#[test]
+fn cuda_without_the_cuda_provider_fails_the_start() {
+    let err = ModelSession::open(&runtime(), &model(), DevicePreference::Cuda, 1)
+        .err()
+        .expect("model.device = \"cuda\" on a machine without CUDA must not start");
+    let text = err.to_string();
+    assert!(text.contains("model.device = \"cuda\""), "{text}");
+    assert!(text.contains("\"auto\""), "says how to fall back: {text}");
+    assert!(
+        text.contains("onnxruntime-gpu"),
+        "says what to install: {text}"
+    );
 }
 
 #[test]

@@ -23,6 +23,10 @@ pub enum InferenceError {
     LibraryLoad { path: String, message: String },
     #[error("cannot create an ONNX Runtime session for {model}: {message}")]
     Session { model: String, message: String },
+    #[error(
+        "model.device = \"cuda\" but the CUDA execution provider did not load ({reason}): install onnxruntime-gpu==1.31.1 with the CUDA and cuDNN libraries it needs and point onnxruntime.library at its libonnxruntime.so, or set model.device = \"auto\" to fall back to CPU"
+    )]
+    CudaUnavailable { reason: String },
     #[error("inference failed on a batch of {rows} rows: {message}")]
     Run { rows: usize, message: String },
 }
@@ -98,17 +102,16 @@ impl ModelSession {
         };
         let session = match (device, build(env, model, intra_op_threads, device)) {
             (_, Ok(session)) => Ok((session, device)),
+            // A pod that reserved a GPU and runs on CPU is a silent waste (and
+            // far slower than it was sized for): `cuda` is a promise, so a
+            // failed provider stops the start; only `auto` may fall back.
+            (Device::Cuda, Err(cuda_err)) if preference == DevicePreference::Cuda => {
+                return Err(InferenceError::CudaUnavailable {
+                    reason: cuda_err.to_string(),
+                });
+            }
             (Device::Cuda, Err(cuda_err)) => {
-                let reason = cuda_err.to_string();
-                if preference == DevicePreference::Cuda {
-                    tracing::warn!(
-                        reason = %reason,
-                        "model.device = \"cuda\" but the CUDA execution provider did not load; falling back to CPU \
-                         (install onnxruntime-gpu==1.31.1 and the CUDA and cuDNN libraries it needs, and point onnxruntime.library at its libonnxruntime.so)"
-                    );
-                } else {
-                    tracing::info!(reason = %reason, "CUDA execution provider not available; model.device = \"auto\" falls back to CPU");
-                }
+                tracing::info!(reason = %cuda_err, "CUDA execution provider not available; model.device = \"auto\" falls back to CPU");
                 build(env, model, intra_op_threads, Device::Cpu).map(|s| (s, Device::Cpu))
             }
             (Device::Cpu, Err(e)) => Err(e),
