@@ -511,3 +511,101 @@ fn the_dashboard_shows_what_an_operator_needs_from_exported_metrics() {
     );
     assert_only_exported_metrics(&exprs.join("\n"), "the dashboard");
 }
+
+/// Kubernetes label-selector semantics (matchLabels AND every matchExpression).
+fn selector_matches(selector: &Value, labels: &Value) -> bool {
+    let label = |k: &str| labels[k].as_str();
+    let by_labels = selector["matchLabels"]
+        .as_object()
+        .map(|m| m.iter().all(|(k, v)| label(k) == v.as_str()))
+        .unwrap_or(true);
+    let by_expressions = selector["matchExpressions"]
+        .as_array()
+        .map(|exprs| {
+            exprs.iter().all(|e| {
+                let key = e["key"].as_str().expect("a key");
+                let values: Vec<&str> = e["values"]
+                    .as_array()
+                    .map(|v| v.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                match e["operator"].as_str().expect("an operator") {
+                    "In" => label(key).is_some_and(|l| values.contains(&l)),
+                    "NotIn" => !label(key).is_some_and(|l| values.contains(&l)),
+                    "Exists" => label(key).is_some(),
+                    "DoesNotExist" => label(key).is_none(),
+                    other => panic!("unknown selector operator {other}"),
+                }
+            })
+        })
+        .unwrap_or(true);
+    by_labels && by_expressions
+}
+
+#[test]
+fn the_label_selector_matcher_follows_kubernetes_semantics() {
+    let labels = serde_json::json!({"app": "a", "tier": "metrics"});
+    for (selector, want) in [
+        (serde_json::json!({}), true),
+        (serde_json::json!({"matchLabels": {"app": "a"}}), true),
+        (serde_json::json!({"matchLabels": {"app": "b"}}), false),
+        (
+            serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["metrics"]}]}),
+            true,
+        ),
+        (
+            serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["metrics"]}]}),
+            false,
+        ),
+        (
+            serde_json::json!({"matchExpressions": [{"key": "other", "operator": "NotIn", "values": ["x"]}]}),
+            true,
+        ),
+        (
+            serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}),
+            false,
+        ),
+        (
+            serde_json::json!({"matchLabels": {"app": "a"}, "matchExpressions": [{"key": "other", "operator": "Exists"}]}),
+            false,
+        ),
+    ] {
+        assert_eq!(selector_matches(&selector, &labels), want, "{selector}");
+    }
+}
+
+/// Two Services with the same labels and port would each be scraped: every
+/// pod twice, every dashboard sum doubled.
+#[test]
+fn the_service_monitor_scrapes_each_pod_once() {
+    let r = render(Some(GPU_VALUES), serde_json::json!({}));
+    let monitor = one(&r, "ServiceMonitor");
+    let namespaces = monitor["spec"]["namespaceSelector"]["matchNames"].clone();
+    let selected: Vec<&Value> = find(&r, "Service")
+        .into_iter()
+        .filter(|s| {
+            namespaces
+                .as_array()
+                .is_none_or(|ns| ns.contains(&s["metadata"]["namespace"]))
+        })
+        .filter(|s| selector_matches(&monitor["spec"]["selector"], &s["metadata"]["labels"]))
+        .collect();
+    let names: Vec<&Value> = selected.iter().map(|s| &s["metadata"]["name"]).collect();
+    assert_eq!(selected.len(), 1, "the ServiceMonitor selects {names:?}");
+    let service = selected[0];
+    let pod_labels = &one(&r, "StatefulSet")["spec"]["template"]["metadata"]["labels"];
+    assert!(
+        selector_matches(
+            &serde_json::json!({"matchLabels": service["spec"]["selector"]}),
+            pod_labels
+        ),
+        "the scraped Service selects the pods"
+    );
+    let endpoint_port = &monitor["spec"]["endpoints"][0]["port"];
+    let port = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| &p["name"] == endpoint_port)
+        .expect("the scraped Service has the endpoint's port");
+    assert_eq!(port["targetPort"], container(&r)["ports"][0]["name"]);
+}
