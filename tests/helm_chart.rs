@@ -609,3 +609,113 @@ fn the_service_monitor_scrapes_each_pod_once() {
         .expect("the scraped Service has the endpoint's port");
     assert_eq!(port["targetPort"], container(&r)["ports"][0]["name"]);
 }
+
+/// What rendering refused, or a panic naming the values it accepted.
+fn refusal(set: Value) -> String {
+    let r = render(None, set.clone());
+    r["rejected"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{set} was accepted"))
+        .to_owned()
+}
+
+/// Rules across keys that `validate()` applies at start: the chart applies
+/// them at render time, so `helm install` refuses what the pod would refuse,
+/// in one line naming the keys, the values and the rule.
+#[test]
+fn rendering_refuses_what_the_processors_cross_field_rules_refuse() {
+    for (set, wanted) in [
+        (
+            serde_json::json!({"transactions": {"commitIntervalMs": 30001}}),
+            &[
+                "transactions.commitIntervalMs = 30001",
+                "half of kafka.transactionTimeoutMs (60000)",
+            ][..],
+        ),
+        (
+            serde_json::json!({"kafka": {"transactionTimeoutMs": 1000}, "transactions": {"commitIntervalMs": 501}}),
+            &[
+                "transactions.commitIntervalMs = 501",
+                "kafka.transactionTimeoutMs (1000)",
+            ],
+        ),
+        (
+            serde_json::json!({"batching": {"minBatchSize": 257}}),
+            &["batching.minBatchSize = 257", "batching.maxBatchSize (256)"],
+        ),
+        (
+            serde_json::json!({"kafka": {"maxMessageBytes": 100000}, "input": {"maxRecordBytes": 100001}}),
+            &[
+                "input.maxRecordBytes = 100001",
+                "kafka.maxMessageBytes (100000)",
+            ],
+        ),
+        (
+            serde_json::json!({"input": {"topics": ["transactions", "scores"]}}),
+            &["input.topics", "output.topic (scores)", "loop"],
+        ),
+        (
+            serde_json::json!({"input": {"topics": ["scores-dlq"]}}),
+            &["input.topics", "output.deadLetterTopic (scores-dlq)"],
+        ),
+        (
+            serde_json::json!({"output": {"deadLetterTopic": "scores"}}),
+            &["output.deadLetterTopic = scores", "other than output.topic"],
+        ),
+        (
+            serde_json::json!({"shutdown": {"leaveGroup": "always"}, "kafka": {"consumer": {"group.protocol": "consumer"}}}),
+            &[
+                "shutdown.leaveGroup = always",
+                "group.protocol = consumer",
+                "kafka.staticMembership",
+            ],
+        ),
+        (
+            serde_json::json!({"autoscaling": {"enabled": true}, "kafka": {"properties": {"group_protocol": "CONSUMER"}}}),
+            &["shutdown.leaveGroup = always", "group.protocol = consumer"],
+        ),
+    ] {
+        let why = refusal(set.clone());
+        for w in wanted {
+            assert!(why.contains(w), "{set}: {why:?} lacks {w:?}");
+        }
+        let line = why.trim_end();
+        assert!(!line.contains('\n'), "one line: {why:?}");
+    }
+}
+
+/// The controls: on the allowed side of each boundary the chart renders and
+/// the processor accepts what it rendered.
+#[test]
+fn rendering_accepts_cross_field_values_at_their_boundary() {
+    for set in [
+        serde_json::json!({"transactions": {"commitIntervalMs": 30000}}),
+        serde_json::json!({"batching": {"minBatchSize": 256}}),
+        serde_json::json!({"kafka": {"maxMessageBytes": 100000}, "input": {"maxRecordBytes": 100000}}),
+        serde_json::json!({"shutdown": {"leaveGroup": "never"}, "kafka": {"consumer": {"group.protocol": "consumer"}}}),
+        serde_json::json!({"shutdown": {"leaveGroup": "always"}, "kafka": {"consumer": {"group.protocol": "classic"}}}),
+    ] {
+        let r = render(None, set.clone());
+        assert!(r["rejected"].is_null(), "{set}: {}", r["rejected"]);
+        let dir = tempfile::tempdir().unwrap();
+        let (_, path) = rendered_config(&r, &dir);
+        if let Err(e) = Settings::load(Some(&path)) {
+            panic!("{set}: the processor refuses what the chart rendered: {e}");
+        }
+    }
+}
+
+/// A count is an integer: 12.5 is refused, not rounded to 13.
+#[test]
+fn the_schema_refuses_fractions_for_integer_values() {
+    for set in [
+        serde_json::json!({"batching": {"maxBatchSize": 12.5}}),
+        serde_json::json!({"batching": {"minBatchSize": 1.5}}),
+        serde_json::json!({"transactions": {"commitIntervalMs": 100.5}}),
+        serde_json::json!({"shutdown": {"gracePeriodMs": 30000.5}}),
+        serde_json::json!({"model": {"sessions": 1.5}}),
+    ] {
+        let why = refusal(set.clone());
+        assert!(why.contains("want integer"), "{set}: {why}");
+    }
+}
