@@ -19,7 +19,12 @@ const GPU_VALUES: &str = "helm/streamscore/ci/gpu-autoscaling-values.yaml";
 /// The chart's kubeVersion floor, and the newest schemas kubernetes-validate has.
 const KUBE_VERSIONS: [&str; 2] = ["1.27.0", "1.37.0"];
 /// Custom resources: no Kubernetes schema; checked field by field below.
-const CUSTOM_KINDS: [&str; 3] = ["ServiceMonitor", "PrometheusRule", "ScaledObject"];
+const CUSTOM_KINDS: [&str; 4] = [
+    "ServiceMonitor",
+    "PrometheusRule",
+    "ScaledObject",
+    "TriggerAuthentication",
+];
 
 fn python() -> PathBuf {
     let python = support::root().join(".local/venv/bin/python");
@@ -187,7 +192,9 @@ fn default_values_render_valid_manifests_the_processor_accepts() {
         "ServiceMonitor",
         "PrometheusRule",
         "ScaledObject",
+        "TriggerAuthentication",
         "HorizontalPodAutoscaler",
+        "NetworkPolicy",
     ] {
         assert!(find(&r, kind).is_empty(), "{kind} is behind a flag");
     }
@@ -671,6 +678,13 @@ fn rendering_refuses_what_the_processors_cross_field_rules_refuse() {
             ],
         ),
         (
+            serde_json::json!({"kafka": {"sasl": {"enabled": true}, "properties": {"security.protocol": "SSL"}}}),
+            &[
+                "kafka.properties.security.protocol = SSL",
+                "kafka.sasl.enabled",
+            ],
+        ),
+        (
             serde_json::json!({"autoscaling": {"enabled": true}, "kafka": {"properties": {"group_protocol": "CONSUMER"}}}),
             &["shutdown.leaveGroup = always", "group.protocol = consumer"],
         ),
@@ -718,4 +732,171 @@ fn the_schema_refuses_fractions_for_integer_values() {
         let why = refusal(set.clone());
         assert!(why.contains("want integer"), "{set}: {why}");
     }
+}
+
+/// An umbrella chart passes `global:` to every subchart; refusing it makes
+/// this chart unusable as a dependency.
+#[test]
+fn an_umbrella_charts_global_values_are_accepted() {
+    let r = render(
+        None,
+        serde_json::json!({"global": {"imageRegistry": "registry.example", "storageClass": "fast"}}),
+    );
+    assert_clean(&r);
+}
+
+#[test]
+fn priority_class_and_extra_env_from_reach_the_pod() {
+    let env_from = serde_json::json!([
+        {"secretRef": {"name": "scorer-extra"}},
+        {"configMapRef": {"name": "scorer-tuning", "optional": true}}
+    ]);
+    let r = render(
+        None,
+        serde_json::json!({"priorityClassName": "scoring-critical", "extraEnvFrom": env_from}),
+    );
+    assert_clean(&r);
+    let pod = &one(&r, "StatefulSet")["spec"]["template"]["spec"];
+    assert_eq!(pod["priorityClassName"], "scoring-critical");
+    assert_eq!(container(&r)["envFrom"], env_from);
+
+    let plain = render(None, serde_json::json!({}));
+    let pod = &one(&plain, "StatefulSet")["spec"]["template"]["spec"];
+    assert!(pod["priorityClassName"].is_null());
+    assert!(container(&plain)["envFrom"].is_null());
+}
+
+fn port_numbers(rule: &Value) -> Vec<(String, Value)> {
+    rule["ports"]
+        .as_array()
+        .map(|ports| {
+            ports
+                .iter()
+                .map(|p| {
+                    (
+                        p["protocol"].as_str().unwrap_or("TCP").to_owned(),
+                        p["port"].clone(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_network_policy_admits_scrapes_from_the_given_peers_and_restricts_egress_on_request() {
+    let peers = serde_json::json!([
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]);
+    let r = render(
+        Some(GPU_VALUES),
+        serde_json::json!({"networkPolicy": {"enabled": true, "metricsFrom": peers}}),
+    );
+    assert_clean(&r);
+    let policy = one(&r, "NetworkPolicy");
+    let pod_labels = &one(&r, "StatefulSet")["spec"]["template"]["metadata"]["labels"];
+    assert!(selector_matches(&policy["spec"]["podSelector"], pod_labels));
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress"])
+    );
+    let ingress = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 1, "{ingress:?}");
+    assert_eq!(ingress[0]["from"], peers);
+    assert_eq!(
+        port_numbers(&ingress[0]),
+        vec![("TCP".to_owned(), Value::from(9464))]
+    );
+    assert!(policy["spec"]["egress"].is_null());
+
+    let kafka = serde_json::json!([{"ipBlock": {"cidr": "10.20.0.0/16"}}]);
+    let r = render(
+        Some(GPU_VALUES),
+        serde_json::json!({"networkPolicy": {"enabled": true, "egress": {"enabled": true, "kafkaTo": kafka}}}),
+    );
+    assert_clean(&r);
+    let policy = one(&r, "NetworkPolicy");
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress", "Egress"])
+    );
+    let egress = policy["spec"]["egress"].as_array().unwrap();
+    let dns = egress
+        .iter()
+        .find(|rule| port_numbers(rule).contains(&("UDP".to_owned(), Value::from(53))))
+        .expect("DNS allowed");
+    assert!(port_numbers(dns).contains(&("TCP".to_owned(), Value::from(53))));
+    let brokers = egress
+        .iter()
+        .find(|rule| rule["to"] == kafka)
+        .expect("the brokers allowed");
+    assert_eq!(
+        port_numbers(brokers),
+        vec![("TCP".to_owned(), Value::from(9093))],
+        "the ports of kafka.bootstrapServers"
+    );
+}
+
+/// KEDA's Kafka scaler reads the group's lag from the brokers itself: with
+/// SASL/TLS on, it needs the same credentials as the pods, or it sees no lag.
+#[test]
+fn keda_authenticates_to_a_sasl_tls_kafka_with_the_pods_credentials() {
+    let r = render(
+        Some(GPU_VALUES),
+        serde_json::json!({"autoscaling": {"keda": {"tls": {"secretName": "kafka-ca-pem", "caKey": "ca.crt"}}}}),
+    );
+    assert_clean(&r);
+    let auth = one(&r, "TriggerAuthentication");
+    let refs = auth["spec"]["secretTargetRef"].as_array().unwrap();
+    let param = |name: &str| {
+        refs.iter()
+            .find(|p| p["parameter"] == name)
+            .unwrap_or_else(|| panic!("no {name} parameter in {refs:?}"))
+    };
+    let secret = one(&r, "Secret");
+    for p in ["username", "password"] {
+        assert_eq!(param(p)["name"], secret["metadata"]["name"]);
+        let key = param(p)["key"].as_str().unwrap();
+        assert!(secret["data"][key].is_string(), "the Secret lacks {key}");
+    }
+    assert_eq!(param("ca")["name"], "kafka-ca-pem");
+    assert_eq!(param("ca")["key"], "ca.crt");
+    let triggers = one(&r, "ScaledObject")["spec"]["triggers"]
+        .as_array()
+        .unwrap()
+        .clone();
+    for t in &triggers {
+        assert_eq!(t["authenticationRef"]["name"], auth["metadata"]["name"]);
+        assert_eq!(t["metadata"]["sasl"], "scram_sha512");
+        assert_eq!(t["metadata"]["tls"], "enable");
+    }
+
+    // TLS without SASL: tls on, no credentials.
+    let r = render(
+        None,
+        serde_json::json!({"autoscaling": {"enabled": true}, "kafka": {"properties": {"security.protocol": "ssl"}}}),
+    );
+    assert_clean(&r);
+    let trigger = &one(&r, "ScaledObject")["spec"]["triggers"][0];
+    assert_eq!(trigger["metadata"]["tls"], "enable");
+    assert!(trigger["metadata"]["sasl"].is_null());
+    assert!(find(&r, "TriggerAuthentication").is_empty());
+
+    // A mechanism KEDA needs more than a password for: refused, naming the way out.
+    let why = refusal(serde_json::json!({
+        "autoscaling": {"enabled": true},
+        "kafka": {"sasl": {"enabled": true, "mechanism": "OAUTHBEARER"}},
+        "secrets": {"create": true, "keyring": "{}", "saslUsername": "u", "saslPassword": "p"}
+    }));
+    assert!(
+        why.contains("autoscaling.keda.authenticationRef") && why.contains("OAUTHBEARER"),
+        "{why}"
+    );
+
+    // A plaintext Kafka: nothing to authenticate.
+    let r = render(None, serde_json::json!({"autoscaling": {"enabled": true}}));
+    assert!(find(&r, "TriggerAuthentication").is_empty());
+    let trigger = &one(&r, "ScaledObject")["spec"]["triggers"][0];
+    assert!(trigger["authenticationRef"].is_null());
+    assert!(trigger["metadata"]["tls"].is_null());
 }

@@ -28,6 +28,15 @@ the key, its value, what is allowed. */}}
 {{- if eq $v.output.topic $v.output.deadLetterTopic }}
 {{- fail (printf "config: output.deadLetterTopic = %s is not allowed: a topic other than output.topic, so scores and dead letters stay apart" $v.output.deadLetterTopic) }}
 {{- end }}
+{{- /* With SASL on, the chart writes these two itself: a second one would be a duplicate TOML key the pod cannot read. */}}
+{{- if $v.kafka.sasl.enabled }}
+{{- range $k, $val := $v.kafka.properties }}
+{{- $name := replace "_" "." $k }}
+{{- if has $name (list "security.protocol" "sasl.mechanism") }}
+{{- fail (printf "config: kafka.properties.%s = %v is not allowed with kafka.sasl.enabled: set kafka.sasl.%s instead" $name $val (ternary "securityProtocol" "mechanism" (eq $name "security.protocol"))) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- /* The consumer's group.protocol as librdkafka reads it: _ spells ., the consumer table wins. */}}
 {{- $protocol := "" }}
 {{- range $table := list $v.kafka.properties $v.kafka.consumer }}
