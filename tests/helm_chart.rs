@@ -19,7 +19,12 @@ const GPU_VALUES: &str = "helm/streamscore/ci/gpu-autoscaling-values.yaml";
 /// The chart's kubeVersion floor, and the newest schemas kubernetes-validate has.
 const KUBE_VERSIONS: [&str; 2] = ["1.27.0", "1.37.0"];
 /// Custom resources: no Kubernetes schema; checked field by field below.
-const CUSTOM_KINDS: [&str; 3] = ["ServiceMonitor", "PrometheusRule", "ScaledObject"];
+const CUSTOM_KINDS: [&str; 4] = [
+    "ServiceMonitor",
+    "PrometheusRule",
+    "ScaledObject",
+    "TriggerAuthentication",
+];
 
 fn python() -> PathBuf {
     let python = support::root().join(".local/venv/bin/python");
@@ -187,7 +192,9 @@ fn default_values_render_valid_manifests_the_processor_accepts() {
         "ServiceMonitor",
         "PrometheusRule",
         "ScaledObject",
+        "TriggerAuthentication",
         "HorizontalPodAutoscaler",
+        "NetworkPolicy",
     ] {
         assert!(find(&r, kind).is_empty(), "{kind} is behind a flag");
     }
@@ -458,6 +465,24 @@ fn assert_only_exported_metrics(text: &str, what: &str) {
         CONSUMER_LAG,
         MODEL_INFO,
         BATCH_TARGET_SIZE,
+        LAST_COMMIT_TIMESTAMP,
+        CONSECUTIVE_ABORTS,
+        PRODUCERS_REPLACED,
+        DEAD_LETTER_VALUES_OMITTED,
+    ];
+    // Issue 12's metric contract: exported by the branches that implement
+    // it (lag, keyring, process metrics); named here until their constants
+    // are merged.
+    let contract = [
+        "streamscore_consumer_lag_seconds",
+        "streamscore_records_reread_total",
+        "streamscore_assigned_partitions",
+        "streamscore_rebalances_total",
+        "streamscore_inference_errors_total",
+        "streamscore_build_info",
+        "streamscore_keyring_keys",
+        "streamscore_keyring_reloads_total",
+        "streamscore_keyring_reload_failures_total",
     ];
     let mut seen = 0;
     for (i, _) in text.match_indices("streamscore_") {
@@ -470,7 +495,7 @@ fn assert_only_exported_metrics(text: &str, what: &str) {
             .find_map(|s| name.strip_suffix(s))
             .unwrap_or(&name);
         assert!(
-            exported.contains(&base),
+            exported.contains(&base) || contract.contains(&base),
             "{what} queries {name}, which the processor does not export"
         );
         seen += 1;
@@ -493,6 +518,10 @@ fn the_dashboard_shows_what_an_operator_needs_from_exported_metrics() {
         "Batch size",
         "Dead letters by reason",
         "Consumer lag",
+        "Consumer lag (seconds)",
+        "Partitions and rebalances",
+        "Process CPU and memory",
+        "Keyring",
         "Transactions",
     ] {
         assert!(titles.contains(&wanted), "no {wanted} panel in {titles:?}");
@@ -509,5 +538,433 @@ fn the_dashboard_shows_what_an_operator_needs_from_exported_metrics() {
             && e.contains("end_to_end_latency_seconds_bucket")),
         "p99 from the histogram"
     );
+    assert!(
+        exprs
+            .iter()
+            .any(|e| e.contains("streamscore_consumer_lag_seconds{")),
+        "lag in seconds as the processor measures it"
+    );
+    assert!(
+        !exprs
+            .iter()
+            .any(|e| e.contains("consumer_lag{") && e.contains("records_consumed_total")),
+        "no lag-in-seconds estimate from the consume rate: the processor measures it"
+    );
     assert_only_exported_metrics(&exprs.join("\n"), "the dashboard");
+}
+
+/// The autoscalers read the lag the processor measures: in seconds from its
+/// own gauge, in records summed over the instances of this release.
+#[test]
+fn the_autoscalers_use_the_measured_lag_of_this_release() {
+    let r = render(
+        Some(GPU_VALUES),
+        serde_json::json!({"autoscaling": {"keda": {"prometheusServerAddress": "http://prometheus:9090"}}}),
+    );
+    assert_clean(&r);
+    let triggers = one(&r, "ScaledObject")["spec"]["triggers"].clone();
+    let query = triggers[0]["metadata"]["query"].as_str().unwrap();
+    assert!(
+        query.contains("streamscore_consumer_lag_seconds{")
+            && query.contains("namespace=\"fraud\"")
+            && query.contains("service=\"scorer-streamscore\""),
+        "{query}"
+    );
+    assert_only_exported_metrics(query, "the KEDA query");
+
+    let r = render(
+        Some(GPU_VALUES),
+        serde_json::json!({"autoscaling": {"engine": "hpa"}}),
+    );
+    assert_clean(&r);
+    let hpa = one(&r, "HorizontalPodAutoscaler");
+    let metric = &hpa["spec"]["metrics"][0]["external"]["metric"];
+    assert_eq!(metric["name"], "streamscore_consumer_lag");
+    assert_eq!(
+        metric["selector"]["matchLabels"],
+        serde_json::json!({"namespace": "fraud", "service": "scorer-streamscore"}),
+        "this release's lag only, not every release's in the namespace"
+    );
+}
+
+/// Kubernetes label-selector semantics (matchLabels AND every matchExpression).
+fn selector_matches(selector: &Value, labels: &Value) -> bool {
+    let label = |k: &str| labels[k].as_str();
+    let by_labels = selector["matchLabels"]
+        .as_object()
+        .map(|m| m.iter().all(|(k, v)| label(k) == v.as_str()))
+        .unwrap_or(true);
+    let by_expressions = selector["matchExpressions"]
+        .as_array()
+        .map(|exprs| {
+            exprs.iter().all(|e| {
+                let key = e["key"].as_str().expect("a key");
+                let values: Vec<&str> = e["values"]
+                    .as_array()
+                    .map(|v| v.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                match e["operator"].as_str().expect("an operator") {
+                    "In" => label(key).is_some_and(|l| values.contains(&l)),
+                    "NotIn" => !label(key).is_some_and(|l| values.contains(&l)),
+                    "Exists" => label(key).is_some(),
+                    "DoesNotExist" => label(key).is_none(),
+                    other => panic!("unknown selector operator {other}"),
+                }
+            })
+        })
+        .unwrap_or(true);
+    by_labels && by_expressions
+}
+
+#[test]
+fn the_label_selector_matcher_follows_kubernetes_semantics() {
+    let labels = serde_json::json!({"app": "a", "tier": "metrics"});
+    for (selector, want) in [
+        (serde_json::json!({}), true),
+        (serde_json::json!({"matchLabels": {"app": "a"}}), true),
+        (serde_json::json!({"matchLabels": {"app": "b"}}), false),
+        (
+            serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["metrics"]}]}),
+            true,
+        ),
+        (
+            serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["metrics"]}]}),
+            false,
+        ),
+        (
+            serde_json::json!({"matchExpressions": [{"key": "other", "operator": "NotIn", "values": ["x"]}]}),
+            true,
+        ),
+        (
+            serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}),
+            false,
+        ),
+        (
+            serde_json::json!({"matchLabels": {"app": "a"}, "matchExpressions": [{"key": "other", "operator": "Exists"}]}),
+            false,
+        ),
+    ] {
+        assert_eq!(selector_matches(&selector, &labels), want, "{selector}");
+    }
+}
+
+/// Two Services with the same labels and port would each be scraped: every
+/// pod twice, every dashboard sum doubled.
+#[test]
+fn the_service_monitor_scrapes_each_pod_once() {
+    let r = render(Some(GPU_VALUES), serde_json::json!({}));
+    let monitor = one(&r, "ServiceMonitor");
+    let namespaces = monitor["spec"]["namespaceSelector"]["matchNames"].clone();
+    let selected: Vec<&Value> = find(&r, "Service")
+        .into_iter()
+        .filter(|s| {
+            namespaces
+                .as_array()
+                .is_none_or(|ns| ns.contains(&s["metadata"]["namespace"]))
+        })
+        .filter(|s| selector_matches(&monitor["spec"]["selector"], &s["metadata"]["labels"]))
+        .collect();
+    let names: Vec<&Value> = selected.iter().map(|s| &s["metadata"]["name"]).collect();
+    assert_eq!(selected.len(), 1, "the ServiceMonitor selects {names:?}");
+    let service = selected[0];
+    let pod_labels = &one(&r, "StatefulSet")["spec"]["template"]["metadata"]["labels"];
+    assert!(
+        selector_matches(
+            &serde_json::json!({"matchLabels": service["spec"]["selector"]}),
+            pod_labels
+        ),
+        "the scraped Service selects the pods"
+    );
+    let endpoint_port = &monitor["spec"]["endpoints"][0]["port"];
+    let port = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| &p["name"] == endpoint_port)
+        .expect("the scraped Service has the endpoint's port");
+    assert_eq!(port["targetPort"], container(&r)["ports"][0]["name"]);
+}
+
+/// What rendering refused, or a panic naming the values it accepted.
+fn refusal(set: Value) -> String {
+    let r = render(None, set.clone());
+    r["rejected"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{set} was accepted"))
+        .to_owned()
+}
+
+/// Rules across keys that `validate()` applies at start: the chart applies
+/// them at render time, so `helm install` refuses what the pod would refuse,
+/// in one line naming the keys, the values and the rule.
+#[test]
+fn rendering_refuses_what_the_processors_cross_field_rules_refuse() {
+    for (set, wanted) in [
+        (
+            serde_json::json!({"transactions": {"commitIntervalMs": 30001}}),
+            &[
+                "transactions.commitIntervalMs = 30001",
+                "half of kafka.transactionTimeoutMs (60000)",
+            ][..],
+        ),
+        (
+            serde_json::json!({"kafka": {"transactionTimeoutMs": 1000}, "transactions": {"commitIntervalMs": 501}}),
+            &[
+                "transactions.commitIntervalMs = 501",
+                "kafka.transactionTimeoutMs (1000)",
+            ],
+        ),
+        (
+            serde_json::json!({"batching": {"minBatchSize": 257}}),
+            &["batching.minBatchSize = 257", "batching.maxBatchSize (256)"],
+        ),
+        (
+            serde_json::json!({"kafka": {"maxMessageBytes": 100000}, "input": {"maxRecordBytes": 100001}}),
+            &[
+                "input.maxRecordBytes = 100001",
+                "kafka.maxMessageBytes (100000)",
+            ],
+        ),
+        (
+            serde_json::json!({"input": {"topics": ["transactions", "scores"]}}),
+            &["input.topics", "output.topic (scores)", "loop"],
+        ),
+        (
+            serde_json::json!({"input": {"topics": ["scores-dlq"]}}),
+            &["input.topics", "output.deadLetterTopic (scores-dlq)"],
+        ),
+        (
+            serde_json::json!({"output": {"deadLetterTopic": "scores"}}),
+            &["output.deadLetterTopic = scores", "other than output.topic"],
+        ),
+        (
+            serde_json::json!({"shutdown": {"leaveGroup": "always"}, "kafka": {"consumer": {"group.protocol": "consumer"}}}),
+            &[
+                "shutdown.leaveGroup = always",
+                "group.protocol = consumer",
+                "kafka.staticMembership",
+            ],
+        ),
+        (
+            serde_json::json!({"kafka": {"sasl": {"enabled": true}, "properties": {"security.protocol": "SSL"}}}),
+            &[
+                "kafka.properties.security.protocol = SSL",
+                "kafka.sasl.enabled",
+            ],
+        ),
+        (
+            serde_json::json!({"autoscaling": {"enabled": true}, "kafka": {"properties": {"group_protocol": "CONSUMER"}}}),
+            &["shutdown.leaveGroup = always", "group.protocol = consumer"],
+        ),
+    ] {
+        let why = refusal(set.clone());
+        for w in wanted {
+            assert!(why.contains(w), "{set}: {why:?} lacks {w:?}");
+        }
+        let line = why.trim_end();
+        assert!(!line.contains('\n'), "one line: {why:?}");
+    }
+}
+
+/// The controls: on the allowed side of each boundary the chart renders and
+/// the processor accepts what it rendered.
+#[test]
+fn rendering_accepts_cross_field_values_at_their_boundary() {
+    for set in [
+        serde_json::json!({"transactions": {"commitIntervalMs": 30000}}),
+        serde_json::json!({"batching": {"minBatchSize": 256}}),
+        serde_json::json!({"kafka": {"maxMessageBytes": 100000}, "input": {"maxRecordBytes": 100000}}),
+        serde_json::json!({"shutdown": {"leaveGroup": "never"}, "kafka": {"consumer": {"group.protocol": "consumer"}}}),
+        serde_json::json!({"shutdown": {"leaveGroup": "always"}, "kafka": {"consumer": {"group.protocol": "classic"}}}),
+    ] {
+        let r = render(None, set.clone());
+        assert!(r["rejected"].is_null(), "{set}: {}", r["rejected"]);
+        let dir = tempfile::tempdir().unwrap();
+        let (_, path) = rendered_config(&r, &dir);
+        if let Err(e) = Settings::load(Some(&path)) {
+            panic!("{set}: the processor refuses what the chart rendered: {e}");
+        }
+    }
+}
+
+/// A count is an integer: 12.5 is refused, not rounded to 13.
+#[test]
+fn the_schema_refuses_fractions_for_integer_values() {
+    for set in [
+        serde_json::json!({"batching": {"maxBatchSize": 12.5}}),
+        serde_json::json!({"batching": {"minBatchSize": 1.5}}),
+        serde_json::json!({"transactions": {"commitIntervalMs": 100.5}}),
+        serde_json::json!({"shutdown": {"gracePeriodMs": 30000.5}}),
+        serde_json::json!({"model": {"sessions": 1.5}}),
+    ] {
+        let why = refusal(set.clone());
+        assert!(why.contains("want integer"), "{set}: {why}");
+    }
+}
+
+/// An umbrella chart passes `global:` to every subchart; refusing it makes
+/// this chart unusable as a dependency.
+#[test]
+fn an_umbrella_charts_global_values_are_accepted() {
+    let r = render(
+        None,
+        serde_json::json!({"global": {"imageRegistry": "registry.example", "storageClass": "fast"}}),
+    );
+    assert_clean(&r);
+}
+
+#[test]
+fn priority_class_and_extra_env_from_reach_the_pod() {
+    let env_from = serde_json::json!([
+        {"secretRef": {"name": "scorer-extra"}},
+        {"configMapRef": {"name": "scorer-tuning", "optional": true}}
+    ]);
+    let r = render(
+        None,
+        serde_json::json!({"priorityClassName": "scoring-critical", "extraEnvFrom": env_from}),
+    );
+    assert_clean(&r);
+    let pod = &one(&r, "StatefulSet")["spec"]["template"]["spec"];
+    assert_eq!(pod["priorityClassName"], "scoring-critical");
+    assert_eq!(container(&r)["envFrom"], env_from);
+
+    let plain = render(None, serde_json::json!({}));
+    let pod = &one(&plain, "StatefulSet")["spec"]["template"]["spec"];
+    assert!(pod["priorityClassName"].is_null());
+    assert!(container(&plain)["envFrom"].is_null());
+}
+
+fn port_numbers(rule: &Value) -> Vec<(String, Value)> {
+    rule["ports"]
+        .as_array()
+        .map(|ports| {
+            ports
+                .iter()
+                .map(|p| {
+                    (
+                        p["protocol"].as_str().unwrap_or("TCP").to_owned(),
+                        p["port"].clone(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_network_policy_admits_scrapes_from_the_given_peers_and_restricts_egress_on_request() {
+    let peers = serde_json::json!([
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]);
+    let r = render(
+        Some(GPU_VALUES),
+        serde_json::json!({"networkPolicy": {"enabled": true, "metricsFrom": peers}}),
+    );
+    assert_clean(&r);
+    let policy = one(&r, "NetworkPolicy");
+    let pod_labels = &one(&r, "StatefulSet")["spec"]["template"]["metadata"]["labels"];
+    assert!(selector_matches(&policy["spec"]["podSelector"], pod_labels));
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress"])
+    );
+    let ingress = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 1, "{ingress:?}");
+    assert_eq!(ingress[0]["from"], peers);
+    assert_eq!(
+        port_numbers(&ingress[0]),
+        vec![("TCP".to_owned(), Value::from(9464))]
+    );
+    assert!(policy["spec"]["egress"].is_null());
+
+    let kafka = serde_json::json!([{"ipBlock": {"cidr": "10.20.0.0/16"}}]);
+    let r = render(
+        Some(GPU_VALUES),
+        serde_json::json!({"networkPolicy": {"enabled": true, "egress": {"enabled": true, "kafkaTo": kafka}}}),
+    );
+    assert_clean(&r);
+    let policy = one(&r, "NetworkPolicy");
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress", "Egress"])
+    );
+    let egress = policy["spec"]["egress"].as_array().unwrap();
+    let dns = egress
+        .iter()
+        .find(|rule| port_numbers(rule).contains(&("UDP".to_owned(), Value::from(53))))
+        .expect("DNS allowed");
+    assert!(port_numbers(dns).contains(&("TCP".to_owned(), Value::from(53))));
+    let brokers = egress
+        .iter()
+        .find(|rule| rule["to"] == kafka)
+        .expect("the brokers allowed");
+    assert_eq!(
+        port_numbers(brokers),
+        vec![("TCP".to_owned(), Value::from(9093))],
+        "the ports of kafka.bootstrapServers"
+    );
+}
+
+/// KEDA's Kafka scaler reads the group's lag from the brokers itself: with
+/// SASL/TLS on, it needs the same credentials as the pods, or it sees no lag.
+#[test]
+fn keda_authenticates_to_a_sasl_tls_kafka_with_the_pods_credentials() {
+    let r = render(
+        Some(GPU_VALUES),
+        serde_json::json!({"autoscaling": {"keda": {"tls": {"secretName": "kafka-ca-pem", "caKey": "ca.crt"}}}}),
+    );
+    assert_clean(&r);
+    let auth = one(&r, "TriggerAuthentication");
+    let refs = auth["spec"]["secretTargetRef"].as_array().unwrap();
+    let param = |name: &str| {
+        refs.iter()
+            .find(|p| p["parameter"] == name)
+            .unwrap_or_else(|| panic!("no {name} parameter in {refs:?}"))
+    };
+    let secret = one(&r, "Secret");
+    for p in ["username", "password"] {
+        assert_eq!(param(p)["name"], secret["metadata"]["name"]);
+        let key = param(p)["key"].as_str().unwrap();
+        assert!(secret["data"][key].is_string(), "the Secret lacks {key}");
+    }
+    assert_eq!(param("ca")["name"], "kafka-ca-pem");
+    assert_eq!(param("ca")["key"], "ca.crt");
+    let triggers = one(&r, "ScaledObject")["spec"]["triggers"]
+        .as_array()
+        .unwrap()
+        .clone();
+    for t in &triggers {
+        assert_eq!(t["authenticationRef"]["name"], auth["metadata"]["name"]);
+        assert_eq!(t["metadata"]["sasl"], "scram_sha512");
+        assert_eq!(t["metadata"]["tls"], "enable");
+    }
+
+    // TLS without SASL: tls on, no credentials.
+    let r = render(
+        None,
+        serde_json::json!({"autoscaling": {"enabled": true}, "kafka": {"properties": {"security.protocol": "ssl"}}}),
+    );
+    assert_clean(&r);
+    let trigger = &one(&r, "ScaledObject")["spec"]["triggers"][0];
+    assert_eq!(trigger["metadata"]["tls"], "enable");
+    assert!(trigger["metadata"]["sasl"].is_null());
+    assert!(find(&r, "TriggerAuthentication").is_empty());
+
+    // A mechanism KEDA needs more than a password for: refused, naming the way out.
+    let why = refusal(serde_json::json!({
+        "autoscaling": {"enabled": true},
+        "kafka": {"sasl": {"enabled": true, "mechanism": "OAUTHBEARER"}},
+        "secrets": {"create": true, "keyring": "{}", "saslUsername": "u", "saslPassword": "p"}
+    }));
+    assert!(
+        why.contains("autoscaling.keda.authenticationRef") && why.contains("OAUTHBEARER"),
+        "{why}"
+    );
+
+    // A plaintext Kafka: nothing to authenticate.
+    let r = render(None, serde_json::json!({"autoscaling": {"enabled": true}}));
+    assert!(find(&r, "TriggerAuthentication").is_empty());
+    let trigger = &one(&r, "ScaledObject")["spec"]["triggers"][0];
+    assert!(trigger["authenticationRef"].is_null());
+    assert!(trigger["metadata"]["tls"].is_null());
 }

@@ -73,3 +73,34 @@ always leaves), keep the partitions through a restart otherwise. */}}
 {{- define "streamscore.configChecksum" -}}
 {{- include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
 {{- end }}
+
+{{/* The clients' security.protocol, upper case: kafka.sasl's when SASL is
+on, else kafka.properties' (a key spelt with _ or .), else PLAINTEXT. */}}
+{{- define "streamscore.securityProtocol" -}}
+{{- $protocol := "PLAINTEXT" }}
+{{- range $k, $v := .Values.kafka.properties }}
+{{- if eq (replace "_" "." $k) "security.protocol" }}
+{{- $protocol = $v | toString | upper }}
+{{- end }}
+{{- end }}
+{{- if .Values.kafka.sasl.enabled }}
+{{- $protocol = .Values.kafka.sasl.securityProtocol }}
+{{- end }}
+{{- $protocol }}
+{{- end }}
+
+{{/* The TriggerAuthentication the Kafka triggers use: the user's, the
+chart's (SASL on), or none. */}}
+{{- define "streamscore.kedaAuthName" -}}
+{{- if .Values.autoscaling.keda.authenticationRef }}
+{{- .Values.autoscaling.keda.authenticationRef }}
+{{- else if or .Values.kafka.sasl.enabled .Values.autoscaling.keda.tls.secretName }}
+{{- include "streamscore.fullname" . }}-kafka
+{{- end }}
+{{- end }}
+
+{{/* KEDA's name for kafka.sasl.mechanism. */}}
+{{- define "streamscore.kedaSasl" -}}
+{{- $m := dict "PLAIN" "plaintext" "SCRAM-SHA-256" "scram_sha256" "SCRAM-SHA-512" "scram_sha512" "OAUTHBEARER" "oauthbearer" "GSSAPI" "gssapi" }}
+{{- get $m .Values.kafka.sasl.mechanism }}
+{{- end }}
