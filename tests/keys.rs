@@ -2,10 +2,16 @@
 //! A key is added inactive, reaches every processor, and only then becomes
 //! the one producers seal with. No broker needed.
 
+mod support;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use streamscore::config::Format;
+use streamscore::demo::events::EventFactory;
 use streamscore::envelope::Keyring;
 
 fn keys(args: &[&str], ring: Option<&Path>) -> Output {
@@ -164,4 +170,78 @@ fn ring_editing_commands_print_no_key_material() {
         );
         assert!(!text.contains(b64), "key material printed");
     }
+}
+
+/// Waits until the processor's log says it loaded exactly `key_ids` with
+/// `active` (the log line beside `streamscore_keyring_keys`).
+fn wait_loaded(log: &Path, key_ids: &str, active: &str) {
+    let expected = format!("key_ids={key_ids} active={active}");
+    let give_up = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text
+            .lines()
+            .any(|l| l.contains("keyring reloaded") && l.contains(&expected))
+        {
+            return;
+        }
+        assert!(Instant::now() < give_up, "never loaded {expected}:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The whole procedure against a running processor: a producer that seals
+/// with the new key right after `add` (before `activate`) loses nothing,
+/// and after `activate` the ring's producers seal with the new key.
+#[test]
+fn two_step_rotation_on_a_running_processor_dead_letters_nothing() {
+    let settings = support::settings("keys-rotate", Format::Avro, Format::Avro);
+    support::create(&settings);
+    let dir = tempfile::tempdir().unwrap();
+    let ring = first_ring(dir.path());
+    std::fs::set_permissions(&ring, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = support::process::config_file(
+        dir.path(),
+        "rotate",
+        &settings,
+        &format!("[keys]\nfile = \"{}\"\n", ring.display()),
+    );
+    let log = dir.path().join("rotate.log");
+    let processor = support::process::Processor::start(&config, "", log.clone());
+    processor.wait_address(Duration::from_secs(60));
+
+    ok(&keys(&["add", "--id", "2026-11"], Some(&ring)));
+    wait_loaded(&log, "2026-10,2026-11", "2026-10");
+    // An upstream team that switched as soon as the key was added.
+    let early =
+        Keyring::activate_json(&std::fs::read_to_string(&ring).unwrap(), "2026-11").unwrap();
+    let mut factory = EventFactory::new(
+        Arc::new(Keyring::from_json(&early).unwrap()),
+        Format::Avro,
+        "early",
+        3,
+    );
+    let records: Vec<_> = (0..20).map(|_| factory.next(None)).collect();
+    support::publish_all(&settings, &records);
+
+    ok(&keys(&["activate", "--id", "2026-11"], Some(&ring)));
+    wait_loaded(&log, "2026-10,2026-11", "2026-11");
+    let producer = Keyring::from_file(&ring).unwrap();
+    assert_eq!(producer.active_id(), "2026-11");
+    let mut factory = EventFactory::new(Arc::new(producer), Format::Avro, "after", 4);
+    let records: Vec<_> = (0..30).map(|_| factory.next(None)).collect();
+    support::publish_all(&settings, &records);
+
+    let (done, end) = support::wait_committed(&settings, Duration::from_secs(60));
+    assert_eq!((done, end), (50, 50));
+    let status = processor.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+    let report = support::verify_topics(&settings);
+    assert!(report.exactly_once(), "{}", report.line());
+    assert_eq!(report.scored, 50, "{:?}", report.dead_letter_reasons);
+    assert!(
+        report.dead_letter_reasons.is_empty(),
+        "{:?}",
+        report.dead_letter_reasons
+    );
 }
