@@ -15,6 +15,180 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 /// that less a 61-byte batch header, and librdkafka takes nothing under 1000.
 pub const MIN_MAX_MESSAGE_BYTES: u64 = 1_061;
 
+/// The upper end of an integer setting's range: a constant, or another
+/// setting (whose own range then bounds it at install time, where the other
+/// value is not yet combined with this one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Max {
+    Value(u64),
+    Key(&'static str),
+}
+
+/// The allowed values of one integer setting. [`RANGES`] is the one place
+/// they are declared: `validate()` enforces them, and unit tests hold
+/// config/default.toml's comments and the chart's values.schema.json to them.
+#[derive(Debug, Clone, Copy)]
+pub struct Range {
+    /// Dotted key, as in the TOML and the error line.
+    pub key: &'static str,
+    pub min: u64,
+    pub max: Max,
+    /// Where a bound comes from, said in the error line (empty: nothing to add).
+    pub why: &'static str,
+}
+
+const fn range(key: &'static str, min: u64, max: u64) -> Range {
+    Range {
+        key,
+        min,
+        max: Max::Value(max),
+        why: "",
+    }
+}
+
+/// Every integer setting and its range, in the order `validate()` checks them
+/// (a bound naming another key comes after that key).
+pub const RANGES: &[Range] = &[
+    range("kafka.transaction_timeout_ms", 1_000, 900_000),
+    range("kafka.session_timeout_ms", 1_000, 3_600_000),
+    range("kafka.request_timeout_ms", 100, 900_000),
+    Range {
+        key: "kafka.max_message_bytes",
+        min: MIN_MAX_MESSAGE_BYTES,
+        max: Max::Value(1_000_000_000),
+        why: "librdkafka's least message.max.bytes, 1000, plus a 61-byte batch header",
+    },
+    Range {
+        key: "input.max_record_bytes",
+        min: 64,
+        max: Max::Key("kafka.max_message_bytes"),
+        why: "",
+    },
+    Range {
+        key: "output.avro_schema_id",
+        min: 0,
+        max: Max::Value(u32::MAX as u64),
+        why: "a Confluent schema id",
+    },
+    range("model.sessions", 1, 64),
+    range("model.intra_op_threads", 1, 64),
+    range("batching.max_batch_size", 1, 65_536),
+    Range {
+        key: "batching.min_batch_size",
+        min: 1,
+        max: Max::Key("batching.max_batch_size"),
+        why: "",
+    },
+    range("batching.max_batch_delay_ms", 0, 10_000),
+    range("batching.latency_target_ms", 1, 60_000),
+    range("transactions.commit_interval_ms", 1, 60_000),
+    range("shutdown.grace_period_ms", 1_000, 600_000),
+    range("telemetry.stall_timeout_ms", 10_000, 3_600_000),
+];
+
+/// `model.threshold`, the one fractional setting with a range.
+pub const THRESHOLD_RANGE: (f64, f64) = (0.0, 1.0);
+
+impl Range {
+    /// What the error line says is allowed, given the resolved upper bound.
+    fn allowed(&self, max: u64) -> String {
+        let because = match self.max {
+            Max::Key(other) if self.why.is_empty() => other,
+            _ => self.why,
+        };
+        if because.is_empty() {
+            format!("an integer from {} to {max}", self.min)
+        } else {
+            format!("an integer from {} to {max} ({because})", self.min)
+        }
+    }
+
+    /// The static upper bound (for a bound naming another key, that key's).
+    fn upper_limit(&self) -> u64 {
+        match self.max {
+            Max::Value(v) => v,
+            Max::Key(other) => RANGES
+                .iter()
+                .find(|r| r.key == other)
+                .map_or(u64::MAX, Range::upper_limit),
+        }
+    }
+}
+
+/// Refuses an integer setting written as anything but an integer, before the
+/// `config` crate would convert it silently (12.5 to 13, `true` to 1). A
+/// string holding an integer passes: that is how environment variables come.
+fn check_integer_types(layers: &config::Config) -> Result<(), ConfigError> {
+    use config::ValueKind;
+    for r in RANGES {
+        let Ok(value) = layers.get::<config::Value>(r.key) else {
+            continue; // absent: deserialisation names the missing key
+        };
+        let shown = match &value.kind {
+            ValueKind::I64(_) | ValueKind::I128(_) | ValueKind::U64(_) | ValueKind::U128(_) => {
+                continue;
+            }
+            ValueKind::String(s) if s.trim().parse::<u64>().is_ok() => continue,
+            ValueKind::Float(f) => format!("{f:?}"),
+            ValueKind::String(s) => format!("{s:?}"),
+            ValueKind::Boolean(b) => b.to_string(),
+            ValueKind::Nil => "nothing".to_owned(),
+            ValueKind::Table(_) => "a table".to_owned(),
+            ValueKind::Array(_) => "a list".to_owned(),
+        };
+        return Err(invalid(r.key, shown, &r.allowed(r.upper_limit())));
+    }
+    Ok(())
+}
+
+/// A rule between settings, beyond each one's own range. Together with the
+/// two ranges whose upper bound is another key (`input.max_record_bytes` ≤
+/// `kafka.max_message_bytes`, `batching.min_batch_size` ≤
+/// `batching.max_batch_size`, in [`RANGES`]), these are every rule the chart's
+/// templates must also hold, so `helm install` refuses what the pod would.
+pub struct CrossFieldRule {
+    pub keys: &'static [&'static str],
+    /// The rule as an operator (or a template) states it.
+    pub rule: &'static str,
+    check: fn(&Settings) -> Result<(), ConfigError>,
+}
+
+/// Checked by `validate()` in this order, after every range.
+pub const CROSS_FIELD_RULES: &[CrossFieldRule] = &[
+    CrossFieldRule {
+        keys: &["input.topics", "output.topic", "output.dead_letter_topic"],
+        rule: "input.topics contains neither output.topic nor output.dead_letter_topic",
+        check: Settings::check_outputs_not_read,
+    },
+    CrossFieldRule {
+        keys: &["output.dead_letter_topic", "output.topic"],
+        rule: "output.dead_letter_topic differs from output.topic",
+        check: Settings::check_outputs_differ,
+    },
+    CrossFieldRule {
+        keys: &["keys.file", "keys.env"],
+        rule: "keys.file or keys.env is not empty",
+        check: Settings::check_key_source,
+    },
+    CrossFieldRule {
+        keys: &[
+            "transactions.commit_interval_ms",
+            "kafka.transaction_timeout_ms",
+        ],
+        rule: "2 * transactions.commit_interval_ms <= kafka.transaction_timeout_ms",
+        check: Settings::check_commit_interval,
+    },
+    CrossFieldRule {
+        keys: &[
+            "shutdown.leave_group",
+            "kafka.group_instance_id",
+            "kafka.consumer.group.protocol",
+        ],
+        rule: "shutdown.leave_group = \"never\" when kafka.group_instance_id is set and group.protocol = \"consumer\"",
+        check: Settings::check_leave_group,
+    },
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config: {key} = {value} is not allowed: {allowed}")]
@@ -219,10 +393,10 @@ impl Settings {
                     .with_list_parse_key("input.topics"),
             );
         }
-        let settings: Settings = builder
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(|e| ConfigError::Load(one_line(&e.to_string())))?;
+        let load_error = |e: config::ConfigError| ConfigError::Load(one_line(&e.to_string()));
+        let layers = builder.build().map_err(load_error)?;
+        check_integer_types(&layers)?;
+        let settings: Settings = layers.try_deserialize().map_err(load_error)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -233,31 +407,7 @@ impl Settings {
         non_empty("kafka.bootstrap_servers", &k.bootstrap_servers)?;
         non_empty("kafka.group_id", &k.group_id)?;
         non_empty("kafka.transactional_id", &k.transactional_id)?;
-        in_range(
-            "kafka.transaction_timeout_ms",
-            k.transaction_timeout_ms,
-            1_000,
-            900_000,
-        )?;
-        in_range(
-            "kafka.session_timeout_ms",
-            k.session_timeout_ms,
-            1_000,
-            3_600_000,
-        )?;
-        in_range(
-            "kafka.request_timeout_ms",
-            k.request_timeout_ms,
-            100,
-            900_000,
-        )?;
-        in_range_because(
-            "kafka.max_message_bytes",
-            k.max_message_bytes,
-            MIN_MAX_MESSAGE_BYTES,
-            1_000_000_000,
-            "librdkafka's least message.max.bytes, 1000, plus a 61-byte batch header",
-        )?;
+        self.check_ranges()?;
 
         for (table, props) in [
             ("properties", &k.properties),
@@ -276,13 +426,6 @@ impl Settings {
         }
         self.input_format()?;
         self.output_format()?;
-        in_range_because(
-            "input.max_record_bytes",
-            self.input.max_record_bytes,
-            64,
-            k.max_message_bytes,
-            "kafka.max_message_bytes",
-        )?;
         if self.input_format()? == Format::Avro {
             if self.input.avro_schemas.is_empty() {
                 return Err(invalid(
@@ -313,8 +456,55 @@ impl Settings {
                 ));
             }
         }
-        // Reading our own output would score scores and dead letters again,
-        // without end; and a dead letter among the scores breaks every reader.
+        self.device()?;
+        if let Some(t) = self.model.threshold
+            && !(THRESHOLD_RANGE.0..=THRESHOLD_RANGE.1).contains(&t)
+        {
+            return Err(invalid(
+                "model.threshold",
+                t,
+                &format!(
+                    "a number from {} to {}",
+                    THRESHOLD_RANGE.0, THRESHOLD_RANGE.1
+                ),
+            ));
+        }
+        self.batch_mode()?;
+        for rule in CROSS_FIELD_RULES {
+            (rule.check)(self)?;
+        }
+        if self
+            .telemetry
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .is_err()
+        {
+            return Err(invalid(
+                "telemetry.listen",
+                &self.telemetry.listen,
+                "an address like 0.0.0.0:9464",
+            ));
+        }
+        if !["auto", "human", "json"].contains(&self.telemetry.log_format.as_str()) {
+            return Err(invalid(
+                "telemetry.log_format",
+                &self.telemetry.log_format,
+                "\"auto\", \"human\" or \"json\"",
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_err() {
+            return Err(invalid(
+                "telemetry.log_level",
+                &self.telemetry.log_level,
+                "a tracing filter such as \"info\" or \"streamscore=debug,warn\"",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reading our own output would score scores and dead letters again,
+    /// without end.
+    fn check_outputs_not_read(&self) -> Result<(), ConfigError> {
         for (key, topic) in [
             ("output.topic", &self.output.topic),
             ("output.dead_letter_topic", &self.output.dead_letter_topic),
@@ -329,6 +519,11 @@ impl Settings {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// A dead letter among the scores breaks every reader of the scores.
+    fn check_outputs_differ(&self) -> Result<(), ConfigError> {
         if self.output.topic == self.output.dead_letter_topic {
             return Err(invalid(
                 "output.dead_letter_topic",
@@ -336,6 +531,10 @@ impl Settings {
                 "a topic other than output.topic, so scores and dead letters stay apart",
             ));
         }
+        Ok(())
+    }
+
+    fn check_key_source(&self) -> Result<(), ConfigError> {
         if self.keys.file.is_empty() && self.keys.env.is_empty() {
             return Err(invalid(
                 "keys.file",
@@ -343,92 +542,42 @@ impl Settings {
                 "a keyring file path, or keys.env naming a variable",
             ));
         }
-        self.device()?;
-        in_range("model.sessions", self.model.sessions.into(), 1, 64)?;
-        in_range(
-            "model.intra_op_threads",
-            self.model.intra_op_threads.into(),
-            1,
-            64,
-        )?;
-        if let Some(t) = self.model.threshold
-            && !(0.0..=1.0).contains(&t)
-        {
-            return Err(invalid("model.threshold", t, "a number from 0 to 1"));
-        }
-        in_range(
-            "batching.max_batch_size",
-            self.batching.max_batch_size.into(),
-            1,
-            65_536,
-        )?;
-        in_range(
-            "batching.max_batch_delay_ms",
-            self.batching.max_batch_delay_ms,
-            0,
-            10_000,
-        )?;
-        self.batch_mode()?;
-        in_range(
-            "batching.min_batch_size",
-            self.batching.min_batch_size.into(),
-            1,
-            self.batching.max_batch_size.into(),
-        )?;
-        in_range(
-            "batching.latency_target_ms",
-            self.batching.latency_target_ms,
-            1,
-            60_000,
-        )?;
-        in_range(
-            "transactions.commit_interval_ms",
-            self.transactions.commit_interval_ms,
-            1,
-            60_000,
-        )?;
-        if self.transactions.commit_interval_ms * 2 > k.transaction_timeout_ms {
+        Ok(())
+    }
+
+    /// A transaction must commit well before the broker aborts it.
+    fn check_commit_interval(&self) -> Result<(), ConfigError> {
+        let timeout = self.kafka.transaction_timeout_ms;
+        if self.transactions.commit_interval_ms.saturating_mul(2) > timeout {
             return Err(invalid(
                 "transactions.commit_interval_ms",
                 self.transactions.commit_interval_ms,
                 &format!(
-                    "at most half of kafka.transaction_timeout_ms ({}), so a transaction commits well before the broker aborts it",
-                    k.transaction_timeout_ms
+                    "at most half of kafka.transaction_timeout_ms ({timeout}), so a transaction commits well before the broker aborts it"
                 ),
             ));
         }
-        self.check_leave_group()?;
-        if self
-            .telemetry
-            .listen
-            .parse::<std::net::SocketAddr>()
-            .is_err()
-        {
-            return Err(invalid(
-                "telemetry.listen",
-                &self.telemetry.listen,
-                "an address like 0.0.0.0:9464",
-            ));
-        }
-        in_range(
-            "telemetry.stall_timeout_ms",
-            self.telemetry.stall_timeout_ms,
-            10_000,
-            3_600_000,
-        )?;
-        if !["auto", "human", "json"].contains(&self.telemetry.log_format.as_str()) {
-            return Err(invalid(
-                "telemetry.log_format",
-                &self.telemetry.log_format,
-                "\"auto\", \"human\" or \"json\"",
-            ));
-        }
-        if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_err() {
-            return Err(invalid(
-                "telemetry.log_level",
-                &self.telemetry.log_level,
-                "a tracing filter such as \"info\" or \"streamscore=debug,warn\"",
-            ));
+        Ok(())
+    }
+
+    /// Enforces [`RANGES`], in their order.
+    fn check_ranges(&self) -> Result<(), ConfigError> {
+        let values = serde_json::to_value(self).map_err(|e| ConfigError::Load(e.to_string()))?;
+        let integer = |key: &str| {
+            values
+                .pointer(&format!("/{}", key.replace('.', "/")))
+                .and_then(serde_json::Value::as_u64)
+                .ok_or_else(|| ConfigError::Load(format!("{key} is not an integer setting")))
+        };
+        for r in RANGES {
+            let value = integer(r.key)?;
+            let max = match r.max {
+                Max::Value(v) => v,
+                Max::Key(other) => integer(other)?,
+            };
+            if !(r.min..=max).contains(&value) {
+                return Err(invalid(r.key, value, &r.allowed(max)));
+            }
         }
         Ok(())
     }
@@ -654,30 +803,6 @@ fn non_empty(key: &str, value: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
-    in_range_because(key, value, min, max, "")
-}
-
-/// As [`in_range`], saying where a bound comes from (when `because` is not empty).
-fn in_range_because(
-    key: &str,
-    value: u64,
-    min: u64,
-    max: u64,
-    because: &str,
-) -> Result<(), ConfigError> {
-    if (min..=max).contains(&value) {
-        return Ok(());
-    }
-    let allowed = format!("an integer from {min} to {max}");
-    let allowed = if because.is_empty() {
-        allowed
-    } else {
-        format!("{allowed} ({because})")
-    };
-    Err(invalid(key, value, &allowed))
-}
-
 fn valid_topic(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 249
@@ -741,7 +866,7 @@ mod tests {
         let err = with_file("[batching]\nmax_batch_size = 16\nmin_batch_size = 32\n").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "config: batching.min_batch_size = 32 is not allowed: an integer from 1 to 16"
+            "config: batching.min_batch_size = 32 is not allowed: an integer from 1 to 16 (batching.max_batch_size)"
         );
         let err = with_file("[batching]\nlatency_target_ms = 0\n").unwrap_err();
         assert!(err.to_string().contains("batching.latency_target_ms = 0"));
@@ -921,6 +1046,245 @@ mod tests {
         assert_eq!(
             err,
             "config: output.dead_letter_topic = scores is not allowed: a topic other than output.topic, so scores and dead letters stay apart"
+        );
+    }
+
+    #[test]
+    fn grace_period_is_checked() {
+        let err = with_file("[shutdown]\ngrace_period_ms = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config: shutdown.grace_period_ms = 0 is not allowed: an integer from 1000 to 600000"
+        );
+    }
+
+    #[test]
+    fn integers_refuse_fractions_and_other_types() {
+        for (toml, line) in [
+            (
+                "[batching]\nmax_batch_size = 12.5\n",
+                "config: batching.max_batch_size = 12.5 is not allowed: an integer from 1 to 65536",
+            ),
+            (
+                "[batching]\nmax_batch_size = 13.0\n",
+                "config: batching.max_batch_size = 13.0 is not allowed: an integer from 1 to 65536",
+            ),
+            (
+                "[model]\nsessions = true\n",
+                "config: model.sessions = true is not allowed: an integer from 1 to 64",
+            ),
+            (
+                "[shutdown]\ngrace_period_ms = \"yes\"\n",
+                "config: shutdown.grace_period_ms = \"yes\" is not allowed: an integer from 1000 to 600000",
+            ),
+        ] {
+            assert_eq!(with_file(toml).unwrap_err().to_string(), line, "{toml}");
+        }
+        // An integer in a string (as an environment variable gives it) is an integer.
+        let s = with_file("[batching]\nmax_batch_size = \"64\"\n").unwrap();
+        assert_eq!(s.batching.max_batch_size, 64);
+    }
+
+    /// The ends of every declared range are enforced, one value outside each.
+    #[test]
+    fn every_declared_range_is_enforced_at_both_ends() {
+        let defaults = serde_json::to_value(Settings::load_with_env(None, false).unwrap()).unwrap();
+        for r in RANGES {
+            let max = match r.max {
+                Max::Value(v) => v,
+                Max::Key(other) => integer_at(&defaults, other).unwrap(),
+            };
+            let (section, name) = r.key.split_once('.').unwrap();
+            let mut outside = vec![max + 1];
+            if r.min > 0 {
+                outside.push(r.min - 1);
+            }
+            for value in outside {
+                // Past u32::MAX the type refuses before the range does.
+                if value > u64::from(u32::MAX) && max == u64::from(u32::MAX) {
+                    continue;
+                }
+                let Err(err) = with_file(&format!("[{section}]\n{name} = {value}\n")) else {
+                    panic!("{} = {value} was accepted", r.key);
+                };
+                let err = err.to_string();
+                assert!(
+                    err.starts_with(&format!(
+                        "config: {} = {value} is not allowed: an integer from {} to {max}",
+                        r.key, r.min
+                    )),
+                    "{}: {err}",
+                    r.key
+                );
+            }
+        }
+    }
+
+    /// Every integer setting has a declared range (a new one cannot be left out).
+    #[test]
+    fn every_integer_setting_is_declared() {
+        let defaults = serde_json::to_value(Settings::load_with_env(None, false).unwrap()).unwrap();
+        let mut integers = Vec::new();
+        for (section, table) in defaults.as_object().unwrap() {
+            for (name, value) in table.as_object().unwrap() {
+                if value.is_u64() || value.is_i64() {
+                    integers.push(format!("{section}.{name}"));
+                }
+            }
+        }
+        let mut declared: Vec<String> = RANGES.iter().map(|r| r.key.to_owned()).collect();
+        integers.sort();
+        declared.sort();
+        assert_eq!(integers, declared);
+    }
+
+    fn integer_at(settings: &serde_json::Value, key: &str) -> Option<u64> {
+        settings
+            .pointer(&format!("/{}", key.replace('.', "/")))
+            .and_then(serde_json::Value::as_u64)
+    }
+
+    /// The range each key's comment in config/default.toml documents, as
+    /// `MIN..=MAX` (MAX a number or another key).
+    fn documented_ranges() -> BTreeMap<String, (u64, String)> {
+        let mut found = BTreeMap::new();
+        let (mut section, mut comments) = (String::new(), Vec::new());
+        for line in DEFAULT_TOML.lines().map(str::trim) {
+            if let Some(comment) = line.strip_prefix('#') {
+                comments.push(comment.to_owned());
+                continue;
+            }
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_owned();
+            } else if let Some((name, _)) = line.split_once(" = ") {
+                let text = comments.join(" ");
+                let mut ranges = text.match_indices("..=").map(|(at, _)| {
+                    let min: String = text[..at]
+                        .chars()
+                        .rev()
+                        .take_while(char::is_ascii_digit)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect();
+                    let max: String = text[at + 3..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+                        .collect();
+                    (min.parse::<u64>().unwrap(), max)
+                });
+                if let Some(range) = ranges.next() {
+                    assert!(
+                        ranges.next().is_none(),
+                        "{section}.{name}: two ranges in {text}"
+                    );
+                    found.insert(format!("{section}.{}", name.trim()), range);
+                }
+            }
+            comments.clear();
+        }
+        found
+    }
+
+    #[test]
+    fn default_toml_documents_every_declared_range() {
+        let documented = documented_ranges();
+        let declared: BTreeMap<String, (u64, String)> = RANGES
+            .iter()
+            .map(|r| {
+                let max = match r.max {
+                    Max::Value(v) => v.to_string(),
+                    Max::Key(k) => k.to_owned(),
+                };
+                (r.key.to_owned(), (r.min, max))
+            })
+            .collect();
+        assert_eq!(documented, declared);
+    }
+
+    /// Chart value path (e.g. `batching.maxBatchSize`) by config key, from
+    /// the ConfigMap template's `key = {{ .Values.x.y | … }}` lines.
+    fn chart_values_by_key() -> BTreeMap<String, String> {
+        let template = include_str!("../helm/streamscore/templates/configmap.yaml");
+        let mut map = BTreeMap::new();
+        let mut section = String::new();
+        for line in template.lines().map(str::trim) {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_owned();
+            } else if let Some((name, rhs)) = line.split_once(" = ")
+                && let Some(path) = rhs.strip_prefix("{{ .Values.")
+            {
+                let path: String = path
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '.')
+                    .collect();
+                map.insert(format!("{section}.{name}"), path);
+            }
+        }
+        map
+    }
+
+    fn schema_of(path: &str) -> serde_json::Value {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../helm/streamscore/values.schema.json")).unwrap();
+        let mut node = &schema;
+        for part in path.split('.') {
+            node = &node["properties"][part];
+        }
+        node.clone()
+    }
+
+    fn static_max(r: &Range) -> u64 {
+        match r.max {
+            Max::Value(v) => v,
+            Max::Key(other) => static_max(RANGES.iter().find(|o| o.key == other).unwrap()),
+        }
+    }
+
+    #[test]
+    fn chart_schema_matches_every_declared_range() {
+        let chart = chart_values_by_key();
+        let mut compared = 0;
+        for (key, path) in &chart {
+            let schema = schema_of(path);
+            if key == "model.threshold" {
+                assert_eq!(
+                    schema["minimum"].as_f64(),
+                    Some(THRESHOLD_RANGE.0),
+                    "{path}"
+                );
+                assert_eq!(
+                    schema["maximum"].as_f64(),
+                    Some(THRESHOLD_RANGE.1),
+                    "{path}"
+                );
+                continue;
+            }
+            let Some(r) = RANGES.iter().find(|r| r.key == key) else {
+                assert!(
+                    schema["type"] != "integer",
+                    "{path} is an integer in the chart but {key} has no declared range"
+                );
+                continue;
+            };
+            let found = (
+                schema["type"].as_str(),
+                schema["minimum"].as_u64(),
+                schema["maximum"].as_u64(),
+            );
+            assert_eq!(
+                found,
+                (Some("integer"), Some(r.min), Some(static_max(r))),
+                "values.schema.json {path} against {key}"
+            );
+            compared += 1;
+        }
+        // The template parse found the chart's integer settings.
+        assert!(
+            compared >= 13,
+            "only {compared} chart values compared: {chart:?}"
         );
     }
 

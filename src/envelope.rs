@@ -64,6 +64,12 @@ pub enum KeyringError {
     Empty,
     #[error("keyring already has a key with id {0:?}")]
     DuplicateId(String),
+    #[error(
+        "keyring has no key with id {0:?}: add it first (streamscore keys add), and activate it once every processor reports it loaded"
+    )]
+    NotInRing(String),
+    #[error("key {0:?} is the active key, which producers seal with: activate another key first")]
+    RemoveActive(String),
     #[error("environment variable {0} holding the keyring is not set")]
     EnvMissing(String),
 }
@@ -180,34 +186,57 @@ impl Keyring {
     }
 
     /// Rotation step one: returns the keyring JSON `text` with a fresh key
-    /// `id` added and made active; the old keys stay, so records sealed with
-    /// them still open. Retire an old key later by deleting it from the file.
-    pub fn rotate_json(text: &str, id: &str) -> Result<String, KeyringError> {
-        let mut file: KeyringFile =
-            serde_json::from_str(text).map_err(|e| KeyringError::Format(e.to_string()))?;
-        if id.is_empty() || id.len() > MAX_KEY_ID_LEN {
-            return Err(KeyringError::BadKeyId { id: id.to_owned() });
-        }
-        if file.keys.contains_key(id) {
-            return Err(KeyringError::DuplicateId(id.to_owned()));
-        }
-        file.keys.insert(
-            id.to_owned(),
-            base64::engine::general_purpose::STANDARD.encode(random_key()),
-        );
-        file.active = id.to_owned();
-        let mut keys: Vec<(&String, &String)> = file.keys.iter().collect();
-        keys.sort();
-        let keys: serde_json::Map<String, serde_json::Value> = keys
-            .into_iter()
-            .map(|(k, v)| (k.clone(), v.clone().into()))
-            .collect();
-        let json = serde_json::json!({ "active": file.active, "keys": keys });
-        // Re-parse: never write a keyring the processor could not load.
-        let text =
-            serde_json::to_string_pretty(&json).map_err(|e| KeyringError::Format(e.to_string()))?;
-        Self::from_json(&text)?;
-        Ok(text + "\n")
+    /// `id` added, NOT active. Processors open records sealed with any key
+    /// they hold, so the key must reach every processor before any producer
+    /// seals with it; [`Keyring::activate_json`] is the separate step two.
+    pub fn add_json(text: &str, id: &str) -> Result<String, KeyringError> {
+        edit_json(text, |file| {
+            if id.is_empty() || id.len() > MAX_KEY_ID_LEN {
+                return Err(KeyringError::BadKeyId { id: id.to_owned() });
+            }
+            if file.keys.contains_key(id) {
+                return Err(KeyringError::DuplicateId(id.to_owned()));
+            }
+            file.keys.insert(
+                id.to_owned(),
+                base64::engine::general_purpose::STANDARD.encode(random_key()),
+            );
+            Ok(())
+        })
+    }
+
+    /// Rotation step two: makes `id`, already in the ring, the key producers
+    /// seal with. Refuses an id not in the ring: activating a key no
+    /// processor holds is exactly what dead-letters records as `unknown_key`.
+    pub fn activate_json(text: &str, id: &str) -> Result<String, KeyringError> {
+        edit_json(text, |file| {
+            if !file.keys.contains_key(id) {
+                return Err(KeyringError::NotInRing(id.to_owned()));
+            }
+            id.clone_into(&mut file.active);
+            Ok(())
+        })
+    }
+
+    /// Retires `id`. Refuses the active key (producers seal with it) and an
+    /// id not in the ring (a typo would otherwise look like success).
+    pub fn remove_json(text: &str, id: &str) -> Result<String, KeyringError> {
+        edit_json(text, |file| {
+            if file.active == id {
+                return Err(KeyringError::RemoveActive(id.to_owned()));
+            }
+            if file.keys.remove(id).is_none() {
+                return Err(KeyringError::NotInRing(id.to_owned()));
+            }
+            Ok(())
+        })
+    }
+
+    /// The ids of the loaded keys, sorted.
+    pub fn key_ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self.keys.keys().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids
     }
 
     pub fn active_id(&self) -> &str {
@@ -271,6 +300,29 @@ impl Keyring {
         body.truncate(plain_len);
         Ok(body)
     }
+}
+
+/// Applies `change` to the keyring JSON `text` and returns the new JSON,
+/// keys sorted by id. The result is parsed again first: a keyring the
+/// processor could not load is never written.
+fn edit_json(
+    text: &str,
+    change: impl FnOnce(&mut KeyringFile) -> Result<(), KeyringError>,
+) -> Result<String, KeyringError> {
+    let mut file: KeyringFile =
+        serde_json::from_str(text).map_err(|e| KeyringError::Format(e.to_string()))?;
+    change(&mut file)?;
+    let mut keys: Vec<(&String, &String)> = file.keys.iter().collect();
+    keys.sort();
+    let keys: serde_json::Map<String, serde_json::Value> = keys
+        .into_iter()
+        .map(|(k, v)| (k.clone(), v.clone().into()))
+        .collect();
+    let json = serde_json::json!({ "active": file.active, "keys": keys });
+    let text =
+        serde_json::to_string_pretty(&json).map_err(|e| KeyringError::Format(e.to_string()))?;
+    Keyring::from_json(&text)?;
+    Ok(text + "\n")
 }
 
 /// Keys readable by every user of the machine are as good as leaked. Group
@@ -521,17 +573,48 @@ mod tests {
     }
 
     #[test]
-    fn rotation_adds_an_active_key_and_keeps_the_old_ones() {
+    fn add_keeps_the_active_key_and_activate_switches_it() {
         let (old, json) = Keyring::generate("2026-10").unwrap();
         let sealed_before = old.seal(b"x", None);
-        let rotated = Keyring::rotate_json(&json, "2026-11").unwrap();
-        let ring = Keyring::from_json(&rotated).unwrap();
+        let added = Keyring::add_json(&json, "2026-11").unwrap();
+        let ring = Keyring::from_json(&added).unwrap();
+        assert_eq!(ring.active_id(), "2026-10");
+        assert_eq!(ring.key_ids(), ["2026-10", "2026-11"]);
+        assert!(matches!(
+            Keyring::add_json(&added, "2026-11"),
+            Err(KeyringError::DuplicateId(_))
+        ));
+        let activated = Keyring::activate_json(&added, "2026-11").unwrap();
+        let ring = Keyring::from_json(&activated).unwrap();
         assert_eq!(ring.active_id(), "2026-11");
         assert_eq!(ring.open(&sealed_before, None).unwrap(), b"x");
         assert!(matches!(
-            Keyring::rotate_json(&rotated, "2026-11"),
-            Err(KeyringError::DuplicateId(_))
+            Keyring::activate_json(&added, "2026-12"),
+            Err(KeyringError::NotInRing(_))
         ));
+        assert!(matches!(
+            Keyring::remove_json(&activated, "2026-11"),
+            Err(KeyringError::RemoveActive(_))
+        ));
+        let removed = Keyring::remove_json(&activated, "2026-10").unwrap();
+        assert_eq!(Keyring::from_json(&removed).unwrap().key_ids(), ["2026-11"]);
+    }
+
+    /// Between `add` and `activate` a producer may already seal with the new
+    /// key (its own copy of the ring activated early, or an upstream team
+    /// ahead of the processors' switch): the processor opens any key it
+    /// holds, active or not.
+    #[test]
+    fn a_record_sealed_with_an_added_but_inactive_key_opens() {
+        let (_, json) = Keyring::generate("2026-10").unwrap();
+        let added = Keyring::add_json(&json, "2026-11").unwrap();
+        let processor = Keyring::from_json(&added).unwrap();
+        assert_eq!(processor.active_id(), "2026-10");
+        let producer =
+            Keyring::from_json(&Keyring::activate_json(&added, "2026-11").unwrap()).unwrap();
+        let sealed = producer.seal(b"early", Some(b"card-7"));
+        assert_eq!(&sealed[2..9], b"2026-11");
+        assert_eq!(processor.open(&sealed, Some(b"card-7")).unwrap(), b"early");
     }
 
     #[test]

@@ -1,28 +1,119 @@
 //! Key rotation without a restart: the keyring file is reloaded when it
 //! changes (checked every `interval`, following symlinks, so a Kubernetes
 //! Secret update is seen) or on SIGHUP. A keyring that fails to load leaves
-//! the current one in place and says why, never with key material.
+//! the current one in place, is counted, and says why, never with key
+//! material. What is loaded is exported for Prometheus, so an operator can
+//! see every replica hold a new key before producers switch to it.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crate::envelope::{Keyring, SharedKeyring};
 
-/// Loads the file into `shared` now.
-pub fn reload(path: &Path, shared: &SharedKeyring) -> bool {
-    match Keyring::from_file(path) {
-        Ok(keyring) => {
-            tracing::info!(path = %path.display(), keys = ?keyring, "keyring reloaded");
-            shared.store(Arc::new(keyring));
-            true
-        }
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "keyring reload failed; keeping the current keys");
-            false
+pub const KEYRING_KEYS: &str = "streamscore_keyring_keys";
+pub const KEYRING_RELOADS: &str = "streamscore_keyring_reloads_total";
+pub const KEYRING_RELOAD_FAILURES: &str = "streamscore_keyring_reload_failures_total";
+
+/// The keyring the pipeline reads, with the reload counts behind its metrics.
+pub struct KeyringStatus {
+    keyring: SharedKeyring,
+    reloads: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl KeyringStatus {
+    pub fn new(keyring: SharedKeyring) -> Self {
+        Self {
+            keyring,
+            reloads: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
         }
     }
+
+    pub fn keyring(&self) -> &SharedKeyring {
+        &self.keyring
+    }
+
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Loads the file into the shared keyring now; on failure keeps the
+    /// current keys. Returns whether the file was loaded.
+    pub fn reload(&self, path: &Path) -> bool {
+        match Keyring::from_file(path) {
+            Ok(keyring) => {
+                tracing::info!(
+                    path = %path.display(),
+                    key_ids = %keyring.key_ids().join(","),
+                    active = %keyring.active_id(),
+                    "keyring reloaded"
+                );
+                self.keyring.store(Arc::new(keyring));
+                self.reloads.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                let current = self.keyring.load();
+                tracing::warn!(
+                    path = %path.display(),
+                    error = %e,
+                    key_ids = %current.key_ids().join(","),
+                    active = %current.active_id(),
+                    "keyring reload failed; keeping the current keys"
+                );
+                false
+            }
+        }
+    }
+
+    /// The keyring metrics in the Prometheus text format, rendered at scrape
+    /// time so a removed key's series disappears with the key (a recorder's
+    /// gauge could only be set to 0, and stale series would mislead the
+    /// "every replica holds it" check). Key ids are not secret: every
+    /// envelope carries its key id in clear.
+    pub fn render_prometheus(&self) -> String {
+        let keyring = self.keyring.load();
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP {KEYRING_KEYS} Keys in the loaded keyring, 1 per key; active=\"true\" marks the key this ring's producers seal with.\n# TYPE {KEYRING_KEYS} gauge"
+        );
+        for id in keyring.key_ids() {
+            let _ = writeln!(
+                out,
+                "{KEYRING_KEYS}{{key_id=\"{}\",active=\"{}\"}} 1",
+                label_value(id),
+                id == keyring.active_id()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP {KEYRING_RELOADS} Keyring file reloads that replaced the keys.\n# TYPE {KEYRING_RELOADS} counter\n{KEYRING_RELOADS} {}",
+            self.reloads()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP {KEYRING_RELOAD_FAILURES} Keyring file reloads that failed (unreadable or invalid); the previous keys stayed.\n# TYPE {KEYRING_RELOAD_FAILURES} counter\n{KEYRING_RELOAD_FAILURES} {}",
+            self.failures()
+        );
+        out
+    }
+}
+
+/// Escapes a Prometheus label value (backslash, double quote, newline).
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -32,7 +123,7 @@ fn modified(path: &Path) -> Option<SystemTime> {
 /// Watches `path` on a thread until `stop` is set; `hup` is set by a SIGHUP handler.
 pub fn watch(
     path: PathBuf,
-    shared: SharedKeyring,
+    status: Arc<KeyringStatus>,
     interval: Duration,
     hup: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
@@ -47,7 +138,7 @@ pub fn watch(
                 let asked = hup.swap(false, Ordering::Relaxed);
                 if asked || now != seen {
                     seen = now;
-                    reload(&path, &shared);
+                    status.reload(&path);
                 }
             }
         })
@@ -58,47 +149,249 @@ mod tests {
     use super::*;
     use crate::envelope::share;
 
+    /// Log lines as the JSON formatter writes them, while `f` runs.
+    fn json_log_of(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = buffer.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
     #[test]
-    fn a_changed_file_is_reloaded_and_a_broken_one_ignored() {
+    fn reload_logs_key_ids_and_active_as_plain_text() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keyring.json");
-        let (first, json) = Keyring::generate("a").unwrap();
-        std::fs::write(&path, &json).unwrap();
-        let shared = share(Arc::new(first));
-        let (hup, stop) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicBool::new(false)),
-        );
-        let handle = watch(
-            path.clone(),
-            shared.clone(),
-            Duration::from_millis(20),
-            hup.clone(),
-            stop.clone(),
-        )
-        .unwrap();
+        let (first, json) = Keyring::generate("2026-10").unwrap();
+        let two = Keyring::add_json(&json, "2026-11").unwrap();
+        std::fs::write(&path, &two).unwrap();
+        let status = KeyringStatus::new(share(Arc::new(first)));
+        let log = json_log_of(|| {
+            status.reload(&path);
+        });
+        let line: serde_json::Value = log
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .find(|l: &serde_json::Value| l["fields"]["message"] == "keyring reloaded")
+            .unwrap_or_else(|| panic!("no reload line in {log}"));
+        assert_eq!(line["fields"]["message"], "keyring reloaded", "{log}");
+        assert_eq!(line["fields"]["key_ids"], "2026-10,2026-11", "{log}");
+        assert_eq!(line["fields"]["active"], "2026-10", "{log}");
+        assert!(!log.contains("Keyring"), "Debug text in {log}");
+    }
 
-        let rotated = Keyring::rotate_json(&json, "b").unwrap();
-        std::thread::sleep(Duration::from_millis(1100)); // a distinct mtime on coarse filesystems
-        std::fs::write(&path, &rotated).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while shared.load().active_id() != "b" {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "rotation not picked up"
+    /// The `streamscore_keyring_keys` series: (key id, active) pairs.
+    fn loaded(status: &KeyringStatus) -> Vec<(String, bool)> {
+        status
+            .render_prometheus()
+            .lines()
+            .filter_map(|l| l.strip_prefix("streamscore_keyring_keys{key_id=\""))
+            .map(|rest| {
+                let (id, rest) = rest.split_once('"').unwrap();
+                (id.to_owned(), rest.starts_with(",active=\"true\"} 1"))
+            })
+            .collect()
+    }
+
+    fn counter(status: &KeyringStatus, name: &str) -> u64 {
+        let text = status.render_prometheus();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .parse()
+            .unwrap()
+    }
+
+    struct Watched {
+        path: PathBuf,
+        status: Arc<KeyringStatus>,
+        hup: Arc<AtomicBool>,
+        stop: Arc<AtomicBool>,
+        handle: Option<std::thread::JoinHandle<()>>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Watched {
+        fn start(json: &str) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("keyring.json");
+            std::fs::write(&path, json).unwrap();
+            let status = Arc::new(KeyringStatus::new(share(Arc::new(
+                Keyring::from_json(json).unwrap(),
+            ))));
+            let (hup, stop) = (
+                Arc::new(AtomicBool::new(false)),
+                Arc::new(AtomicBool::new(false)),
             );
-            std::thread::sleep(Duration::from_millis(20));
+            let handle = watch(
+                path.clone(),
+                status.clone(),
+                Duration::from_millis(10),
+                hup.clone(),
+                stop.clone(),
+            )
+            .unwrap();
+            Self {
+                path,
+                status,
+                hup,
+                stop,
+                handle: Some(handle),
+                _dir: dir,
+            }
         }
 
-        std::fs::write(&path, "{ not a keyring").unwrap();
-        hup.store(true, Ordering::Relaxed);
-        std::thread::sleep(Duration::from_millis(200));
+        /// Writes the file as an operator would and waits for the watcher
+        /// to try it (asked through SIGHUP's flag: mtimes can be coarse).
+        fn write(&self, text: &str) {
+            let tries = self.status.reloads() + self.status.failures();
+            std::fs::write(&self.path, text).unwrap();
+            self.hup.store(true, Ordering::Relaxed);
+            let give_up = std::time::Instant::now() + Duration::from_secs(10);
+            while self.status.reloads() + self.status.failures() == tries {
+                assert!(
+                    std::time::Instant::now() < give_up,
+                    "the watcher never reloaded"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
+    impl Drop for Watched {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(h) = self.handle.take() {
+                let _ = h.join();
+            }
+        }
+    }
+
+    /// The rotation procedure as the processor sees it: add (both keys
+    /// loaded, the old one still active), activate, remove the old key.
+    #[test]
+    fn rotation_steps_are_reported_by_the_keyring_metrics() {
+        let (_, v1) = Keyring::generate("2026-10").unwrap();
+        let w = Watched::start(&v1);
+        assert_eq!(loaded(&w.status), [("2026-10".into(), true)]);
+        assert_eq!(counter(&w.status, KEYRING_RELOADS), 0);
+        assert_eq!(counter(&w.status, KEYRING_RELOAD_FAILURES), 0);
+
+        let v2 = Keyring::add_json(&v1, "2026-11").unwrap();
+        w.write(&v2);
         assert_eq!(
-            shared.load().active_id(),
-            "b",
-            "a broken file must not replace good keys"
+            loaded(&w.status),
+            [("2026-10".into(), true), ("2026-11".into(), false)]
         );
-        stop.store(true, Ordering::Relaxed);
-        handle.join().unwrap();
+        assert_eq!(counter(&w.status, KEYRING_RELOADS), 1);
+        // A producer that switched early is already readable.
+        let early = Keyring::from_json(&Keyring::activate_json(&v2, "2026-11").unwrap())
+            .unwrap()
+            .seal(b"early", None);
+        assert_eq!(
+            w.status.keyring().load().open(&early, None).unwrap(),
+            b"early"
+        );
+
+        let v3 = Keyring::activate_json(&v2, "2026-11").unwrap();
+        w.write(&v3);
+        assert_eq!(
+            loaded(&w.status),
+            [("2026-10".into(), false), ("2026-11".into(), true)]
+        );
+
+        let v4 = Keyring::remove_json(&v3, "2026-10").unwrap();
+        w.write(&v4);
+        assert_eq!(loaded(&w.status), [("2026-11".into(), true)]);
+        assert!(
+            !w.status.render_prometheus().contains("2026-10"),
+            "a removed key's series must disappear"
+        );
+        assert_eq!(counter(&w.status, KEYRING_RELOADS), 3);
+        assert_eq!(counter(&w.status, KEYRING_RELOAD_FAILURES), 0);
+    }
+
+    /// A broken or vanished file keeps the keys, counts a failure, and
+    /// warns without key material.
+    #[test]
+    fn a_failed_reload_keeps_the_keys_and_is_counted() {
+        let (_, v1) = Keyring::generate("a").unwrap();
+        let v2 = Keyring::add_json(&v1, "b").unwrap();
+        let w = Watched::start(&v2);
+        w.write("{ not a keyring");
+        w.write(r#"{"active":"c","keys":{"b":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}}"#);
+        assert_eq!(counter(&w.status, KEYRING_RELOAD_FAILURES), 2);
+        assert_eq!(counter(&w.status, KEYRING_RELOADS), 0);
+        assert_eq!(loaded(&w.status), [("a".into(), true), ("b".into(), false)]);
+
+        // The warning, taken on this thread (the log capture is per thread).
+        let (dir, status) = (
+            tempfile::tempdir().unwrap(),
+            KeyringStatus::new(w.status.keyring().clone()),
+        );
+        let broken = dir.path().join("keyring.json");
+        std::fs::write(
+            &broken,
+            v2.replace("\"active\": \"a\"", "\"active\": \"zz\""),
+        )
+        .unwrap();
+        let log = json_log_of(|| assert!(!status.reload(&broken)));
+        assert!(
+            log.contains("keyring reload failed; keeping the current keys"),
+            "{log}"
+        );
+        assert!(log.contains("not among its keys"), "{log}");
+        assert!(log.contains("\"level\":\"WARN\""), "{log}");
+        for key in serde_json::from_str::<serde_json::Value>(&v2).unwrap()["keys"]
+            .as_object()
+            .unwrap()
+            .values()
+        {
+            assert!(
+                !log.contains(key.as_str().unwrap()),
+                "key material in {log}"
+            );
+        }
+
+        // Unreadable (gone) counts too; the file coming back is loaded.
+        std::fs::remove_file(&w.path).unwrap();
+        let failures = w.status.failures();
+        w.hup.store(true, Ordering::Relaxed);
+        let give_up = std::time::Instant::now() + Duration::from_secs(10);
+        while w.status.failures() == failures {
+            assert!(std::time::Instant::now() < give_up, "no failure counted");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(w.status.keyring().load().key_ids(), ["a", "b"]);
+        w.write(&v2);
+        assert_eq!(counter(&w.status, KEYRING_RELOADS), 1);
+    }
+
+    #[test]
+    fn key_ids_are_escaped_as_label_values() {
+        let ring = Keyring::from_keys([("a\"b\\c", [1; 32])], "a\"b\\c").unwrap();
+        let status = KeyringStatus::new(share(Arc::new(ring)));
+        assert!(
+            status
+                .render_prometheus()
+                .contains(r#"streamscore_keyring_keys{key_id="a\"b\\c",active="true"} 1"#),
+            "{}",
+            status.render_prometheus()
+        );
     }
 }

@@ -15,7 +15,7 @@ use streamscore::bench::{self, BenchOptions};
 use streamscore::config::{Format, Settings};
 use streamscore::demo::{self, DemoOptions};
 use streamscore::envelope::{Keyring, share};
-use streamscore::keywatch;
+use streamscore::keywatch::{self, KeyringStatus};
 use streamscore::pipeline::Pipeline;
 use streamscore::telemetry::http::{Health, serve};
 use streamscore::telemetry::summary::{SUMMARY_EVERY, Summary};
@@ -128,16 +128,45 @@ enum Command {
     },
 }
 
+/// Rotation is two steps so that no record is sealed with a key a processor
+/// lacks: `add` (inactive), wait until every processor reports it loaded
+/// (`streamscore_keyring_keys`), then `activate`. README, "Key rotation".
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Print a new keyring with one fresh key, or add one to a keyring file and make it active (rotation).
+    /// Print a new keyring with one fresh key, active.
     Generate {
         /// Key id (1..=64 bytes), e.g. the month it starts: 2026-11.
         #[arg(long)]
         id: String,
-        /// Keyring file to add the key to (written with mode 0600); without it, print a new keyring.
-        #[arg(long)]
+        /// No longer supported: adding a key to a ring is `keys add`, making it active `keys activate`.
+        #[arg(long, hide = true)]
         into: Option<PathBuf>,
+    },
+    /// Add a fresh key to a keyring file, NOT active (rotation step one).
+    Add {
+        /// Key id (1..=64 bytes), e.g. the month it starts: 2026-11.
+        #[arg(long)]
+        id: String,
+        /// Keyring file to edit (rewritten with mode 0600).
+        #[arg(long)]
+        into: PathBuf,
+    },
+    /// Make a key already in the keyring file the active one, the key
+    /// producers seal with (rotation step two, once every processor has it).
+    Activate {
+        #[arg(long)]
+        id: String,
+        /// Keyring file to edit (rewritten with mode 0600).
+        #[arg(long)]
+        into: PathBuf,
+    },
+    /// Remove a retired key (not the active one) from a keyring file.
+    Remove {
+        #[arg(long)]
+        id: String,
+        /// Keyring file to edit (rewritten with mode 0600).
+        #[arg(long)]
+        into: PathBuf,
     },
 }
 
@@ -175,9 +204,7 @@ fn main() -> ExitCode {
                 })
                 .await?
             }
-            Command::Keys {
-                command: KeysCommand::Generate { id, into },
-            } => keys_generate(&id, into),
+            Command::Keys { command } => keys(command),
             Command::Check { config } => tokio::task::spawn_blocking(move || check(config)).await?,
             Command::Bench {
                 bootstrap,
@@ -281,7 +308,15 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     let keyring = share(Arc::new(
         Keyring::from_settings(&settings.keys).context("cannot load the keyring")?,
     ));
-    tracing::info!(keys = ?keyring.load(), "keyring loaded");
+    {
+        let loaded = keyring.load();
+        tracing::info!(
+            key_ids = %loaded.key_ids().join(","),
+            active = %loaded.active_id(),
+            "keyring loaded"
+        );
+    }
+    let keyring_status = Arc::new(KeyringStatus::new(keyring.clone()));
     // A keyring file is watched for rotation (and reloaded on SIGHUP); one
     // from the environment cannot change while the process runs.
     let reload_requested = Arc::new(AtomicBool::new(false));
@@ -289,7 +324,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     if !settings.keys.file.is_empty() {
         keywatch::watch(
             PathBuf::from(&settings.keys.file),
-            keyring.clone(),
+            keyring_status.clone(),
             Duration::from_secs(2),
             reload_requested.clone(),
             watcher_stop.clone(),
@@ -358,35 +393,69 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn keys_generate(id: &str, into: Option<PathBuf>) -> anyhow::Result<()> {
-    let Some(path) = into else {
-        // The one place a key is printed: the user asked for it, on stdout.
-        let (_, json) = Keyring::generate(id)?;
-        println!("{json}");
-        return Ok(());
+fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    let (id, path, edit, done): (_, _, fn(&str, &str) -> _, _) = match command {
+        KeysCommand::Generate { id, into: None } => {
+            // The one place a key is printed: the user asked for it, on stdout.
+            let (_, json) = Keyring::generate(&id)?;
+            println!("{json}");
+            return Ok(());
+        }
+        KeysCommand::Generate {
+            id,
+            into: Some(path),
+        } => anyhow::bail!(
+            "keys generate --into no longer adds and activates in one step (producers that switched at once had their records dead-lettered as unknown_key until every processor reloaded). Run `streamscore keys add --id {id} --into {path}`, wait until every processor reports streamscore_keyring_keys{{key_id=\"{id}\"}}, then `streamscore keys activate --id {id} --into {path}`",
+            path = path.display()
+        ),
+        KeysCommand::Add { id, into } => (
+            id,
+            into,
+            Keyring::add_json,
+            "added key {id} to {path}, inactive. Next: roll the file out to every processor; once each replica reports streamscore_keyring_keys{key_id=\"{id}\"} (README, \"Key rotation\"), run `streamscore keys activate --id {id} --into {path}` and give producers the new ring",
+        ),
+        KeysCommand::Activate { id, into } => (
+            id,
+            into,
+            Keyring::activate_json,
+            "key {id} is now the active key in {path}: producers using this ring seal with it",
+        ),
+        KeysCommand::Remove { id, into } => (
+            id,
+            into,
+            Keyring::remove_json,
+            "removed key {id} from {path}: records still sealed with it will be dead-lettered as unknown_key",
+        ),
     };
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read keyring {}", path.display()))?;
-    let rotated = Keyring::rotate_json(&text, id)?;
-    let tmp = path.with_extension("tmp");
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.write_all(rotated.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)?;
+    let edited = edit(&text, &id)?;
+    write_keyring(&path, &edited)?;
     eprintln!(
-        "added key {id} to {} and made it active; running processors reload it",
-        path.display()
+        "{}",
+        done.replace("{id}", &id)
+            .replace("{path}", &path.display().to_string())
     );
+    Ok(())
+}
+
+/// Replaces the keyring file atomically (a processor polling it never reads
+/// half a file), readable by its owner only.
+fn write_keyring(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
     Ok(())
 }
 

@@ -271,11 +271,13 @@ fn keys_generate_rotate_and_produce_json_lines_that_get_scored() {
     let first = support::run_ok(streamscore().args(["keys", "generate", "--id", "2026-10"]));
     let keyring_path = dir.path().join("keyring.json");
     std::fs::write(&keyring_path, first).unwrap();
-    support::run_ok(
-        streamscore()
-            .args(["keys", "generate", "--id", "2026-11", "--into"])
-            .arg(&keyring_path),
-    );
+    for step in ["add", "activate"] {
+        support::run_ok(
+            streamscore()
+                .args(["keys", step, "--id", "2026-11", "--into"])
+                .arg(&keyring_path),
+        );
+    }
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&keyring_path)
@@ -333,7 +335,8 @@ fn keyring_file_rotation_is_picked_up_live_and_keys_never_reach_the_log() {
     std::fs::write(&keyring_path, &old_json).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&keyring_path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let new_json = Keyring::rotate_json(&old_json, "2026-11").unwrap();
+    let new_json = Keyring::add_json(&old_json, "2026-11").unwrap();
+    let new_json = Keyring::activate_json(&new_json, "2026-11").unwrap();
     let producer_keys = Arc::new(Keyring::from_json(&new_json).unwrap());
 
     let config = support::process::config_file(
