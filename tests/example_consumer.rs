@@ -130,3 +130,89 @@ fn example_consumer_prints_every_avro_score_once() {
 fn example_consumer_prints_every_json_score_once() {
     consumer_prints_every_score_once(Format::Json, "json");
 }
+
+/// Every record of `topic` (read_committed, from the beginning): its header
+/// names, each record's list.
+fn header_names(settings: &streamscore::config::Settings, topic: &str) -> Vec<Vec<String>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use streamscore::kafka::client::{Role, client_config};
+    let group = format!("{}-headers", settings.kafka.group_id);
+    let consumer: BaseConsumer = client_config(settings, Role::ToolReader { group_id: &group })
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let mut idle_since = std::time::Instant::now();
+    while idle_since.elapsed() < std::time::Duration::from_secs(8) {
+        if let Some(Ok(m)) = consumer.poll(std::time::Duration::from_millis(200)) {
+            idle_since = std::time::Instant::now();
+            let names = m
+                .headers()
+                .map(|h| h.iter().map(|h| h.key.to_owned()).collect())
+                .unwrap_or_default();
+            out.push(names);
+        }
+    }
+    out
+}
+
+/// Input headers reach neither output: a score has no headers, and a dead
+/// letter has only the processor's own, even when the input forged one.
+#[test]
+fn input_headers_never_reach_the_outputs() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::BaseRecord;
+    let settings = support::settings("example-headers", Format::Avro, Format::Avro);
+    support::create(&settings);
+    let keyring = support::keyring();
+    let mut factory = EventFactory::new(keyring.clone(), Format::Avro, "hdr", 6);
+    let good = factory.next(None);
+    let bad = factory.next(Some(BadKind::ALL[0]));
+    let producer = streamscore::demo::publish::publisher(&settings).unwrap();
+    for r in [&good, &bad] {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "x-trace",
+                value: Some("abc"),
+            })
+            .insert(Header {
+                key: "streamscore.reason",
+                value: Some("forged"),
+            });
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&settings.input.topics[0])
+            .key(r.key.as_slice())
+            .headers(headers);
+        if let Some(v) = r.value.as_deref() {
+            record = record.payload(v);
+        }
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    streamscore::demo::publish::flush(&producer).unwrap();
+    let report = support::run_and_verify(&settings, keyring, 2);
+    assert!(report.exactly_once(), "{}", report.line());
+    assert_eq!((report.scored, report.dead_lettered), (1, 1));
+    assert!(
+        !report.dead_letter_reasons.contains_key("forged"),
+        "{:?}",
+        report.dead_letter_reasons
+    );
+
+    assert_eq!(
+        header_names(&settings, &settings.output.topic),
+        vec![Vec::<String>::new()]
+    );
+    let dead = header_names(&settings, &settings.output.dead_letter_topic);
+    assert_eq!(dead.len(), 1);
+    assert!(!dead[0].iter().any(|h| h == "x-trace"), "{:?}", dead[0]);
+    assert_eq!(
+        dead[0]
+            .iter()
+            .filter(|h| *h == "streamscore.reason")
+            .count(),
+        1,
+        "{:?}",
+        dead[0]
+    );
+}
