@@ -594,11 +594,7 @@ impl Settings {
                 continue;
             };
             for (key, v) in props.iter_mut() {
-                let k = key.to_ascii_lowercase();
-                if ["password", "secret", "token", "pem", "jaas"]
-                    .iter()
-                    .any(|s| k.contains(s))
-                {
+                if is_secret_property(key) {
                     *v = "<redacted>".into();
                 }
             }
@@ -726,6 +722,15 @@ impl Settings {
             _ => PathBuf::from(".local/onnxruntime/lib/libonnxruntime.so"),
         }
     }
+}
+
+/// Whether a `kafka.*` property looks like a secret (a password, secret,
+/// token, PEM material or JAAS config), whose value is never printed.
+pub fn is_secret_property(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "secret", "token", "pem", "jaas"]
+        .iter()
+        .any(|s| k.contains(s))
 }
 
 /// The librdkafka name of a property key from one of the `kafka.*` tables:

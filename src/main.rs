@@ -58,9 +58,10 @@ enum Command {
         #[arg(long)]
         schema_id: Option<u32>,
     },
-    /// Validate a config without touching Kafka: check every value, verify
-    /// the model's hash, load and warm it up, and print the card and the
-    /// effective settings (secrets redacted). Exit 0 when it would start.
+    /// Validate a config without touching Kafka: check every value, load the
+    /// keyring, create the Kafka clients (librdkafka checks their properties),
+    /// verify the model's hash, load and warm it up, and print the card and
+    /// the effective settings (secrets redacted). Exit 0 when it would start.
     Check {
         #[arg(long)]
         config: Option<PathBuf>,
@@ -305,9 +306,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
         &settings.telemetry.log_format,
         &settings.telemetry.log_level,
     );
-    let keyring = share(Arc::new(
-        Keyring::from_settings(&settings.keys).context("cannot load the keyring")?,
-    ));
+    let keyring = share(Arc::new(refusals_before_connecting(&settings)?));
     {
         let loaded = keyring.load();
         tracing::info!(
@@ -492,25 +491,47 @@ fn produce(
         keyring: &keyring,
         key_field,
     };
-    let producer = publish::publisher(&settings.kafka.bootstrap_servers)?;
     let input: Box<dyn std::io::BufRead> = match &file {
         Some(path) => Box::new(std::io::BufReader::new(
             std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
         )),
         None => Box::new(std::io::stdin().lock()),
     };
-    let sent = encoder.encode_all(input, |record| publish::publish(&producer, &topic, record))?;
-    publish::flush(&producer)?;
+    let records = encoder.encode_all(input)?;
+    let producer = publish::publisher(&settings)?;
+    for (i, record) in records.iter().enumerate() {
+        if let Err(e) = publish::publish(&producer, &topic, record) {
+            let before = match publish::flush(&producer) {
+                Ok(n) => format!("the {n} before it were delivered"),
+                Err(f) => format!("of those before it, {f}"),
+            };
+            anyhow::bail!(
+                "record {} of {} to {topic}: {e}; {before}; the rest were not sent",
+                i + 1,
+                records.len()
+            );
+        }
+    }
+    let delivered = publish::flush(&producer).with_context(|| format!("producing to {topic}"))?;
     eprintln!(
-        "produced {sent} records to {topic} (key {})",
+        "produced {delivered} records to {topic} (key {})",
         keyring.active_id()
     );
     Ok(())
 }
 
+/// What `run` refuses before it connects, so `check` refuses it too: the
+/// keyring, and every Kafka client's properties as librdkafka creates them.
+fn refusals_before_connecting(settings: &Settings) -> anyhow::Result<Keyring> {
+    let keyring = Keyring::from_settings(&settings.keys).context("cannot load the keyring")?;
+    streamscore::kafka::offline::create_clients(settings)?;
+    Ok(keyring)
+}
+
 fn check(config: Option<PathBuf>) -> anyhow::Result<()> {
     let settings = Settings::load(config.as_deref())?;
     logging::init("human", "warn,ort=error");
+    let keyring = refusals_before_connecting(&settings)?;
     let prepared = streamscore::pipeline::prepare(&settings)?;
     let card = &prepared.model.card;
     let device = prepared
@@ -529,10 +550,11 @@ fn check(config: Option<PathBuf>) -> anyhow::Result<()> {
     let card_text = std::fs::read_to_string(&settings.model.card)?;
     let card_json: serde_json::Value = serde_json::from_str(&card_text)?;
     println!("model card: {}", serde_json::to_string_pretty(&card_json)?);
-    match Keyring::from_settings(&settings.keys) {
-        Ok(keyring) => println!("keyring: {keyring:?}"),
-        Err(e) => println!("keyring: not loaded here ({e}); `run` needs it"),
-    }
+    println!(
+        "keyring: key ids {} (active {})",
+        keyring.key_ids().join(", "),
+        keyring.active_id()
+    );
     println!(
         "effective settings: {}",
         serde_json::to_string_pretty(&settings.redacted())?

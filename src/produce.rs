@@ -24,6 +24,13 @@ pub enum ProduceError {
     Read(#[from] std::io::Error),
 }
 
+/// A line that cannot be encoded stops `produce` before the first record is
+/// published, so none of the lines before it were sent either: said so, or
+/// they would read as lost.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}; nothing was sent (every line is encoded before the first is published)")]
+pub struct NothingSent(pub ProduceError);
+
 /// How each line becomes an envelope.
 pub struct LineEncoder<'a> {
     pub format: Format,
@@ -82,22 +89,17 @@ impl LineEncoder<'_> {
         })
     }
 
-    /// Encodes every non-blank line, calling `publish` for each record.
-    pub fn encode_all(
-        &self,
-        input: impl BufRead,
-        mut publish: impl FnMut(&OutRecord) -> Result<(), rdkafka::error::KafkaError>,
-    ) -> anyhow::Result<u64> {
-        let mut sent = 0;
+    /// Encodes every non-blank line, in order, before any is published.
+    pub fn encode_all(&self, input: impl BufRead) -> Result<Vec<OutRecord>, NothingSent> {
+        let mut records = Vec::new();
         for (i, line) in input.lines().enumerate() {
-            let line = line?;
+            let line = line.map_err(|e| NothingSent(e.into()))?;
             if line.trim().is_empty() {
                 continue;
             }
-            publish(&self.encode(i + 1, &line)?)?;
-            sent += 1;
+            records.push(self.encode(i + 1, &line).map_err(NothingSent)?);
         }
-        Ok(sent)
+        Ok(records)
     }
 }
 
@@ -159,5 +161,23 @@ mod tests {
             .encode(5, r#"{"card_id":"c","event_id":"x"}"#)
             .unwrap_err();
         assert!(matches!(err, ProduceError::Schema { line: 5, .. }), "{err}");
+    }
+
+    #[test]
+    fn a_bad_line_stops_everything_and_says_nothing_was_sent() {
+        let (keyring, _) = Keyring::generate("k").unwrap();
+        let s = schema();
+        let enc = encoder(&s, &keyring);
+        let input = format!("{LINE}\n\n{LINE}\nnot json\n{LINE}\n");
+        let err = enc.encode_all(input.as_bytes()).unwrap_err();
+        assert!(
+            matches!(err.0, ProduceError::NotJson { line: 4, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("nothing was sent"), "{err}");
+        let fine = enc
+            .encode_all(format!("{LINE}\n\n{LINE}\n").as_bytes())
+            .unwrap();
+        assert_eq!(fine.len(), 2);
     }
 }

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::codec::ScoreEncoder;
 use crate::codec::schemas::load_schema;
 use crate::config::Settings;
 use crate::dead_letter;
+use crate::kafka::client::{Role, client_config};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -91,7 +92,7 @@ pub fn verify_settings(settings: &Settings, timeout: Duration) -> Result<Report,
         load_schema(&settings.output.avro_schema).map_err(|e| VerifyError::Setup(e.to_string()))?;
     let encoder = ScoreEncoder::new(format, schema, settings.output.avro_schema_id);
     verify(
-        &settings.kafka.bootstrap_servers,
+        settings,
         &Topics {
             input: &settings.input.topics,
             scores: &settings.output.topic,
@@ -103,9 +104,10 @@ pub fn verify_settings(settings: &Settings, timeout: Duration) -> Result<Report,
     )
 }
 
-/// Reads everything and builds the report.
+/// Reads everything and builds the report, reaching the cluster as the
+/// settings say (bootstrap and `kafka.properties`).
 pub fn verify(
-    bootstrap: &str,
+    settings: &Settings,
     topics: &Topics<'_>,
     scores: &ScoreEncoder,
     timeout: Duration,
@@ -115,7 +117,7 @@ pub fn verify(
     let mut input_end: BTreeMap<(String, i32), i64> = BTreeMap::new();
 
     for topic in topics.input {
-        read_topic(bootstrap, topic, timeout, |m| {
+        read_topic(settings, topic, timeout, |m| {
             report.produced += 1;
             seen.entry((topic.clone(), m.partition(), m.offset()))
                 .or_insert(0);
@@ -133,7 +135,7 @@ pub fn verify(
         None => report.unexpected += 1,
     };
 
-    read_topic(bootstrap, topics.scores, timeout, |m| {
+    read_topic(settings, topics.scores, timeout, |m| {
         report.scored += 1;
         match m.payload().map(|p| scores.decode(p)) {
             Some(Ok(result)) => {
@@ -150,7 +152,7 @@ pub fn verify(
             _ => report.undecodable_scores += 1,
         }
     })?;
-    read_topic(bootstrap, topics.dead_letters, timeout, |m| {
+    read_topic(settings, topics.dead_letters, timeout, |m| {
         report.dead_lettered += 1;
         let mut reason = String::from("(none)");
         let (mut topic, mut partition, mut offset) = (None, None, None);
@@ -178,7 +180,7 @@ pub fn verify(
     })?;
     report.lost = seen.values().filter(|&&n| n == 0).count() as u64;
 
-    let committed = committed_offsets(bootstrap, topics.group_id, &input_end)?;
+    let committed = committed_offsets(settings, topics.group_id, &input_end)?;
     for (tp, end) in input_end {
         let c = committed.get(&tp).copied().unwrap_or(-1);
         report.committed_vs_end.insert(tp, (c, end));
@@ -199,24 +201,24 @@ impl rdkafka::ClientContext for QuietEof {
 
 impl rdkafka::consumer::ConsumerContext for QuietEof {}
 
-fn reader(bootstrap: &str) -> Result<BaseConsumer<QuietEof>, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "streamscore-verifier")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .create_with_context(QuietEof)
+fn reader(settings: &Settings) -> Result<BaseConsumer<QuietEof>, KafkaError> {
+    client_config(
+        settings,
+        Role::ToolReader {
+            group_id: "streamscore-verifier",
+        },
+    )
+    .create_with_context(QuietEof)
 }
 
 /// Reads a whole topic (every partition to its end) and calls `each` per record.
 fn read_topic(
-    bootstrap: &str,
+    settings: &Settings,
     topic: &str,
     timeout: Duration,
     mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
 ) -> Result<(), VerifyError> {
-    let consumer = reader(bootstrap)?;
+    let consumer = reader(settings)?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions: Vec<i32> = metadata
         .topics()
@@ -261,16 +263,11 @@ fn read_topic(
 }
 
 fn committed_offsets(
-    bootstrap: &str,
+    settings: &Settings,
     group_id: &str,
     partitions: &BTreeMap<(String, i32), i64>,
 ) -> Result<HashMap<(String, i32), i64>, KafkaError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group_id)
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()?;
+    let consumer: BaseConsumer = client_config(settings, Role::ToolReader { group_id }).create()?;
     let mut tpl = TopicPartitionList::new();
     for (topic, partition) in partitions.keys() {
         tpl.add_partition(topic, *partition);
@@ -292,11 +289,11 @@ fn committed_offsets(
 /// Sum over the input partitions of (group's committed offset, end offset):
 /// a cheap "is everything committed yet?" that reads no records.
 pub fn committed_progress(
-    bootstrap: &str,
+    settings: &Settings,
     input: &[String],
     group_id: &str,
 ) -> Result<(i64, i64), VerifyError> {
-    let consumer = reader(bootstrap)?;
+    let consumer = reader(settings)?;
     let mut ends = BTreeMap::new();
     for topic in input {
         let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
@@ -311,7 +308,7 @@ pub fn committed_progress(
             ends.insert((topic.clone(), p), high);
         }
     }
-    let committed = committed_offsets(bootstrap, group_id, &ends)?;
+    let committed = committed_offsets(settings, group_id, &ends)?;
     let end: i64 = ends.values().sum();
     let done: i64 = ends
         .keys()

@@ -90,7 +90,7 @@ impl<'a> Supervisor<'a> {
         let until = Instant::now() + timeout;
         while Instant::now() < until {
             let (done, end) = streamscore::verify::committed_progress(
-                &settings.kafka.bootstrap_servers,
+                settings,
                 &settings.input.topics,
                 &settings.kafka.group_id,
             )

@@ -385,8 +385,10 @@ fn keyring_file_rotation_is_picked_up_live_and_keys_never_reach_the_log() {
 
 #[test]
 fn check_validates_loads_the_model_and_redacts_secrets() {
+    let (_, keyring_json) = Keyring::generate("k").unwrap();
     let out = streamscore()
         .arg("check")
+        .env("STREAMSCORE_KEYRING", &keyring_json)
         .env(
             "STREAMSCORE__KAFKA__PROPERTIES__SASL_PASSWORD",
             "hunter2-secret",
@@ -412,10 +414,191 @@ fn check_validates_loads_the_model_and_redacts_secrets() {
     assert!(stdout.trim_end().ends_with("check: ok"));
 
     let dir = card_beside(b"not the model");
-    let (code, err) = refuse(streamscore().arg("check").env(
-        "STREAMSCORE__MODEL__CARD",
-        dir.path().join("fraud_mlp.card.json"),
-    ));
+    let (code, err) = refuse(
+        streamscore()
+            .arg("check")
+            .env("STREAMSCORE_KEYRING", &keyring_json)
+            .env(
+                "STREAMSCORE__MODEL__CARD",
+                dir.path().join("fraud_mlp.card.json"),
+            ),
+    );
     assert_ne!(code, 0);
     assert!(err.contains("refusing to serve"), "{err}");
+}
+
+/// Every refusal `run` makes before it connects, `check` makes too, with the
+/// same single line: keyrings that cannot be loaded, and librdkafka
+/// properties it does not know or values it does not take.
+#[test]
+fn check_refuses_what_run_refuses_before_connecting() {
+    use base64::Engine;
+    let b64 = |n: usize| base64::engine::general_purpose::STANDARD.encode(vec![7u8; n]);
+    let keyring = |active: &str, id: &str, key: &str| {
+        format!(r#"{{"active":"{active}","keys":{{"{id}":"{key}"}}}}"#)
+    };
+    let good = keyring("k1", "k1", &b64(32));
+    let no_file = "/nonexistent/streamscore/keyring.json";
+    /// What is wrong, the environment, the config file, what the line must name.
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, &'a str, Vec<String>);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "a 16-byte key",
+            vec![("STREAMSCORE_KEYRING", keyring("k1", "k1", &b64(16)))],
+            "",
+            vec!["\"k1\"".into(), "32 bytes".into()],
+        ),
+        (
+            "a key that is not base64",
+            vec![("STREAMSCORE_KEYRING", keyring("k1", "k1", "not*base64!"))],
+            "",
+            vec!["\"k1\"".into(), "base64".into()],
+        ),
+        (
+            "an active id missing from the ring",
+            vec![("STREAMSCORE_KEYRING", keyring("k9", "k1", &b64(32)))],
+            "",
+            vec!["\"k9\"".into()],
+        ),
+        (
+            "a missing keyring file",
+            vec![("STREAMSCORE__KEYS__FILE", no_file.into())],
+            "",
+            vec![no_file.into()],
+        ),
+        (
+            "an unknown librdkafka property",
+            vec![("STREAMSCORE_KEYRING", good.clone())],
+            "[kafka.properties]\n\"securty.protocol\" = \"SSL\"\n",
+            vec![
+                "kafka.properties.securty.protocol = \"SSL\"".into(),
+                "No such configuration property".into(),
+            ],
+        ),
+        (
+            "an invalid librdkafka value",
+            vec![("STREAMSCORE_KEYRING", good.clone())],
+            "[kafka.properties]\n\"security.protocol\" = \"TLS\"\n",
+            vec![
+                "kafka.properties.security.protocol = \"TLS\"".into(),
+                "Invalid value".into(),
+            ],
+        ),
+    ];
+    for (case, env, toml, needles) in cases {
+        let file = config_file(toml);
+        let mut lines = Vec::new();
+        for command in ["check", "run"] {
+            let mut cmd = streamscore();
+            cmd.args([command, "--config"])
+                .arg(file.path())
+                .env_remove("STREAMSCORE_KEYRING")
+                // Where `run` would get past these refusals it must not find a broker.
+                .env("STREAMSCORE__KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
+                .env("STREAMSCORE__KAFKA__REQUEST_TIMEOUT_MS", "2000");
+            for (k, v) in &env {
+                cmd.env(k, v);
+            }
+            let (code, err) = refuse(&mut cmd);
+            assert_ne!(code, 0, "{command} accepted {case}: {err}");
+            let last = err.lines().last().unwrap_or_default().to_owned();
+            for needle in &needles {
+                assert!(last.contains(needle.as_str()), "{command}, {case}: {err}");
+            }
+            lines.push((err, last));
+        }
+        assert_eq!(
+            lines[0].0.lines().count(),
+            1,
+            "check, {case}: one line: {}",
+            lines[0].0
+        );
+        assert_eq!(lines[0].1, lines[1].1, "{case}: check and run differ");
+    }
+}
+
+/// `count` JSON lines of valid events, as `produce` reads them.
+fn event_lines(count: usize) -> Vec<String> {
+    let mut factory = EventFactory::new(
+        Arc::new(Keyring::generate("x").unwrap().0),
+        Format::Json,
+        "p",
+        8,
+    );
+    (0..count)
+        .map(|i| {
+            let fields = factory.fields(&format!("line-{i}"), &format!("card-{i}"));
+            String::from_utf8(factory.encode(fields, 1)).unwrap()
+        })
+        .collect()
+}
+
+/// `streamscore produce` with these lines on these settings; (exit code, stderr).
+fn produce(
+    settings: &streamscore::config::Settings,
+    lines: &[String],
+    topic: &str,
+) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let lines_path = dir.path().join("events.jsonl");
+    std::fs::write(&lines_path, lines.join("\n")).unwrap();
+    let config = support::process::config_file(dir.path(), "produce", settings, "");
+    refuse(
+        streamscore()
+            .args(["produce", "--config"])
+            .arg(&config)
+            .arg("--file")
+            .arg(&lines_path)
+            .args(["--topic", topic])
+            .env("STREAMSCORE_KEYRING", Keyring::generate("k").unwrap().1),
+    )
+}
+
+/// Records in `topic`, read back with the independent reader.
+fn records_in(settings: &streamscore::config::Settings, topic: &str) -> u64 {
+    let mut s = settings.clone();
+    s.input.topics = vec![topic.to_owned()];
+    streamscore::verify::verify_settings(&s, Duration::from_secs(60))
+        .expect("topics can be read back")
+        .produced
+}
+
+/// A record the broker never acknowledged is never reported as produced:
+/// to a topic that does not exist (the test broker does not create topics
+/// on demand) every delivery fails, and `produce` says how many and why.
+#[test]
+fn produce_to_a_missing_topic_fails_naming_how_many_and_why() {
+    let settings = support::settings("cli-missing-topic", Format::Avro, Format::Avro);
+    support::create(&settings);
+    let missing = format!("{}.missing", settings.input.topics[0]);
+    let (code, err) = produce(&settings, &event_lines(20), &missing);
+    assert_ne!(code, 0, "{err}");
+    assert!(!err.contains("produced 20"), "{err}");
+    assert!(
+        err.contains("20 of 20 records were not delivered")
+            && err.contains("Unknown topic or partition"),
+        "{err}"
+    );
+}
+
+/// A bad line stops `produce` before anything is sent, and it says so.
+#[test]
+fn produce_with_a_bad_line_sends_nothing_and_says_so() {
+    let settings = support::settings("cli-bad-line", Format::Avro, Format::Avro);
+    support::create(&settings);
+    let mut lines = event_lines(25);
+    lines[20] = "{ not json".into();
+    let topic = settings.input.topics[0].clone();
+    let (code, err) = produce(&settings, &lines, &topic);
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("line 21") && err.contains("nothing was sent"),
+        "{err}"
+    );
+    assert_eq!(records_in(&settings, &topic), 0);
+
+    let (code, err) = produce(&settings, &lines[..20], &topic);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("produced 20 records"), "{err}");
+    assert_eq!(records_in(&settings, &topic), 20);
 }

@@ -13,6 +13,7 @@ use std::process::Command;
 
 use serde_json::Value;
 use streamscore::config::Settings;
+use streamscore::envelope::Keyring;
 
 const CHART: &str = "helm/streamscore";
 const GPU_VALUES: &str = "helm/streamscore/ci/gpu-autoscaling-values.yaml";
@@ -124,11 +125,17 @@ fn rendered_config(r: &Value, dir: &tempfile::TempDir) -> (String, PathBuf) {
     (toml, path)
 }
 
-/// `streamscore check --config F`: validates, loads and verifies the model, warms it up.
+/// `streamscore check --config F`: validates, loads the keyring, creates the
+/// Kafka clients, loads and verifies the model, warms it up. A fresh keyring
+/// stands in for the Secret the pod mounts at `keys.file`.
 fn check(config: &PathBuf) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let keyring = dir.path().join("keyring.json");
+    std::fs::write(&keyring, Keyring::generate("chart").unwrap().1).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_streamscore"))
         .current_dir(support::root())
         .env_remove("RUST_LOG")
+        .env("STREAMSCORE__KEYS__FILE", &keyring)
         .args(["check", "--config"])
         .arg(config)
         .output()

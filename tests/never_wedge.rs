@@ -261,7 +261,7 @@ fn an_abort_while_a_new_partition_waits_for_its_offsets_rewinds_only_what_was_re
     holder.abort_transaction(Duration::from_secs(30)).unwrap();
     // Records for the new partition too, once its offset is free.
     let mut factory = EventFactory::new(keyring.clone(), Format::Avro, "rewind-new", 9);
-    let producer = publish::publisher(&settings.kafka.bootstrap_servers).unwrap();
+    let producer = publish::publisher(&settings).unwrap();
     for _ in 0..50 {
         let r = factory.next(None);
         let mut rec: BaseRecord<'_, [u8], [u8]> =

@@ -15,11 +15,7 @@ use streamscore::kafka::admin::{TopicSpec, create_topics_with_configs};
 use streamscore::kafka::client::producer_config;
 
 fn create(settings: &Settings, topics: &[TopicSpec<'_>]) {
-    support::block_on(create_topics_with_configs(
-        &settings.kafka.bootstrap_servers,
-        topics,
-    ))
-    .expect("topics can be created");
+    support::block_on(create_topics_with_configs(settings, topics)).expect("topics can be created");
 }
 
 /// Runs `streamscore run` on `settings` and returns its log once it exits;

@@ -62,3 +62,64 @@ fn python_example_events_are_all_scored() {
     );
     assert!(report.scores.iter().all(|s| s.event_id.starts_with("py-")));
 }
+
+/// The example never reports records it did not deliver: each record's
+/// delivery report counts, and so do records flush() leaves unacknowledged.
+/// `producer.py` on these arguments; returns (success, stdout, stderr).
+fn run_example(
+    bootstrap: &str,
+    topic: &str,
+    keyring: &std::path::Path,
+    timeout_s: &str,
+) -> (bool, String, String) {
+    let out = Command::new(python())
+        .arg(support::root().join("docs/examples/producer.py"))
+        .args(["--bootstrap", bootstrap, "--topic", topic])
+        .arg("--keyring")
+        .arg(keyring)
+        .args(["--count", "15", "--timeout", timeout_s])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A topic that does not exist (the test broker does not create topics on
+/// demand), and a broker that never answers: neither is reported as produced;
+/// the example exits non-zero naming how many failed and why.
+#[test]
+fn python_example_reports_records_it_did_not_deliver() {
+    let settings = support::settings("python-missing", Format::Avro, Format::Avro);
+    support::create(&settings);
+    let dir = tempfile::tempdir().unwrap();
+    let (_, json) = Keyring::generate("py-2026").unwrap();
+    let keyring_path = dir.path().join("keyring.json");
+    std::fs::write(&keyring_path, json).unwrap();
+
+    let missing = format!("{}.missing", settings.input.topics[0]);
+    // Longer than librdkafka waits for a new topic's metadata (30 s), so the
+    // broker's answer, not the timeout, is the reason given.
+    let (ok, stdout, stderr) = run_example(
+        &settings.kafka.bootstrap_servers,
+        &missing,
+        &keyring_path,
+        "60",
+    );
+    assert!(!ok && !stdout.contains("produced 15"), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("15 of 15 records were not delivered")
+            && stderr.contains("UNKNOWN_TOPIC_OR_PART"),
+        "{stderr}"
+    );
+
+    // Nothing listens on port 1: no report at all until the records time out.
+    let (ok, stdout, stderr) = run_example("127.0.0.1:1", &missing, &keyring_path, "5");
+    assert!(!ok && !stdout.contains("produced 15"), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("15 of 15 records were not delivered") && stderr.contains("timed out"),
+        "{stderr}"
+    );
+}

@@ -94,6 +94,8 @@ def main() -> None:
     ap.add_argument("--schema", default=os.path.join(os.path.dirname(__file__), "../../schemas/card_transaction.v1.avsc"))
     ap.add_argument("--schema-id", type=int, default=1)
     ap.add_argument("--count", type=int, default=100)
+    ap.add_argument("--timeout", type=float, default=60,
+                    help="seconds a record may wait for the broker's acknowledgement (message.timeout.ms)")
     ap.add_argument("--check-vector", action="store_true")
     args = ap.parse_args()
     if args.check_vector:
@@ -108,21 +110,37 @@ def main() -> None:
     key = base64.b64decode(keyring["keys"][key_id])
     with open(args.schema) as f:
         schema = parse_schema(json.load(f))
-    producer = Producer({"bootstrap.servers": args.bootstrap, "enable.idempotence": True, "acks": "all"})
-    failures = []
+    producer = Producer({
+        "bootstrap.servers": args.bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        # librdkafka's default is 5 minutes; every record gets its delivery
+        # report, success or failure, within this bound.
+        "message.timeout.ms": int(args.timeout * 1000),
+    })
+    # Only a delivery report says a record arrived: count the failures by error.
+    failures = {}
+
+    def on_delivery(err, _msg):
+        if err is not None:
+            failures[str(err)] = failures.get(str(err), 0) + 1
+
     rng = random.Random(7)
     for i in range(args.count):
         event = transaction(i, rng)
         record_key = event["card_id"].encode()
         value = seal(key_id, key, confluent_avro(schema, args.schema_id, event), record_key)
-        producer.produce(args.topic, key=record_key, value=value,
-                         on_delivery=lambda err, _msg: err and failures.append(err))
+        producer.produce(args.topic, key=record_key, value=value, on_delivery=on_delivery)
         producer.poll(0)
-    producer.flush(30)
-    if failures:
-        raise SystemExit(f"{len(failures)} records failed: {failures[0]}")
+    # flush() returns how many records are still waiting for their report.
+    pending = producer.flush(args.timeout + 30)
+    failed = sum(failures.values())
+    if failed or pending:
+        reasons = "; ".join(f"{err} ({n})" for err, n in sorted(failures.items()))
+        if pending:
+            reasons = "; ".join(filter(None, [reasons, f"{pending} still unacknowledged"]))
+        raise SystemExit(f"{failed + pending} of {args.count} records were not delivered to {args.topic}: {reasons}")
     print(f"produced {args.count} records to {args.topic} with key {key_id}")
-
 
 if __name__ == "__main__":
     main()

@@ -130,7 +130,7 @@ pub async fn run(opts: BenchOptions) -> Result<Results, BenchError> {
     settings.validate()?;
     let topics = Topics::new(&run_id);
     create_topics(
-        &opts.bootstrap,
+        &settings,
         &[
             (topics.backlog.as_str(), 4),
             (topics.steady.as_str(), 4),
@@ -188,10 +188,10 @@ fn measure(
     run_id: &str,
     handle: &PrometheusHandle,
 ) -> Result<Results, BenchError> {
-    let kafka = |e: rdkafka::error::KafkaError| BenchError::Kafka(e.to_string());
     let format = settings.input_format()?;
     let keyring = Arc::new(Keyring::generate("bench-key-1")?.0);
-    let producer = publish::publisher(&opts.bootstrap).map_err(kafka)?;
+    let publish_err = |e: publish::PublishError| BenchError::Kafka(e.to_string());
+    let producer = publish::publisher(&settings).map_err(publish_err)?;
     let never = AtomicBool::new(false);
 
     let started = Instant::now();
@@ -202,7 +202,8 @@ fn measure(
             rate,
             bad_per_mille: 0,
         };
-        publish::stream(&producer, topic, factory, &plan, &AtomicU64::new(0), &never).map_err(kafka)
+        publish::stream(&producer, topic, factory, &plan, &AtomicU64::new(0), &never)
+            .map_err(publish_err)
     };
     publish(&topics.backlog, run_id, 7, opts.events, u64::MAX / 2)?;
     println!(

@@ -67,7 +67,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Report> {
         opts.bootstrap, settings.output.topic, settings.output.dead_letter_topic
     );
     create_topics(
-        &opts.bootstrap,
+        &settings,
         &[
             (input_topic.as_str(), 4),
             (settings.output.topic.as_str(), 4),
@@ -115,14 +115,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Report> {
             stop_producing.clone(),
             input_topic.clone(),
         );
-        let (bootstrap, keyring, run_id) =
-            (opts.bootstrap.clone(), keyring.clone(), run_id.clone());
+        let (settings, keyring, run_id) = (settings.clone(), keyring.clone(), run_id.clone());
         let (events, rate, bad_percent, format) =
             (opts.events, opts.rate.max(1), opts.bad_percent, opts.format);
         std::thread::Builder::new()
             .name("demo-producer".into())
             .spawn(move || {
-                let producer = publish::publisher(&bootstrap)?;
+                let producer = publish::publisher(&settings)?;
                 let plan = publish::StreamPlan {
                     events,
                     rate,

@@ -1,30 +1,99 @@
 //! A plain (non-transactional, idempotent) producer for synthetic input, as an
 //! upstream team would run one.
 
-use std::time::Duration;
-
-use rdkafka::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use rdkafka::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+
+use crate::config::Settings;
 use crate::demo::events::{BadKind, EventFactory, OutRecord};
+use crate::kafka::client::{Role, TOOL_MESSAGE_TIMEOUT_MS, client_config};
 
-pub type Publisher = ThreadedProducer<DefaultProducerContext>;
+pub type Publisher = ThreadedProducer<Deliveries>;
 
-pub fn publisher(bootstrap: &str) -> Result<Publisher, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .create()
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot create the Kafka producer: {0}")]
+    Create(KafkaError),
+    #[error("cannot enqueue a record: {0}")]
+    Enqueue(KafkaError),
+    #[error("{failed} of {sent} records were not delivered: {errors}")]
+    NotDelivered {
+        failed: u64,
+        sent: u64,
+        /// Each distinct delivery error with how many records it failed.
+        errors: String,
+    },
+    #[error(
+        "{pending} of {sent} records were still unacknowledged after {} s",
+        FLUSH_TIMEOUT.as_secs()
+    )]
+    Unacknowledged { pending: i32, sent: u64 },
 }
 
+/// Counts librdkafka's delivery reports, one per record, so that a record
+/// the broker never acknowledged is never counted as published.
+#[derive(Default)]
+pub struct Deliveries {
+    sent: AtomicU64,
+    failed: AtomicU64,
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+            *errors.entry(error.to_string()).or_default() += 1;
+        }
+    }
+}
+
+impl Deliveries {
+    fn outcome(&self) -> Result<u64, PublishError> {
+        let sent = self.sent.load(Ordering::Relaxed);
+        let failed = self.failed.load(Ordering::Relaxed);
+        if failed == 0 {
+            return Ok(sent);
+        }
+        let errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        let errors = errors
+            .iter()
+            .map(|(e, n)| format!("{e} ({n})"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(PublishError::NotDelivered {
+            failed,
+            sent,
+            errors,
+        })
+    }
+}
+
+/// A plain idempotent producer that reaches the cluster as the processor
+/// does (bootstrap and `kafka.properties`: TLS, SASL).
+pub fn publisher(settings: &Settings) -> Result<Publisher, PublishError> {
+    client_config(settings, Role::ToolProducer)
+        .create_with_context(Deliveries::default())
+        .map_err(PublishError::Create)
+}
+
+/// Longer than a record may wait for its acknowledgement, so that a flush
+/// ends with every record reported, delivered or failed.
+const FLUSH_TIMEOUT: Duration = Duration::from_millis(TOOL_MESSAGE_TIMEOUT_MS + 30_000);
+
 /// Enqueues one record, waiting while the local queue is full.
-pub fn publish(producer: &Publisher, topic: &str, record: &OutRecord) -> Result<(), KafkaError> {
+pub fn publish(producer: &Publisher, topic: &str, record: &OutRecord) -> Result<(), PublishError> {
     send(producer, base_record(topic, record))
 }
 
@@ -35,7 +104,7 @@ pub fn publish_to_partition(
     topic: &str,
     partition: i32,
     record: &OutRecord,
-) -> Result<(), KafkaError> {
+) -> Result<(), PublishError> {
     send(producer, base_record(topic, record).partition(partition))
 }
 
@@ -47,22 +116,32 @@ fn base_record<'a>(topic: &'a str, record: &'a OutRecord) -> BaseRecord<'a, [u8]
     }
 }
 
-fn send(producer: &Publisher, mut base: BaseRecord<'_, [u8], [u8]>) -> Result<(), KafkaError> {
+fn send(producer: &Publisher, mut base: BaseRecord<'_, [u8], [u8]>) -> Result<(), PublishError> {
     loop {
         match producer.send(base) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                producer.context().sent.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                 base = back;
                 std::thread::sleep(Duration::from_millis(2));
             }
-            Err((e, _)) => return Err(e),
+            Err((e, _)) => return Err(PublishError::Enqueue(e)),
         }
     }
 }
 
-/// Waits until everything enqueued is acknowledged by the broker.
-pub fn flush(producer: &Publisher) -> Result<(), KafkaError> {
-    producer.flush(Duration::from_secs(60))
+/// Waits until every record enqueued so far has its delivery report; returns
+/// how many were enqueued, or how many of them failed and why.
+pub fn flush(producer: &Publisher) -> Result<u64, PublishError> {
+    if producer.flush(FLUSH_TIMEOUT).is_err() {
+        return Err(PublishError::Unacknowledged {
+            pending: producer.in_flight_count(),
+            sent: producer.context().sent.load(Ordering::Relaxed),
+        });
+    }
+    producer.context().outcome()
 }
 
 /// A steady stream: how many records (None: until stopped), how fast, and how
@@ -92,7 +171,7 @@ pub fn stream(
     plan: &StreamPlan,
     produced: &AtomicU64,
     stop: &AtomicBool,
-) -> Result<u64, KafkaError> {
+) -> Result<u64, PublishError> {
     let rate = plan.rate.max(1) as f64;
     let started = Instant::now();
     let mut sent = 0u64;
@@ -106,15 +185,7 @@ pub fn stream(
         sent += 1;
         produced.store(sent, Ordering::Relaxed);
     }
-    // A broker that was down for a while needs longer than one flush timeout.
-    let mut flushed = flush(producer);
-    for _ in 0..4 {
-        if flushed.is_ok() {
-            break;
-        }
-        flushed = flush(producer);
-    }
-    flushed.map(|()| sent)
+    flush(producer).map(|_| sent)
 }
 
 #[cfg(test)]

@@ -2,10 +2,12 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
+
+use crate::config::Settings;
+use crate::kafka::client::tool_config;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -24,25 +26,27 @@ pub enum AdminError {
 /// A topic to create: name, partitions, topic configs.
 pub type TopicSpec<'a> = (&'a str, i32, &'a [(&'a str, &'a str)]);
 
-/// Creates each `(name, partitions)` topic unless it exists.
-pub async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> Result<(), AdminError> {
+/// Creates each `(name, partitions)` topic unless it exists, on the cluster
+/// the settings reach (bootstrap and `kafka.properties`).
+pub async fn create_topics(settings: &Settings, topics: &[(&str, i32)]) -> Result<(), AdminError> {
     let plain: Vec<TopicSpec<'_>> = topics.iter().map(|&(name, p)| (name, p, &[][..])).collect();
-    create_topics_with_configs(bootstrap, &plain).await
+    create_topics_with_configs(settings, &plain).await
 }
 
 /// As [`create_topics`], each topic with its own topic configs, e.g.
 /// `("max.message.bytes", "1000")`.
 pub async fn create_topics_with_configs(
-    bootstrap: &str,
+    settings: &Settings,
     topics: &[TopicSpec<'_>],
 ) -> Result<(), AdminError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .map_err(|e| AdminError::Client {
-            bootstrap: bootstrap.to_owned(),
-            message: e.to_string(),
-        })?;
+    let bootstrap = settings.kafka.bootstrap_servers.as_str();
+    let admin: AdminClient<DefaultClientContext> =
+        tool_config(settings)
+            .create()
+            .map_err(|e| AdminError::Client {
+                bootstrap: bootstrap.to_owned(),
+                message: e.to_string(),
+            })?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|(name, partitions, configs)| {

@@ -1,4 +1,8 @@
-//! librdkafka settings shared by the consumer and the transactional producer.
+//! librdkafka settings for every Kafka client streamscore creates: the
+//! processor's consumer and transactional producer, the admin client, and the
+//! tools (`produce`, `demo`, `bench`, the verifier). All of them come from
+//! [`client_config`], so a cluster that `run` reaches (TLS, SASL, any
+//! `kafka.properties`) is reached the same way by every tool.
 
 use std::collections::BTreeMap;
 
@@ -18,12 +22,6 @@ const DEFAULT_FETCH_MAX_BYTES: u64 = 52_428_800;
 /// Kafka's 12-byte log overhead and the response's framing (topic and
 /// partition headers, the aborted-transactions list of read_committed).
 const FETCH_HEADROOM: u64 = 65_536;
-
-fn base(settings: &Settings) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &settings.kafka.bootstrap_servers);
-    c
-}
 
 /// The producer's `message.max.bytes`: librdkafka admits a record when the
 /// record, counted with its worst-case record overhead, fits; it does not
@@ -55,18 +53,94 @@ fn with_overrides<'a>(
     c
 }
 
-/// A librdkafka client config for tools (demo, verifier, admin) that must
-/// reach the same cluster the same way: bootstrap plus `kafka.properties`.
-pub fn tool_config(settings: &Settings) -> ClientConfig {
-    with_overrides(base(settings), [&settings.kafka.properties])
+/// How long a tool's record may wait for its acknowledgement (ms), where
+/// librdkafka's default is 300000: a tool reports an unreachable broker or a
+/// refused record within a minute instead of five. (A topic that does not
+/// exist fails sooner, after `topic.metadata.propagation.max.ms`.)
+/// `kafka.properties` "message.timeout.ms" overrides it.
+pub const TOOL_MESSAGE_TIMEOUT_MS: u64 = 60_000;
+
+/// Which client a config is for: each role adds its own settings between
+/// the connection (bootstrap, `client.id`) and the operator's tables.
+#[derive(Debug, Clone, Copy)]
+pub enum Role<'a> {
+    /// The processor's consumer: `kafka.properties`, then `kafka.consumer`.
+    Consumer,
+    /// The processor's transactional producer: `kafka.properties`, then `kafka.producer`.
+    Producer,
+    /// Admin requests answered as the principal that writes the output
+    /// topics: the producer's connection and identity without its
+    /// transactional settings.
+    Admin,
+    /// A tool's admin client (topics for demo, bench and tests): `kafka.properties`.
+    ToolAdmin,
+    /// A tool's plain idempotent producer (`produce`, demo, bench), as an
+    /// upstream team would run one: `kafka.properties`.
+    ToolProducer,
+    /// The verifier's read_committed reader in this group, without
+    /// committing: `kafka.properties`.
+    ToolReader { group_id: &'a str },
 }
 
-/// For admin requests that must be answered as the principal that writes the
-/// output topics: the producer's connection and identity (`kafka.properties`,
-/// then `kafka.producer`) without its transactional settings.
-pub fn admin_config(settings: &Settings) -> ClientConfig {
+impl Role<'_> {
+    /// Names the client to the broker (its logs, quotas and ACL audit);
+    /// `kafka.properties` "client.id" overrides it.
+    fn client_id(&self) -> &'static str {
+        match self {
+            Role::Consumer => "streamscore-consumer",
+            Role::Producer => "streamscore-producer",
+            Role::Admin => "streamscore-admin",
+            Role::ToolAdmin => "streamscore-tool-admin",
+            Role::ToolProducer => "streamscore-tool-producer",
+            Role::ToolReader { .. } => "streamscore-verifier",
+        }
+    }
+}
+
+/// The one place a Kafka client's configuration is built (as Vector builds
+/// every Kafka sink and source from one function): connection first, then
+/// the role's own settings, then the operator's tables, which win.
+pub fn client_config(settings: &Settings, role: Role<'_>) -> ClientConfig {
     let k = &settings.kafka;
-    with_overrides(base(settings), [&k.properties, &k.producer])
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.bootstrap_servers)
+        .set("client.id", role.client_id());
+    match role {
+        Role::Consumer => {
+            consumer_settings(&mut c, settings);
+            with_overrides(c, [&k.properties, &k.consumer])
+        }
+        Role::Producer => {
+            producer_settings(&mut c, settings);
+            with_overrides(c, [&k.properties, &k.producer])
+        }
+        Role::Admin => with_overrides(c, [&k.properties, &k.producer]),
+        Role::ToolAdmin => with_overrides(c, [&k.properties]),
+        Role::ToolProducer => {
+            c.set("enable.idempotence", "true")
+                .set("acks", "all")
+                .set("linger.ms", "5")
+                .set("message.timeout.ms", TOOL_MESSAGE_TIMEOUT_MS.to_string());
+            with_overrides(c, [&k.properties])
+        }
+        Role::ToolReader { group_id } => {
+            c.set("group.id", group_id)
+                .set("enable.auto.commit", "false")
+                .set("isolation.level", "read_committed")
+                .set("enable.partition.eof", "true");
+            with_overrides(c, [&k.properties])
+        }
+    }
+}
+
+/// A tool's admin client config: see [`Role::ToolAdmin`].
+pub fn tool_config(settings: &Settings) -> ClientConfig {
+    client_config(settings, Role::ToolAdmin)
+}
+
+/// See [`Role::Admin`].
+pub fn admin_config(settings: &Settings) -> ClientConfig {
+    client_config(settings, Role::Admin)
 }
 
 /// How often the consumer refreshes topic metadata (ms). librdkafka learns of
@@ -79,8 +153,11 @@ pub const CONSUMER_METADATA_REFRESH_MS: u64 = 30_000;
 /// Exactly-once input side: no auto-commit (offsets go into transactions) and
 /// read_committed, so aborted upstream records are never scored.
 pub fn consumer_config(settings: &Settings) -> ClientConfig {
+    client_config(settings, Role::Consumer)
+}
+
+fn consumer_settings(c: &mut ClientConfig, settings: &Settings) {
     let k = &settings.kafka;
-    let mut c = base(settings);
     c.set("group.id", &k.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -108,14 +185,16 @@ pub fn consumer_config(settings: &Settings) -> ClientConfig {
     if !k.group_instance_id.is_empty() {
         c.set("group.instance.id", &k.group_instance_id);
     }
-    with_overrides(c, [&k.properties, &k.consumer])
 }
 
 /// One transactional producer per instance, with a fixed transactional.id so
 /// that a restarted instance fences its predecessor (KIP-98/KIP-447).
 pub fn producer_config(settings: &Settings) -> ClientConfig {
+    client_config(settings, Role::Producer)
+}
+
+fn producer_settings(c: &mut ClientConfig, settings: &Settings) {
     let k = &settings.kafka;
-    let mut c = base(settings);
     c.set("transactional.id", &k.transactional_id)
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -142,7 +221,6 @@ pub fn producer_config(settings: &Settings) -> ClientConfig {
         .set("retry.backoff.ms", "10")
         .set("retry.backoff.max.ms", "100")
         .set("queue.buffering.max.messages", "200000");
-    with_overrides(c, [&k.properties, &k.producer])
 }
 
 #[cfg(test)]
@@ -166,6 +244,8 @@ mod tests {
             producer_config(&s),
             tool_config(&s),
             admin_config(&s),
+            client_config(&s, Role::ToolProducer),
+            client_config(&s, Role::ToolReader { group_id: "g" }),
         ] {
             assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
             assert_eq!(c.get("ssl.ca.location"), Some("/etc/ca.pem"));
@@ -173,6 +253,24 @@ mod tests {
             assert_eq!(c.get("sasl.username"), Some("scorer"));
         }
         assert_eq!(producer_config(&s).get("linger.ms"), Some("7"));
+        assert_eq!(
+            client_config(&s, Role::ToolProducer).get("linger.ms"),
+            Some("7")
+        );
+    }
+
+    /// A tool's record waits a bounded time for its acknowledgement, so an
+    /// unreachable broker is reported, not waited on for librdkafka's 5 minutes.
+    #[test]
+    fn tool_producers_give_up_in_bounded_time_unless_told_otherwise() {
+        let mut s = Settings::load_with_env(None, false).unwrap();
+        let c = client_config(&s, Role::ToolProducer);
+        assert_eq!(c.get("message.timeout.ms"), Some("60000"));
+        s.kafka
+            .properties
+            .insert("message.timeout.ms".into(), "5000".into());
+        let c = client_config(&s, Role::ToolProducer);
+        assert_eq!(c.get("message.timeout.ms"), Some("5000"));
     }
 
     /// librdkafka lets a lone record through when its own size, counted with

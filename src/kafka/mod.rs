@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod client;
 pub mod group;
+pub mod offline;
 pub mod positions;
 pub mod preflight;
 pub mod sink;

@@ -102,8 +102,7 @@ pub fn create_inputs(settings: &Settings, partitions: &[i32]) {
         .collect();
     topics.push((settings.output.topic.as_str(), 3));
     topics.push((settings.output.dead_letter_topic.as_str(), 1));
-    block_on(create_topics(&settings.kafka.bootstrap_servers, &topics))
-        .expect("topics can be created");
+    block_on(create_topics(settings, &topics)).expect("topics can be created");
 }
 
 /// Grows `topic` to `total` partitions while it is in use.
@@ -156,7 +155,7 @@ pub fn publish_all(settings: &Settings, records: &[OutRecord]) {
 
 /// Publishes to `topic`, to one `partition` when given (else by key).
 pub fn publish_to(settings: &Settings, topic: &str, partition: Option<i32>, records: &[OutRecord]) {
-    let producer = publish::publisher(&settings.kafka.bootstrap_servers).unwrap();
+    let producer = publish::publisher(settings).unwrap();
     for r in records {
         match partition {
             Some(p) => publish::publish_to_partition(&producer, topic, p, r).unwrap(),
@@ -232,10 +231,10 @@ pub fn stream_to(
         "stream",
         11,
     );
-    let bootstrap = settings.kafka.bootstrap_servers.clone();
+    let settings = settings.clone();
     let topic = topic.to_owned();
     std::thread::spawn(move || {
-        let producer = publish::publisher(&bootstrap).unwrap();
+        let producer = publish::publisher(&settings).unwrap();
         let plan = publish::StreamPlan {
             events: Some(events),
             rate,
@@ -259,11 +258,9 @@ pub fn wait_committed(settings: &Settings, timeout: Duration) -> (i64, i64) {
     let mut last = (0, -1);
     loop {
         // A slow answer under load is not a failure: keep asking until the deadline.
-        if let Ok(progress) = verify::committed_progress(
-            &settings.kafka.bootstrap_servers,
-            &settings.input.topics,
-            &settings.kafka.group_id,
-        ) {
+        if let Ok(progress) =
+            verify::committed_progress(settings, &settings.input.topics, &settings.kafka.group_id)
+        {
             last = progress;
         }
         if (last.0 == last.1 && last.1 > 0) || Instant::now() > deadline {
@@ -275,13 +272,9 @@ pub fn wait_committed(settings: &Settings, timeout: Duration) -> (i64, i64) {
 
 /// Records committed so far by the group (0 while it cannot tell).
 pub fn committed_so_far(settings: &Settings) -> i64 {
-    verify::committed_progress(
-        &settings.kafka.bootstrap_servers,
-        &settings.input.topics,
-        &settings.kafka.group_id,
-    )
-    .map(|(done, _)| done)
-    .unwrap_or(0)
+    verify::committed_progress(settings, &settings.input.topics, &settings.kafka.group_id)
+        .map(|(done, _)| done)
+        .unwrap_or(0)
 }
 
 /// Runs a command that must succeed; returns its standard output.

@@ -1,0 +1,218 @@
+//! Downstream teams: the Python example consumer in docs/examples, written
+//! from docs/wire-format.md alone, reads the score topic of a real run
+//! (read_committed), decodes Avro (schema id 101) and JSON output, and prints
+//! every score exactly once, with the event ids, scores and sources the
+//! processor wrote.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use streamscore::config::Format;
+use streamscore::demo::events::{BadKind, EventFactory};
+
+fn python() -> std::path::PathBuf {
+    let venv = support::root().join(".local/venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} is missing: run `make setup` (it installs the example's Python clients)",
+        venv.display()
+    );
+    venv
+}
+
+fn consumer_prints_every_score_once(output: Format, format_arg: &str) {
+    let settings = support::settings(
+        &format!("example-consumer-{format_arg}"),
+        Format::Avro,
+        output,
+    );
+    support::create(&settings);
+    let keyring = support::keyring();
+    let mut factory = EventFactory::new(keyring.clone(), Format::Avro, "ex", 4);
+    // Dead letters go to their own topic: the consumer must not see them.
+    let mut records: Vec<_> = (0..30).map(|_| factory.next(None)).collect();
+    records.extend(BadKind::ALL.iter().map(|k| factory.next(Some(*k))));
+    support::publish_all(&settings, &records);
+    let report = support::run_and_verify(&settings, keyring, records.len() as u64);
+    assert!(report.exactly_once(), "{}", report.line());
+    assert_eq!(report.scored, 30, "{:?}", report.dead_letter_reasons);
+
+    let out = Command::new(python())
+        .arg(support::root().join("docs/examples/consumer.py"))
+        .args([
+            "--bootstrap",
+            &settings.kafka.bootstrap_servers,
+            "--topic",
+            &settings.output.topic,
+            "--group",
+            &format!("{}-example", settings.kafka.group_id),
+            "--format",
+            format_arg,
+            "--idle-timeout",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+
+    let mut printed: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    for line in stdout.lines() {
+        let score: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        let id = score["event_id"].as_str().expect("event_id").to_owned();
+        printed.entry(id).or_default().push(score);
+    }
+    let good: Vec<&str> = records
+        .iter()
+        .filter(|r| r.bad.is_none())
+        .map(|r| r.event_id.as_str())
+        .collect();
+    assert_eq!(
+        printed.keys().map(String::as_str).collect::<Vec<_>>(),
+        {
+            let mut g = good.clone();
+            g.sort_unstable();
+            g
+        },
+        "every good event, and nothing else"
+    );
+    for written in &report.scores {
+        let seen = &printed[&written.event_id];
+        assert_eq!(
+            seen.len(),
+            1,
+            "{} printed {} times",
+            written.event_id,
+            seen.len()
+        );
+        let s = &seen[0];
+        assert!(same(&s["score"], written.score), "{s} vs {}", written.score);
+        assert!(same(&s["threshold"], written.threshold), "{s}");
+        let decision = serde_json::to_value(written.decision).unwrap();
+        assert_eq!(s["decision"], decision);
+        assert_eq!(
+            s["source_topic"].as_str(),
+            Some(written.source_topic.as_str())
+        );
+        assert_eq!(
+            s["source_partition"].as_i64(),
+            Some(i64::from(written.source_partition))
+        );
+        assert_eq!(s["source_offset"].as_i64(), Some(written.source_offset));
+        assert_eq!(s["event_time"].as_i64(), Some(written.event_time));
+        assert_eq!(s["scored_at"].as_i64(), Some(written.scored_at));
+        assert_eq!(s["record_key"].as_str(), written.record_key.as_deref());
+        assert_eq!(
+            s["model_sha256"].as_str(),
+            Some(written.model_sha256.as_str())
+        );
+    }
+}
+
+/// The same double: Python prints the shortest text that reads back exactly,
+/// and serde_json's default float parser may land one ulp away from it.
+fn same(printed: &serde_json::Value, written: f64) -> bool {
+    printed
+        .as_f64()
+        .is_some_and(|p| (p - written).abs() <= f64::EPSILON * written.abs())
+}
+
+#[test]
+fn example_consumer_prints_every_avro_score_once() {
+    consumer_prints_every_score_once(Format::Avro, "avro");
+}
+
+#[test]
+fn example_consumer_prints_every_json_score_once() {
+    consumer_prints_every_score_once(Format::Json, "json");
+}
+
+/// Every record of `topic` (read_committed, from the beginning): its header
+/// names, each record's list.
+fn header_names(settings: &streamscore::config::Settings, topic: &str) -> Vec<Vec<String>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use streamscore::kafka::client::{Role, client_config};
+    let group = format!("{}-headers", settings.kafka.group_id);
+    let consumer: BaseConsumer = client_config(settings, Role::ToolReader { group_id: &group })
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let mut idle_since = std::time::Instant::now();
+    while idle_since.elapsed() < std::time::Duration::from_secs(8) {
+        if let Some(Ok(m)) = consumer.poll(std::time::Duration::from_millis(200)) {
+            idle_since = std::time::Instant::now();
+            let names = m
+                .headers()
+                .map(|h| h.iter().map(|h| h.key.to_owned()).collect())
+                .unwrap_or_default();
+            out.push(names);
+        }
+    }
+    out
+}
+
+/// Input headers reach neither output: a score has no headers, and a dead
+/// letter has only the processor's own, even when the input forged one.
+#[test]
+fn input_headers_never_reach_the_outputs() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::BaseRecord;
+    let settings = support::settings("example-headers", Format::Avro, Format::Avro);
+    support::create(&settings);
+    let keyring = support::keyring();
+    let mut factory = EventFactory::new(keyring.clone(), Format::Avro, "hdr", 6);
+    let good = factory.next(None);
+    let bad = factory.next(Some(BadKind::ALL[0]));
+    let producer = streamscore::demo::publish::publisher(&settings).unwrap();
+    for r in [&good, &bad] {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "x-trace",
+                value: Some("abc"),
+            })
+            .insert(Header {
+                key: "streamscore.reason",
+                value: Some("forged"),
+            });
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&settings.input.topics[0])
+            .key(r.key.as_slice())
+            .headers(headers);
+        if let Some(v) = r.value.as_deref() {
+            record = record.payload(v);
+        }
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    streamscore::demo::publish::flush(&producer).unwrap();
+    let report = support::run_and_verify(&settings, keyring, 2);
+    assert!(report.exactly_once(), "{}", report.line());
+    assert_eq!((report.scored, report.dead_lettered), (1, 1));
+    assert!(
+        !report.dead_letter_reasons.contains_key("forged"),
+        "{:?}",
+        report.dead_letter_reasons
+    );
+
+    assert_eq!(
+        header_names(&settings, &settings.output.topic),
+        vec![Vec::<String>::new()]
+    );
+    let dead = header_names(&settings, &settings.output.dead_letter_topic);
+    assert_eq!(dead.len(), 1);
+    assert!(!dead[0].iter().any(|h| h == "x-trace"), "{:?}", dead[0]);
+    assert_eq!(
+        dead[0]
+            .iter()
+            .filter(|h| *h == "streamscore.reason")
+            .count(),
+        1,
+        "{:?}",
+        dead[0]
+    );
+}
