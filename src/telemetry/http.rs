@@ -12,7 +12,9 @@
 //! - `/readyz` (readiness): 200 once the model is loaded and warmed up at
 //!   every batch size, the pipeline runs, and a broker answers; partitions
 //!   assigned or still waiting for assignment are both ready (an idle member
-//!   of a group with fewer partitions than replicas is healthy). 503 while
+//!   of a group with fewer partitions than replicas is healthy). The body's
+//!   `assigned_partitions` and `group_state` follow the rebalance callbacks
+//!   as they happen, and an assignment proves a broker answers. 503 while
 //!   starting, while a broker is unreachable, and from the moment shutdown begins.
 //!
 //! Both answer a JSON body with the signals behind the answer.
@@ -130,8 +132,25 @@ pub async fn serve(
     Ok((addr, task))
 }
 
+/// The recorder's metrics, then the consumer lag of the partitions owned
+/// now (a table, so that a partition given away loses its series).
 async fn render(State(state): State<AppState>) -> String {
-    state.metrics.render()
+    let mut text = super::metrics::render(&state.metrics);
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    match state.health.signals.get() {
+        Some(signals) => signals.lag.render(&mut text, unix_ms()),
+        // Before the pipeline starts: the families, with no partition yet.
+        None => super::lag::LagTable::default().render(&mut text, unix_ms()),
+    }
+    text
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn answer(ok: bool, body: serde_json::Value) -> (StatusCode, axum::Json<serde_json::Value>) {
