@@ -281,7 +281,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     let keyring = share(Arc::new(
         Keyring::from_settings(&settings.keys).context("cannot load the keyring")?,
     ));
-    tracing::info!(keys = ?keyring.load(), "keyring loaded");
+    tracing::info!(active_key = %keyring.load().active_id(), "keyring loaded");
     // A keyring file is watched for rotation (and reloaded on SIGHUP); one
     // from the environment cannot change while the process runs.
     let reload_requested = Arc::new(AtomicBool::new(false));
