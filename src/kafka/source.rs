@@ -327,9 +327,17 @@ impl ConsumerContext for SourceContext {
                         partitions = tpl.count(),
                         "partitions revoked after committing what was read from them"
                     ),
+                    Some(BarrierOutcome::NothingOpen)
+                        if self.signals.view().consecutive_aborts > 0 =>
+                    {
+                        tracing::warn!(
+                            partitions = tpl.count(),
+                            "partitions revoked; the last transaction aborted and nothing was read since: the next owner reads them again"
+                        )
+                    }
                     Some(BarrierOutcome::NothingOpen) => tracing::info!(
                         partitions = tpl.count(),
-                        "partitions revoked; nothing read from them was waiting for a commit"
+                        "partitions revoked after committing what was read from them (all of it was committed already)"
                     ),
                     Some(BarrierOutcome::Aborted) if lost => tracing::warn!(
                         partitions = tpl.count(),
