@@ -47,6 +47,8 @@ pub struct Barrier {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BarrierOutcome {
     Committed,
+    /// No transaction was open: nothing read was waiting for a commit.
+    NothingOpen,
     /// The sink aborted; the records will be read again from the last commit.
     Aborted,
 }

@@ -340,9 +340,14 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
 
     let health = Arc::new(Health::new(settings.stall_timeout()));
     let listen: SocketAddr = settings.telemetry.listen.parse()?;
-    let (addr, _server) = serve(listen, metrics::install(), health.clone())
-        .await
-        .with_context(|| format!("cannot listen on telemetry.listen = {listen}"))?;
+    let (addr, _server) = serve(
+        listen,
+        metrics::install(),
+        health.clone(),
+        Some(keyring_status.clone()),
+    )
+    .await
+    .with_context(|| format!("cannot listen on telemetry.listen = {listen}"))?;
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
 
     let stats = Arc::new(LiveStats::default());

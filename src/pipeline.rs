@@ -54,35 +54,56 @@ pub enum PipelineError {
     #[error(transparent)]
     Schema(#[from] SchemaError),
     #[error("the model card does not fit the input schema: {0}")]
-    Features(#[from] FeatureError),
+    Features(FeatureError),
     #[error(transparent)]
     Inference(#[from] InferenceError),
-    #[error("cannot create the Kafka {client}: {source}")]
+    #[error("cannot create the Kafka {client}: {error}")]
     KafkaClient {
         client: &'static str,
-        source: KafkaError,
+        error: KafkaError,
     },
     #[error(
-        "cannot initialise Kafka transactions at {bootstrap}: {source} (is the broker running and reachable? does it allow transactions?)"
+        "cannot initialise Kafka transactions at {bootstrap}: {error} (is the broker running and reachable? does it allow transactions?)"
     )]
     InitTransactions {
         bootstrap: String,
-        source: KafkaError,
+        error: KafkaError,
     },
     /// Boxed: its variants carry topic names and remedies, and every
     /// `Result<_, PipelineError>` would grow by them.
     #[error(transparent)]
     Preflight(Box<PreflightError>),
-    #[error("cannot subscribe to {topics}: {source}")]
-    Subscribe { topics: String, source: KafkaError },
+    #[error("cannot subscribe to {topics}: {error}")]
+    Subscribe { topics: String, error: KafkaError },
     #[error("source stage: {0}")]
-    Source(#[from] SourceError),
+    Source(SourceError),
     #[error("sink stage: {0}")]
-    Sink(#[from] SinkError),
+    Sink(SinkError),
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
     #[error("the {0} thread panicked")]
     Panicked(&'static str),
+}
+
+// The variants that carry a cause say it in their message and do not also
+// return it as their `source`: an error printed with its chain (anyhow's
+// `{:#}` at the edge) would say it twice. Hence these conversions by hand.
+impl From<FeatureError> for PipelineError {
+    fn from(e: FeatureError) -> Self {
+        Self::Features(e)
+    }
+}
+
+impl From<SourceError> for PipelineError {
+    fn from(e: SourceError) -> Self {
+        Self::Source(e)
+    }
+}
+
+impl From<SinkError> for PipelineError {
+    fn from(e: SinkError) -> Self {
+        Self::Sink(e)
+    }
 }
 
 /// Everything the pipeline needs before it touches Kafka: the verified model,
@@ -221,15 +242,15 @@ impl Pipeline {
         let producer: SinkProducer =
             factory
                 .create()
-                .map_err(|source| PipelineError::KafkaClient {
+                .map_err(|error| PipelineError::KafkaClient {
                     client: "transactional producer",
-                    source,
+                    error,
                 })?;
         producer
             .init_transactions(settings.request_timeout())
-            .map_err(|source| PipelineError::InitTransactions {
+            .map_err(|error| PipelineError::InitTransactions {
                 bootstrap: settings.kafka.bootstrap_servers.clone(),
-                source,
+                error,
             })?;
         // Output topics the broker would refuse abort every transaction: say so now instead.
         preflight::check_output_topics(settings)
@@ -289,9 +310,9 @@ impl Pipeline {
         );
         let consumer: SourceConsumer = consumer_config(settings)
             .create_with_context(SourceContext::new(stage, signals.clone()))
-            .map_err(|source| PipelineError::KafkaClient {
+            .map_err(|error| PipelineError::KafkaClient {
                 client: "consumer",
-                source,
+                error,
             })?;
         let consumer = Arc::new(consumer);
         let leave = settings.leave_group()?;
@@ -308,9 +329,9 @@ impl Pipeline {
         let topics: Vec<&str> = settings.input.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
-            .map_err(|source| PipelineError::Subscribe {
+            .map_err(|error| PipelineError::Subscribe {
                 topics: topics.join(","),
-                source,
+                error,
             })?;
 
         let upstream_failed = Arc::new(AtomicBool::new(false));

@@ -602,3 +602,31 @@ fn produce_with_a_bad_line_sends_nothing_and_says_so() {
     assert!(err.contains("produced 20 records"), "{err}");
     assert_eq!(records_in(&settings, &topic), 20);
 }
+
+/// An error's causes are each said once: a missing file's OS error does not
+/// come twice (once in the message, once more as its cause).
+#[test]
+fn a_missing_file_is_named_once_with_its_os_error_once() {
+    let (_, json) = Keyring::generate("k").unwrap();
+    for (key, path) in [
+        ("STREAMSCORE__MODEL__CARD", "/nonexistent/card.json"),
+        (
+            "STREAMSCORE__INPUT__READER_SCHEMA",
+            "/nonexistent/reader.avsc",
+        ),
+    ] {
+        let (code, err) = refuse(
+            streamscore()
+                .args(["check"])
+                .env("STREAMSCORE_KEYRING", &json)
+                .env(key, path),
+        );
+        assert_ne!(code, 0, "{err}");
+        assert!(err.contains(path), "{err}");
+        assert_eq!(
+            err.matches("No such file or directory").count(),
+            1,
+            "{key}: {err}"
+        );
+    }
+}

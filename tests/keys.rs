@@ -174,18 +174,44 @@ fn ring_editing_commands_print_no_key_material() {
 
 /// Waits until the processor's log says it loaded exactly `key_ids` with
 /// `active` (the log line beside `streamscore_keyring_keys`).
-fn wait_loaded(log: &Path, key_ids: &str, active: &str) {
-    let expected = format!("key_ids={key_ids} active={active}");
+/// Waits as the documented procedure does: until the replica's /metrics
+/// reports exactly these keys loaded, `active` among them, with no reload
+/// failure; and its log says the same in plain text.
+fn wait_loaded(addr: &str, log: &Path, key_ids: &str, active: &str) {
+    let expected: Vec<(String, String)> = key_ids
+        .split(',')
+        .map(|id| (id.to_owned(), (id == active).to_string()))
+        .collect();
     let give_up = Instant::now() + Duration::from_secs(60);
     loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text
-            .lines()
-            .any(|l| l.contains("keyring reloaded") && l.contains(&expected))
-        {
+        let text = support::scrape::metrics_text(addr);
+        let mut loaded: Vec<(String, String)> =
+            support::scrape::samples(&text, "streamscore_keyring_keys")
+                .into_iter()
+                .filter(|s| s.value == 1.0)
+                .map(|s| (s.labels["key_id"].clone(), s.labels["active"].clone()))
+                .collect();
+        loaded.sort();
+        if loaded == expected {
+            assert_eq!(
+                support::scrape::value(&text, "streamscore_keyring_reload_failures_total"),
+                Some(0.0),
+                "{text}"
+            );
+            let log_text = std::fs::read_to_string(log).unwrap_or_default();
+            let line = format!("key_ids={key_ids} active={active}");
+            assert!(
+                log_text
+                    .lines()
+                    .any(|l| l.contains("keyring") && l.contains("loaded") && l.contains(&line)),
+                "{log_text}"
+            );
             return;
         }
-        assert!(Instant::now() < give_up, "never loaded {expected}:\n{text}");
+        assert!(
+            Instant::now() < give_up,
+            "/metrics never reported {expected:?} loaded (got {loaded:?}):\n{text}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -208,10 +234,11 @@ fn two_step_rotation_on_a_running_processor_dead_letters_nothing() {
     );
     let log = dir.path().join("rotate.log");
     let processor = support::process::Processor::start(&config, "", log.clone());
-    processor.wait_address(Duration::from_secs(60));
+    let addr = processor.wait_address(Duration::from_secs(60));
+    wait_loaded(&addr, &log, "2026-10", "2026-10");
 
     ok(&keys(&["add", "--id", "2026-11"], Some(&ring)));
-    wait_loaded(&log, "2026-10,2026-11", "2026-10");
+    wait_loaded(&addr, &log, "2026-10,2026-11", "2026-10");
     // An upstream team that switched as soon as the key was added.
     let early =
         Keyring::activate_json(&std::fs::read_to_string(&ring).unwrap(), "2026-11").unwrap();
@@ -225,7 +252,7 @@ fn two_step_rotation_on_a_running_processor_dead_letters_nothing() {
     support::publish_all(&settings, &records);
 
     ok(&keys(&["activate", "--id", "2026-11"], Some(&ring)));
-    wait_loaded(&log, "2026-10,2026-11", "2026-11");
+    wait_loaded(&addr, &log, "2026-10,2026-11", "2026-11");
     let producer = Keyring::from_file(&ring).unwrap();
     assert_eq!(producer.active_id(), "2026-11");
     let mut factory = EventFactory::new(Arc::new(producer), Format::Avro, "after", 4);

@@ -64,11 +64,8 @@ pub enum BenchError {
     Keyring(#[from] crate::envelope::KeyringError),
     #[error("cannot draw {path}: {message}")]
     Plot { path: String, message: String },
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot write {path}: {error}")]
+    Write { path: String, error: std::io::Error },
 }
 
 pub struct BenchOptions {

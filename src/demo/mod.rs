@@ -78,7 +78,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Report> {
 
     let handle = crate::telemetry::metrics::install();
     let health = Arc::new(Health::new(settings.stall_timeout()));
-    let (addr, _server) = serve(opts.metrics_listen, handle, health.clone())
+    let (addr, _server) = serve(opts.metrics_listen, handle, health.clone(), None)
         .await
         .with_context(|| format!("cannot listen on {} for /metrics", opts.metrics_listen))?;
     println!("demo: metrics at http://{addr}/metrics");

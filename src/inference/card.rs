@@ -7,11 +7,10 @@ use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CardError {
-    #[error("cannot read model card {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    /// The OS error is in the message, not a `source`: with both, a
+    /// printed chain says it twice.
+    #[error("cannot read model card {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("model card {path} is not valid: {message}")]
     Format { path: String, message: String },
     #[error(
@@ -69,9 +68,9 @@ pub struct VerifiedModel {
 impl VerifiedModel {
     /// Reads the card, finds the model beside it and checks its SHA-256.
     pub fn load(card_path: &Path) -> Result<Self, CardError> {
-        let text = std::fs::read_to_string(card_path).map_err(|source| CardError::Read {
+        let text = std::fs::read_to_string(card_path).map_err(|error| CardError::Read {
             path: card_path.display().to_string(),
-            source,
+            error,
         })?;
         let format_err = |message: String| CardError::Format {
             path: card_path.display().to_string(),

@@ -9,7 +9,7 @@ use crate::batcher::AdaptiveSize;
 use crate::faults::Faults;
 use crate::inference::{InferenceError, ModelSession};
 use crate::item::Batch;
-use crate::telemetry::metrics::{BATCH_SIZE, STAGE_DURATION, stage};
+use crate::telemetry::metrics::{BATCH_SIZE, INFERENCE_ERRORS, STAGE_DURATION, stage};
 
 /// What a worker shares with the other stages.
 pub struct WorkerLinks {
@@ -36,6 +36,7 @@ pub fn run(
     let guard = FailOnPanic(&links.failed);
     let result = score_batches(session, &input, &output, &links);
     if let Err(e) = &result {
+        metrics::counter!(INFERENCE_ERRORS).increment(1);
         tracing::error!(error = %e, "inference failed; the pipeline stops without committing what is open");
         links.failed.store(true, Ordering::SeqCst);
     }

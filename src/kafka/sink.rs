@@ -592,7 +592,7 @@ impl Sink {
             return Err(self.abort_after_stage_failure());
         }
         let Some(txn) = self.open.as_ref() else {
-            return Ok(BarrierOutcome::Committed);
+            return Ok(BarrierOutcome::NothingOpen);
         };
         if self.links.faults.take_commit_abort() {
             return self.abort_and_rewind(Failure::Injected);
@@ -860,6 +860,11 @@ impl Sink {
     /// Everything that follows a commit that landed.
     fn finish_commit(&mut self, txn: OpenTransaction, started: Instant) {
         self.committed(&txn, started);
+        self.signals.lag.committed(
+            txn.offsets
+                .iter()
+                .map(|((topic, partition), next)| (&**topic, *partition, *next)),
+        );
         self.links.positions.record(txn.offsets);
         self.unwritable = None;
         // Up quickly, down slowly: the estimate follows the slow

@@ -18,7 +18,8 @@ use crate::batcher::Batcher;
 use crate::item::{Barrier, BarrierOutcome, Batch, Item, Outcome, SourceRef};
 use crate::kafka::positions::{CommittedPositions, ReadSpans};
 use crate::telemetry::LiveStats;
-use crate::telemetry::metrics::{CONSUMED, CONSUMER_LAG};
+use crate::telemetry::lag::Read;
+use crate::telemetry::metrics::{CONSUMED, REBALANCES, REREAD, rebalance};
 use crate::telemetry::signals::{PipelineSignals, Stage};
 use crate::transform::Transform;
 
@@ -89,6 +90,7 @@ pub struct SourceStage {
     stats: Arc<LiveStats>,
     signals: Arc<PipelineSignals>,
     consumed: metrics::Counter,
+    reread: metrics::Counter,
     timeout: Duration,
     /// What has been read since the last rewind, and what the sink has
     /// committed: together they say what a rewind must seek, and where.
@@ -122,6 +124,7 @@ impl SourceStage {
             stats: links.stats,
             signals: links.signals,
             consumed: metrics::counter!(CONSUMED),
+            reread: metrics::counter!(REREAD),
             timeout,
             spans: ReadSpans::default(),
             positions: links.positions,
@@ -129,8 +132,6 @@ impl SourceStage {
     }
 
     fn on_message(&mut self, m: &BorrowedMessage<'_>) -> Result<(), Closed> {
-        self.consumed.increment(1);
-        self.stats.consumed.fetch_add(1, Ordering::Relaxed);
         let source = SourceRef {
             topic: self.spans.read(m.topic(), m.partition(), m.offset()),
             partition: m.partition(),
@@ -139,6 +140,15 @@ impl SourceStage {
         let now = Instant::now();
         self.signals.record_read(now);
         let timestamp_ms = m.timestamp().to_millis().unwrap_or_else(now_ms);
+        // Each record is consumed once; what a rewind reads again is a re-read.
+        match (self.signals.lag).read(&source.topic, source.partition, source.offset, timestamp_ms)
+        {
+            Read::First => {
+                self.consumed.increment(1);
+                self.stats.consumed.fetch_add(1, Ordering::Relaxed);
+            }
+            Read::Again => self.reread.increment(1),
+        }
         self.row.clear();
         let (outcome, has_row) = match self.transform.apply(m.payload(), m.key(), &mut self.row) {
             Ok(meta) => (Outcome::Row(meta), true),
@@ -234,7 +244,8 @@ impl SourceStage {
     }
 }
 
-/// Consumer callbacks: rebalances commit before partitions go, statistics feed the lag gauge.
+/// Consumer callbacks: rebalances commit before partitions go and say at
+/// once what is owned; statistics feed reachability and the lag table.
 pub struct SourceContext {
     stage: Mutex<SourceStage>,
     signals: Arc<PipelineSignals>,
@@ -285,15 +296,8 @@ impl ClientContext for SourceContext {
     }
 
     fn stats(&self, statistics: Statistics) {
+        // Reachability, group state, and the lag table's offsets.
         self.signals.observe(&statistics);
-        for (topic, t) in statistics.topics {
-            for (partition, p) in t.partitions {
-                if partition >= 0 && p.consumer_lag >= 0 {
-                    metrics::gauge!(CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
-                        .set(p.consumer_lag as f64);
-                }
-            }
-        }
     }
 }
 
@@ -307,12 +311,33 @@ impl ConsumerContext for SourceContext {
                 let lost = consumer.assignment_lost();
                 let outcome = self.commit_barrier();
                 self.lock().forget(tpl);
+                self.signals.lag.revoke(tpl);
+                let event = if lost {
+                    rebalance::LOST
+                } else {
+                    rebalance::REVOKED
+                };
+                metrics::counter!(REBALANCES, "event" => event).increment(1);
+                self.signals
+                    .assignment_changed(self.signals.lag.assigned(), false);
                 // Say what really happened: committed, aborted (to be read
                 // again by the next owner), or no sink left to ask.
                 match outcome {
                     Some(BarrierOutcome::Committed) => tracing::info!(
                         partitions = tpl.count(),
                         "partitions revoked after committing what was read from them"
+                    ),
+                    Some(BarrierOutcome::NothingOpen)
+                        if self.signals.view().consecutive_aborts > 0 =>
+                    {
+                        tracing::warn!(
+                            partitions = tpl.count(),
+                            "partitions revoked; the last transaction aborted and nothing was read since: the next owner reads them again"
+                        )
+                    }
+                    Some(BarrierOutcome::NothingOpen) => tracing::info!(
+                        partitions = tpl.count(),
+                        "partitions revoked after committing what was read from them (all of it was committed already)"
                     ),
                     Some(BarrierOutcome::Aborted) if lost => tracing::warn!(
                         partitions = tpl.count(),
@@ -331,7 +356,11 @@ impl ConsumerContext for SourceContext {
                 }
             }
             Rebalance::Assign(tpl) => {
-                tracing::info!(partitions = tpl.count(), "partitions assigned")
+                self.signals.lag.assign(tpl);
+                metrics::counter!(REBALANCES, "event" => rebalance::ASSIGNED).increment(1);
+                let owned = self.signals.lag.assigned();
+                self.signals.assignment_changed(owned, true);
+                tracing::info!(partitions = tpl.count(), owned, "partitions assigned")
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
@@ -370,6 +399,14 @@ pub fn run(consumer: Arc<SourceConsumer>, stop: Arc<AtomicBool>) -> Result<(), S
     match context.commit_barrier() {
         Some(BarrierOutcome::Committed) => {
             tracing::info!("source stopped after a final commit")
+        }
+        Some(BarrierOutcome::NothingOpen) if context.signals.view().consecutive_aborts > 0 => {
+            tracing::warn!(
+                "source stopped; nothing was open, and the last transaction aborted: the next start reads it again"
+            )
+        }
+        Some(BarrierOutcome::NothingOpen) => {
+            tracing::info!("source stopped; nothing was waiting for a commit")
         }
         Some(BarrierOutcome::Aborted) => tracing::warn!(
             "source stopped; the final transaction aborted, the next start reads it again"

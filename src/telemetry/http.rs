@@ -12,7 +12,9 @@
 //! - `/readyz` (readiness): 200 once the model is loaded and warmed up at
 //!   every batch size, the pipeline runs, and a broker answers; partitions
 //!   assigned or still waiting for assignment are both ready (an idle member
-//!   of a group with fewer partitions than replicas is healthy). 503 while
+//!   of a group with fewer partitions than replicas is healthy). The body's
+//!   `assigned_partitions` and `group_state` follow the rebalance callbacks
+//!   as they happen, and an assignment proves a broker answers. 503 while
 //!   starting, while a broker is unreachable, and from the moment shutdown begins.
 //!
 //! Both answer a JSON body with the signals behind the answer.
@@ -29,6 +31,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::signals::PipelineSignals;
+use crate::keywatch::KeyringStatus;
 
 /// What the endpoints answer from; the pipeline attaches its signals once started.
 #[derive(Debug)]
@@ -107,6 +110,8 @@ impl Health {
 struct AppState {
     metrics: PrometheusHandle,
     health: Arc<Health>,
+    /// The keys loaded now (a table, so that a removed key loses its series).
+    keyring: Option<Arc<KeyringStatus>>,
 }
 
 /// Binds the listener now (so a taken port fails the start) and serves it on the runtime.
@@ -114,6 +119,7 @@ pub async fn serve(
     listen: SocketAddr,
     metrics: PrometheusHandle,
     health: Arc<Health>,
+    keyring: Option<Arc<KeyringStatus>>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
@@ -121,7 +127,11 @@ pub async fn serve(
         .route("/metrics", get(render))
         .route("/healthz", get(live))
         .route("/readyz", get(ready))
-        .with_state(AppState { metrics, health });
+        .with_state(AppState {
+            metrics,
+            health,
+            keyring,
+        });
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "telemetry HTTP server stopped");
@@ -130,8 +140,29 @@ pub async fn serve(
     Ok((addr, task))
 }
 
+/// The recorder's metrics, then the consumer lag of the partitions owned
+/// now and the keys loaded now (tables, so that a partition given away or a
+/// key removed loses its series).
 async fn render(State(state): State<AppState>) -> String {
-    state.metrics.render()
+    let mut text = super::metrics::render(&state.metrics);
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    match state.health.signals.get() {
+        Some(signals) => signals.lag.render(&mut text, unix_ms()),
+        // Before the pipeline starts: the families, with no partition yet.
+        None => super::lag::LagTable::default().render(&mut text, unix_ms()),
+    }
+    if let Some(keyring) = &state.keyring {
+        text.push_str(&keyring.render_prometheus());
+    }
+    text
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn answer(ok: bool, body: serde_json::Value) -> (StatusCode, axum::Json<serde_json::Value>) {

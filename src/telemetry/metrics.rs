@@ -2,6 +2,8 @@
 
 use std::sync::OnceLock;
 
+use metrics_process::Collector;
+
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const END_TO_END_LATENCY: &str = "streamscore_end_to_end_latency_seconds";
@@ -11,7 +13,14 @@ pub const CONSUMED: &str = "streamscore_records_consumed_total";
 pub const SCORED: &str = "streamscore_records_scored_total";
 pub const DEAD_LETTERED: &str = "streamscore_records_dead_lettered_total";
 pub const TRANSACTIONS: &str = "streamscore_transactions_total";
+pub const REREAD: &str = "streamscore_records_reread_total";
+/// Rendered from the lag table at scrape time (telemetry::lag), not recorded.
 pub const CONSUMER_LAG: &str = "streamscore_consumer_lag";
+pub const CONSUMER_LAG_SECONDS: &str = "streamscore_consumer_lag_seconds";
+pub const ASSIGNED_PARTITIONS: &str = "streamscore_assigned_partitions";
+pub const REBALANCES: &str = "streamscore_rebalances_total";
+pub const INFERENCE_ERRORS: &str = "streamscore_inference_errors_total";
+pub const BUILD_INFO: &str = "streamscore_build_info";
 pub const MODEL_INFO: &str = "streamscore_model_info";
 pub const BATCH_TARGET_SIZE: &str = "streamscore_batch_target_size";
 pub const LAST_COMMIT_TIMESTAMP: &str = "streamscore_last_commit_timestamp_seconds";
@@ -37,7 +46,15 @@ const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
 ];
 
+/// Label values of `rebalances_total{event}`.
+pub mod rebalance {
+    pub const ASSIGNED: &str = "assigned";
+    pub const REVOKED: &str = "revoked";
+    pub const LOST: &str = "lost";
+}
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static PROCESS: OnceLock<Collector> = OnceLock::new();
 
 /// Installs the process-wide Prometheus recorder (once) and returns its handle.
 pub fn install() -> PrometheusHandle {
@@ -54,9 +71,48 @@ pub fn install() -> PrometheusHandle {
             // Fails only if another recorder is installed, in which case ours just stays unused.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            register_at_zero();
+            PROCESS.get_or_init(Collector::default).describe();
             handle
         })
         .clone()
+}
+
+/// The recorder's text with the process figures (CPU, memory, open files)
+/// read now: collected at scrape time, so they are never stale.
+pub fn render(handle: &PrometheusHandle) -> String {
+    if let Some(process) = PROCESS.get() {
+        process.collect();
+    }
+    handle.render()
+}
+
+/// Every counter and the label sets known up front exist at 0 from the
+/// start: `rate()` needs a first sample, and an alert on `absent()` or on an
+/// increase must not mistake "not yet happened" for "not there".
+fn register_at_zero() {
+    use crate::dead_letter::Reason;
+    for name in [
+        CONSUMED,
+        REREAD,
+        SCORED,
+        PRODUCERS_REPLACED,
+        DEAD_LETTER_VALUES_OMITTED,
+        INFERENCE_ERRORS,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for outcome in ["committed", "aborted"] {
+        metrics::counter!(TRANSACTIONS, "outcome" => outcome).increment(0);
+    }
+    for reason in Reason::ALL {
+        metrics::counter!(DEAD_LETTERED, "reason" => reason.as_str()).increment(0);
+    }
+    for event in [rebalance::ASSIGNED, rebalance::REVOKED, rebalance::LOST] {
+        metrics::counter!(REBALANCES, "event" => event).increment(0);
+    }
+    metrics::gauge!(ASSIGNED_PARTITIONS).set(0.0);
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
 fn describe() {
@@ -72,7 +128,27 @@ fn describe() {
         "Time spent per stage (per record for decrypt/decode, per batch or transaction otherwise)."
     );
     describe_histogram!(BATCH_SIZE, "Rows per inference batch.");
-    describe_counter!(CONSUMED, "Records read from the input topics.");
+    describe_counter!(
+        CONSUMED,
+        "Records read from the input topics, each once (reads after an abort's rewind count in records_reread_total)."
+    );
+    describe_counter!(
+        REREAD,
+        "Records read again after an aborted transaction rewound the source (or a partition came back)."
+    );
+    describe_gauge!(
+        ASSIGNED_PARTITIONS,
+        "Input partitions assigned to this instance, as of the last rebalance callback."
+    );
+    describe_counter!(
+        REBALANCES,
+        "Rebalance callbacks by event: partitions assigned, revoked, or lost (taken without a revocation)."
+    );
+    describe_counter!(
+        INFERENCE_ERRORS,
+        "ONNX Runtime calls that failed (each stops the pipeline without committing what is open)."
+    );
+    describe_gauge!(BUILD_INFO, "The running build (value 1), by version.");
     describe_counter!(SCORED, "Records scored and committed to the score topic.");
     describe_counter!(
         DEAD_LETTERED,
@@ -81,10 +157,6 @@ fn describe() {
     describe_counter!(
         TRANSACTIONS,
         "Kafka transactions by outcome (committed, aborted)."
-    );
-    describe_gauge!(
-        CONSUMER_LAG,
-        "Records behind the partition's high watermark."
     );
     describe_gauge!(
         LAST_COMMIT_TIMESTAMP,

@@ -1,6 +1,8 @@
-//! What the pipeline's threads say about themselves, for /healthz and /readyz:
-//! each stage's loop beats as it turns, and the consumer's statistics say
-//! whether a broker answers and where the group membership stands.
+//! What the pipeline's threads say about themselves, for /healthz, /readyz
+//! and /metrics: each stage's loop beats as it turns, the rebalance
+//! callbacks say which partitions are owned (at once), the consumer's
+//! statistics say whether a broker answers and where the group membership
+//! stands, and the lag table says how far behind each owned partition is.
 //!
 //! Written with relaxed atomics on the hot path (a beat is one store); read
 //! only by the HTTP handlers.
@@ -12,7 +14,8 @@ use std::time::{Duration, Instant};
 use rdkafka::statistics::Statistics;
 use serde::Serialize;
 
-use super::metrics::{CONSECUTIVE_ABORTS, LAST_COMMIT_TIMESTAMP};
+use super::lag::LagTable;
+use super::metrics::{ASSIGNED_PARTITIONS, CONSECUTIVE_ABORTS, LAST_COMMIT_TIMESTAMP};
 
 /// No record waits for a commit.
 const NOT_WAITING: u64 = u64::MAX;
@@ -21,6 +24,7 @@ const NOT_WAITING: u64 = u64::MAX;
 struct CommitGauges {
     last_commit: metrics::Gauge,
     consecutive_aborts: metrics::Gauge,
+    assigned_partitions: metrics::Gauge,
 }
 
 impl std::fmt::Debug for CommitGauges {
@@ -58,6 +62,8 @@ pub struct PipelineSignals {
     /// for a broker is not being stuck, so the commit stall counts from here too.
     last_unreachable_ms: AtomicU64,
     gauges: CommitGauges,
+    /// Consumer lag per owned partition, rendered by /metrics.
+    pub lag: LagTable,
 }
 
 #[derive(Debug)]
@@ -89,7 +95,9 @@ impl Default for PipelineSignals {
             gauges: CommitGauges {
                 last_commit: metrics::gauge!(LAST_COMMIT_TIMESTAMP),
                 consecutive_aborts: metrics::gauge!(CONSECUTIVE_ABORTS),
+                assigned_partitions: metrics::gauge!(ASSIGNED_PARTITIONS),
             },
+            lag: LagTable::default(),
         }
     }
 }
@@ -105,6 +113,7 @@ pub struct SignalsView {
     pub group_state: String,
     /// Seconds the membership has been out of "steady" (joining, rebalancing); 0 when steady.
     pub group_unsteady_seconds: f64,
+    /// Partitions owned, as of the last rebalance callback.
     pub assigned_partitions: i64,
     /// Seconds records have waited for a commit: since the last commit while
     /// records read after it (or an open transaction) wait; 0 when nothing waits.
@@ -201,9 +210,20 @@ impl PipelineSignals {
             .any(|b| b.nodeid >= 0 && b.state == "UP");
         self.set_broker_reachable(up);
         if let Some(group) = &statistics.cgrp {
-            self.assigned_partitions
-                .store(i64::from(group.assignment_size), Ordering::Relaxed);
             self.observe_join_state(&group.join_state, up, Instant::now());
+        }
+        self.lag.observe(statistics);
+    }
+
+    /// The rebalance callback changed the assignment (`owned` partitions
+    /// now). Said at once, not at the next statistics: an assignment also
+    /// proves the group coordinator answers, so a broker is reachable.
+    pub fn assignment_changed(&self, owned: usize, assigned: bool) {
+        self.assigned_partitions
+            .store(owned as i64, Ordering::Relaxed);
+        self.gauges.assigned_partitions.set(owned as f64);
+        if assigned {
+            self.set_broker_reachable(true);
         }
     }
 
@@ -407,7 +427,15 @@ mod tests {
         let v = s.view();
         assert!(v.broker_reachable, "{v:?}");
         assert_eq!(v.group_state, "steady");
+        assert_eq!(
+            v.assigned_partitions, 0,
+            "the callbacks say, not the statistics"
+        );
+        s.set_broker_reachable(false);
+        s.assignment_changed(3, true);
+        let v = s.view();
         assert_eq!(v.assigned_partitions, 3);
+        assert!(v.broker_reachable, "an assignment proves a broker answers");
         assert_eq!(v.group_unsteady_seconds, 0.0);
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod broker;
 pub mod process;
+pub mod scrape;
 
 use std::path::PathBuf;
 use std::sync::Arc;

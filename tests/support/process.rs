@@ -92,8 +92,11 @@ impl Processor {
         String::from_utf8_lossy(own)
             .lines()
             .find(|l| l.contains("serving /metrics"))
-            .and_then(|l| l.split("addr=").nth(1))
-            .map(|a| a.trim().to_owned())
+            .and_then(|l| match serde_json::from_str::<serde_json::Value>(l) {
+                // telemetry.log_format = "json"
+                Ok(json) => json["addr"].as_str().map(str::to_owned),
+                Err(_) => l.split("addr=").nth(1).map(|a| a.trim().to_owned()),
+            })
     }
 
     /// Waits until the instance has logged its address.

@@ -1,0 +1,84 @@
+//! Structured logs as a log collector reads them: JSON lines whose fields
+//! are values, never Rust Debug text, and messages that say what happened.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use streamscore::config::Format;
+use streamscore::demo::events::EventFactory;
+use streamscore::envelope::Keyring;
+use support::process::{Processor, config_file};
+
+/// Debug renderings that must never reach a field or a message.
+const DEBUG_TEXT: &[&str] = &["Some(", "Keyring {", "Ok(", "Err(", "{ key_ids"];
+
+#[test]
+fn json_log_fields_carry_no_debug_text_and_the_final_commit_is_told_as_it_was() {
+    let settings = support::settings("logs", Format::Avro, Format::Avro);
+    support::create(&settings);
+    let (keyring, json) = Keyring::generate("log-key").unwrap();
+    let mut factory = EventFactory::new(Arc::new(keyring), Format::Avro, "logs", 7);
+    let records: Vec<_> = (0..120).map(|_| factory.next(None)).collect();
+    support::publish_all(&settings, &records);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), "p", &settings, "");
+    let log = dir.path().join("p.log");
+    let env = std::collections::HashMap::from([
+        ("STREAMSCORE__TELEMETRY__LOG_FORMAT", "json"),
+        // One line per transaction too.
+        (
+            "STREAMSCORE__TELEMETRY__LOG_LEVEL",
+            "info,streamscore=debug,ort=warn",
+        ),
+    ]);
+    let p = Processor::start_with_env(&config, &json, log.clone(), &env);
+    p.wait_address(Duration::from_secs(60));
+    let (done, end) = support::wait_committed(&settings, Duration::from_secs(90));
+    assert_eq!(done, end);
+    let status = p.terminate(Duration::from_secs(60));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{status}\n{text}");
+
+    let mut lines = 0;
+    for line in text.lines().filter(|l| l.starts_with('{')) {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        // Our own events; a library's text is its own.
+        if !event["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("streamscore"))
+        {
+            continue;
+        }
+        lines += 1;
+        for (field, value) in event.as_object().unwrap() {
+            if let Some(s) = value.as_str() {
+                for debug in DEBUG_TEXT {
+                    assert!(
+                        !s.contains(debug),
+                        "field {field} holds Debug text {debug:?}: {line}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(lines > 5, "JSON log lines of streamscore: {text}");
+    assert!(text.contains("transaction committed"), "{text}");
+    assert!(
+        text.contains("\"active_key\":\"log-key\""),
+        "the keyring line names its active key: {text}"
+    );
+    // Everything was committed before the stop: the stop had nothing left
+    // to commit, and must not claim a final commit it did not make.
+    assert!(
+        !text.contains("source stopped after a final commit"),
+        "{text}"
+    );
+    assert!(
+        text.contains("source stopped; nothing was waiting for a commit"),
+        "{text}"
+    );
+}
