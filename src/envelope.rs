@@ -45,11 +45,10 @@ pub enum EnvelopeError {
 /// Why a keyring could not be loaded. Messages never contain key bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyringError {
-    #[error("cannot read keyring file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    /// The OS error is in the message, not a `source`: with both, a
+    /// printed chain says it twice.
+    #[error("cannot read keyring file {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error(
         "keyring is not valid JSON of the form {{\"active\": ID, \"keys\": {{ID: BASE64}}}}: {0}"
     )]
@@ -152,9 +151,9 @@ impl Keyring {
     }
 
     pub fn from_file(path: &Path) -> Result<Self, KeyringError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyringError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| KeyringError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         warn_if_shared(path);
         Self::from_json(&text)

@@ -20,8 +20,15 @@ pub enum ProduceError {
     NoKey { line: usize, field: String },
     #[error("line {line}: does not fit the Avro schema: {message}")]
     Schema { line: usize, message: String },
+    /// The OS error is in the message, not a `source` (a printed chain would say it twice).
     #[error("cannot read the input: {0}")]
-    Read(#[from] std::io::Error),
+    Read(std::io::Error),
+}
+
+impl From<std::io::Error> for ProduceError {
+    fn from(e: std::io::Error) -> Self {
+        ProduceError::Read(e)
+    }
 }
 
 /// A line that cannot be encoded stops `produce` before the first record is

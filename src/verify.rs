@@ -19,14 +19,22 @@ use crate::kafka::client::{Role, client_config};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
+    /// librdkafka's error is in the message, not a `source` (a printed
+    /// chain would say it twice).
     #[error("verifier Kafka error: {0}")]
-    Kafka(#[from] KafkaError),
+    Kafka(KafkaError),
     #[error("topic {0} not found")]
     NoTopic(String),
     #[error("reading {topic} did not reach its end within {seconds} s")]
     Timeout { topic: String, seconds: u64 },
     #[error("cannot set up the score decoder: {0}")]
     Setup(String),
+}
+
+impl From<KafkaError> for VerifyError {
+    fn from(e: KafkaError) -> Self {
+        VerifyError::Kafka(e)
+    }
 }
 
 /// Where a record came from: (topic, partition, offset).

@@ -614,6 +614,7 @@ fn a_missing_file_is_named_once_with_its_os_error_once() {
             "STREAMSCORE__INPUT__READER_SCHEMA",
             "/nonexistent/reader.avsc",
         ),
+        ("STREAMSCORE__KEYS__FILE", "/nonexistent/keyring.json"),
     ] {
         let (code, err) = refuse(
             streamscore()
@@ -629,4 +630,16 @@ fn a_missing_file_is_named_once_with_its_os_error_once() {
             "{key}: {err}"
         );
     }
+    // `produce` reads its input the same way.
+    let (code, err) = refuse(
+        streamscore()
+            .args(["produce", "--file", "/nonexistent/events.jsonl"])
+            .env("STREAMSCORE_KEYRING", &json),
+    );
+    assert_ne!(code, 0, "{err}");
+    assert_eq!(
+        err.matches("No such file or directory").count(),
+        1,
+        "produce: {err}"
+    );
 }
