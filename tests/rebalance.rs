@@ -180,22 +180,28 @@ fn instances_joining_and_leaving_mid_stream_lose_and_duplicate_nothing() {
     for (i, p) in [(0, a), (1, b2)] {
         g.stop_cleanly(p, i);
     }
-    // Every partition given up mid-stream was committed first, none aborted,
-    // and the instance that left on SIGTERM committed before leaving.
+    // Every partition given up mid-stream was committed first, or had
+    // nothing open: a periodic commit in flight when the group's generation
+    // moves on is refused by the coordinator (ILLEGAL_GENERATION) and
+    // aborted, the partitions rewound; that race is the broker's, and the
+    // exactly-once check above is what it must not break. What a revocation
+    // itself finds open it commits, never aborts; and the instance that left
+    // on SIGTERM did not abort on its way out.
     let logs: String = (0..3).map(|i| g.read_log(i)).collect();
     assert!(
-        logs.contains("partitions revoked after committing"),
+        logs.contains("partitions revoked after committing")
+            || logs.contains("partitions revoked; the last transaction aborted"),
         "no rebalance revoked anything:\n{logs}"
     );
     assert!(
         !logs.contains("revoked after aborting"),
         "a revocation aborted:\n{logs}"
     );
+    let left = g.read_log(1);
     assert!(
-        g.read_log(1)
-            .contains("source stopped after a final commit"),
-        "{}",
-        g.read_log(1)
+        left.contains("source stopped after a final commit")
+            || left.contains("source stopped; nothing was waiting for a commit"),
+        "{left}"
     );
 }
 
