@@ -12,16 +12,6 @@ use std::process::Command;
 use streamscore::config::Format;
 use streamscore::demo::events::{BadKind, EventFactory};
 
-fn python() -> std::path::PathBuf {
-    let venv = support::root().join(".local/venv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} is missing: run `make setup` (it installs the example's Python clients)",
-        venv.display()
-    );
-    venv
-}
-
 fn consumer_prints_every_score_once(output: Format, format_arg: &str) {
     let settings = support::settings(
         &format!("example-consumer-{format_arg}"),
@@ -39,22 +29,24 @@ fn consumer_prints_every_score_once(output: Format, format_arg: &str) {
     assert!(report.exactly_once(), "{}", report.line());
     assert_eq!(report.scored, 30, "{:?}", report.dead_letter_reasons);
 
-    let out = Command::new(python())
-        .arg(support::root().join("docs/examples/consumer.py"))
-        .args([
-            "--bootstrap",
-            &settings.kafka.bootstrap_servers,
-            "--topic",
-            &settings.output.topic,
-            "--group",
-            &format!("{}-example", settings.kafka.group_id),
-            "--format",
-            format_arg,
-            "--idle-timeout",
-            "10",
-        ])
-        .output()
-        .unwrap();
+    let out = Command::new(support::python(
+        "the example consumer needs confluent-kafka and fastavro",
+    ))
+    .arg(support::root().join("docs/examples/consumer.py"))
+    .args([
+        "--bootstrap",
+        &settings.kafka.bootstrap_servers,
+        "--topic",
+        &settings.output.topic,
+        "--group",
+        &format!("{}-example", settings.kafka.group_id),
+        "--format",
+        format_arg,
+        "--idle-timeout",
+        "10",
+    ])
+    .output()
+    .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");

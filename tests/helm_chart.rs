@@ -27,19 +27,11 @@ const CUSTOM_KINDS: [&str; 4] = [
     "TriggerAuthentication",
 ];
 
-fn python() -> PathBuf {
-    let python = support::root().join(".local/venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: the chart tests need helm-python-sdk and kubernetes-validate; run `make setup`",
-        python.display()
-    );
-    python
-}
-
 /// Lints and renders the chart; `set` is merged over the values file like `--set-json`.
 fn render(values: Option<&str>, set: Value) -> Value {
-    let mut cmd = Command::new(python());
+    let mut cmd = Command::new(support::python(
+        "the chart tests need helm-python-sdk and kubernetes-validate",
+    ));
     cmd.current_dir(support::root())
         .arg("tests/helm/chart_tool.py")
         .arg(CHART)

@@ -8,85 +8,14 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use streamscore::config::{Format, Settings};
-use streamscore::demo::events::EventFactory;
-use streamscore::envelope::Keyring;
-use support::process::{Processor, config_file, http_get};
+use support::group::Group;
+use support::process::http_get;
 use support::scrape::{metrics_text, per_partition, samples, value, value_with};
 
 const LAG: &str = "streamscore_consumer_lag";
 const LAG_SECONDS: &str = "streamscore_consumer_lag_seconds";
-
-struct Group {
-    settings: Settings,
-    dir: tempfile::TempDir,
-    keyring_json: String,
-    keyring: Arc<Keyring>,
-}
-
-impl Group {
-    fn new(name: &str) -> Self {
-        let mut settings = support::settings(name, Format::Avro, Format::Avro);
-        settings.kafka.session_timeout_ms = 6_000;
-        settings.kafka.transaction_timeout_ms = 10_000;
-        settings.kafka.request_timeout_ms = 10_000;
-        support::create(&settings);
-        let (keyring, keyring_json) = Keyring::generate("lag-key").unwrap();
-        Self {
-            settings,
-            dir: tempfile::tempdir().unwrap(),
-            keyring_json,
-            keyring: Arc::new(keyring),
-        }
-    }
-
-    fn start(&self, i: usize, extra: &str) -> Processor {
-        let mut s = self.settings.clone();
-        s.kafka.transactional_id = format!("{}-{i}", self.settings.kafka.transactional_id);
-        let config = config_file(self.dir.path(), &format!("instance-{i}"), &s, extra);
-        Processor::start(&config, &self.keyring_json, self.log(i))
-    }
-
-    fn log(&self, i: usize) -> PathBuf {
-        self.dir.path().join(format!("instance-{i}.log"))
-    }
-
-    fn read_log(&self, i: usize) -> String {
-        std::fs::read_to_string(self.log(i)).unwrap_or_default()
-    }
-
-    /// `n` records to each of the input's 3 partitions.
-    fn publish_to_every_partition(&self, round: u64, n: usize) {
-        let mut factory = EventFactory::new(self.keyring.clone(), Format::Avro, "lag", round);
-        for partition in 0..3 {
-            let records: Vec<_> = (0..n).map(|_| factory.next(None)).collect();
-            support::publish_to(
-                &self.settings,
-                &self.settings.input.topics[0],
-                Some(partition),
-                &records,
-            );
-        }
-    }
-
-    fn wait_committed(&self) {
-        let (done, end) = support::wait_committed(&self.settings, Duration::from_secs(90));
-        assert_eq!(done, end, "the group did not commit the input");
-    }
-
-    fn stop(&self, p: Processor, i: usize) {
-        let status = p.terminate(Duration::from_secs(60));
-        assert!(
-            status.success(),
-            "instance {i}: {status}\n{}",
-            self.read_log(i)
-        );
-    }
-}
 
 /// Polls `check` on the instance's /metrics until it returns None (done),
 /// or fails with the last complaint after `within`.
@@ -128,13 +57,13 @@ fn lag_comes_down_to_zero_when_a_backlog_is_drained() {
     group.publish_to_every_partition(0, 10);
     let first = group.start(0, "");
     first.wait_address(Duration::from_secs(60));
-    group.wait_committed();
-    group.stop(first, 0);
+    group.wait_committed(Duration::from_secs(90));
+    group.stop_cleanly(first, 0);
 
     group.publish_to_every_partition(1, 400);
     let again = group.start(1, "");
     let addr = again.wait_address(Duration::from_secs(60));
-    group.wait_committed();
+    group.wait_committed(Duration::from_secs(90));
     until_metrics(&[&addr], Duration::from_secs(30), |t| {
         let lag = per_partition(&t[0], LAG);
         let seconds = per_partition(&t[0], LAG_SECONDS);
@@ -149,7 +78,7 @@ fn lag_comes_down_to_zero_when_a_backlog_is_drained() {
         "each record of the backlog counted once"
     );
     assert_eq!(value(&text, "streamscore_assigned_partitions"), Some(3.0));
-    group.stop(again, 1);
+    group.stop_cleanly(again, 1);
 }
 
 /// Two members of one group after a rebalance: each reports exactly the
@@ -163,7 +92,7 @@ fn two_instances_report_their_own_partitions_and_sum_to_the_true_lag() {
     let addr_a = a.wait_address(Duration::from_secs(60));
     wait_log(&group, 0, "partitions assigned");
     group.publish_to_every_partition(0, 50);
-    group.wait_committed();
+    group.wait_committed(Duration::from_secs(90));
     // A owns all three and has reported them.
     until_metrics(&[&addr_a], Duration::from_secs(30), |t| {
         let lag = per_partition(&t[0], LAG);
@@ -174,7 +103,7 @@ fn two_instances_report_their_own_partitions_and_sum_to_the_true_lag() {
     let addr_b = b.wait_address(Duration::from_secs(60));
     wait_log(&group, 1, "partitions assigned");
     group.publish_to_every_partition(1, 50);
-    group.wait_committed();
+    group.wait_committed(Duration::from_secs(90));
     until_metrics(&[&addr_a, &addr_b], Duration::from_secs(30), |t| {
         let (la, lb) = (per_partition(&t[0], LAG), per_partition(&t[1], LAG));
         let owned_a = value(&t[0], "streamscore_assigned_partitions").unwrap_or(-1.0);
@@ -202,8 +131,8 @@ fn two_instances_report_their_own_partitions_and_sum_to_the_true_lag() {
         "instance 0 gave partitions away: {:?}",
         samples(&text_a, "streamscore_rebalances_total")
     );
-    group.stop(b, 1);
-    group.stop(a, 0);
+    group.stop_cleanly(b, 1);
+    group.stop_cleanly(a, 0);
 }
 
 /// A new group on an empty input: nothing committed anywhere, yet each
@@ -297,7 +226,7 @@ fn a_new_group_with_no_commits_has_its_series_and_counters_at_zero() {
             "one TYPE line for {name}"
         );
     }
-    group.stop(p, 0);
+    group.stop_cleanly(p, 0);
 }
 
 /// With librdkafka's statistics far apart, /readyz and the membership
@@ -326,5 +255,5 @@ fn readiness_and_membership_follow_the_assignment_at_once() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    group.stop(p, 0);
+    group.stop_cleanly(p, 0);
 }

@@ -68,8 +68,8 @@ fn json_log_fields_carry_no_debug_text_and_the_final_commit_is_told_as_it_was() 
     assert!(lines > 5, "JSON log lines of streamscore: {text}");
     assert!(text.contains("transaction committed"), "{text}");
     assert!(
-        text.contains("\"active_key\":\"log-key\""),
-        "the keyring line names its active key: {text}"
+        text.contains("\"key_ids\":\"log-key\"") && text.contains("\"active\":\"log-key\""),
+        "the keyring line names its keys and the active one as plain text: {text}"
     );
     // Everything was committed before the stop: the stop had nothing left
     // to commit, and must not claim a final commit it did not make.

@@ -12,13 +12,7 @@ use streamscore::config::Format;
 use streamscore::envelope::Keyring;
 
 fn python() -> std::path::PathBuf {
-    let venv = support::root().join(".local/venv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} is missing: run `make setup` (it installs the example's Python clients)",
-        venv.display()
-    );
-    venv
+    support::python("the example producer needs confluent-kafka, fastavro and cryptography")
 }
 
 #[test]

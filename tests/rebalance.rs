@@ -5,59 +5,24 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use streamscore::config::{Format, Settings};
-use streamscore::demo::events::EventFactory;
-use streamscore::envelope::Keyring;
-use support::process::{Processor, config_file};
+use support::group::Group;
+use support::process::Processor;
 
-struct Group {
-    settings: Settings,
-    dir: tempfile::TempDir,
-    keyring_json: String,
-    keyring: Arc<Keyring>,
+/// What only the static-membership tests need on top of a plain group.
+trait StaticMembers {
+    fn start_static(&self, i: usize, extra: &str) -> Processor;
+    fn two_static_members(&self, extra: &str) -> (Processor, Processor);
 }
 
-impl Group {
-    fn new(name: &str) -> Self {
-        Self::with_session_timeout(name, 6_000)
-    }
-
-    fn with_session_timeout(name: &str, session_timeout_ms: u64) -> Self {
-        let mut settings = support::settings(name, Format::Avro, Format::Avro);
-        settings.kafka.session_timeout_ms = session_timeout_ms;
-        settings.kafka.transaction_timeout_ms = 10_000;
-        settings.kafka.request_timeout_ms = 10_000;
-        support::create(&settings);
-        let (keyring, keyring_json) = Keyring::generate("group-key").unwrap();
-        Self {
-            settings,
-            dir: tempfile::tempdir().unwrap(),
-            keyring_json,
-            keyring: Arc::new(keyring),
-        }
-    }
-
-    /// Instance `i`: same group, its own fixed transactional.id.
-    fn start(&self, i: usize) -> Processor {
-        self.start_with(i, self.settings.clone(), "")
-    }
-
+impl StaticMembers for Group {
     /// Instance `i` as a static member (group.instance.id fixed per `i`, as
     /// the chart sets the pod name), with `extra` config lines.
     fn start_static(&self, i: usize, extra: &str) -> Processor {
         let mut s = self.settings.clone();
         s.kafka.group_instance_id = format!("{}-{i}", self.settings.kafka.group_id);
         self.start_with(i, s, extra)
-    }
-
-    fn start_with(&self, i: usize, mut s: Settings, extra: &str) -> Processor {
-        s.kafka.transactional_id = format!("{}-{i}", self.settings.kafka.transactional_id);
-        let config = config_file(self.dir.path(), &format!("instance-{i}"), &s, extra);
-        Processor::start(&config, &self.keyring_json, self.log(i))
     }
 
     /// Two static members sharing the input's 3 partitions, everything
@@ -81,59 +46,13 @@ impl Group {
                 )
             },
         );
-        self.publish_to_every_partition(0);
+        self.publish_to_every_partition(0, 50);
         let (done, end) = support::wait_committed(&self.settings, Duration::from_secs(60));
         assert_eq!(
             done, end,
             "the two members did not commit the first records"
         );
         (a, b)
-    }
-
-    /// 50 records to each of the input's 3 partitions (by number, not key).
-    fn publish_to_every_partition(&self, round: u64) {
-        let mut factory = EventFactory::new(self.keyring.clone(), Format::Avro, "parts", round);
-        for partition in 0..3 {
-            let records: Vec<_> = (0..50).map(|_| factory.next(None)).collect();
-            support::publish_to(
-                &self.settings,
-                &self.settings.input.topics[0],
-                Some(partition),
-                &records,
-            );
-        }
-    }
-
-    fn log(&self, i: usize) -> PathBuf {
-        self.dir.path().join(format!("instance-{i}.log"))
-    }
-
-    /// SIGTERM to instance `i`, which must exit 0.
-    fn stop_cleanly(&self, processor: Processor, i: usize) {
-        let status = processor.terminate(Duration::from_secs(30));
-        assert!(
-            status.success(),
-            "instance {i} on SIGTERM: {status}\n{}",
-            self.read_log(i)
-        );
-    }
-
-    fn read_log(&self, i: usize) -> String {
-        std::fs::read_to_string(self.log(i)).unwrap_or_default()
-    }
-
-    fn assert_exactly_once(&self, produced: u64) {
-        let (done, end) = support::wait_committed(&self.settings, Duration::from_secs(180));
-        assert_eq!(done, end, "committed offsets short of the input end");
-        let report = support::verify_topics(&self.settings);
-        println!("{}", report.line());
-        assert_eq!(report.produced, produced);
-        assert!(report.exactly_once(), "{}", report.line());
-        assert!(
-            report.offsets_committed_to_end(),
-            "{:?}",
-            report.committed_vs_end
-        );
     }
 }
 
@@ -158,11 +77,11 @@ fn instances_joining_and_leaving_mid_stream_lose_and_duplicate_nothing() {
     let _turn = support::exclusive();
     let g = Group::new("rebalance");
     let stream = support::stream(&g.settings, g.keyring.clone(), 8000, 700, 3);
-    let a = g.start(0);
+    let a = g.start(0, "");
     sleep_ms(2000);
-    let b = g.start(1);
+    let b = g.start(1, "");
     sleep_ms(2500);
-    let c = g.start(2);
+    let c = g.start(2, "");
     sleep_ms(2500);
     // A graceful leave: commits what it read, hands its partitions over.
     g.stop_cleanly(b, 1);
@@ -174,7 +93,7 @@ fn instances_joining_and_leaving_mid_stream_lose_and_duplicate_nothing() {
         g.read_log(2)
     );
     sleep_ms(1000);
-    let b2 = g.start(1);
+    let b2 = g.start(1, "");
     let produced = stream.join().unwrap();
     g.assert_exactly_once(produced);
     for (i, p) in [(0, a), (1, b2)] {
@@ -210,7 +129,7 @@ fn paused_zombie_is_fenced_and_publishes_no_duplicates() {
     let _turn = support::exclusive();
     let g = Group::new("zombie");
     let stream = support::stream(&g.settings, g.keyring.clone(), 6000, 500, 3);
-    let mut zombie = g.start(0);
+    let mut zombie = g.start(0, "");
     // The zombie must own partitions and be mid-stream when it freezes.
     wait_for(
         || g.read_log(0).contains("partitions assigned partitions=3"),
@@ -220,7 +139,7 @@ fn paused_zombie_is_fenced_and_publishes_no_duplicates() {
         || support::committed_so_far(&g.settings) > 300,
         || "instance 0 to commit records".into(),
     );
-    let b = g.start(1);
+    let b = g.start(1, "");
     sleep_ms(1500);
     zombie.signal("STOP");
     // Past the 6 s session timeout: the group gives the zombie's partitions to instance 1.
@@ -261,7 +180,7 @@ fn static_member_that_leaves_on_sigterm_hands_its_partitions_over_at_once() {
         g.read_log(1)
     );
     let stopped = std::time::Instant::now();
-    g.publish_to_every_partition(1);
+    g.publish_to_every_partition(1, 50);
     // Every partition, the stopped member's included, within 20 s of a 60 s session timeout.
     let (done, end) = support::wait_committed(&g.settings, Duration::from_secs(20));
     assert_eq!(
@@ -291,7 +210,7 @@ fn static_member_that_keeps_its_membership_gets_its_partitions_back_on_restart()
     let stopped = std::time::Instant::now();
     g.stop_cleanly(b, 1);
     let (before, _) = support::wait_committed(&g.settings, Duration::from_secs(1));
-    g.publish_to_every_partition(1);
+    g.publish_to_every_partition(1, 50);
     // The survivor reads its own partitions only; the stopped member's wait.
     sleep_ms(10_000);
     let (done, end) = support::wait_committed(&g.settings, Duration::ZERO);

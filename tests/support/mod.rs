@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod group;
 pub mod process;
 pub mod scrape;
 
@@ -24,6 +25,19 @@ use streamscore::verify::{self, Report};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Python of `make setup`'s venv (confluent-kafka, fastavro, cryptography,
+/// the Helm SDK, kubernetes-validate); `needs` says what the test uses it for.
+/// Missing is a failure naming the fix, never a skip.
+pub fn python(needs: &str) -> PathBuf {
+    let python = root().join(".local/venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: {needs}; run `make setup`",
+        python.display()
+    );
+    python
 }
 
 /// The broker `make test` started. Tests never skip silently without one.
