@@ -777,9 +777,16 @@ fn check_pinned(table: &str, props: &BTreeMap<String, String>) -> Result<(), Con
             "auto.offset.reset" if is(value, &["latest", "largest", "end"]) => {
                 "a new group would skip every record written before it joined; earliest (or error) only"
             }
+            "statistics.interval.ms" if value.trim().parse::<u64>() == Ok(0) => {
+                "1 or more: the consumer lag, the broker reachability of /readyz and the liveness signals come from librdkafka's statistics, which 0 turns off"
+            }
             _ => continue,
         };
-        let allowed = if librdkafka_name(key) == "auto.offset.reset" {
+        // These two may be set, within what is said; the others not at all.
+        let allowed = if matches!(
+            librdkafka_name(key).as_str(),
+            "auto.offset.reset" | "statistics.interval.ms"
+        ) {
             why.to_owned()
         } else {
             format!("{why}; this property cannot be overridden")
@@ -995,6 +1002,10 @@ mod tests {
             (
                 "[kafka.producer]\n\"transaction.timeout.ms\" = \"900000\"\n",
                 "config: kafka.producer.transaction.timeout.ms = \"900000\" is not allowed: set kafka.transaction_timeout_ms instead, which transactions.commit_interval_ms is checked against; this property cannot be overridden",
+            ),
+            (
+                "[kafka.consumer]\n\"statistics.interval.ms\" = \"0\"\n",
+                "config: kafka.consumer.statistics.interval.ms = \"0\" is not allowed: 1 or more: the consumer lag, the broker reachability of /readyz and the liveness signals come from librdkafka's statistics, which 0 turns off",
             ),
         ] {
             assert_eq!(with_file(toml).unwrap_err().to_string(), line, "{toml}");

@@ -41,6 +41,9 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Publish JSON lines as encrypted events, as an upstream producer would.
+    /// Every line is encoded before the first is sent (a bad line sends
+    /// nothing), so the input must end: a file or a finite pipe, not
+    /// `tail -f`. Exits non-zero naming the records not delivered and why.
     Produce {
         /// TOML file layered over the defaults: broker, input topic and format, keys.
         #[arg(long)]

@@ -1,6 +1,7 @@
 //! `streamscore keys`: rotation in two steps that cannot dead-letter records.
 //! A key is added inactive, reaches every processor, and only then becomes
-//! the one producers seal with. No broker needed.
+//! the one producers seal with. The command tests need no broker; the last
+//! runs the whole procedure against a running processor on the real one.
 
 mod support;
 

@@ -109,7 +109,12 @@ def main() -> None:
             if msg.error():
                 if msg.error().code() == KafkaError._PARTITION_EOF:
                     continue
-                raise SystemExit(f"consumer error: {msg.error()}")
+                # Transport errors and brokers going away are retried by the
+                # client itself; only a fatal error ends the consumer.
+                if msg.error().fatal():
+                    raise SystemExit(f"fatal consumer error: {msg.error()}")
+                print(f"consumer error (retried): {msg.error()}", file=sys.stderr)
+                continue
             last = time.monotonic()
             try:
                 if args.format == "avro":
