@@ -586,6 +586,80 @@ fn the_autoscalers_use_the_measured_lag_of_this_release() {
     );
 }
 
+/// A scaler that reads the lag from the pods' own metrics sees nothing at 0
+/// replicas (nothing exports it), so from 0 it could never scale up: the
+/// chart refuses `minReplicas: 0` with it, in one line naming the keys. KEDA's
+/// Kafka trigger reads the lag from the brokers and may start from 0.
+#[test]
+fn autoscaling_from_zero_replicas_needs_a_lag_source_outside_the_pods() {
+    for (set, wanted) in [
+        (
+            serde_json::json!({"autoscaling": {"enabled": true, "minReplicas": 0, "keda": {"prometheusServerAddress": "http://prometheus:9090"}}}),
+            &[
+                "autoscaling.minReplicas = 0",
+                "autoscaling.keda.prometheusServerAddress (http://prometheus:9090)",
+            ][..],
+        ),
+        (
+            serde_json::json!({"autoscaling": {"enabled": true, "minReplicas": 0, "engine": "hpa"}}),
+            &["autoscaling.minReplicas = 0", "autoscaling.engine = hpa"],
+        ),
+    ] {
+        let why = refusal(set.clone());
+        for w in wanted {
+            assert!(why.contains(w), "{set}: {why:?} lacks {w:?}");
+        }
+        assert!(!why.trim_end().contains('\n'), "one line: {why:?}");
+    }
+
+    // The controls: the Kafka trigger from 0, and the Prometheus trigger from 1.
+    let r = render(
+        None,
+        serde_json::json!({"autoscaling": {"enabled": true, "minReplicas": 0}}),
+    );
+    assert_clean(&r);
+    let scaled = one(&r, "ScaledObject");
+    assert_eq!(scaled["spec"]["minReplicaCount"], 0);
+    assert_eq!(scaled["spec"]["triggers"][0]["type"], "kafka");
+    let r = render(
+        None,
+        serde_json::json!({"autoscaling": {"enabled": true, "minReplicas": 1, "keda": {"prometheusServerAddress": "http://prometheus:9090"}}}),
+    );
+    assert_clean(&r);
+    assert_eq!(one(&r, "ScaledObject")["spec"]["minReplicaCount"], 1);
+}
+
+/// The age of the oldest uncommitted record does not divide across
+/// replicas as a backlog in records does: the seconds trigger compares the
+/// age itself with its threshold (metricType Value, HPA's ratio current/target
+/// times the replicas), where the records triggers keep KEDA's default
+/// (AverageValue: the backlog divided by the replicas).
+#[test]
+fn the_lag_seconds_trigger_compares_the_age_itself_not_a_share_per_replica() {
+    let r = render(
+        Some(GPU_VALUES),
+        serde_json::json!({"autoscaling": {"keda": {"prometheusServerAddress": "http://prometheus:9090", "lagSecondsPerReplica": 45}}}),
+    );
+    assert_clean(&r);
+    let trigger = &one(&r, "ScaledObject")["spec"]["triggers"][0];
+    assert_eq!(trigger["type"], "prometheus");
+    assert_eq!(trigger["metricType"], "Value", "{trigger}");
+    assert_eq!(trigger["metadata"]["threshold"], "45");
+
+    let r = render(Some(GPU_VALUES), serde_json::json!({}));
+    assert_clean(&r);
+    for t in one(&r, "ScaledObject")["spec"]["triggers"]
+        .as_array()
+        .unwrap()
+    {
+        assert_eq!(t["type"], "kafka");
+        assert!(
+            t["metricType"].is_null() || t["metricType"] == "AverageValue",
+            "lag in records divides across replicas: {t}"
+        );
+    }
+}
+
 /// Kubernetes label-selector semantics (matchLabels AND every matchExpression).
 fn selector_matches(selector: &Value, labels: &Value) -> bool {
     let label = |k: &str| labels[k].as_str();
