@@ -128,10 +128,13 @@ pub fn watch(
     hup: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    // Taken before the thread starts, not in it: a change made between this
+    // call and the thread's first look would otherwise become the baseline
+    // and never be loaded.
+    let mut seen = modified(&path);
     std::thread::Builder::new()
         .name("keyring-watch".into())
         .spawn(move || {
-            let mut seen = modified(&path);
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(interval);
                 let now = modified(&path);
@@ -256,17 +259,50 @@ mod tests {
             }
         }
 
-        /// Writes the file as an operator would and waits for the watcher
-        /// to try it (asked through SIGHUP's flag: mtimes can be coarse).
+        /// Writes the file as the `keys` commands and a Secret update do
+        /// (a temporary file in the same folder, renamed over it: the
+        /// watcher never sees half a file), with a modification time of its
+        /// own (mtimes can be coarse: two writes in one tick would look
+        /// alike), so the watcher tries it exactly once; no SIGHUP flag, which
+        /// would be a second try of the same file.
+        fn replace(&self, text: &str) {
+            static TICK: AtomicU64 = AtomicU64::new(0);
+            let tmp = self.path.with_extension("tmp");
+            std::fs::write(&tmp, text).unwrap();
+            let tick = TICK.fetch_add(1, Ordering::Relaxed) + 1;
+            std::fs::File::options()
+                .write(true)
+                .open(&tmp)
+                .unwrap()
+                .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + tick))
+                .unwrap();
+            std::fs::rename(&tmp, &self.path).unwrap();
+        }
+
+        /// Replaces the file with a valid keyring and waits until the
+        /// watcher has loaded it.
         fn write(&self, text: &str) {
-            let tries = self.status.reloads() + self.status.failures();
-            std::fs::write(&self.path, text).unwrap();
-            self.hup.store(true, Ordering::Relaxed);
+            let reloads = self.status.reloads();
+            self.replace(text);
+            self.wait_for("a reload", || self.status.reloads() > reloads);
+        }
+
+        /// Replaces the file with one that cannot load and waits until the
+        /// watcher has counted the failure.
+        fn write_bad(&self, text: &str) {
+            let failures = self.status.failures();
+            self.replace(text);
+            self.wait_for("a failure", || self.status.failures() > failures);
+        }
+
+        fn wait_for(&self, what: &str, done: impl Fn() -> bool) {
             let give_up = std::time::Instant::now() + Duration::from_secs(10);
-            while self.status.reloads() + self.status.failures() == tries {
+            while !done() {
                 assert!(
                     std::time::Instant::now() < give_up,
-                    "the watcher never reloaded"
+                    "the watcher never counted {what}: {} reloads, {} failures",
+                    self.status.reloads(),
+                    self.status.failures()
                 );
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -333,8 +369,10 @@ mod tests {
         let (_, v1) = Keyring::generate("a").unwrap();
         let v2 = Keyring::add_json(&v1, "b").unwrap();
         let w = Watched::start(&v2);
-        w.write("{ not a keyring");
-        w.write(r#"{"active":"c","keys":{"b":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}}"#);
+        w.write_bad("{ not a keyring");
+        w.write_bad(
+            r#"{"active":"c","keys":{"b":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}}"#,
+        );
         assert_eq!(counter(&w.status, KEYRING_RELOAD_FAILURES), 2);
         assert_eq!(counter(&w.status, KEYRING_RELOADS), 0);
         assert_eq!(loaded(&w.status), [("a".into(), true), ("b".into(), false)]);
@@ -369,17 +407,31 @@ mod tests {
         }
 
         // Unreadable (gone) counts too; the file coming back is loaded.
-        std::fs::remove_file(&w.path).unwrap();
         let failures = w.status.failures();
-        w.hup.store(true, Ordering::Relaxed);
-        let give_up = std::time::Instant::now() + Duration::from_secs(10);
-        while w.status.failures() == failures {
-            assert!(std::time::Instant::now() < give_up, "no failure counted");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        std::fs::remove_file(&w.path).unwrap();
+        w.wait_for("a failure", || w.status.failures() > failures);
         assert_eq!(w.status.keyring().load().key_ids(), ["a", "b"]);
         w.write(&v2);
         assert_eq!(counter(&w.status, KEYRING_RELOADS), 1);
+        assert_eq!(counter(&w.status, KEYRING_RELOAD_FAILURES), 3);
+    }
+
+    /// SIGHUP reloads a file whose modification time did not change.
+    #[test]
+    fn sighup_reloads_without_a_changed_mtime() {
+        let (_, v1) = Keyring::generate("a").unwrap();
+        let w = Watched::start(&v1);
+        let mtime = modified(&w.path).unwrap();
+        let v2 = Keyring::add_json(&v1, "b").unwrap();
+        let file = std::fs::File::options().write(true).open(&w.path).unwrap();
+        // In place, and the time put back: only the flag can tell.
+        std::fs::write(&w.path, &v2).unwrap();
+        file.set_modified(mtime).unwrap();
+        w.hup.store(true, Ordering::Relaxed);
+        w.wait_for("a reload", || w.status.reloads() > 0);
+        assert_eq!(loaded(&w.status), [("a".into(), true), ("b".into(), false)]);
+        assert_eq!(counter(&w.status, KEYRING_RELOADS), 1);
+        assert_eq!(counter(&w.status, KEYRING_RELOAD_FAILURES), 0);
     }
 
     #[test]

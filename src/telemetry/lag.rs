@@ -166,13 +166,20 @@ impl LagTable {
             entry.raise_committed(offset);
         }
         entry.raise_end(offset + 1);
+        // A re-read waits too: after a partition comes back, `waiting` was
+        // emptied and the records read before (and aborted) are read again;
+        // skipping them left the age unknown or too young until reading
+        // passed `read_through`. Past the back of `waiting` only, so a
+        // rewind within one assignment does not queue a record twice.
+        let uncommitted = entry.committed.is_none_or(|c| offset >= c);
+        let beyond_waiting = entry.waiting.back().is_none_or(|&(o, _)| offset > o);
+        if uncommitted && beyond_waiting {
+            entry.waiting.push_back((offset, timestamp_ms));
+        }
         if offset < entry.read_through {
             return Read::Again;
         }
         entry.read_through = offset + 1;
-        if entry.committed.is_none_or(|c| offset >= c) {
-            entry.waiting.push_back((offset, timestamp_ms));
-        }
         Read::First
     }
 
@@ -389,6 +396,42 @@ mod tests {
         t.assign(&tpl(&[1]));
         assert_eq!(t.read(&topic, 1, 5, 0), Read::Again);
         assert_eq!(t.assigned(), 2);
+    }
+
+    #[test]
+    fn records_read_again_after_the_partition_comes_back_count_for_lag_seconds() {
+        let t = LagTable::default();
+        let topic: Arc<str> = Arc::from("in");
+        t.assign(&tpl(&[0]));
+        t.observe(&stats(0, 20, 10, 0));
+        for o in 10..20 {
+            assert_eq!(t.read(&topic, 0, o, 1_000 + o), Read::First);
+        }
+        // Revoked before any commit (the transaction aborted): the group
+        // still stands at 10, and the partition comes back.
+        t.revoke(&tpl(&[0]));
+        t.assign(&tpl(&[0]));
+        t.observe(&stats(0, 20, 10, 0));
+        for o in 10..20 {
+            assert_eq!(t.read(&topic, 0, o, 1_000 + o), Read::Again);
+        }
+        let out = rendered(&t, 5_010);
+        assert!(
+            out.contains("consumer_lag{topic=\"in\",partition=\"0\"} 10\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("lag_seconds{topic=\"in\",partition=\"0\"} 4\n"),
+            "the oldest record re-read (offset 10, written at 1.010 s) has waited 4 s: {out}"
+        );
+        // Past the re-read records, first reads queue behind them.
+        assert_eq!(t.read(&topic, 0, 20, 4_000), Read::First);
+        t.committed([("in", 0, 15)]);
+        let out = rendered(&t, 5_010);
+        assert!(
+            out.contains("lag_seconds{topic=\"in\",partition=\"0\"} 3.995\n"),
+            "offset 15 is now the oldest waiting: {out}"
+        );
     }
 
     #[test]

@@ -246,7 +246,7 @@ pub fn stream_to(
         "stream",
         11,
     );
-    let settings = settings.clone();
+    let settings = patient(settings);
     let topic = topic.to_owned();
     std::thread::spawn(move || {
         let producer = publish::publisher(&settings).unwrap();
@@ -255,16 +255,47 @@ pub fn stream_to(
             rate,
             bad_per_mille: u64::from(bad_percent) * 10,
         };
-        publish::stream(
+        let streamed = publish::stream(
             &producer,
             &topic,
             factory,
             &plan,
             &AtomicU64::new(0),
             &Default::default(),
-        )
-        .unwrap()
+        );
+        match streamed {
+            // A broker restarting outlasts one flush: keep flushing while
+            // the records may still be delivered.
+            Err(publish::PublishError::Unacknowledged { .. }) => {
+                let give_up = Instant::now() + STREAM_PATIENCE;
+                loop {
+                    match publish::flush(&producer) {
+                        Err(publish::PublishError::Unacknowledged { .. })
+                            if Instant::now() < give_up => {}
+                        other => break other.unwrap(),
+                    }
+                }
+            }
+            other => other.unwrap(),
+        }
     })
+}
+
+/// How long the streams of the tests that crash, halt and restart the
+/// broker wait for a record's acknowledgement: librdkafka's default, the
+/// patience these tests had before the tools were given 60 s (a restart can
+/// take longer on a loaded machine).
+const STREAM_PATIENCE: Duration = Duration::from_secs(300);
+
+/// The settings for a stream's producer only (never the processor's):
+/// records wait [`STREAM_PATIENCE`] for their acknowledgement.
+fn patient(settings: &Settings) -> Settings {
+    let mut settings = settings.clone();
+    settings.kafka.properties.insert(
+        "message.timeout.ms".into(),
+        STREAM_PATIENCE.as_millis().to_string(),
+    );
+    settings
 }
 
 /// Waits until the group has committed every input record (offsets at the end).
