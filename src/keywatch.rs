@@ -116,6 +116,48 @@ fn label_value(text: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// When to read the watched file. A change is read once the file's
+/// modification time has held for one whole interval: a writer that is not
+/// atomic (an operator's `cp`, an editor saving in place) is then not caught
+/// half-way, which would count a failed reload and page someone for nothing.
+/// A Secret update (an atomic symlink swap) waits one interval more. SIGHUP
+/// reads at once: the operator says the file is ready.
+struct ChangeGate {
+    seen: Option<SystemTime>,
+    /// The changed modification time waiting to hold for an interval.
+    pending: Option<Option<SystemTime>>,
+}
+
+impl ChangeGate {
+    fn new(seen: Option<SystemTime>) -> Self {
+        Self {
+            seen,
+            pending: None,
+        }
+    }
+
+    /// Whether to load the file now, given its modification time at this
+    /// poll and whether SIGHUP asked.
+    fn should_load(&mut self, now: Option<SystemTime>, asked: bool) -> bool {
+        if asked {
+            self.seen = now;
+            self.pending = None;
+            return true;
+        }
+        if now == self.seen {
+            self.pending = None;
+            return false;
+        }
+        if self.pending == Some(now) {
+            self.seen = now;
+            self.pending = None;
+            return true;
+        }
+        self.pending = Some(now);
+        false
+    }
+}
+
 fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
@@ -131,16 +173,14 @@ pub fn watch(
     // Taken before the thread starts, not in it: a change made between this
     // call and the thread's first look would otherwise become the baseline
     // and never be loaded.
-    let mut seen = modified(&path);
+    let mut gate = ChangeGate::new(modified(&path));
     std::thread::Builder::new()
         .name("keyring-watch".into())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(interval);
-                let now = modified(&path);
                 let asked = hup.swap(false, Ordering::Relaxed);
-                if asked || now != seen {
-                    seen = now;
+                if gate.should_load(modified(&path), asked) {
                     status.reload(&path);
                 }
             }
@@ -151,6 +191,25 @@ pub fn watch(
 mod tests {
     use super::*;
     use crate::envelope::share;
+
+    /// A file caught half-written by a non-atomic writer is not read until
+    /// its modification time holds; SIGHUP reads at once.
+    #[test]
+    fn a_change_is_read_once_it_has_held_for_an_interval() {
+        let t = |s: u64| Some(SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        let mut gate = ChangeGate::new(t(0));
+        assert!(!gate.should_load(t(0), false), "unchanged");
+        assert!(!gate.should_load(t(1), false), "half written: wait");
+        assert!(!gate.should_load(t(2), false), "still being written: wait");
+        assert!(gate.should_load(t(2), false), "held for an interval: read");
+        assert!(!gate.should_load(t(2), false), "read already");
+        assert!(gate.should_load(t(2), true), "SIGHUP reads at once");
+        assert!(!gate.should_load(None, false), "removed: wait");
+        assert!(
+            gate.should_load(None, false),
+            "still removed: read, and fail"
+        );
+    }
 
     /// Log lines as the JSON formatter writes them, while `f` runs.
     fn json_log_of(f: impl FnOnce()) -> String {
