@@ -84,6 +84,7 @@ pub const RANGES: &[Range] = &[
     range("transactions.commit_interval_ms", 1, 60_000),
     range("shutdown.grace_period_ms", 1_000, 600_000),
     range("telemetry.stall_timeout_ms", 10_000, 3_600_000),
+    range("telemetry.exit_linger_ms", 0, 600_000),
 ];
 
 /// `model.threshold`, the one fractional setting with a range.
@@ -359,6 +360,7 @@ pub struct TelemetrySettings {
     pub log_format: String,
     pub log_level: String,
     pub stall_timeout_ms: u64,
+    pub exit_linger_ms: u64,
 }
 
 impl Settings {
@@ -706,6 +708,10 @@ impl Settings {
     /// How long a pipeline stage may go without turning before /healthz fails.
     pub fn stall_timeout(&self) -> Duration {
         Duration::from_millis(self.telemetry.stall_timeout_ms)
+    }
+
+    pub fn exit_linger(&self) -> Duration {
+        Duration::from_millis(self.telemetry.exit_linger_ms)
     }
 
     pub fn request_timeout(&self) -> Duration {

@@ -362,12 +362,21 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     let mut stop_requested = false;
     let pipeline = loop {
         tokio::select! {
-            started = &mut starting => break started??,
+            started = &mut starting => match started? {
+                Ok(pipeline) => break pipeline,
+                Err(e) if stop_requested => return Err(e.into()),
+                Err(e) => {
+                    let error = anyhow::Error::from(e);
+                    return linger_then_fail(error, &settings, &health, &mut terminate, &mut interrupt).await;
+                }
+            },
             _ = terminate.recv() => { tracing::info!("SIGTERM during start-up: stopping once started"); stop_requested = true; }
             _ = interrupt.recv() => { tracing::info!("SIGINT during start-up: stopping once started"); stop_requested = true; }
             _ = hangup.recv() => on_hangup(),
         }
     };
+    // Whether the pipeline stopped on its own (a failure), not on a signal.
+    let mut stopped_on_its_own = false;
     if !stop_requested {
         health.attach(pipeline.signals());
         health.ready.store(true, Ordering::Relaxed);
@@ -380,7 +389,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
                 _ = terminate.recv() => { tracing::info!("SIGTERM: committing and stopping"); break; }
                 _ = interrupt.recv() => { tracing::info!("SIGINT: committing and stopping"); break; }
                 _ = hangup.recv() => on_hangup(),
-                _ = check.tick() => if pipeline.has_stopped() { break; },
+                _ = check.tick() => if pipeline.has_stopped() { stopped_on_its_own = true; break; },
                 _ = minute.tick() => summary.log(),
             }
         }
@@ -389,7 +398,16 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     pipeline.stop();
     let grace = settings.grace_period();
     match tokio::time::timeout(grace, tokio::task::spawn_blocking(move || pipeline.join())).await {
-        Ok(joined) => joined??,
+        Ok(joined) => match joined? {
+            Ok(()) => {}
+            Err(e) if stopped_on_its_own => {
+                let error = anyhow::Error::from(e);
+                watcher_stop.store(true, Ordering::Relaxed);
+                return linger_then_fail(error, &settings, &health, &mut terminate, &mut interrupt)
+                    .await;
+            }
+            Err(e) => return Err(e.into()),
+        },
         Err(_) => anyhow::bail!(
             "shutdown did not finish within shutdown.grace_period_ms = {}; exiting without the final commit (the next start resumes from the last one)",
             grace.as_millis()
@@ -398,6 +416,34 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     watcher_stop.store(true, Ordering::Relaxed);
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// After stopping on an error, keeps serving /metrics (unready, not alive)
+/// for `telemetry.exit_linger_ms`, so Prometheus scrapes what says why (an
+/// inference error counter, this run's start time) before the restart
+/// resets it; a SIGTERM or SIGINT ends the wait. Returns the error.
+async fn linger_then_fail(
+    error: anyhow::Error,
+    settings: &Settings,
+    health: &Health,
+    terminate: &mut tokio::signal::unix::Signal,
+    interrupt: &mut tokio::signal::unix::Signal,
+) -> anyhow::Result<()> {
+    health.fail(format!("{error:#}"));
+    let linger = settings.exit_linger();
+    if !linger.is_zero() {
+        tracing::error!(
+            error = %format!("{error:#}"),
+            linger_ms = linger.as_millis() as u64,
+            "stopping on an error; serving /metrics until telemetry.exit_linger_ms has passed"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(linger) => {}
+            _ = terminate.recv() => tracing::info!("SIGTERM: not lingering any longer"),
+            _ = interrupt.recv() => tracing::info!("SIGINT: not lingering any longer"),
+        }
+    }
+    Err(error)
 }
 
 fn keys(command: KeysCommand) -> anyhow::Result<()> {

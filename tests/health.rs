@@ -142,3 +142,56 @@ fn a_stage_wedged_past_the_stall_limit_fails_liveness() {
     drop(stream);
     drop(processor);
 }
+
+/// A processor that stops on an error keeps serving /metrics for
+/// `telemetry.exit_linger_ms` (not ready, not alive), so Prometheus scrapes
+/// the counters that say why and this run's start time before the restart
+/// resets them; a SIGTERM ends the linger at once, and the exit still fails.
+#[test]
+fn a_processor_stopping_on_an_error_lingers_on_metrics_then_fails() {
+    let mut settings = support::settings(
+        "linger",
+        streamscore::config::Format::Avro,
+        streamscore::config::Format::Avro,
+    );
+    support::create(&settings);
+    // A dead-letter topic that does not exist stops the start with an error.
+    settings.output.dead_letter_topic = format!("{}.missing", settings.output.dead_letter_topic);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), "p", &settings, "exit_linger_ms = 60000\n");
+    let (_, json) = Keyring::generate("k").unwrap();
+    let log = dir.path().join("p.log");
+    let mut processor = Processor::start(&config, &json, log.clone());
+    let addr = processor.wait_address(Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let body = loop {
+        let (status, body) = get(&addr, "/healthz");
+        if status == 503 && body["failed"].is_string() {
+            break body;
+        }
+        assert!(
+            processor.exited().is_none(),
+            "exited without lingering on /metrics:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "/healthz never said failed ({status} {body})\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        body["failed"].as_str().unwrap().contains(".missing"),
+        "the reason names the missing topic: {body}"
+    );
+    assert_eq!(get(&addr, "/readyz").0, 503);
+    let metrics = support::scrape::metrics_text(&addr);
+    assert!(
+        support::scrape::value(&metrics, "process_start_time_seconds").is_some(),
+        "{metrics}"
+    );
+    // The linger is 60 s; `terminate` gives up after 30: SIGTERM ends it.
+    let status = processor.terminate(Duration::from_secs(30));
+    assert!(!status.success(), "an error exit stays an error: {status}");
+}

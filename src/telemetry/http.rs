@@ -40,6 +40,9 @@ pub struct Health {
     pub ready: AtomicBool,
     signals: OnceLock<Arc<PipelineSignals>>,
     stall_limit: Duration,
+    /// Why the processor is stopping on an error: neither alive nor ready
+    /// while it lingers to be scraped.
+    failed: OnceLock<String>,
 }
 
 impl Health {
@@ -48,7 +51,15 @@ impl Health {
             ready: AtomicBool::new(false),
             signals: OnceLock::new(),
             stall_limit,
+            failed: OnceLock::new(),
         }
+    }
+
+    /// The processor stops on this error: /healthz and /readyz answer 503
+    /// with it from now on.
+    pub fn fail(&self, reason: String) {
+        self.ready.store(false, Ordering::Relaxed);
+        let _ = self.failed.set(reason);
     }
 
     pub fn attach(&self, signals: Arc<PipelineSignals>) {
@@ -57,6 +68,12 @@ impl Health {
 
     /// Liveness: (alive, body).
     pub fn liveness(&self) -> (bool, serde_json::Value) {
+        if let Some(reason) = self.failed.get() {
+            return (
+                false,
+                serde_json::json!({ "alive": false, "failed": reason }),
+            );
+        }
         let Some(signals) = self.signals.get() else {
             return (
                 true,
@@ -84,6 +101,12 @@ impl Health {
 
     /// Readiness: (ready, body).
     pub fn readiness(&self) -> (bool, serde_json::Value) {
+        if let Some(reason) = self.failed.get() {
+            return (
+                false,
+                serde_json::json!({ "ready": false, "failed": reason }),
+            );
+        }
         let warmed = self.ready.load(Ordering::Relaxed);
         let Some(signals) = self.signals.get() else {
             return (
