@@ -158,22 +158,25 @@ impl ChangeGate {
     }
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
+/// The file's version as the watcher compares it: its modification time.
+/// Take it *before* the first load and hand it to [`watch`]: a change made
+/// between the load and the watch then still differs from it and is loaded.
+pub fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-/// Watches `path` on a thread until `stop` is set; `hup` is set by a SIGHUP handler.
+/// Watches `path` on a thread until `stop` is set; `hup` is set by a SIGHUP
+/// handler; `loaded` is [`modified`] as it was before the keys in `status`
+/// were read from the file.
 pub fn watch(
     path: PathBuf,
     status: Arc<KeyringStatus>,
+    loaded: Option<SystemTime>,
     interval: Duration,
     hup: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    // Taken before the thread starts, not in it: a change made between this
-    // call and the thread's first look would otherwise become the baseline
-    // and never be loaded.
-    let mut gate = ChangeGate::new(modified(&path));
+    let mut gate = ChangeGate::new(loaded);
     std::thread::Builder::new()
         .name("keyring-watch".into())
         .spawn(move || {
@@ -290,12 +293,20 @@ mod tests {
 
     impl Watched {
         fn start(json: &str) -> Self {
+            Self::start_after(json, |_| {})
+        }
+
+        /// Loads `json` from the file, runs `meanwhile` on the file, then
+        /// starts watching: as `run` loads, then watches.
+        fn start_after(json: &str, meanwhile: impl FnOnce(&Path)) -> Self {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("keyring.json");
             std::fs::write(&path, json).unwrap();
+            let loaded = modified(&path);
             let status = Arc::new(KeyringStatus::new(share(Arc::new(
-                Keyring::from_json(json).unwrap(),
+                Keyring::from_file(&path).unwrap(),
             ))));
+            meanwhile(&path);
             let (hup, stop) = (
                 Arc::new(AtomicBool::new(false)),
                 Arc::new(AtomicBool::new(false)),
@@ -303,6 +314,7 @@ mod tests {
             let handle = watch(
                 path.clone(),
                 status.clone(),
+                loaded,
                 Duration::from_millis(10),
                 hup.clone(),
                 stop.clone(),
@@ -325,17 +337,7 @@ mod tests {
         /// alike), so the watcher tries it exactly once; no SIGHUP flag, which
         /// would be a second try of the same file.
         fn replace(&self, text: &str) {
-            static TICK: AtomicU64 = AtomicU64::new(0);
-            let tmp = self.path.with_extension("tmp");
-            std::fs::write(&tmp, text).unwrap();
-            let tick = TICK.fetch_add(1, Ordering::Relaxed) + 1;
-            std::fs::File::options()
-                .write(true)
-                .open(&tmp)
-                .unwrap()
-                .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + tick))
-                .unwrap();
-            std::fs::rename(&tmp, &self.path).unwrap();
+            replace_file(&self.path, text);
         }
 
         /// Replaces the file with a valid keyring and waits until the
@@ -473,6 +475,32 @@ mod tests {
         w.write(&v2);
         assert_eq!(counter(&w.status, KEYRING_RELOADS), 1);
         assert_eq!(counter(&w.status, KEYRING_RELOAD_FAILURES), 3);
+    }
+
+    /// See `Watched::replace`.
+    fn replace_file(path: &Path, text: &str) {
+        static TICK: AtomicU64 = AtomicU64::new(0);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        let tick = TICK.fetch_add(1, Ordering::Relaxed) + 1;
+        std::fs::File::options()
+            .write(true)
+            .open(&tmp)
+            .unwrap()
+            .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + tick))
+            .unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    /// A rotation that lands between the first load and the watcher's start
+    /// is loaded, not taken as the version already held.
+    #[test]
+    fn a_change_between_the_first_load_and_the_watch_is_loaded() {
+        let (_, v1) = Keyring::generate("a").unwrap();
+        let v2 = Keyring::add_json(&v1, "b").unwrap();
+        let w = Watched::start_after(&v1, |path| replace_file(path, &v2));
+        w.wait_for("a reload", || w.status.reloads() > 0);
+        assert_eq!(loaded(&w.status), [("a".into(), true), ("b".into(), false)]);
     }
 
     /// SIGHUP reloads a file whose modification time did not change.

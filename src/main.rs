@@ -1,7 +1,7 @@
 //! The `streamscore` command line: `run` the processor, or `demo` it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -309,6 +309,9 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
         &settings.telemetry.log_format,
         &settings.telemetry.log_level,
     );
+    // The keyring file's version before it is read: a rotation that lands
+    // between this first load and the watcher's start is still seen.
+    let keyring_version = keywatch::modified(Path::new(&settings.keys.file));
     let keyring = share(Arc::new(refusals_before_connecting(&settings)?));
     {
         let loaded = keyring.load();
@@ -327,6 +330,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
         keywatch::watch(
             PathBuf::from(&settings.keys.file),
             keyring_status.clone(),
+            keyring_version,
             Duration::from_secs(2),
             reload_requested.clone(),
             watcher_stop.clone(),
