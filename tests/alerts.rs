@@ -4,7 +4,10 @@
 //! check rules` and `promtool test rules` run on it with
 //! tests/alerts/streamscore.test.yaml. Every alert must have a case that
 //! fires and one that stays quiet there, and a runbook section in the
-//! chart's README.
+//! chart's README. Values that change how an alert is written (a release
+//! that may scale to zero replicas) are variants: each renders the rules
+//! again and runs its own test file, which must test every alert the
+//! variant writes differently.
 
 mod support;
 
@@ -14,9 +17,31 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-const TESTS: &str = "tests/alerts/streamscore.test.yaml";
-/// The name the test file's `rule_files` gives the rendered rules.
+/// The name every test file's `rule_files` gives the rendered rules.
 const RULES: &str = "streamscore.rules.yaml";
+
+/// Chart values over the defaults, and the promtool tests for the rules they render.
+struct Variant {
+    name: &'static str,
+    set: &'static str,
+    tests: &'static str,
+}
+
+const DEFAULT: Variant = Variant {
+    name: "default values",
+    set: r#"{"metrics": {"prometheusRule": {"enabled": true}}}"#,
+    tests: "tests/alerts/streamscore.test.yaml",
+};
+
+/// KEDA's Kafka trigger may scale the release to 0 replicas: no target
+/// then is the idle state, not an outage.
+const SCALE_TO_ZERO: Variant = Variant {
+    name: "autoscaling from 0 replicas",
+    set: r#"{"metrics": {"prometheusRule": {"enabled": true}}, "autoscaling": {"enabled": true, "minReplicas": 0}}"#,
+    tests: "tests/alerts/streamscore-scale-to-zero.test.yaml",
+};
+
+const VARIANTS: [Variant; 2] = [DEFAULT, SCALE_TO_ZERO];
 
 fn tool(path: &str, what: &str) -> PathBuf {
     let path = support::root().join(path);
@@ -50,14 +75,14 @@ fn run(cmd: &mut Command) -> Output {
     out
 }
 
-/// The PrometheusRule's groups as the chart renders them.
-fn rendered_groups() -> Value {
+/// The PrometheusRule's groups as the chart renders them for `v`.
+fn rendered_groups(v: &Variant) -> Value {
     let out = run(Command::new(python())
         .current_dir(support::root())
         .arg("tests/helm/chart_tool.py")
         .arg("helm/streamscore")
         .arg("--set-json")
-        .arg(r#"{"metrics": {"prometheusRule": {"enabled": true}}}"#));
+        .arg(v.set));
     let r: Value = serde_json::from_slice(&out.stdout).expect("chart_tool.py prints JSON");
     assert!(r["rejected"].is_null(), "{}", r["rejected"]);
     let rule = r["manifests"]
@@ -69,12 +94,12 @@ fn rendered_groups() -> Value {
     rule["doc"]["spec"]["groups"].clone()
 }
 
-/// The test file as JSON (promtool's YAML, read by the venv's PyYAML).
-fn unit_tests() -> Value {
+/// A test file as JSON (promtool's YAML, read by the venv's PyYAML).
+fn unit_tests(v: &Variant) -> Value {
     let out = run(Command::new(python()).current_dir(support::root()).args([
         "-c",
         "import json, sys, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout)",
-        TESTS,
+        v.tests,
     ]));
     serde_json::from_slice(&out.stdout).expect("the test file as JSON")
 }
@@ -91,13 +116,13 @@ fn alerts(groups: &Value) -> Vec<Value> {
 }
 
 /// Rules and tests side by side in a fresh directory, as `rule_files` expects.
-fn workdir(groups: &Value) -> tempfile::TempDir {
+fn workdir(groups: &Value, v: &Variant) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     // JSON is YAML: promtool reads it as is.
     let rules = serde_json::json!({ "groups": groups });
     std::fs::write(dir.path().join(RULES), rules.to_string()).unwrap();
     std::fs::copy(
-        support::root().join(TESTS),
+        support::root().join(v.tests),
         dir.path().join("streamscore.test.yaml"),
     )
     .unwrap();
@@ -111,27 +136,33 @@ fn promtool_in(dir: &Path, args: &[&str]) -> String {
 
 #[test]
 fn the_rendered_rules_pass_promtool_check() {
-    let groups = rendered_groups();
-    let dir = workdir(&groups);
-    let out = promtool_in(dir.path(), &["check", "rules", RULES]);
-    let n = alerts(&groups).len();
-    assert!(out.contains(&format!("SUCCESS: {n} rules found")), "{out}");
+    for v in &VARIANTS {
+        let groups = rendered_groups(v);
+        let dir = workdir(&groups, v);
+        let out = promtool_in(dir.path(), &["check", "rules", RULES]);
+        let n = alerts(&groups).len();
+        assert!(
+            out.contains(&format!("SUCCESS: {n} rules found")),
+            "{}: {out}",
+            v.name
+        );
+    }
 }
 
 #[test]
 fn every_alert_passes_its_promtool_unit_tests() {
-    let dir = workdir(&rendered_groups());
-    let out = promtool_in(dir.path(), &["test", "rules", "streamscore.test.yaml"]);
-    assert!(out.contains("SUCCESS"), "{out}");
+    for v in &VARIANTS {
+        let dir = workdir(&rendered_groups(v), v);
+        let out = promtool_in(dir.path(), &["test", "rules", "streamscore.test.yaml"]);
+        assert!(out.contains("SUCCESS"), "{}: {out}", v.name);
+    }
 }
 
-/// A rule without a firing case could never fire for all we know; one
-/// without a quiet case could always fire.
-#[test]
-fn every_alert_has_a_firing_and_a_quiet_case() {
+/// Alert names with a firing case, and with a quiet case, in `v`'s test file.
+fn cases(v: &Variant) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut fires = BTreeSet::new();
     let mut quiet = BTreeSet::new();
-    let tests = unit_tests();
+    let tests = unit_tests(v);
     for case in tests["tests"]
         .as_array()
         .expect("tests")
@@ -146,10 +177,36 @@ fn every_alert_has_a_firing_and_a_quiet_case() {
             fires.insert(name);
         }
     }
-    for alert in alerts(&rendered_groups()) {
-        let name = alert["alert"].as_str().unwrap();
-        assert!(fires.contains(name), "no case where {name} fires");
-        assert!(quiet.contains(name), "no case where {name} stays quiet");
+    (fires, quiet)
+}
+
+/// A rule without a firing case could never fire for all we know; one
+/// without a quiet case could always fire. A variant's file tests every
+/// alert the variant renders differently from the defaults.
+#[test]
+fn every_alert_has_a_firing_and_a_quiet_case() {
+    let defaults = alerts(&rendered_groups(&DEFAULT));
+    for v in &VARIANTS {
+        let (fires, quiet) = cases(v);
+        let mut tested = 0;
+        for alert in alerts(&rendered_groups(v)) {
+            let name = alert["alert"].as_str().unwrap();
+            if v.tests != DEFAULT.tests && defaults.contains(&alert) {
+                continue;
+            }
+            assert!(
+                fires.contains(name),
+                "{}: no case where {name} fires",
+                v.name
+            );
+            assert!(
+                quiet.contains(name),
+                "{}: no case where {name} stays quiet",
+                v.name
+            );
+            tested += 1;
+        }
+        assert!(tested > 0, "{}: renders no alert of its own", v.name);
     }
 }
 
@@ -173,7 +230,7 @@ fn every_alert_links_a_runbook_section_of_the_chart_readme() {
         .filter_map(|l| l.strip_prefix('#'))
         .map(|l| anchor(l.trim_start_matches('#')))
         .collect();
-    for alert in alerts(&rendered_groups()) {
+    for alert in VARIANTS.iter().flat_map(|v| alerts(&rendered_groups(v))) {
         let name = alert["alert"].as_str().unwrap();
         let url = alert["annotations"]["runbook_url"]
             .as_str()
