@@ -270,6 +270,41 @@ fn a_batching_value_reaches_the_rendered_config_and_the_processor() {
     assert_ne!(checksum(&base), checksum(&r));
 }
 
+/// After a failure exit the processor keeps serving /metrics for
+/// `telemetry.exit_linger_ms`, so Prometheus scrapes its last counters; the
+/// chart's default is twice the ServiceMonitor's 15 s interval (at least one
+/// scrape lands in it), and a set value reaches the processor.
+#[test]
+fn the_exit_linger_reaches_the_processor_with_two_scrape_intervals_by_default() {
+    for (set, wanted) in [
+        (serde_json::json!({}), 30_000),
+        (
+            serde_json::json!({"telemetry": {"exitLingerMs": 120000}}),
+            120_000,
+        ),
+        (serde_json::json!({"telemetry": {"exitLingerMs": 0}}), 0),
+    ] {
+        let r = render(None, set.clone());
+        assert_clean(&r);
+        let dir = tempfile::tempdir().unwrap();
+        let (toml, path) = rendered_config(&r, &dir);
+        assert!(
+            toml.contains(&format!("exit_linger_ms = {wanted}\n")),
+            "{set}: {toml}"
+        );
+        let settings = Settings::load(Some(&path)).unwrap();
+        assert_eq!(settings.telemetry.exit_linger_ms, wanted, "{set}");
+    }
+    for bad in [serde_json::json!(600001), serde_json::json!(-1)] {
+        let set = serde_json::json!({"telemetry": {"exitLingerMs": bad}});
+        let why = render(None, set.clone())["rejected"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{set} was accepted"))
+            .to_owned();
+        assert!(why.contains("exitLingerMs"), "{set}: {why}");
+    }
+}
+
 #[test]
 fn gpu_and_autoscaling_values_render_valid_manifests() {
     let r = render(Some(GPU_VALUES), serde_json::json!({}));
