@@ -10,6 +10,11 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::Offset;
+use streamscore::kafka::client::{Role, client_config};
+
 use support::group::Group;
 use support::process::http_get;
 use support::scrape::{metrics_text, per_partition, samples, value, value_with};
@@ -35,19 +40,24 @@ fn until_metrics(
     }
 }
 
-/// How long an instance holds what it read before committing, in the
+/// How long an instance may hold what it read before committing, in the
 /// tests that must see a true lag above 0: a transaction takes records for
-/// the commit interval (never less than half of it) from its oldest
-/// record's read, so for that long the group's committed offsets stay put
-/// while the records sit read. Allowed because the transaction timeout is
-/// at least twice as long.
-const HOLD_MS: u64 = 30_000;
-/// Give up on seeing the held lag after this long (past one hold, it only
-/// makes a failure slower to report).
-const HOLD_WITHIN_S: u64 = 45;
+/// the commit interval less what commits recently took, never less than
+/// half of it, counted from its oldest record's read (src/kafka/sink.rs,
+/// `fill_time`). Allowed because the transaction timeout is twice as long
+/// (the broker's `transaction.max.timeout.ms` is Kafka's default 900 s).
+const HOLD_MS: u64 = 60_000;
+/// Give up on seeing the held lag this long after the publish that starts
+/// the hold: shorter than the shortest hold (half of [`HOLD_MS`]), so a
+/// failure reports what the instances showed while the lag was still held,
+/// not a truth that has moved on.
+const HOLD_WITHIN: Duration = Duration::from_secs(25);
+/// Asking the broker for the true lag: a slow answer is retried, never
+/// waited for long.
+const ASK_WITHIN: Duration = Duration::from_secs(5);
 
 /// Settings and extra config lines for an instance that holds what it reads
-/// for [`HOLD_MS`].
+/// for at least half of [`HOLD_MS`].
 fn holding(group: &Group) -> (streamscore::config::Settings, String) {
     let mut settings = group.settings.clone();
     settings.kafka.transaction_timeout_ms = 2 * HOLD_MS;
@@ -58,12 +68,89 @@ fn holding(group: &Group) -> (streamscore::config::Settings, String) {
 }
 
 /// The group's true lag, counted without any instance: the input
-/// partitions' ends less the group's committed offsets (-1 while the broker
-/// does not answer).
-fn true_lag(group: &Group) -> i64 {
-    let s = &group.settings;
-    streamscore::verify::committed_progress(s, &s.input.topics, &s.kafka.group_id)
-        .map_or(-1, |(done, end)| end - done)
+/// partitions' ends less the group's committed offsets. One client for the
+/// whole test (not one per question), so a poll costs two quick requests.
+struct TrueLag {
+    reader: BaseConsumer,
+    topic: String,
+    partitions: TopicPartitionList,
+}
+
+impl TrueLag {
+    fn new(group: &Group) -> Self {
+        let s = &group.settings;
+        let reader = client_config(
+            s,
+            Role::ToolReader {
+                group_id: &s.kafka.group_id,
+            },
+        )
+        .create()
+        .expect("a reader for the group's offsets");
+        let topic = s.input.topics[0].clone();
+        let mut partitions = TopicPartitionList::new();
+        for p in 0..3 {
+            partitions.add_partition(&topic, p);
+        }
+        Self {
+            reader,
+            topic,
+            partitions,
+        }
+    }
+
+    /// None while the broker does not answer in time.
+    fn now(&self) -> Option<i64> {
+        let committed = self
+            .reader
+            .committed_offsets(self.partitions.clone(), ASK_WITHIN)
+            .ok()?;
+        let mut lag = 0;
+        for e in committed.elements() {
+            let (_, end) = self
+                .reader
+                .fetch_watermarks(&self.topic, e.partition(), ASK_WITHIN)
+                .ok()?;
+            let done = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            };
+            lag += end - done;
+        }
+        Some(lag)
+    }
+}
+
+/// Polls `check` on the instances' /metrics, each scrape taken between two
+/// readings of the true lag, until `check` is content with a scrape whose
+/// readings both equal `truth` (nothing is published meanwhile and the
+/// group's offsets only move forward, so the truth held all through the
+/// scrape); fails with the last complaint at `give_up`.
+fn until_held(
+    addrs: &[&str],
+    true_lag: &TrueLag,
+    truth: i64,
+    give_up: Instant,
+    mut check: impl FnMut(&[String]) -> Option<String>,
+) {
+    loop {
+        let before = true_lag.now();
+        let texts: Vec<String> = addrs.iter().map(|a| metrics_text(a)).collect();
+        let after = true_lag.now();
+        let complaint = if before == Some(truth) && after == Some(truth) {
+            check(&texts)
+        } else {
+            Some(format!(
+                "the true lag was {before:?} before the scrape and {after:?} after, \
+                 {truth} expected while the instances hold it (None: the broker did not answer)"
+            ))
+        };
+        let Some(complaint) = complaint else {
+            return;
+        };
+        assert!(Instant::now() < give_up, "{complaint}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 fn wait_log(group: &Group, i: usize, needle: &str) {
@@ -78,42 +165,46 @@ fn wait_log(group: &Group, i: usize, needle: &str) {
     }
 }
 
-/// A backlog that builds up while the group is away (it has committed
-/// before, so librdkafka's own lag had a committed offset to start from and
-/// froze there) is first reported as exactly the group's true lag (held
+/// A backlog that arrives for a group that has committed before (so
+/// librdkafka's own lag had a committed offset to start from and froze
+/// there) is first reported as exactly the group's true lag (held
 /// uncommitted for a while, see [`holding`]), then drained, and the lag
 /// comes down to 0 on every partition.
 #[test]
 fn lag_comes_down_to_zero_when_a_backlog_is_drained() {
     let _turn = support::exclusive();
     let group = Group::new("drain");
+    let true_lag = TrueLag::new(&group);
     group.publish_to_every_partition(0, 10);
     let first = group.start(0, "");
     first.wait_address(Duration::from_secs(60));
     group.wait_committed(Duration::from_secs(90));
     group.stop_cleanly(first, 0);
 
-    group.publish_to_every_partition(1, 400);
     let (settings, extra) = holding(&group);
     let again = group.start_with(1, settings, &extra);
     let addr = again.wait_address(Duration::from_secs(60));
-    until_metrics(&[&addr], Duration::from_secs(HOLD_WITHIN_S), |t| {
+    // Published once the instance is in the group and reading, so the hold
+    // (from the first read of the backlog) starts after the deadline does.
+    wait_log(&group, 1, "partitions assigned");
+    let give_up = Instant::now() + HOLD_WITHIN;
+    group.publish_to_every_partition(1, 400);
+    until_held(&[&addr], &true_lag, 1200, give_up, |t| {
         let lag = per_partition(&t[0], LAG);
         let seconds = per_partition(&t[0], LAG_SECONDS);
-        let truth = true_lag(&group);
-        let ok = truth == 1200
-            && lag.len() == 3
+        let ok = lag.len() == 3
             && lag.values().sum::<f64>() == 1200.0
             && seconds.len() == 3
             && seconds.values().all(|&s| s > 0.0);
         (!ok).then(|| {
             format!(
-                "while the backlog is held uncommitted (true lag {truth}, 1200 expected): \
+                "while the backlog is held uncommitted (true lag 1200): \
                  lag {lag:?}, lag seconds {seconds:?} (above 0 expected)"
             )
         })
     });
-    group.wait_committed(Duration::from_secs(90));
+    group.wait_committed(Duration::from_secs(120));
+    // Nothing more is published: the true lag stays 0 from here.
     until_metrics(&[&addr], Duration::from_secs(30), |t| {
         let lag = per_partition(&t[0], LAG);
         let seconds = per_partition(&t[0], LAG_SECONDS);
@@ -131,6 +222,40 @@ fn lag_comes_down_to_zero_when_a_backlog_is_drained() {
     group.stop_cleanly(again, 1);
 }
 
+/// Each instance reports exactly the partitions it owns (as many as its
+/// assigned gauge says, none twice, none frozen from a partition it gave
+/// away), and the sum over both is `truth`, with lag seconds above 0 while
+/// a lag is held, 0 once none is.
+fn split_between_two(t: &[String], truth: i64) -> Option<String> {
+    let (la, lb) = (per_partition(&t[0], LAG), per_partition(&t[1], LAG));
+    let owned_a = value(&t[0], "streamscore_assigned_partitions").unwrap_or(-1.0);
+    let owned_b = value(&t[1], "streamscore_assigned_partitions").unwrap_or(-1.0);
+    let mut seen: Vec<i32> = la.keys().chain(lb.keys()).copied().collect();
+    seen.sort_unstable();
+    let sum: f64 = la.values().chain(lb.values()).sum();
+    let (sa, sb) = (
+        per_partition(&t[0], LAG_SECONDS),
+        per_partition(&t[1], LAG_SECONDS),
+    );
+    let seconds: Vec<f64> = sa.values().chain(sb.values()).copied().collect();
+    let ok = seen == [0, 1, 2]
+        && sum == truth as f64
+        && seconds.len() == 3
+        && seconds
+            .iter()
+            .all(|&s| if truth == 0 { s == 0.0 } else { s > 0.0 })
+        && !la.is_empty()
+        && !lb.is_empty()
+        && owned_a == la.len() as f64
+        && owned_b == lb.len() as f64;
+    (!ok).then(|| {
+        format!(
+            "instance 0 reports {la:?} (assigned {owned_a}), instance 1 reports {lb:?} (assigned {owned_b}), \
+             lag seconds {sa:?} and {sb:?}: every partition once, summing to the true lag {truth}, was expected"
+        )
+    })
+}
+
 /// Two members of one group after a rebalance: each reports exactly the
 /// partitions it owns (none frozen from a partition it gave away), and the
 /// sum over both is the group's true lag, counted independently from the
@@ -140,6 +265,7 @@ fn lag_comes_down_to_zero_when_a_backlog_is_drained() {
 fn two_instances_report_their_own_partitions_and_sum_to_the_true_lag() {
     let _turn = support::exclusive();
     let group = Group::new("pair");
+    let true_lag = TrueLag::new(&group);
     let (settings, extra) = holding(&group);
     let a = group.start_with(0, settings.clone(), &extra);
     let addr_a = a.wait_address(Duration::from_secs(60));
@@ -161,54 +287,21 @@ fn two_instances_report_their_own_partitions_and_sum_to_the_true_lag() {
         (la.is_empty() || lb.is_empty() || la.len() + lb.len() != 3)
             .then(|| format!("after the rebalance, instance 0 reports {la:?}, instance 1 {lb:?}"))
     });
+    // What a revocation aborted is read again and held by a transaction
+    // whose clock started at that re-read: once it is committed no
+    // transaction is open, and the next one starts with the next publish.
+    group.wait_committed(Duration::from_secs(120));
     // After the rebalance: a backlog both hold uncommitted.
+    let give_up = Instant::now() + HOLD_WITHIN;
     group.publish_to_every_partition(1, 40);
-    let group = &group;
-    let expect_sum = |zero: bool| {
-        move |t: &[String]| {
-            let (la, lb) = (per_partition(&t[0], LAG), per_partition(&t[1], LAG));
-            let owned_a = value(&t[0], "streamscore_assigned_partitions").unwrap_or(-1.0);
-            let owned_b = value(&t[1], "streamscore_assigned_partitions").unwrap_or(-1.0);
-            let mut seen: Vec<i32> = la.keys().chain(lb.keys()).copied().collect();
-            seen.sort_unstable();
-            let sum: f64 = la.values().chain(lb.values()).sum();
-            let (sa, sb) = (
-                per_partition(&t[0], LAG_SECONDS),
-                per_partition(&t[1], LAG_SECONDS),
-            );
-            let seconds: Vec<f64> = sa.values().chain(sb.values()).copied().collect();
-            let truth = true_lag(group);
-            let ok = seen == [0, 1, 2]
-                && (if zero { truth == 0 } else { truth >= 120 })
-                && sum == truth as f64
-                && seconds.len() == 3
-                && seconds
-                    .iter()
-                    .all(|&s| if zero { s == 0.0 } else { s > 0.0 })
-                && !la.is_empty()
-                && !lb.is_empty()
-                && owned_a == la.len() as f64
-                && owned_b == lb.len() as f64;
-            (!ok).then(|| {
-                format!(
-                    "instance 0 reports {la:?} (assigned {owned_a}), instance 1 reports {lb:?} (assigned {owned_b}), \
-                     lag seconds {sa:?} and {sb:?}: every partition once, summing to the true lag {truth} ({}), was expected",
-                    if zero { "0 once committed" } else { "at least the 120 held" }
-                )
-            })
-        }
-    };
-    until_metrics(
-        &[&addr_a, &addr_b],
-        Duration::from_secs(HOLD_WITHIN_S),
-        expect_sum(false),
-    );
-    group.wait_committed(Duration::from_secs(90));
-    until_metrics(
-        &[&addr_a, &addr_b],
-        Duration::from_secs(30),
-        expect_sum(true),
-    );
+    until_held(&[&addr_a, &addr_b], &true_lag, 120, give_up, |t| {
+        split_between_two(t, 120)
+    });
+    group.wait_committed(Duration::from_secs(120));
+    // Nothing more is published: the true lag stays 0 from here.
+    until_metrics(&[&addr_a, &addr_b], Duration::from_secs(30), |t| {
+        split_between_two(t, 0)
+    });
     let text_a = metrics_text(&addr_a);
     assert!(
         value_with(&text_a, "streamscore_rebalances_total", "event", "revoked")

@@ -66,9 +66,12 @@ impl Entry {
         Some((self.end? - self.committed?).max(0))
     }
 
-    /// Seconds the oldest record not yet committed has waited, by its
-    /// timestamp; 0 when caught up; None while lag remains but its first
-    /// record has not been read yet.
+    /// Seconds the oldest record read and not yet committed has waited, by
+    /// its timestamp; 0 when the lag is 0; None when the lag is unknown, and
+    /// when the lag is above 0 but nothing read waits: the uncommitted
+    /// records are not reached yet, or they are offsets never read as
+    /// records (an upstream transaction's commit marker, aborted records),
+    /// whose age no reader can know.
     fn lag_seconds(&self, now_ms: i64) -> Option<f64> {
         match self.lag()? {
             0 => Some(0.0),
@@ -239,7 +242,7 @@ impl LagTable {
         header(
             out,
             CONSUMER_LAG_SECONDS,
-            "Age of the oldest record not yet committed on the partition (by its timestamp); 0 when caught up.",
+            "Age of the oldest record this instance read and has not committed yet on the partition, by the record's timestamp (its read time when it has none; never below 0). 0 when streamscore_consumer_lag is 0, and otherwise only while that record is stamped ahead of this clock. Absent while streamscore_consumer_lag is absent, and while it is above 0 with no uncommitted record read: the records are not reached yet, or the lag is only offsets never read as records (an upstream transaction's commit marker, aborted records).",
         );
         for (topic, partition, e) in &rows {
             if let Some(seconds) = e.lag_seconds(now_ms) {
