@@ -33,7 +33,8 @@ impl KeyringStatus {
         }
     }
 
-    pub fn keyring(&self) -> &SharedKeyring {
+    #[cfg(test)]
+    fn keyring(&self) -> &SharedKeyring {
         &self.keyring
     }
 
