@@ -236,7 +236,7 @@ pub struct KafkaSettings {
     pub session_timeout_ms: u64,
     pub request_timeout_ms: u64,
     pub max_message_bytes: u64,
-    /// librdkafka properties for both clients.
+    /// librdkafka properties for every client (consumer, producer, admin, tools).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
     /// For the consumer only; wins over `properties`.
@@ -746,6 +746,22 @@ pub fn librdkafka_name(key: &str) -> String {
     key.replace('_', ".")
 }
 
+/// The librdkafka properties that exactly-once pins: [`check_pinned`]
+/// refuses them (or some of their values) in every `kafka.*` table, and
+/// ignores every other name. The chart's templates/_validate.tpl refuses the
+/// same at render time; tests/helm_chart.rs compares the two for each name.
+pub const PINNED_PROPERTIES: &[&str] = &[
+    "isolation.level",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.idempotence",
+    "transactional.id",
+    "transaction.timeout.ms",
+    "message.max.bytes",
+    "auto.offset.reset",
+    "statistics.interval.ms",
+];
+
 /// Refuses a property in `kafka.<table>` that would silently undo what
 /// exactly-once rests on, the way Kafka Streams refuses overriding its EOS
 /// settings: the clients would start and lose or duplicate records quietly.
@@ -760,7 +776,13 @@ fn check_pinned(table: &str, props: &BTreeMap<String, String>) -> Result<(), Con
     const TRUE: &[&str] = &["true", "t", "1"];
     const FALSE: &[&str] = &["false", "f", "0"];
     for (key, value) in props {
-        let why = match librdkafka_name(key).as_str() {
+        let name = librdkafka_name(key);
+        // A name refused below but missing from the list is not refused at
+        // all, so the list cannot leave one out unnoticed.
+        if !PINNED_PROPERTIES.contains(&name.as_str()) {
+            continue;
+        }
+        let why = match name.as_str() {
             "isolation.level" if !is(value, &["read_committed"]) => {
                 "exactly-once needs read_committed"
             }
@@ -1024,6 +1046,36 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.kafka.producer["linger.ms"], "5");
+    }
+
+    /// Every pinned name is refused for some value, in every table and in
+    /// its `_` spelling too; a name off the list is not refused at all.
+    #[test]
+    fn every_pinned_property_is_refused_and_no_other() {
+        let refused = |table: &str, key: &str, value: &str| {
+            let props = BTreeMap::from([(key.to_owned(), value.to_owned())]);
+            check_pinned(table, &props).is_err()
+        };
+        for name in PINNED_PROPERTIES {
+            for table in ["properties", "consumer", "producer"] {
+                for key in [name.to_string(), name.replace('.', "_")] {
+                    assert!(
+                        ["x", "0", "true", "false", "latest"]
+                            .iter()
+                            .any(|v| refused(table, &key, v)),
+                        "kafka.{table}.{key} is never refused"
+                    );
+                }
+            }
+        }
+        for other in [
+            "linger.ms",
+            "group.protocol",
+            "security.protocol",
+            "ISOLATION.LEVEL",
+        ] {
+            assert!(!refused("properties", other, "x"), "{other}");
+        }
     }
 
     #[test]

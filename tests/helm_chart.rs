@@ -270,6 +270,35 @@ fn a_batching_value_reaches_the_rendered_config_and_the_processor() {
     assert_ne!(checksum(&base), checksum(&r));
 }
 
+/// librdkafka property values written as numbers or booleans in values
+/// reach the clients as librdkafka reads them: a values file's numbers are
+/// floats, and 1000000 written as "1e+06" would be refused by every pod.
+#[test]
+fn numeric_and_boolean_kafka_properties_reach_the_clients_as_written() {
+    let r = render(
+        None,
+        serde_json::json!({"kafka": {
+            "producer": {"queue.buffering.max.messages": 1000000, "linger.ms": 5},
+            "consumer": {"fetch.wait.max.ms": 100, "check.crcs": true},
+            "properties": {"socket.keepalive.enable": true}
+        }}),
+    );
+    assert_clean(&r);
+    let dir = tempfile::tempdir().unwrap();
+    let (toml, path) = rendered_config(&r, &dir);
+    for line in [
+        "\"queue.buffering.max.messages\" = \"1000000\"",
+        "\"linger.ms\" = \"5\"",
+        "\"fetch.wait.max.ms\" = \"100\"",
+        "\"check.crcs\" = \"true\"",
+        "\"socket.keepalive.enable\" = \"true\"",
+    ] {
+        assert!(toml.contains(line), "{line} in {toml}");
+    }
+    // check creates every client: librdkafka accepts each value.
+    check(&path);
+}
+
 /// After a failure exit the processor keeps serving /metrics for
 /// `telemetry.exit_linger_ms`, so Prometheus scrapes its last counters; the
 /// chart's default is twice the ServiceMonitor's 15 s interval (at least one
@@ -487,6 +516,7 @@ fn the_validator_refuses_a_manifest_kubernetes_would_refuse() {
 
 /// Every `streamscore_…` series a dashboard panel or alert queries is one the processor exports.
 fn assert_only_exported_metrics(text: &str, what: &str) {
+    use streamscore::keywatch::{KEYRING_KEYS, KEYRING_RELOAD_FAILURES, KEYRING_RELOADS};
     use streamscore::telemetry::metrics::*;
     let exported = [
         END_TO_END_LATENCY,
@@ -496,27 +526,22 @@ fn assert_only_exported_metrics(text: &str, what: &str) {
         SCORED,
         DEAD_LETTERED,
         TRANSACTIONS,
+        REREAD,
         CONSUMER_LAG,
+        CONSUMER_LAG_SECONDS,
+        ASSIGNED_PARTITIONS,
+        REBALANCES,
+        INFERENCE_ERRORS,
+        BUILD_INFO,
         MODEL_INFO,
         BATCH_TARGET_SIZE,
         LAST_COMMIT_TIMESTAMP,
         CONSECUTIVE_ABORTS,
         PRODUCERS_REPLACED,
         DEAD_LETTER_VALUES_OMITTED,
-    ];
-    // Issue 12's metric contract: exported by the branches that implement
-    // it (lag, keyring, process metrics); named here until their constants
-    // are merged.
-    let contract = [
-        "streamscore_consumer_lag_seconds",
-        "streamscore_records_reread_total",
-        "streamscore_assigned_partitions",
-        "streamscore_rebalances_total",
-        "streamscore_inference_errors_total",
-        "streamscore_build_info",
-        "streamscore_keyring_keys",
-        "streamscore_keyring_reloads_total",
-        "streamscore_keyring_reload_failures_total",
+        KEYRING_KEYS,
+        KEYRING_RELOADS,
+        KEYRING_RELOAD_FAILURES,
     ];
     let mut seen = 0;
     for (i, _) in text.match_indices("streamscore_") {
@@ -529,7 +554,7 @@ fn assert_only_exported_metrics(text: &str, what: &str) {
             .find_map(|s| name.strip_suffix(s))
             .unwrap_or(&name);
         assert!(
-            exported.contains(&base) || contract.contains(&base),
+            exported.contains(&base),
             "{what} queries {name}, which the processor does not export"
         );
         seen += 1;
@@ -804,18 +829,44 @@ fn refusal(set: Value) -> String {
 
 /// Rules across keys that `validate()` applies at start: the chart applies
 /// them at render time, so `helm install` refuses what the pod would refuse,
-/// in one line naming the keys, the values and the rule.
+/// in one line naming the keys, the values and the rule. Every entry of
+/// `CROSS_FIELD_RULES` has a case here, found by its keys, or an exemption
+/// saying why the chart cannot break it.
 #[test]
 fn rendering_refuses_what_the_processors_cross_field_rules_refuse() {
-    for (set, wanted) in [
+    use streamscore::config::CROSS_FIELD_RULES;
+    // The keys of a rule the chart has nothing to refuse for, and why.
+    let exempt: [(&[&str], &str); 1] = [(
+        &["keys.file", "keys.env"],
+        "the chart always writes keys.file, /etc/streamscore/keys/ + secrets.keys.keyring \
+         (a non-empty file name by the schema), so the key source is never empty",
+    )];
+    // Each case with the keys of the CROSS_FIELD_RULES entry it breaks, or
+    // None for the range bounds naming another key (RANGES) and the
+    // chart's own SASL rule.
+    const COMMIT: &[&str] = &[
+        "transactions.commit_interval_ms",
+        "kafka.transaction_timeout_ms",
+    ];
+    const NOT_READ: &[&str] = &["input.topics", "output.topic", "output.dead_letter_topic"];
+    const DIFFER: &[&str] = &["output.dead_letter_topic", "output.topic"];
+    const LEAVE: &[&str] = &[
+        "shutdown.leave_group",
+        "kafka.group_instance_id",
+        "kafka.consumer.group.protocol",
+    ];
+    type Keys = Option<&'static [&'static str]>;
+    let cases: [(Keys, Value, &[&str]); 10] = [
         (
+            Some(COMMIT),
             serde_json::json!({"transactions": {"commitIntervalMs": 30001}}),
             &[
                 "transactions.commitIntervalMs = 30001",
                 "half of kafka.transactionTimeoutMs (60000)",
-            ][..],
+            ],
         ),
         (
+            Some(COMMIT),
             serde_json::json!({"kafka": {"transactionTimeoutMs": 1000}, "transactions": {"commitIntervalMs": 501}}),
             &[
                 "transactions.commitIntervalMs = 501",
@@ -823,10 +874,12 @@ fn rendering_refuses_what_the_processors_cross_field_rules_refuse() {
             ],
         ),
         (
+            None,
             serde_json::json!({"batching": {"minBatchSize": 257}}),
             &["batching.minBatchSize = 257", "batching.maxBatchSize (256)"],
         ),
         (
+            None,
             serde_json::json!({"kafka": {"maxMessageBytes": 100000}, "input": {"maxRecordBytes": 100001}}),
             &[
                 "input.maxRecordBytes = 100001",
@@ -834,18 +887,22 @@ fn rendering_refuses_what_the_processors_cross_field_rules_refuse() {
             ],
         ),
         (
+            Some(NOT_READ),
             serde_json::json!({"input": {"topics": ["transactions", "scores"]}}),
             &["input.topics", "output.topic (scores)", "loop"],
         ),
         (
+            Some(NOT_READ),
             serde_json::json!({"input": {"topics": ["scores-dlq"]}}),
             &["input.topics", "output.deadLetterTopic (scores-dlq)"],
         ),
         (
+            Some(DIFFER),
             serde_json::json!({"output": {"deadLetterTopic": "scores"}}),
             &["output.deadLetterTopic = scores", "other than output.topic"],
         ),
         (
+            Some(LEAVE),
             serde_json::json!({"shutdown": {"leaveGroup": "always"}, "kafka": {"consumer": {"group.protocol": "consumer"}}}),
             &[
                 "shutdown.leaveGroup = always",
@@ -854,6 +911,7 @@ fn rendering_refuses_what_the_processors_cross_field_rules_refuse() {
             ],
         ),
         (
+            None,
             serde_json::json!({"kafka": {"sasl": {"enabled": true}, "properties": {"security.protocol": "SSL"}}}),
             &[
                 "kafka.properties.security.protocol = SSL",
@@ -861,10 +919,38 @@ fn rendering_refuses_what_the_processors_cross_field_rules_refuse() {
             ],
         ),
         (
+            Some(LEAVE),
             serde_json::json!({"autoscaling": {"enabled": true}, "kafka": {"properties": {"group_protocol": "CONSUMER"}}}),
             &["shutdown.leaveGroup = always", "group.protocol = consumer"],
         ),
-    ] {
+    ];
+    for rule in CROSS_FIELD_RULES {
+        let covered = cases.iter().any(|(keys, ..)| *keys == Some(rule.keys));
+        let exempted = exempt.iter().find(|(keys, _)| *keys == rule.keys);
+        assert!(
+            covered || exempted.is_some(),
+            "CROSS_FIELD_RULES {:?} ({}) has no chart refusal case and no exemption",
+            rule.keys,
+            rule.rule
+        );
+        if let (true, Some((_, why))) = (covered, exempted) {
+            panic!(
+                "CROSS_FIELD_RULES {:?} has a chart refusal case and an exemption: {why}",
+                rule.keys
+            );
+        }
+    }
+    for keys in cases
+        .iter()
+        .filter_map(|(keys, ..)| *keys)
+        .chain(exempt.iter().map(|(keys, _)| *keys))
+    {
+        assert!(
+            CROSS_FIELD_RULES.iter().any(|rule| rule.keys == keys),
+            "{keys:?} names no CROSS_FIELD_RULES entry"
+        );
+    }
+    for (_, set, wanted) in cases {
         let why = refusal(set.clone());
         for w in wanted {
             assert!(why.contains(w), "{set}: {why:?} lacks {w:?}");
@@ -872,6 +958,86 @@ fn rendering_refuses_what_the_processors_cross_field_rules_refuse() {
         let line = why.trim_end();
         assert!(!line.contains('\n'), "one line: {why:?}");
     }
+}
+
+/// The librdkafka properties the processor pins for exactly-once
+/// (`PINNED_PROPERTIES`), differentially: for each name a value the
+/// processor refuses and, where there is one, a value it accepts, across the
+/// three tables and both spellings. The chart refuses exactly what
+/// `Settings::load` refuses (given the config the chart would have
+/// rendered), with the processor's own line; what it accepts it writes as
+/// the processor read it.
+#[test]
+fn rendering_refuses_exactly_the_pinned_properties_the_processor_refuses() {
+    use serde_json::json;
+    use streamscore::config::PINNED_PROPERTIES;
+    let cases = [
+        ("properties", "isolation_level", json!("read_uncommitted")),
+        ("consumer", "isolation.level", json!(" Read_Committed ")),
+        ("consumer", "enable.auto.commit", json!(true)),
+        ("properties", "enable_auto_commit", json!("F")),
+        ("producer", "enable_auto_offset_store", json!("1")),
+        ("consumer", "enable.auto.offset.store", json!(false)),
+        ("producer", "enable.idempotence", json!(false)),
+        ("properties", "enable_idempotence", json!("T")),
+        ("producer", "transactional_id", json!("scorer-0")),
+        ("properties", "transaction.timeout.ms", json!(60000)),
+        ("consumer", "message_max_bytes", json!("1048576")),
+        ("consumer", "auto.offset.reset", json!("Latest")),
+        ("properties", "auto_offset_reset", json!("earliest")),
+        ("producer", "statistics.interval.ms", json!(0)),
+        ("consumer", "statistics_interval_ms", json!(" +00")),
+        ("properties", "statistics.interval.ms", json!(1000)),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let (defaults, _) = rendered_config(&render(None, json!({})), &dir);
+    let path = dir.path().join("case.toml");
+    let mut refused = Vec::new();
+    let mut accepted = 0;
+    for (table, key, value) in &cases {
+        // The processor's side: the defaults with the line the ConfigMap
+        // writes for the value (its string form, quoted).
+        let text = match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let header = format!("[kafka.{table}]\n");
+        let line = format!("{} = {}\n", json!(key), json!(text));
+        let toml = defaults.replacen(&header, &format!("{header}{line}"), 1);
+        assert_ne!(toml, defaults, "no {header:?} in the rendered config");
+        std::fs::write(&path, &toml).unwrap();
+        let processor = Settings::load(Some(&path));
+        let set = json!({"kafka": {*table: {*key: value}}});
+        let r = render(None, set.clone());
+        match (processor, r["rejected"].as_str()) {
+            (Err(e), Some(why)) => {
+                let e = e.to_string();
+                assert!(why.contains(&e), "{set}: the chart says {why:?}, not {e:?}");
+                assert!(!why.trim_end().contains('\n'), "one line: {why:?}");
+                refused.push(key.replace('_', "."));
+            }
+            (Ok(_), None) => {
+                let case_dir = tempfile::tempdir().unwrap();
+                let (rendered, _) = rendered_config(&r, &case_dir);
+                assert_eq!(
+                    rendered, toml,
+                    "{set}: not written as the processor read it"
+                );
+                accepted += 1;
+            }
+            (Err(e), None) => panic!("{set}: the chart renders what the processor refuses: {e}"),
+            (Ok(_), Some(why)) => {
+                panic!("{set}: the chart refuses what the processor accepts: {why}")
+            }
+        }
+    }
+    for name in PINNED_PROPERTIES {
+        assert!(
+            refused.iter().any(|r| r == name),
+            "no case that the processor refuses for {name}"
+        );
+    }
+    assert!(accepted >= 5, "only {accepted} accepted cases");
 }
 
 /// The controls: on the allowed side of each boundary the chart renders and

@@ -104,3 +104,14 @@ chart's (SASL on), or none. */}}
 {{- $m := dict "PLAIN" "plaintext" "SCRAM-SHA-256" "scram_sha256" "SCRAM-SHA-512" "scram_sha512" "OAUTHBEARER" "oauthbearer" "GSSAPI" "gssapi" }}
 {{- get $m .Values.kafka.sasl.mechanism }}
 {{- end }}
+
+{{/* A librdkafka property value as text. Values files read numbers as
+floats, and toString writes 1000000 as "1e+06", which librdkafka refuses:
+a whole number is written as an integer. */}}
+{{- define "streamscore.propertyValue" -}}
+{{- if and (kindIs "float64" .) (eq (float64 (int64 .)) .) -}}
+{{- int64 . -}}
+{{- else -}}
+{{- toString . -}}
+{{- end -}}
+{{- end -}}

@@ -49,4 +49,42 @@ the key, its value, what is allowed. */}}
 {{- if and $v.kafka.staticMembership (eq $protocol "consumer") (eq (include "streamscore.leaveGroup" .) "always") }}
 {{- fail "config: shutdown.leaveGroup = always (set, or auto with autoscaling.enabled) is not allowed with group.protocol = consumer (KIP-848) and kafka.staticMembership = true: that protocol keeps a static member's partitions through its leave; use never, or kafka.staticMembership = false" }}
 {{- end }}
+{{- /* librdkafka properties that would silently undo exactly-once, refused in
+every kafka.* table as the processor's check_pinned refuses them
+(PINNED_PROPERTIES in src/config.rs), in the same words. As there: _ spells .,
+a value is read as the ConfigMap writes it (toString), trimmed and in any
+case; repeating the processor's own value is allowed. */}}
+{{- $true := list "true" "t" "1" }}
+{{- $false := list "false" "f" "0" }}
+{{- range $table := list "properties" "consumer" "producer" }}
+{{- range $k, $val := index $v.kafka $table }}
+{{- $raw := include "streamscore.propertyValue" $val }}
+{{- $value := $raw | trim | lower }}
+{{- $name := replace "_" "." $k }}
+{{- $why := "" }}
+{{- $fixed := "; this property cannot be overridden" }}
+{{- if and (eq $name "isolation.level") (ne $value "read_committed") }}
+{{- $why = print "exactly-once needs read_committed" $fixed }}
+{{- else if and (eq $name "enable.auto.commit") (not (has $value $false)) }}
+{{- $why = print "exactly-once commits offsets inside its transactions, so enable.auto.commit stays false" $fixed }}
+{{- else if and (eq $name "enable.auto.offset.store") (not (has $value $false)) }}
+{{- $why = print "exactly-once stores offsets only for records its transactions wrote, so enable.auto.offset.store stays false" $fixed }}
+{{- else if and (eq $name "enable.idempotence") (not (has $value $true)) }}
+{{- $why = print "transactions need the idempotent producer" $fixed }}
+{{- else if eq $name "transactional.id" }}
+{{- $why = print "set kafka.transactional_id instead, the one identity that fences a zombie" $fixed }}
+{{- else if eq $name "transaction.timeout.ms" }}
+{{- $why = print "set kafka.transaction_timeout_ms instead, which transactions.commit_interval_ms is checked against" $fixed }}
+{{- else if eq $name "message.max.bytes" }}
+{{- $why = print "set kafka.max_message_bytes instead, which the start-time topic check compares with the output topics" $fixed }}
+{{- else if and (eq $name "auto.offset.reset") (has $value (list "latest" "largest" "end")) }}
+{{- $why = "a new group would skip every record written before it joined; earliest (or error) only" }}
+{{- else if and (eq $name "statistics.interval.ms") (regexMatch "^[+]?0+$" $value) }}
+{{- $why = "1 or more: the consumer lag, the broker reachability of /readyz and the liveness signals come from librdkafka's statistics, which 0 turns off" }}
+{{- end }}
+{{- if $why }}
+{{- fail (printf "config: kafka.%s.%s = %q is not allowed: %s" $table $k $raw $why) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
