@@ -191,6 +191,19 @@ fn a_processor_stopping_on_an_error_lingers_on_metrics_then_fails() {
         support::scrape::value(&metrics, "process_start_time_seconds").is_some(),
         "{metrics}"
     );
+    // A run that never started its pipeline still has the gauges the alerts
+    // and the dashboard read, at their "nothing yet" values.
+    for gauge in [
+        "streamscore_last_commit_timestamp_seconds",
+        "streamscore_transactions_consecutive_aborts",
+        "streamscore_assigned_partitions",
+    ] {
+        assert_eq!(
+            support::scrape::value(&metrics, gauge),
+            Some(0.0),
+            "{gauge} at 0 before the pipeline starts"
+        );
+    }
     // The linger is 60 s; `terminate` gives up after 30: SIGTERM ends it.
     let status = processor.terminate(Duration::from_secs(30));
     assert!(!status.success(), "an error exit stays an error: {status}");

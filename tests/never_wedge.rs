@@ -163,7 +163,7 @@ fn a_dead_letter_too_large_for_its_topic_is_written_without_its_value_and_commit
     assert!(
         headers
             .get("streamscore.source.offset")
-            .is_some_and(|o| o.parse::<i64>().is_ok()),
+            .is_some_and(|o| o.bytes().all(|b| b.is_ascii_digit()) && o.parse::<i64>().is_ok()),
         "{headers:?}"
     );
     assert!(headers.contains_key("streamscore.reason"), "{headers:?}");
@@ -323,6 +323,8 @@ fn hold_offsets(settings: &Settings, topic: &str, partition: i32) -> BaseProduce
 
 #[test]
 fn an_inference_failure_aborts_what_is_open_and_stops_with_the_error() {
+    // Process-wide; only this test of the binary fails an inference.
+    let metrics = streamscore::telemetry::metrics::install();
     let mut settings = support::settings("infer-fail", Format::Avro, Format::Avro);
     // Long transactions: one is open with records when inference fails.
     settings.transactions.commit_interval_ms = 5_000;
@@ -347,6 +349,12 @@ fn an_inference_failure_aborts_what_is_open_and_stops_with_the_error() {
         }
         other => panic!("expected the inference error, got {other:?}"),
     }
+    // The alert StreamscoreInferenceErrors reads this counter.
+    assert_eq!(
+        support::scrape::value(&metrics.render(), "streamscore_inference_errors_total"),
+        Some(1.0),
+        "the failed inference is counted"
+    );
     assert!(
         committed_after <= committed_before + 1 && aborted == 1,
         "the open transaction must be aborted, not committed: committed {committed_before} → {committed_after}, aborted {aborted}"

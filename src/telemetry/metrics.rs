@@ -111,7 +111,15 @@ fn register_at_zero() {
     for event in [rebalance::ASSIGNED, rebalance::REVOKED, rebalance::LOST] {
         metrics::counter!(REBALANCES, "event" => event).increment(0);
     }
-    metrics::gauge!(ASSIGNED_PARTITIONS).set(0.0);
+    // Gauges the alerts read, at "nothing yet": no commit (0 = never), no
+    // aborts, no partitions. The pipeline's signals take them over.
+    for gauge in [
+        ASSIGNED_PARTITIONS,
+        LAST_COMMIT_TIMESTAMP,
+        CONSECUTIVE_ABORTS,
+    ] {
+        metrics::gauge!(gauge).set(0.0);
+    }
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
