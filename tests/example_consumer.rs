@@ -8,9 +8,11 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::process::Command;
+use std::sync::Arc;
 
 use streamscore::config::Format;
 use streamscore::demo::events::{BadKind, EventFactory};
+use streamscore::faults::Faults;
 
 fn consumer_prints_every_score_once(output: Format, format_arg: &str) {
     let settings = support::settings(
@@ -25,9 +27,29 @@ fn consumer_prints_every_score_once(output: Format, format_arg: &str) {
     let mut records: Vec<_> = (0..30).map(|_| factory.next(None)).collect();
     records.extend(BadKind::ALL.iter().map(|k| factory.next(Some(*k))));
     support::publish_all(&settings, &records);
-    let report = support::run_and_verify(&settings, keyring, records.len() as u64);
+    // Two aborted transactions leave their scores in the topic, invisible
+    // only to a read_committed reader: the consumer must not print them.
+    let faults = Arc::new(Faults::default());
+    faults.abort_next_commits(2);
+    let report = support::run_with_faults_and_verify(
+        &settings,
+        keyring,
+        records.len() as u64,
+        faults.clone(),
+    );
     assert!(report.exactly_once(), "{}", report.line());
     assert_eq!(report.scored, 30, "{:?}", report.dead_letter_reasons);
+    assert_eq!(faults.commits_to_abort(), 0, "both aborts happened");
+    let uncommitted = read_topic(&settings, &settings.output.topic, "read_uncommitted");
+    assert!(
+        uncommitted.iter().filter(|r| r.payload.is_some()).count() > 30,
+        "the aborted scores are in the topic for a reader that would see them \
+         ({} records read uncommitted)",
+        uncommitted.len()
+    );
+    if output == Format::Json {
+        output_timestamps_are_when_the_score_was_produced(&settings);
+    }
 
     let out = Command::new(support::python(
         "the example consumer needs confluent-kafka and fastavro",
@@ -123,15 +145,27 @@ fn example_consumer_prints_every_json_score_once() {
     consumer_prints_every_score_once(Format::Json, "json");
 }
 
-/// Every record of `topic` (read_committed, from the beginning): its header
-/// names, each record's list.
-fn header_names(settings: &streamscore::config::Settings, topic: &str) -> Vec<Vec<String>> {
+/// One record as read back: its header names, timestamp and value.
+struct ReadBack {
+    headers: Vec<String>,
+    timestamp: rdkafka::Timestamp,
+    payload: Option<Vec<u8>>,
+}
+
+/// Every record of `topic` from the beginning, at `isolation` (the tool
+/// reader's read_committed unless told otherwise).
+fn read_topic(
+    settings: &streamscore::config::Settings,
+    topic: &str,
+    isolation: &str,
+) -> Vec<ReadBack> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Headers, Message};
     use streamscore::kafka::client::{Role, client_config};
-    let group = format!("{}-headers", settings.kafka.group_id);
+    let group = support::unique(&format!("{}-read", settings.kafka.group_id));
     let consumer: BaseConsumer = client_config(settings, Role::ToolReader { group_id: &group })
         .set("auto.offset.reset", "earliest")
+        .set("isolation.level", isolation)
         .create()
         .unwrap();
     consumer.subscribe(&[topic]).unwrap();
@@ -140,14 +174,46 @@ fn header_names(settings: &streamscore::config::Settings, topic: &str) -> Vec<Ve
     while idle_since.elapsed() < std::time::Duration::from_secs(8) {
         if let Some(Ok(m)) = consumer.poll(std::time::Duration::from_millis(200)) {
             idle_since = std::time::Instant::now();
-            let names = m
-                .headers()
-                .map(|h| h.iter().map(|h| h.key.to_owned()).collect())
-                .unwrap_or_default();
-            out.push(names);
+            out.push(ReadBack {
+                headers: m
+                    .headers()
+                    .map(|h| h.iter().map(|h| h.key.to_owned()).collect())
+                    .unwrap_or_default(),
+                timestamp: m.timestamp(),
+                payload: m.payload().map(<[u8]>::to_vec),
+            });
         }
     }
     out
+}
+
+/// Every committed record of `topic`: its header names, each record's list.
+fn header_names(settings: &streamscore::config::Settings, topic: &str) -> Vec<Vec<String>> {
+    read_topic(settings, topic, "read_committed")
+        .into_iter()
+        .map(|r| r.headers)
+        .collect()
+}
+
+/// docs/wire-format.md: a score's timestamp is CreateTime, set when the
+/// processor produced it, so it is never before `scored_at` and close after.
+fn output_timestamps_are_when_the_score_was_produced(settings: &streamscore::config::Settings) {
+    let scores = read_topic(settings, &settings.output.topic, "read_committed");
+    assert_eq!(scores.len(), 30);
+    for r in scores {
+        let score: serde_json::Value =
+            serde_json::from_slice(r.payload.as_deref().expect("a score value")).unwrap();
+        let scored_at = score["scored_at"].as_i64().expect("scored_at");
+        let rdkafka::Timestamp::CreateTime(created) = r.timestamp else {
+            panic!("{:?} is not CreateTime", r.timestamp);
+        };
+        // Generous: the bound says "produced after scoring, in this run",
+        // not how fast.
+        assert!(
+            (scored_at..scored_at + 30_000).contains(&created),
+            "timestamp {created} vs scored_at {scored_at}"
+        );
+    }
 }
 
 /// Input headers reach neither output: a score has no headers, and a dead

@@ -82,3 +82,105 @@ fn json_log_fields_carry_no_debug_text_and_the_final_commit_is_told_as_it_was() 
         "{text}"
     );
 }
+
+/// A shared buffer the in-process subscriber writes its JSON lines to.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A stop whose final commit aborts says so, as a warning, and does not
+/// claim a final commit; its fields carry no Debug text either.
+#[test]
+fn a_final_transaction_that_aborts_is_told_as_aborted() {
+    use std::time::Instant;
+    use streamscore::faults::Faults;
+    use streamscore::pipeline::Pipeline;
+    use streamscore::telemetry::LiveStats;
+
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_env_filter("info,streamscore=debug,ort=warn")
+        .with_writer(move || writer.clone())
+        .init();
+
+    let mut settings = support::settings("logs-abort", Format::Avro, Format::Avro);
+    // One long transaction: open with every record when the stop comes (a
+    // transaction closes once its oldest record is this old, so the records
+    // are published after the start).
+    settings.transactions.commit_interval_ms = 60_000;
+    settings.kafka.transaction_timeout_ms = 120_000;
+    support::create(&settings);
+    let keyring = support::keyring();
+    let mut factory = EventFactory::new(keyring.clone(), Format::Avro, "logs-abort", 8);
+    let records: Vec<_> = (0..40).map(|_| factory.next(None)).collect();
+    let stats = Arc::new(LiveStats::default());
+    let faults = Arc::new(Faults::default());
+    let pipeline = Pipeline::start_with_faults(
+        &settings,
+        streamscore::envelope::share(keyring),
+        stats.clone(),
+        faults.clone(),
+    )
+    .expect("pipeline starts");
+    support::publish_all(&settings, &records);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Scored counts at commit; batch_rows once inferred.
+    while stats.batch_rows.load(std::sync::atomic::Ordering::Relaxed) < 40 {
+        assert!(Instant::now() < deadline, "{}", support::counts(&stats));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        stats.committed(),
+        0,
+        "still open: {}",
+        support::counts(&stats)
+    );
+    faults.abort_next_commits(1);
+    pipeline.stop();
+    pipeline
+        .join()
+        .expect("an aborted final commit is a clean stop");
+    assert_eq!(faults.commits_to_abort(), 0, "the final commit was aborted");
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let mut told = None;
+    for line in text.lines() {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        for (field, value) in event.as_object().unwrap() {
+            if let Some(s) = value.as_str() {
+                for debug in DEBUG_TEXT {
+                    assert!(
+                        !s.contains(debug),
+                        "field {field} holds Debug text {debug:?}: {line}"
+                    );
+                }
+            }
+        }
+        if event["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("source stopped"))
+        {
+            told = Some(event);
+        }
+    }
+    let told = told.unwrap_or_else(|| panic!("no stop line: {text}"));
+    assert_eq!(
+        told["message"],
+        "source stopped; the final transaction aborted, the next start reads it again",
+        "{text}"
+    );
+    assert_eq!(told["level"], "WARN", "{told}");
+}

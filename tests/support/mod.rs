@@ -183,11 +183,22 @@ pub fn publish_to(settings: &Settings, topic: &str, partition: Option<i32>, reco
 /// Runs a pipeline until it has committed `expected` records (or times out),
 /// stops it cleanly, and verifies the topics with the independent reader.
 pub fn run_and_verify(settings: &Settings, keyring: Arc<Keyring>, expected: u64) -> Report {
+    run_with_faults_and_verify(settings, keyring, expected, Arc::default())
+}
+
+/// As [`run_and_verify`], with `faults` armed (aborted commits, say).
+pub fn run_with_faults_and_verify(
+    settings: &Settings,
+    keyring: Arc<Keyring>,
+    expected: u64,
+    faults: Arc<streamscore::faults::Faults>,
+) -> Report {
     let stats = Arc::new(LiveStats::default());
-    let pipeline = Pipeline::start(
+    let pipeline = Pipeline::start_with_faults(
         settings,
         streamscore::envelope::share(keyring),
         stats.clone(),
+        faults,
     )
     .expect("pipeline starts");
     let deadline = Instant::now() + Duration::from_secs(120);
