@@ -1,5 +1,5 @@
 //! The encrypted envelope that upstream producers put in each Kafka record
-//! value (DESIGN.md, "Wire formats"), and the keyring that opens it.
+//! value (docs/wire-format.md), and the keyring that opens it.
 //!
 //! ```text
 //! 0x01 | n (1..=64) | key id (n bytes, UTF-8) | nonce (12) | AES-256-GCM ciphertext + tag (16)

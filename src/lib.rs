@@ -1,5 +1,5 @@
 //! streamscore: encrypted events from Kafka, scored by ONNX Runtime, published
-//! exactly once. See DESIGN.md for the data flow the modules follow:
+//! exactly once. docs/design.md gives the data flow the modules follow:
 //!
 //! `kafka::source` (consume) → `envelope` (open) → `codec` (decode) →
 //! `features` → `batcher` → `inference` → `kafka::sink` (produce + commit),

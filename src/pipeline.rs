@@ -1,4 +1,4 @@
-//! Wires the stages of DESIGN.md's data flow, each on its own thread, joined
+//! Wires the stages of the data flow (docs/design.md), each on its own thread, joined
 //! by bounded channels:
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! Metric names of DESIGN.md ("Telemetry") and the Prometheus recorder.
+//! Metric names (docs/design.md, "Telemetry") and the Prometheus recorder.
 
 use std::sync::OnceLock;
 
