@@ -10,12 +10,13 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use streamscore::codec::schemas::load_schema;
 use streamscore::codec::{Decision, InputDecoder, ScoreEncoder, ScoreResult};
 use streamscore::config::{DevicePreference, Format};
-use streamscore::demo::events::EventFactory;
 use streamscore::envelope::Keyring;
 use streamscore::features::FeaturePlan;
 use streamscore::inference::{ModelSession, VerifiedModel, init_runtime};
+use streamscore_tools::demo::events::EventFactory;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+/// The repository root: the owning crate is crates/<name>.
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 /// (record key, envelope) pairs as they arrive from Kafka.
 type Records = Vec<(Vec<u8>, Vec<u8>)>;

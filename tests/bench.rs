@@ -19,7 +19,7 @@ fn bench_prints_both_ceilings_the_sweep_and_its_last_line() {
     .unwrap();
     let out = dir.path().join("out");
     let stdout = support::run_ok(
-        Command::new(env!("CARGO_BIN_EXE_streamscore"))
+        Command::new(env!("CARGO_BIN_EXE_streamscore-tools"))
             .current_dir(support::root())
             .args(["bench", "--events", "3000", "--levels", "2"])
             .args(["--level-seconds", "1", "--inference-seconds", "0.3"])

@@ -89,7 +89,7 @@ impl<'a> Supervisor<'a> {
     fn run_until_committed(&mut self, settings: &Settings, timeout: Duration) {
         let until = Instant::now() + timeout;
         while Instant::now() < until {
-            let (done, end) = streamscore::verify::committed_progress(
+            let (done, end) = streamscore_tools::verify::committed_progress(
                 settings,
                 &settings.input.topics,
                 &settings.kafka.group_id,

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use streamscore::config::Format;
-use streamscore::demo::events::EventFactory;
 use streamscore::envelope::Keyring;
+use streamscore_tools::demo::events::EventFactory;
 
 fn streamscore() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_streamscore"));
@@ -266,7 +266,7 @@ fn sigterm_during_start_up_still_stops_cleanly() {
 }
 
 #[test]
-fn keys_generate_rotate_and_produce_json_lines_that_get_scored() {
+fn keys_generate_add_and_activate_a_keyring_file_readable_by_its_owner_only() {
     let dir = tempfile::tempdir().unwrap();
     let first = support::run_ok(streamscore().args(["keys", "generate", "--id", "2026-10"]));
     let keyring_path = dir.path().join("keyring.json");
@@ -289,39 +289,6 @@ fn keys_generate_rotate_and_produce_json_lines_that_get_scored() {
     );
     let keyring = Keyring::from_file(&keyring_path).unwrap();
     assert_eq!(keyring.active_id(), "2026-11");
-
-    let settings = support::settings("cli-produce", Format::Avro, Format::Avro);
-    support::create(&settings);
-    let mut factory = EventFactory::new(
-        Arc::new(Keyring::generate("x").unwrap().0),
-        Format::Json,
-        "p",
-        8,
-    );
-    let lines: Vec<String> = (0..25)
-        .map(|i| {
-            let fields = factory.fields(&format!("line-{i}"), &format!("card-{i}"));
-            String::from_utf8(factory.encode(fields, 1)).unwrap()
-        })
-        .collect();
-    let lines_path = dir.path().join("events.jsonl");
-    std::fs::write(&lines_path, lines.join("\n")).unwrap();
-    let config = support::process::config_file(dir.path(), "produce", &settings, "");
-    let out = streamscore()
-        .args(["produce", "--config"])
-        .arg(&config)
-        .arg("--file")
-        .arg(&lines_path)
-        .env("STREAMSCORE__KEYS__FILE", &keyring_path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("produced 25 records"), "{stderr}");
-
-    let report = support::run_and_verify(&settings, Arc::new(keyring), 25);
-    assert!(report.exactly_once(), "{}", report.line());
-    assert_eq!(report.scored, 25, "{:?}", report.dead_letter_reasons);
 }
 
 /// Rotation without a restart, and no key material in logs even at trace level.
@@ -517,92 +484,6 @@ fn check_refuses_what_run_refuses_before_connecting() {
     }
 }
 
-/// `count` JSON lines of valid events, as `produce` reads them.
-fn event_lines(count: usize) -> Vec<String> {
-    let mut factory = EventFactory::new(
-        Arc::new(Keyring::generate("x").unwrap().0),
-        Format::Json,
-        "p",
-        8,
-    );
-    (0..count)
-        .map(|i| {
-            let fields = factory.fields(&format!("line-{i}"), &format!("card-{i}"));
-            String::from_utf8(factory.encode(fields, 1)).unwrap()
-        })
-        .collect()
-}
-
-/// `streamscore produce` with these lines on these settings; (exit code, stderr).
-fn produce(
-    settings: &streamscore::config::Settings,
-    lines: &[String],
-    topic: &str,
-) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let lines_path = dir.path().join("events.jsonl");
-    std::fs::write(&lines_path, lines.join("\n")).unwrap();
-    let config = support::process::config_file(dir.path(), "produce", settings, "");
-    refuse(
-        streamscore()
-            .args(["produce", "--config"])
-            .arg(&config)
-            .arg("--file")
-            .arg(&lines_path)
-            .args(["--topic", topic])
-            .env("STREAMSCORE_KEYRING", Keyring::generate("k").unwrap().1),
-    )
-}
-
-/// Records in `topic`, read back with the independent reader.
-fn records_in(settings: &streamscore::config::Settings, topic: &str) -> u64 {
-    let mut s = settings.clone();
-    s.input.topics = vec![topic.to_owned()];
-    streamscore::verify::verify_settings(&s, Duration::from_secs(60))
-        .expect("topics can be read back")
-        .produced
-}
-
-/// A record the broker never acknowledged is never reported as produced:
-/// to a topic that does not exist (the test broker does not create topics
-/// on demand) every delivery fails, and `produce` says how many and why.
-#[test]
-fn produce_to_a_missing_topic_fails_naming_how_many_and_why() {
-    let settings = support::settings("cli-missing-topic", Format::Avro, Format::Avro);
-    support::create(&settings);
-    let missing = format!("{}.missing", settings.input.topics[0]);
-    let (code, err) = produce(&settings, &event_lines(20), &missing);
-    assert_ne!(code, 0, "{err}");
-    assert!(!err.contains("produced 20"), "{err}");
-    assert!(
-        err.contains("20 of 20 records were not delivered")
-            && err.contains("Unknown topic or partition"),
-        "{err}"
-    );
-}
-
-/// A bad line stops `produce` before anything is sent, and it says so.
-#[test]
-fn produce_with_a_bad_line_sends_nothing_and_says_so() {
-    let settings = support::settings("cli-bad-line", Format::Avro, Format::Avro);
-    support::create(&settings);
-    let mut lines = event_lines(25);
-    lines[20] = "{ not json".into();
-    let topic = settings.input.topics[0].clone();
-    let (code, err) = produce(&settings, &lines, &topic);
-    assert_ne!(code, 0, "{err}");
-    assert!(
-        err.contains("line 21") && err.contains("nothing was sent"),
-        "{err}"
-    );
-    assert_eq!(records_in(&settings, &topic), 0);
-
-    let (code, err) = produce(&settings, &lines[..20], &topic);
-    assert_eq!(code, 0, "{err}");
-    assert!(err.contains("produced 20 records"), "{err}");
-    assert_eq!(records_in(&settings, &topic), 20);
-}
-
 /// An error's causes are each said once: a missing file's OS error does not
 /// come twice (once in the message, once more as its cause).
 #[test]
@@ -630,16 +511,4 @@ fn a_missing_file_is_named_once_with_its_os_error_once() {
             "{key}: {err}"
         );
     }
-    // `produce` reads its input the same way.
-    let (code, err) = refuse(
-        streamscore()
-            .args(["produce", "--file", "/nonexistent/events.jsonl"])
-            .env("STREAMSCORE_KEYRING", &json),
-    );
-    assert_ne!(code, 0, "{err}");
-    assert_eq!(
-        err.matches("No such file or directory").count(),
-        1,
-        "produce: {err}"
-    );
 }

@@ -150,3 +150,49 @@ fn the_final_stage_runs_non_root_with_model_schemas_and_a_health_check() {
         );
     }
 }
+
+/// The image carries the service and nothing of its tools: the build stage
+/// builds the `streamscore` package alone, the final stage copies that one
+/// binary, and the package does not depend on the tools crate or on what
+/// only the tools use (the plot library, the demo's random distributions).
+#[test]
+fn the_image_builds_and_carries_the_service_alone() {
+    for dockerfile in DOCKERFILES {
+        let all = instructions(dockerfile);
+        let builds: Vec<&String> = all
+            .iter()
+            .filter(|i| i.starts_with("RUN cargo build"))
+            .collect();
+        assert_eq!(builds.len(), 1, "{dockerfile}: {builds:?}");
+        assert!(
+            builds[0].contains("-p streamscore ") && builds[0].contains("--bin streamscore"),
+            "{dockerfile} builds more than the service: {}",
+            builds[0]
+        );
+        let binaries: Vec<&String> = all
+            .iter()
+            .filter(|i| i.contains("/target/release/"))
+            .collect();
+        assert_eq!(binaries.len(), 1, "{dockerfile}: {binaries:?}");
+        assert!(
+            binaries[0].contains("/target/release/streamscore /"),
+            "{dockerfile}: {}",
+            binaries[0]
+        );
+    }
+    let manifest =
+        std::fs::read_to_string(support::root().join("crates/streamscore/Cargo.toml")).unwrap();
+    let dependencies = manifest
+        .split("\n[dependencies]\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .expect("a [dependencies] table");
+    for tool_only in ["streamscore-tools", "plotters", "rand_distr"] {
+        assert!(
+            !dependencies
+                .lines()
+                .any(|l| l.trim_start().starts_with(tool_only)),
+            "the service depends on {tool_only}"
+        );
+    }
+}

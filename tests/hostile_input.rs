@@ -10,13 +10,14 @@ use proptest::prelude::*;
 use streamscore::codec::InputDecoder;
 use streamscore::codec::schemas::load_schema;
 use streamscore::config::Format;
-use streamscore::demo::events::EventFactory;
 use streamscore::envelope::Keyring;
 use streamscore::features::FeaturePlan;
 use streamscore::inference::VerifiedModel;
 use streamscore::transform::Transform;
+use streamscore_tools::demo::events::EventFactory;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+/// The repository root: the owning crate is crates/<name>.
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 struct World {
     keyring: Arc<Keyring>,
@@ -204,7 +205,7 @@ fn each_edge_case_gets_its_documented_reason() {
                 _ => (k.clone(), v.clone()),
             })
             .collect();
-        streamscore::demo::events::encode_avro(&schema, f, 1).unwrap()
+        streamscore_tools::demo::events::encode_avro(&schema, f, 1).unwrap()
     };
     let (off, on) = (with(false), with(true));
     assert_eq!(
@@ -228,7 +229,7 @@ fn each_edge_case_gets_its_documented_reason() {
             _ => (k.clone(), v.clone()),
         })
         .collect();
-    let huge = streamscore::demo::events::encode_avro(&schema, huge, 1).unwrap();
+    let huge = streamscore_tools::demo::events::encode_avro(&schema, huge, 1).unwrap();
     assert_eq!(
         reason(&w.avro, &w.keyring.seal(&huge, Some(b"k"))),
         "invalid_features"

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use streamscore::config::{Format, Settings};
-use streamscore::demo::events::{BadKind, EventFactory, OutRecord};
 use streamscore::pipeline::Pipeline;
 use streamscore::telemetry::LiveStats;
-use streamscore::verify::Report;
+use streamscore_tools::demo::events::{BadKind, EventFactory, OutRecord};
+use streamscore_tools::verify::Report;
 
 use support::keyring;
 

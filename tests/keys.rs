@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use streamscore::config::Format;
-use streamscore::demo::events::EventFactory;
 use streamscore::envelope::Keyring;
+use streamscore_tools::demo::events::EventFactory;
 
 fn keys(args: &[&str], ring: Option<&Path>) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_streamscore"));

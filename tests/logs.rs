@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use streamscore::config::Format;
-use streamscore::demo::events::EventFactory;
 use streamscore::envelope::Keyring;
+use streamscore_tools::demo::events::EventFactory;
 use support::process::{Processor, config_file};
 
 /// Debug renderings that must never reach a field or a message.

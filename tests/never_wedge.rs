@@ -16,13 +16,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use streamscore::config::{Format, Settings};
-use streamscore::demo::events::EventFactory;
-use streamscore::demo::publish;
 use streamscore::envelope::Keyring;
 use streamscore::faults::Faults;
 use streamscore::pipeline::{Pipeline, PipelineError};
 use streamscore::telemetry::LiveStats;
 use streamscore::telemetry::http::Health;
+use streamscore_tools::demo::events::EventFactory;
+use streamscore_tools::demo::publish;
 
 struct Running {
     pipeline: Pipeline,

@@ -11,8 +11,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use streamscore::config::{Format, Settings};
 use streamscore::envelope::Keyring;
-use streamscore::kafka::admin::{TopicSpec, create_topics_with_configs};
 use streamscore::kafka::client::producer_config;
+use streamscore_tools::admin::{TopicSpec, create_topics_with_configs};
 
 fn create(settings: &Settings, topics: &[TopicSpec<'_>]) {
     support::block_on(create_topics_with_configs(settings, topics)).expect("topics can be created");

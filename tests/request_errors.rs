@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use streamscore::config::{Format, Settings};
-use streamscore::demo::events::EventFactory;
 use streamscore::envelope::Keyring;
 use streamscore::faults::Faults;
 use streamscore::kafka::sink::SinkError;
 use streamscore::pipeline::{Pipeline, PipelineError};
 use streamscore::telemetry::LiveStats;
+use streamscore_tools::demo::events::EventFactory;
 
 const RECORDS: u64 = 300;
 

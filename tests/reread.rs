@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use streamscore::config::Format;
-use streamscore::demo::events::EventFactory;
 use streamscore::faults::Faults;
 use streamscore::pipeline::Pipeline;
 use streamscore::telemetry::LiveStats;
+use streamscore_tools::demo::events::EventFactory;
 use support::scrape::{value, value_with};
 
 #[test]

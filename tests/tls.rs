@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use streamscore::config::{Format, Settings};
-use streamscore::demo::events::EventFactory;
 use streamscore::envelope::{Keyring, share};
 use streamscore::pipeline::{Pipeline, PipelineError};
 use streamscore::telemetry::LiveStats;
+use streamscore_tools::demo::events::EventFactory;
 use support::broker::OwnBroker;
 
 fn over_tls(plain: &Settings, broker: &OwnBroker, ca: &std::path::Path) -> Settings {
@@ -98,59 +98,4 @@ fn the_processor_talks_tls_and_refuses_an_untrusted_broker() {
     let report = support::verify_topics(&plain);
     assert!(report.exactly_once(), "{}", report.line());
     assert_eq!(report.scored, 50);
-}
-
-/// `streamscore produce` reaches the cluster as `run` does: with the same
-/// config file, over TLS, its records are delivered.
-#[test]
-fn produce_talks_tls_with_the_config_run_uses() {
-    let _turn = support::exclusive();
-    let broker = OwnBroker::start_tls("tls-produce");
-    let plain = broker.settings("tls-produce");
-    let ca = broker.tls.as_ref().expect("a TLS listener").1.clone();
-    let tls = over_tls(&plain, &broker, &ca);
-    let dir = tempfile::tempdir().unwrap();
-    let config = support::process::config_file(
-        dir.path(),
-        "tls",
-        &tls,
-        &format!(
-            "[kafka.properties]\n\"security.protocol\" = \"SSL\"\n\"ssl.ca.location\" = \"{}\"\n",
-            ca.display()
-        ),
-    );
-    let mut factory = EventFactory::new(
-        Arc::new(Keyring::generate("x").unwrap().0),
-        Format::Json,
-        "tls",
-        5,
-    );
-    let lines: Vec<String> = (0..30)
-        .map(|i| {
-            let fields = factory.fields(&format!("tls-{i}"), &format!("card-{i}"));
-            String::from_utf8(factory.encode(fields, 1)).unwrap()
-        })
-        .collect();
-    let lines_path = dir.path().join("events.jsonl");
-    std::fs::write(&lines_path, lines.join("\n")).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamscore"));
-    cmd.current_dir(support::root())
-        .env_remove("RUST_LOG")
-        .args(["produce", "--config"])
-        .arg(&config)
-        .arg("--file")
-        .arg(&lines_path)
-        .env("STREAMSCORE_KEYRING", Keyring::generate("k").unwrap().1);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("STREAMSCORE__") {
-            cmd.env_remove(k);
-        }
-    }
-    let out = cmd.output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("produced 30 records"), "{stderr}");
-    let report = streamscore::verify::verify_settings(&plain, Duration::from_secs(60))
-        .expect("topics can be read back");
-    assert_eq!(report.produced, 30);
 }

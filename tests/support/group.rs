@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use streamscore::config::{Format, Settings};
-use streamscore::demo::events::EventFactory;
 use streamscore::envelope::Keyring;
+use streamscore_tools::demo::events::EventFactory;
 
 use super::process::{Processor, config_file};
 

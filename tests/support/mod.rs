@@ -15,16 +15,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use streamscore::config::{Format, Settings};
-use streamscore::demo::events::OutRecord;
-use streamscore::demo::publish;
 use streamscore::envelope::Keyring;
-use streamscore::kafka::admin::create_topics;
 use streamscore::pipeline::Pipeline;
 use streamscore::telemetry::LiveStats;
-use streamscore::verify::{self, Report};
+use streamscore_tools::admin::create_topics;
+use streamscore_tools::demo::events::OutRecord;
+use streamscore_tools::demo::publish;
+use streamscore_tools::verify::{self, Report};
 
+/// The repository root (the tests belong to crates/streamscore or
+/// crates/streamscore-tools, two levels below it).
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .nth(2)
+        .expect("the crate sits two levels below the repository root")
+        .to_path_buf()
 }
 
 /// The Python of `make setup`'s venv (confluent-kafka, fastavro, cryptography,
@@ -251,7 +258,7 @@ pub fn stream_to(
     rate: u64,
     bad_percent: u32,
 ) -> std::thread::JoinHandle<u64> {
-    let factory = streamscore::demo::events::EventFactory::new(
+    let factory = streamscore_tools::demo::events::EventFactory::new(
         keyring,
         settings.input_format().unwrap(),
         "stream",

@@ -58,7 +58,12 @@ impl Processor {
             .open(&log)
             .unwrap();
         let log_start = out.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamscore"));
+        // Set for the service crate's tests, which are the ones that run it;
+        // the tools crate's tests share this module but start no processor.
+        let Some(bin) = option_env!("CARGO_BIN_EXE_streamscore") else {
+            panic!("only the streamscore crate's tests start a processor");
+        };
+        let mut cmd = Command::new(bin);
         cmd.current_dir(super::root())
             .args(["run", "--config"])
             .arg(config)

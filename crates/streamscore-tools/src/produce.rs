@@ -7,10 +7,10 @@ use std::io::BufRead;
 use apache_avro::Schema;
 use apache_avro::types::Value as AvroValue;
 
-use crate::codec::confluent_frame;
-use crate::config::Format;
 use crate::demo::events::OutRecord;
-use crate::envelope::Keyring;
+use streamscore::codec::confluent_frame;
+use streamscore::config::Format;
+use streamscore::envelope::Keyring;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProduceError {
@@ -113,10 +113,10 @@ impl LineEncoder<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{Fields, InputDecoder};
+    use streamscore::codec::{Fields, InputDecoder};
 
     fn schema() -> Schema {
-        Schema::parse_str(include_str!("../schemas/card_transaction.v2.avsc")).unwrap()
+        Schema::parse_str(include_str!("../../../schemas/card_transaction.v2.avsc")).unwrap()
     }
 
     const LINE: &str = r#"{"event_id":"e-1","card_id":"card-7","event_time":1790000000000,"amount":12.5,"amount_avg_30d":40.0,"amount_to_avg_ratio":0.31,"merchant_category":5,"merchant_risk":0.1,"hour_of_day":13,"day_of_week":2,"is_online":true,"card_present":false,"distance_from_home_km":3.2,"distance_from_last_txn_km":1.0,"seconds_since_last_txn":3600,"txn_count_1h":0,"txn_count_24h":3,"amount_sum_24h":80.0,"distinct_merchants_24h":2,"failed_attempts_24h":0,"account_age_days":900,"card_age_days":400,"is_foreign":false,"currency_mismatch":false,"device_risk":0.05,"ip_risk":0.07,"chargebacks_1y":0}"#;

@@ -1,7 +1,6 @@
 //! Kafka clients and the two Kafka-facing stages: the source (consume,
 //! transform, batch) and the transactional sink (produce, send offsets, commit).
 
-pub mod admin;
 pub mod client;
 pub mod group;
 pub mod offline;

@@ -23,17 +23,17 @@ use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::config::Settings;
+use crate::admin::create_topics;
 use crate::demo::events::EventFactory;
 use crate::demo::publish::{self, StreamPlan};
-use crate::envelope::{Keyring, share};
-use crate::kafka::admin::create_topics;
-use crate::pipeline::{Pipeline, prepare};
-use crate::telemetry::LiveStats;
 use crate::verify;
 use inference_ceiling::InferenceCeiling;
 use kafka_ceiling::Throughput;
 use stages::Snapshot;
+use streamscore::config::Settings;
+use streamscore::envelope::{Keyring, share};
+use streamscore::pipeline::{Pipeline, prepare};
+use streamscore::telemetry::LiveStats;
 
 /// A phase that makes no progress for this long is reported, not waited on.
 const STALL: Duration = Duration::from_secs(60);
@@ -51,17 +51,17 @@ pub enum BenchError {
     #[error("{phase}: exactly-once check failed: {line}")]
     NotExactlyOnce { phase: &'static str, line: String },
     #[error(transparent)]
-    Pipeline(#[from] crate::pipeline::PipelineError),
+    Pipeline(#[from] streamscore::pipeline::PipelineError),
     #[error(transparent)]
-    Inference(#[from] crate::inference::InferenceError),
+    Inference(#[from] streamscore::inference::InferenceError),
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] streamscore::config::ConfigError),
     #[error(transparent)]
-    Admin(#[from] crate::kafka::admin::AdminError),
+    Admin(#[from] crate::admin::AdminError),
     #[error(transparent)]
     Verify(#[from] verify::VerifyError),
     #[error(transparent)]
-    Keyring(#[from] crate::envelope::KeyringError),
+    Keyring(#[from] streamscore::envelope::KeyringError),
     #[error("cannot draw {path}: {message}")]
     Plot { path: String, message: String },
     #[error("cannot write {path}: {error}")]
@@ -138,7 +138,7 @@ pub async fn run(opts: BenchOptions) -> Result<Results, BenchError> {
         ],
     )
     .await?;
-    let handle = crate::telemetry::metrics::install();
+    let handle = streamscore::telemetry::metrics::install();
     tokio::task::spawn_blocking(move || measure(&opts, settings, &topics, &run_id, &handle))
         .await
         .map_err(|e| BenchError::Kafka(format!("the bench thread failed: {e}")))?

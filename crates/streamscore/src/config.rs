@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// The shipped defaults, compiled in so the binary runs from any directory.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 
 /// The least `kafka.max_message_bytes`: the producer's message.max.bytes is
 /// that less a 61-byte batch header, and librdkafka takes nothing under 1000.
@@ -1281,7 +1281,7 @@ mod tests {
     /// Chart value path (e.g. `batching.maxBatchSize`) by config key, from
     /// the ConfigMap template's `key = {{ .Values.x.y | … }}` lines.
     fn chart_values_by_key() -> BTreeMap<String, String> {
-        let template = include_str!("../helm/streamscore/templates/configmap.yaml");
+        let template = include_str!("../../../helm/streamscore/templates/configmap.yaml");
         let mut map = BTreeMap::new();
         let mut section = String::new();
         for line in template.lines().map(str::trim) {
@@ -1302,7 +1302,8 @@ mod tests {
 
     fn schema_of(path: &str) -> serde_json::Value {
         let schema: serde_json::Value =
-            serde_json::from_str(include_str!("../helm/streamscore/values.schema.json")).unwrap();
+            serde_json::from_str(include_str!("../../../helm/streamscore/values.schema.json"))
+                .unwrap();
         let mut node = &schema;
         for part in path.split('.') {
             node = &node["properties"][part];

@@ -120,7 +120,7 @@ mod tests {
     fn avro_and_json_round_trip() {
         let schema = load_schema(std::path::Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/schemas/score_result.v1.avsc"
+            "/../../schemas/score_result.v1.avsc"
         )))
         .unwrap();
         for format in [Format::Avro, Format::Json] {
@@ -138,7 +138,7 @@ mod tests {
     fn direct_avro_bytes_equal_the_generic_value_path() {
         let schema = load_schema(std::path::Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/schemas/score_result.v1.avsc"
+            "/../../schemas/score_result.v1.avsc"
         )))
         .unwrap();
         let codec = ScoreEncoder::new(Format::Avro, schema.clone(), 101);

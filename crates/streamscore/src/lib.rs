@@ -7,11 +7,9 @@
 //! stages and `telemetry` watching them.
 
 pub mod batcher;
-pub mod bench;
 pub mod codec;
 pub mod config;
 pub mod dead_letter;
-pub mod demo;
 pub mod envelope;
 pub mod faults;
 pub mod features;
@@ -20,7 +18,5 @@ pub mod item;
 pub mod kafka;
 pub mod keywatch;
 pub mod pipeline;
-pub mod produce;
 pub mod telemetry;
 pub mod transform;
-pub mod verify;

@@ -93,7 +93,7 @@ mod tests {
     fn transform() -> (Transform, Arc<Keyring>) {
         let model = VerifiedModel::load(std::path::Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/models/fraud_mlp.card.json"
+            "/../../models/fraud_mlp.card.json"
         )))
         .unwrap();
         let keyring = Arc::new(Keyring::generate("k").unwrap().0);

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use crate::bench::stages::Snapshot;
 use crate::bench::{Level, Results};
-use crate::telemetry::metrics::stage;
+use streamscore::telemetry::metrics::stage;
 
 /// Share of ceiling (a) the pipeline must reach.
 pub const THROUGHPUT_TARGET: f64 = 0.5;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 
-use crate::inference::{InferenceError, ModelSession};
+use streamscore::inference::{InferenceError, ModelSession};
 
 #[derive(Debug, Clone, Copy)]
 pub struct InferenceCeiling {

@@ -10,9 +10,9 @@ use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
-use crate::config::Settings;
 use crate::demo::events::{BadKind, EventFactory, OutRecord};
-use crate::kafka::client::{Role, TOOL_MESSAGE_TIMEOUT_MS, client_config};
+use streamscore::config::Settings;
+use streamscore::kafka::client::{Role, TOOL_MESSAGE_TIMEOUT_MS, client_config};
 
 pub type Publisher = ThreadedProducer<Deliveries>;
 

@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::telemetry::LiveStats;
+use streamscore::telemetry::LiveStats;
 
 /// Counters at the previous tick, to print rates.
 #[derive(Default)]

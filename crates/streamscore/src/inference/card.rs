@@ -109,7 +109,10 @@ impl VerifiedModel {
 mod tests {
     use super::*;
 
-    const CARD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/fraud_mlp.card.json");
+    const CARD: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../models/fraud_mlp.card.json"
+    );
 
     #[test]
     fn shipped_card_verifies() {

@@ -8,10 +8,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Beta, Distribution, Exp, LogNormal, Poisson};
 
-use crate::codec::confluent_frame;
-use crate::config::Format;
-use crate::dead_letter::Reason;
-use crate::envelope::{Keyring, random_key};
+use streamscore::codec::confluent_frame;
+use streamscore::config::Format;
+use streamscore::dead_letter::Reason;
+use streamscore::envelope::{Keyring, random_key};
 
 /// Confluent schema id of schemas/card_transaction.v1.avsc in the default config.
 pub const INPUT_SCHEMA_ID: u32 = 1;
@@ -93,7 +93,7 @@ pub struct EventFactory {
     seq: u64,
 }
 
-pub const SCHEMA_V1: &str = include_str!("../../schemas/card_transaction.v1.avsc");
+pub const SCHEMA_V1: &str = include_str!("../../../../schemas/card_transaction.v1.avsc");
 
 impl EventFactory {
     pub fn new(keyring: std::sync::Arc<Keyring>, format: Format, run: &str, seed: u64) -> Self {

@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::config::{Format, Settings};
+use crate::admin::create_topics;
 use crate::demo::events::EventFactory;
-use crate::envelope::{Keyring, share};
-use crate::kafka::admin::create_topics;
-use crate::pipeline::Pipeline;
-use crate::telemetry::LiveStats;
-use crate::telemetry::http::{Health, serve};
 use crate::verify::{self, Report};
+use streamscore::config::{Format, Settings};
+use streamscore::envelope::{Keyring, share};
+use streamscore::pipeline::Pipeline;
+use streamscore::telemetry::LiveStats;
+use streamscore::telemetry::http::{Health, serve};
 
 pub struct DemoOptions {
     pub bootstrap: String,
@@ -76,7 +76,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Report> {
     )
     .await?;
 
-    let handle = crate::telemetry::metrics::install();
+    let handle = streamscore::telemetry::metrics::install();
     let health = Arc::new(Health::new(settings.stall_timeout()));
     let (addr, _server) = serve(opts.metrics_listen, handle, health.clone(), None)
         .await

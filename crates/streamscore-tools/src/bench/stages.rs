@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::telemetry::metrics::{END_TO_END_LATENCY, STAGE_DURATION};
+use streamscore::telemetry::metrics::{END_TO_END_LATENCY, STAGE_DURATION};
 
 /// One histogram series: cumulative bucket counts by upper bound, sum, count.
 #[derive(Debug, Clone, Default, PartialEq)]

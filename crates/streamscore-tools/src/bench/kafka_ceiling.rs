@@ -13,9 +13,9 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::bench::BenchError;
-use crate::config::Settings;
-use crate::kafka::client::{consumer_config, producer_config};
-use crate::kafka::sink::await_deliveries;
+use streamscore::config::Settings;
+use streamscore::kafka::client::{consumer_config, producer_config};
+use streamscore::kafka::sink::await_deliveries;
 
 /// How long the path may stay without a record before the run is given up.
 const STALL: Duration = Duration::from_secs(60);

@@ -11,11 +11,11 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::codec::ScoreEncoder;
-use crate::codec::schemas::load_schema;
-use crate::config::Settings;
-use crate::dead_letter;
-use crate::kafka::client::{Role, client_config};
+use streamscore::codec::ScoreEncoder;
+use streamscore::codec::schemas::load_schema;
+use streamscore::config::Settings;
+use streamscore::dead_letter;
+use streamscore::kafka::client::{Role, client_config};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -55,7 +55,7 @@ pub struct Report {
     /// Per input partition: (group's committed offset, last record offset + 1).
     pub committed_vs_end: BTreeMap<(String, i32), (i64, i64)>,
     /// Decoded score results, for tests that check their content.
-    pub scores: Vec<crate::codec::ScoreResult>,
+    pub scores: Vec<streamscore::codec::ScoreResult>,
 }
 
 impl Report {

@@ -1,0 +1,11 @@
+//! Tools around the streamscore processor, kept out of it so the production
+//! binary and image carry none of their code: the embedded demo, the
+//! end-to-end benchmark, the upstream producer (`produce`), the independent
+//! exactly-once verifier, topic creation, and the synthetic event factory
+//! they share. docs/design.md, "Layout".
+
+pub mod admin;
+pub mod bench;
+pub mod demo;
+pub mod produce;
+pub mod verify;

@@ -1,0 +1,291 @@
+//! `streamscore-tools`: what surrounds the processor, apart from it: the
+//! embedded demo, the end-to-end benchmark, and the upstream producer.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use streamscore::config::{Format, Settings};
+use streamscore::envelope::Keyring;
+use streamscore::telemetry::logging;
+use streamscore_tools::bench::{self, BenchOptions};
+use streamscore_tools::demo::{self, DemoOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "streamscore-tools",
+    version,
+    about = "Tools around the streamscore processor: demo, bench, produce."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Publish JSON lines as encrypted events, as an upstream producer would.
+    /// Every line is encoded before the first is sent (a bad line sends
+    /// nothing), so the input must end: a file or a finite pipe, not
+    /// `tail -f`. Exits non-zero naming the records not delivered and why.
+    Produce {
+        /// TOML file layered over the defaults: broker, input topic and format, keys.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// JSON lines to read (default: standard input).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Topic to publish to (default: the first of input.topics).
+        #[arg(long)]
+        topic: Option<String>,
+        /// JSON field holding the record key.
+        #[arg(long, default_value = "card_id")]
+        key_field: String,
+        /// Confluent schema id to write with (default: the id mapped to input.reader_schema).
+        #[arg(long)]
+        schema_id: Option<u32>,
+    },
+    /// Benchmark end to end on a broker, exactly-once on: the raw Kafka path
+    /// and ONNX Runtime alone as ceilings, the pipeline's maximum throughput,
+    /// and latency against offered load; prints Markdown tables and draws a plot.
+    Bench {
+        /// Kafka bootstrap servers (scripts/kafka sets STREAMSCORE_BOOTSTRAP).
+        #[arg(long, env = "STREAMSCORE_BOOTSTRAP")]
+        bootstrap: String,
+        /// Backlog of encrypted events for the throughput phases.
+        #[arg(long, default_value_t = 300_000)]
+        events: u64,
+        /// Offered-load steps of the latency sweep (10 gives 10 %, 20 %, … 100 %).
+        #[arg(long, default_value_t = 10)]
+        levels: u32,
+        /// Seconds of steady load per step.
+        #[arg(long, default_value_t = 5.0)]
+        level_seconds: f64,
+        /// Seconds of standalone ONNX Runtime inference for its ceiling.
+        #[arg(long, default_value_t = 3.0)]
+        inference_seconds: f64,
+        /// TOML file layered over the defaults (batching, model, threads, …).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Directory for results.md and latency.png.
+        #[arg(long, default_value = "target/bench")]
+        out: PathBuf,
+        /// TrueType font for the plot's labels.
+        #[arg(
+            long,
+            default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+        )]
+        font: PathBuf,
+    },
+    /// Run the embedded demo against a broker: produce, score, verify.
+    Demo {
+        /// Kafka bootstrap servers (scripts/kafka sets STREAMSCORE_BOOTSTRAP).
+        #[arg(long, env = "STREAMSCORE_BOOTSTRAP")]
+        bootstrap: String,
+        /// Stop after this many events (default: run until Ctrl-C).
+        #[arg(long)]
+        events: Option<u64>,
+        /// Events per second offered.
+        #[arg(long, default_value_t = 2000)]
+        rate: u64,
+        /// Percentage of deliberately bad records (tampered, wrong key, garbage, …).
+        #[arg(long, default_value_t = 3.0)]
+        bad_percent: f64,
+        /// Plaintext format of the synthetic events.
+        #[arg(long, value_enum, default_value_t = FormatArg::Avro)]
+        format: FormatArg,
+        /// Address for /metrics while the demo runs.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        metrics_listen: SocketAddr,
+        /// TOML file layered over the defaults (batching, model, …).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Avro,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Produce {
+                config,
+                file,
+                topic,
+                key_field,
+                schema_id,
+            } => {
+                tokio::task::spawn_blocking(move || {
+                    produce(config, file, topic, &key_field, schema_id)
+                })
+                .await?
+            }
+            Command::Bench {
+                bootstrap,
+                events,
+                levels,
+                level_seconds,
+                inference_seconds,
+                config,
+                out,
+                font,
+            } => {
+                logging::init("human", "warn,librdkafka=error");
+                anyhow::ensure!(
+                    level_seconds > 0.0 && inference_seconds > 0.0 && events > 0,
+                    "--events, --level-seconds and --inference-seconds must be positive"
+                );
+                bench(BenchOptions {
+                    bootstrap,
+                    events,
+                    levels,
+                    level_duration: Duration::from_secs_f64(level_seconds),
+                    inference_duration: Duration::from_secs_f64(inference_seconds),
+                    config,
+                    out,
+                    font,
+                })
+                .await
+            }
+            Command::Demo {
+                bootstrap,
+                events,
+                rate,
+                bad_percent,
+                format,
+                metrics_listen,
+                config,
+            } => {
+                logging::init("human", "warn,librdkafka=error");
+                let report = demo::run(DemoOptions {
+                    bootstrap,
+                    events,
+                    rate,
+                    bad_percent,
+                    format: match format {
+                        FormatArg::Avro => Format::Avro,
+                        FormatArg::Json => Format::Json,
+                    },
+                    metrics_listen,
+                    config,
+                })
+                .await?;
+                println!("{}", report.line());
+                anyhow::ensure!(report.exactly_once(), "records were lost or duplicated");
+                Ok(())
+            }
+        }
+    });
+    // A stage stuck past the grace period must not keep the process alive.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the bench, prints its report, writes results.md and latency.png, and
+/// ends with the one-line summary.
+async fn bench(opts: BenchOptions) -> anyhow::Result<()> {
+    let out = opts.out.clone();
+    let font = opts.font.clone();
+    let results = bench::run(opts).await?;
+    let table = bench::report::render(&results);
+    println!("\n{table}");
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let md = out.join("results.md");
+    std::fs::write(&md, &table).with_context(|| format!("cannot write {}", md.display()))?;
+    let png = out.join("latency.png");
+    match bench::plot::draw(&results, &png, &font) {
+        Ok(()) => println!("bench: wrote {} and {}", md.display(), png.display()),
+        // The figures stand without the picture; say why it is missing.
+        Err(e) => println!("bench: wrote {}; no plot: {e}", md.display()),
+    }
+    println!("{}", bench::report::last_line(&results));
+    Ok(())
+}
+
+fn produce(
+    config: Option<PathBuf>,
+    file: Option<PathBuf>,
+    topic: Option<String>,
+    key_field: &str,
+    schema_id: Option<u32>,
+) -> anyhow::Result<()> {
+    use streamscore::codec::schemas::load_schema;
+    use streamscore_tools::demo::publish;
+    use streamscore_tools::produce::LineEncoder;
+
+    let settings = Settings::load(config.as_deref())?;
+    let keyring = Keyring::from_settings(&settings.keys).context("cannot load the keyring")?;
+    let format = settings.input_format()?;
+    let writer = match format {
+        Format::Json => None,
+        Format::Avro => {
+            let ids = settings.avro_schema_ids();
+            let (id, path) = match schema_id {
+                Some(id) => ids.into_iter().find(|(i, _)| *i == id),
+                None => ids.into_iter().find(|(_, p)| *p == settings.input.reader_schema),
+            }
+            .context("no schema id to write with: pass --schema-id, or map input.reader_schema in input.avro_schemas")?;
+            Some((load_schema(&path)?, id))
+        }
+    };
+    let topic = topic.unwrap_or_else(|| settings.input.topics[0].clone());
+    let encoder = LineEncoder {
+        format,
+        avro: writer.as_ref().map(|(s, id)| (s, *id)),
+        keyring: &keyring,
+        key_field,
+    };
+    let input: Box<dyn std::io::BufRead> = match &file {
+        Some(path) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+        )),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let records = encoder.encode_all(input)?;
+    let producer = publish::publisher(&settings)?;
+    for (i, record) in records.iter().enumerate() {
+        if let Err(e) = publish::publish(&producer, &topic, record) {
+            let before = match publish::flush(&producer) {
+                Ok(n) => format!("the {n} before it were delivered"),
+                Err(f) => format!("of those before it, {f}"),
+            };
+            anyhow::bail!(
+                "record {} of {} to {topic}: {e}; {before}; the rest were not sent",
+                i + 1,
+                records.len()
+            );
+        }
+    }
+    let delivered = publish::flush(&producer).with_context(|| format!("producing to {topic}"))?;
+    eprintln!(
+        "produced {delivered} records to {topic} (key {})",
+        keyring.active_id()
+    );
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! `streamscore-tools` as upstream teams meet it: `produce` publishes JSON
+//! lines as sealed events that get scored, over TLS with the same config file
+//! `run` reads, never reports a delivery it did not get, and names a missing
+//! input file once.
+
+mod support;
+
+use std::io::Write;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use streamscore::config::{Format, Settings};
+use streamscore::envelope::Keyring;
+use streamscore_tools::demo::events::EventFactory;
+use support::broker::OwnBroker;
+
+fn tools() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_streamscore-tools"));
+    c.current_dir(support::root()).env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("STREAMSCORE__") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// Runs to completion and returns (exit code, stderr).
+fn refuse(cmd: &mut Command) -> (i32, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// JSON lines sealed with a keyring file's active key are scored.
+#[test]
+fn produce_json_lines_sealed_with_a_keyring_file_that_get_scored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keyring, json) = Keyring::generate("2026-11").unwrap();
+    let keyring_path = dir.path().join("keyring.json");
+    std::fs::File::create(&keyring_path)
+        .and_then(|mut f| f.write_all(json.as_bytes()))
+        .unwrap();
+    let settings = support::settings("cli-produce", Format::Avro, Format::Avro);
+    support::create(&settings);
+    let mut factory = EventFactory::new(
+        Arc::new(Keyring::generate("x").unwrap().0),
+        Format::Json,
+        "p",
+        8,
+    );
+    let lines: Vec<String> = (0..25)
+        .map(|i| {
+            let fields = factory.fields(&format!("line-{i}"), &format!("card-{i}"));
+            String::from_utf8(factory.encode(fields, 1)).unwrap()
+        })
+        .collect();
+    let lines_path = dir.path().join("events.jsonl");
+    std::fs::write(&lines_path, lines.join("\n")).unwrap();
+    let config = support::process::config_file(dir.path(), "produce", &settings, "");
+    let out = tools()
+        .args(["produce", "--config"])
+        .arg(&config)
+        .arg("--file")
+        .arg(&lines_path)
+        .env("STREAMSCORE__KEYS__FILE", &keyring_path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("produced 25 records"), "{stderr}");
+
+    let report = support::run_and_verify(&settings, Arc::new(keyring), 25);
+    assert!(report.exactly_once(), "{}", report.line());
+    assert_eq!(report.scored, 25, "{:?}", report.dead_letter_reasons);
+}
+
+/// `count` JSON lines of valid events, as `produce` reads them.
+fn event_lines(count: usize) -> Vec<String> {
+    let mut factory = EventFactory::new(
+        Arc::new(Keyring::generate("x").unwrap().0),
+        Format::Json,
+        "p",
+        8,
+    );
+    (0..count)
+        .map(|i| {
+            let fields = factory.fields(&format!("line-{i}"), &format!("card-{i}"));
+            String::from_utf8(factory.encode(fields, 1)).unwrap()
+        })
+        .collect()
+}
+
+/// `streamscore produce` with these lines on these settings; (exit code, stderr).
+fn produce(settings: &Settings, lines: &[String], topic: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let lines_path = dir.path().join("events.jsonl");
+    std::fs::write(&lines_path, lines.join("\n")).unwrap();
+    let config = support::process::config_file(dir.path(), "produce", settings, "");
+    refuse(
+        tools()
+            .args(["produce", "--config"])
+            .arg(&config)
+            .arg("--file")
+            .arg(&lines_path)
+            .args(["--topic", topic])
+            .env("STREAMSCORE_KEYRING", Keyring::generate("k").unwrap().1),
+    )
+}
+
+/// Records in `topic`, read back with the independent reader.
+fn records_in(settings: &Settings, topic: &str) -> u64 {
+    let mut s = settings.clone();
+    s.input.topics = vec![topic.to_owned()];
+    streamscore_tools::verify::verify_settings(&s, Duration::from_secs(60))
+        .expect("topics can be read back")
+        .produced
+}
+
+/// A record the broker never acknowledged is never reported as produced:
+/// to a topic that does not exist (the test broker does not create topics
+/// on demand) every delivery fails, and `produce` says how many and why.
+#[test]
+fn produce_to_a_missing_topic_fails_naming_how_many_and_why() {
+    let settings = support::settings("cli-missing-topic", Format::Avro, Format::Avro);
+    support::create(&settings);
+    let missing = format!("{}.missing", settings.input.topics[0]);
+    let (code, err) = produce(&settings, &event_lines(20), &missing);
+    assert_ne!(code, 0, "{err}");
+    assert!(!err.contains("produced 20"), "{err}");
+    assert!(
+        err.contains("20 of 20 records were not delivered")
+            && err.contains("Unknown topic or partition"),
+        "{err}"
+    );
+}
+
+/// A bad line stops `produce` before anything is sent, and it says so.
+#[test]
+fn produce_with_a_bad_line_sends_nothing_and_says_so() {
+    let settings = support::settings("cli-bad-line", Format::Avro, Format::Avro);
+    support::create(&settings);
+    let mut lines = event_lines(25);
+    lines[20] = "{ not json".into();
+    let topic = settings.input.topics[0].clone();
+    let (code, err) = produce(&settings, &lines, &topic);
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("line 21") && err.contains("nothing was sent"),
+        "{err}"
+    );
+    assert_eq!(records_in(&settings, &topic), 0);
+
+    let (code, err) = produce(&settings, &lines[..20], &topic);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("produced 20 records"), "{err}");
+    assert_eq!(records_in(&settings, &topic), 20);
+}
+
+/// A missing input file's OS error is said once.
+#[test]
+fn a_missing_input_file_is_named_once_with_its_os_error_once() {
+    let (_, json) = Keyring::generate("k").unwrap();
+    // `produce` reads its input the same way.
+    let (code, err) = refuse(
+        tools()
+            .args(["produce", "--file", "/nonexistent/events.jsonl"])
+            .env("STREAMSCORE_KEYRING", &json),
+    );
+    assert_ne!(code, 0, "{err}");
+    assert_eq!(
+        err.matches("No such file or directory").count(),
+        1,
+        "produce: {err}"
+    );
+}
+
+fn over_tls(plain: &Settings, broker: &OwnBroker, ca: &std::path::Path) -> Settings {
+    let mut s = plain.clone();
+    s.kafka.bootstrap_servers = broker.tls.as_ref().expect("a TLS listener").0.clone();
+    s.kafka.request_timeout_ms = 5_000;
+    s.kafka
+        .properties
+        .insert("security.protocol".into(), "SSL".into());
+    s.kafka
+        .properties
+        .insert("ssl_ca_location".into(), ca.display().to_string());
+    s
+}
+
+/// `streamscore produce` reaches the cluster as `run` does: with the same
+/// config file, over TLS, its records are delivered.
+#[test]
+fn produce_talks_tls_with_the_config_run_uses() {
+    let _turn = support::exclusive();
+    let broker = OwnBroker::start_tls("tls-produce");
+    let plain = broker.settings("tls-produce");
+    let ca = broker.tls.as_ref().expect("a TLS listener").1.clone();
+    let tls = over_tls(&plain, &broker, &ca);
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::process::config_file(
+        dir.path(),
+        "tls",
+        &tls,
+        &format!(
+            "[kafka.properties]\n\"security.protocol\" = \"SSL\"\n\"ssl.ca.location\" = \"{}\"\n",
+            ca.display()
+        ),
+    );
+    let mut factory = EventFactory::new(
+        Arc::new(Keyring::generate("x").unwrap().0),
+        Format::Json,
+        "tls",
+        5,
+    );
+    let lines: Vec<String> = (0..30)
+        .map(|i| {
+            let fields = factory.fields(&format!("tls-{i}"), &format!("card-{i}"));
+            String::from_utf8(factory.encode(fields, 1)).unwrap()
+        })
+        .collect();
+    let lines_path = dir.path().join("events.jsonl");
+    std::fs::write(&lines_path, lines.join("\n")).unwrap();
+    let out = tools()
+        .args(["produce", "--config"])
+        .arg(&config)
+        .arg("--file")
+        .arg(&lines_path)
+        .env("STREAMSCORE_KEYRING", Keyring::generate("k").unwrap().1)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("produced 30 records"), "{stderr}");
+    let report = streamscore_tools::verify::verify_settings(&plain, Duration::from_secs(60))
+        .expect("topics can be read back");
+    assert_eq!(report.produced, 30);
+}
