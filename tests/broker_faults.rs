@@ -196,7 +196,7 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 fn hung_broker_for_30_seconds_keeps_memory_flat_and_loses_nothing() {
     let _turn = support::exclusive();
-    let broker = OwnBroker::start("faults-hang");
+    let broker = OwnBroker::start_pausable("faults-hang");
     let settings = fault_settings("broker-hang", &broker);
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(dir.path(), "p", &settings, LIVENESS);

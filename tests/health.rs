@@ -100,7 +100,7 @@ fn readiness_follows_the_broker_and_a_missing_broker_is_not_a_reason_to_restart(
 #[test]
 fn a_stage_wedged_past_the_stall_limit_fails_liveness() {
     let _turn = support::exclusive();
-    let broker = OwnBroker::start("wedge");
+    let broker = OwnBroker::start_pausable("wedge");
     let settings = on(&broker, "wedge");
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(dir.path(), "p", &settings, STALL);

@@ -378,7 +378,7 @@ fn an_inference_failure_aborts_what_is_open_and_stops_with_the_error() {
 #[test]
 fn a_commit_that_times_out_replaces_the_producer_and_goes_on() {
     let _turn = support::exclusive();
-    let broker = support::broker::OwnBroker::start("commit-timeout");
+    let broker = support::broker::OwnBroker::start_pausable("commit-timeout");
     let mut settings = broker.settings("commit-timeout");
     settings.kafka.request_timeout_ms = 2_000;
     settings.kafka.transaction_timeout_ms = 20_000;

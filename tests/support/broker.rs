@@ -14,21 +14,32 @@ pub struct OwnBroker {
 
 impl OwnBroker {
     pub fn start(name: &str) -> Self {
-        Self::launch(name, false)
+        Self::launch(name, false, None)
     }
 
     /// With an extra TLS listener (self-signed certificate, SAN 127.0.0.1).
     pub fn start_tls(name: &str) -> Self {
-        Self::launch(name, true)
+        Self::launch(name, true, None)
     }
 
-    fn launch(name: &str, tls: bool) -> Self {
+    /// For a test that pauses it (SIGSTOP) for less than a minute: its
+    /// session outlasts the pause, so on resume it carries on as a hung
+    /// broker would, rather than fencing itself (scripts/kafka says why).
+    pub fn start_pausable(name: &str) -> Self {
+        Self::launch(name, false, Some(60_000))
+    }
+
+    fn launch(name: &str, tls: bool, session_timeout_ms: Option<u64>) -> Self {
         let name = format!("{name}-{}", std::process::id());
         let mut args = vec!["start", name.as_str()];
         if tls {
             args.push("--tls");
         }
-        let bootstrap = kafka(&args).trim().to_owned();
+        let mut start = command(&args);
+        if let Some(ms) = session_timeout_ms {
+            start.env("KAFKA_BROKER_SESSION_TIMEOUT_MS", ms.to_string());
+        }
+        let bootstrap = run(start).trim().to_owned();
         let state = super::root().join(".local/kafka-run").join(&name);
         let tls = tls.then(|| {
             let address = std::fs::read_to_string(state.join("bootstrap-tls")).unwrap();
@@ -68,6 +79,16 @@ impl Drop for OwnBroker {
     }
 }
 
+fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(super::root().join("scripts/kafka"));
+    c.args(args);
+    c
+}
+
+fn run(mut c: Command) -> String {
+    super::run_ok(&mut c)
+}
+
 fn kafka(args: &[&str]) -> String {
-    super::run_ok(Command::new(super::root().join("scripts/kafka")).args(args))
+    run(command(args))
 }

@@ -234,7 +234,14 @@ mod tests {
             .json()
             .with_writer(move || writer.clone())
             .finish();
-        tracing::subscriber::with_default(subscriber, f);
+        tracing::subscriber::with_default(subscriber, || {
+            // Another test thread may have hit a callsite first and cached
+            // "no subscriber wants it" before this one existed; tracing
+            // rebuilds the cache here with this subscriber counted (a reload
+            // line was missing once in a full `make test` without it).
+            tracing::callsite::rebuild_interest_cache();
+            f()
+        });
         let bytes = buffer.0.lock().unwrap().clone();
         String::from_utf8(bytes).unwrap()
     }
