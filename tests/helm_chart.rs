@@ -231,7 +231,7 @@ fn default_values_render_valid_manifests_the_processor_accepts() {
     assert_eq!(sts["spec"]["replicas"], 2);
     // A fixed replica count: a stop is a restart, the partitions wait for it.
     assert_eq!(
-        settings.leave_group().unwrap(),
+        settings.shutdown.leave_group,
         streamscore::config::LeaveGroup::Never
     );
     assert!(
@@ -364,12 +364,12 @@ fn gpu_and_autoscaling_values_render_valid_manifests() {
     let (_, path) = rendered_config(&r, &dir);
     let settings = Settings::load(Some(&path)).expect("the processor's own validation");
     assert_eq!(
-        settings.device().unwrap(),
+        settings.model.device,
         streamscore::config::DevicePreference::Cuda
     );
     // The autoscaler removes pods for good: a stopped pod leaves the group.
     assert_eq!(
-        settings.leave_group().unwrap(),
+        settings.shutdown.leave_group,
         streamscore::config::LeaveGroup::Always
     );
     assert_eq!(settings.batching.max_batch_size, 2048);

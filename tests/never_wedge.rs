@@ -32,7 +32,10 @@ struct Running {
 
 fn start(settings: &Settings, keyring: &Arc<Keyring>) -> Running {
     // Shown for a failing test only (the harness captures it otherwise).
-    streamscore::telemetry::logging::init("human", "info,ort=warn,librdkafka=warn");
+    streamscore::telemetry::logging::init(
+        streamscore::config::LogFormat::Human,
+        "info,ort=warn,librdkafka=warn",
+    );
     let stats = Arc::new(LiveStats::default());
     let faults = Arc::new(Faults::default());
     let pipeline = Pipeline::start_with_faults(

@@ -33,7 +33,10 @@ struct Mock {
 }
 
 fn mock(name: &str) -> Mock {
-    streamscore::telemetry::logging::init("human", "info,ort=warn,librdkafka=warn");
+    streamscore::telemetry::logging::init(
+        streamscore::config::LogFormat::Human,
+        "info,ort=warn,librdkafka=warn",
+    );
     let cluster = MockCluster::new(1).unwrap();
     let mut settings = support::settings(name, Format::Avro, Format::Avro);
     settings.kafka.bootstrap_servers = cluster.bootstrap_servers();

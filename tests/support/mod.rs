@@ -81,10 +81,10 @@ pub fn settings(name: &str, input: Format, output: Format) -> Settings {
     s.kafka.group_id = id.clone();
     s.kafka.transactional_id = format!("{id}-txn");
     s.input.topics = vec![format!("{id}.in")];
-    s.input.format = format_name(input).into();
+    s.input.format = input;
     s.output.topic = format!("{id}.scores");
     s.output.dead_letter_topic = format!("{id}.dlq");
-    s.output.format = format_name(output).into();
+    s.output.format = output;
     s.model.card = root().join("models/fraud_mlp.card.json");
     s.input.reader_schema = root().join(&s.input.reader_schema);
     for path in s.input.avro_schemas.values_mut() {
@@ -97,13 +97,6 @@ pub fn settings(name: &str, input: Format, output: Format) -> Settings {
         .to_string();
     s.validate().expect("test settings are valid");
     s
-}
-
-fn format_name(f: Format) -> &'static str {
-    match f {
-        Format::Avro => "avro",
-        Format::Json => "json",
-    }
 }
 
 /// Creates every input topic with 3 partitions, and the output topics.
@@ -260,7 +253,7 @@ pub fn stream_to(
 ) -> std::thread::JoinHandle<u64> {
     let factory = streamscore_tools::demo::events::EventFactory::new(
         keyring,
-        settings.input_format().unwrap(),
+        settings.input.format,
         "stream",
         11,
     );

@@ -24,7 +24,7 @@ pub fn config_file(dir: &Path, name: &str, settings: &Settings, extra: &str) -> 
         settings.kafka.request_timeout_ms,
         settings.kafka.group_instance_id,
         settings.input.topics,
-        settings.input.format,
+        settings.input.format.as_str(),
         settings.output.topic,
         settings.output.dead_letter_topic,
     );

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
-use streamscore::config::{Format, Settings};
+use streamscore::config::{Format, LogFormat, Settings};
 use streamscore::envelope::Keyring;
 use streamscore::telemetry::logging;
 use streamscore_tools::bench::{self, BenchOptions};
@@ -96,8 +96,8 @@ enum Command {
         #[arg(long, default_value_t = 3.0)]
         bad_percent: f64,
         /// Plaintext format of the synthetic events.
-        #[arg(long, value_enum, default_value_t = FormatArg::Avro)]
-        format: FormatArg,
+        #[arg(long, value_enum, default_value_t = Format::Avro)]
+        format: Format,
         /// Address for /metrics while the demo runs.
         #[arg(long, default_value = "127.0.0.1:9464")]
         metrics_listen: SocketAddr,
@@ -105,12 +105,6 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum FormatArg {
-    Avro,
-    Json,
 }
 
 fn main() -> ExitCode {
@@ -150,7 +144,7 @@ fn main() -> ExitCode {
                 out,
                 font,
             } => {
-                logging::init("human", "warn,librdkafka=error");
+                logging::init(LogFormat::Human, "warn,librdkafka=error");
                 anyhow::ensure!(
                     level_seconds > 0.0 && inference_seconds > 0.0 && events > 0,
                     "--events, --level-seconds and --inference-seconds must be positive"
@@ -176,16 +170,13 @@ fn main() -> ExitCode {
                 metrics_listen,
                 config,
             } => {
-                logging::init("human", "warn,librdkafka=error");
+                logging::init(LogFormat::Human, "warn,librdkafka=error");
                 let report = demo::run(DemoOptions {
                     bootstrap,
                     events,
                     rate,
                     bad_percent,
-                    format: match format {
-                        FormatArg::Avro => Format::Avro,
-                        FormatArg::Json => Format::Json,
-                    },
+                    format,
                     metrics_listen,
                     config,
                 })
@@ -241,7 +232,7 @@ fn produce(
 
     let settings = Settings::load(config.as_deref())?;
     let keyring = Keyring::from_settings(&settings.keys).context("cannot load the keyring")?;
-    let format = settings.input_format()?;
+    let format = settings.input.format;
     let writer = match format {
         Format::Json => None,
         Format::Avro => {

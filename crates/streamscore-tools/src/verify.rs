@@ -93,9 +93,7 @@ pub struct Topics<'a> {
 
 /// Verifies the topics that a pipeline with these settings reads and writes.
 pub fn verify_settings(settings: &Settings, timeout: Duration) -> Result<Report, VerifyError> {
-    let format = settings
-        .output_format()
-        .map_err(|e| VerifyError::Setup(e.to_string()))?;
+    let format = settings.output.format;
     let schema =
         load_schema(&settings.output.avro_schema).map_err(|e| VerifyError::Setup(e.to_string()))?;
     let encoder = ScoreEncoder::new(format, schema, settings.output.avro_schema_id);

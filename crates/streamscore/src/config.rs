@@ -3,6 +3,7 @@
 //! naming the key, the value and what is allowed.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -247,7 +248,8 @@ pub struct KafkaSettings {
     pub producer: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The plaintext format inside the envelope, and the score topic's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Avro,
@@ -258,7 +260,7 @@ pub enum Format {
 #[serde(deny_unknown_fields)]
 pub struct InputSettings {
     pub topics: Vec<String>,
-    pub format: String,
+    pub format: Format,
     pub max_record_bytes: u64,
     pub reader_schema: PathBuf,
     #[serde(default)]
@@ -270,7 +272,7 @@ pub struct InputSettings {
 pub struct OutputSettings {
     pub topic: String,
     pub dead_letter_topic: String,
-    pub format: String,
+    pub format: Format,
     pub avro_schema_id: u32,
     pub avro_schema: PathBuf,
 }
@@ -282,7 +284,8 @@ pub struct KeySettings {
     pub env: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DevicePreference {
     Cpu,
     Cuda,
@@ -293,7 +296,7 @@ pub enum DevicePreference {
 #[serde(deny_unknown_fields)]
 pub struct ModelSettings {
     pub card: PathBuf,
-    pub device: String,
+    pub device: DevicePreference,
     pub sessions: u32,
     pub intra_op_threads: u32,
     pub threshold: Option<f64>,
@@ -308,7 +311,7 @@ pub struct OnnxRuntimeSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchingSettings {
-    pub mode: String,
+    pub mode: BatchMode,
     pub max_batch_size: u32,
     pub min_batch_size: u32,
     pub max_batch_delay_ms: u64,
@@ -316,13 +319,34 @@ pub struct BatchingSettings {
 }
 
 /// How the batch size is chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BatchMode {
     /// Always close a batch at `max_batch_size` rows (or `max_batch_delay_ms`).
     Fixed,
     /// Move the size between `min_batch_size` and `max_batch_size` so the p99
     /// of batch fill + inference stays under `latency_target_ms`.
     Adaptive,
+}
+
+impl Format {
+    /// As the config spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Avro => "avro",
+            Format::Json => "json",
+        }
+    }
+}
+
+impl BatchMode {
+    /// As the config spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchMode::Fixed => "fixed",
+            BatchMode::Adaptive => "adaptive",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -335,7 +359,7 @@ pub struct TransactionSettings {
 #[serde(deny_unknown_fields)]
 pub struct ShutdownSettings {
     pub grace_period_ms: u64,
-    pub leave_group: String,
+    pub leave_group: LeaveGroup,
 }
 
 /// Whether a clean stop takes this member out of the consumer group at once.
@@ -343,7 +367,8 @@ pub struct ShutdownSettings {
 /// members keep their partitions through a stop until the session times out,
 /// so a restart within it gets them back without a rebalance; a dynamic member
 /// always leaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LeaveGroup {
     /// Leave on every clean stop: the partitions move to the other members at
     /// once (a scale-down), and a restart costs a rebalance.
@@ -356,11 +381,73 @@ pub enum LeaveGroup {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetrySettings {
-    pub listen: String,
-    pub log_format: String,
+    pub listen: SocketAddr,
+    pub log_format: LogFormat,
     pub log_level: String,
     pub stall_timeout_ms: u64,
     pub exit_linger_ms: u64,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON off a terminal, human on one.
+    Auto,
+    Human,
+    Json,
+}
+
+/// Settings with a fixed set of spellings, each with what its refusal says is
+/// allowed. Checked on the raw layers before they are deserialised, so a bad
+/// spelling gets the one-line refusal of every other setting rather than a
+/// serde message; the unit test `every_choice_deserialises` holds this list
+/// and the enums' serde names together.
+const CHOICES: &[(&str, &[&str], &str)] = &[
+    ("input.format", &["avro", "json"], "\"avro\" or \"json\""),
+    ("output.format", &["avro", "json"], "\"avro\" or \"json\""),
+    (
+        "model.device",
+        &["cpu", "cuda", "auto"],
+        "\"cpu\", \"cuda\" or \"auto\"",
+    ),
+    (
+        "batching.mode",
+        &["fixed", "adaptive"],
+        "\"fixed\" or \"adaptive\"",
+    ),
+    (
+        "shutdown.leave_group",
+        &["always", "never"],
+        "\"always\" or \"never\"",
+    ),
+    (
+        "telemetry.log_format",
+        &["auto", "human", "json"],
+        "\"auto\", \"human\" or \"json\"",
+    ),
+];
+
+/// Refuses a spelling outside [`CHOICES`], and a listen address that is not
+/// one, before deserialisation would refuse it in serde's words.
+fn check_choices(layers: &config::Config) -> Result<(), ConfigError> {
+    for (key, spellings, allowed) in CHOICES {
+        if let Ok(value) = layers.get_string(key)
+            && !spellings.contains(&value.as_str())
+        {
+            return Err(invalid(key, value, allowed));
+        }
+    }
+    if let Ok(listen) = layers.get_string("telemetry.listen")
+        && listen.parse::<SocketAddr>().is_err()
+    {
+        return Err(invalid(
+            "telemetry.listen",
+            listen,
+            "an address like 0.0.0.0:9464",
+        ));
+    }
+    Ok(())
 }
 
 impl Settings {
@@ -398,6 +485,7 @@ impl Settings {
         let load_error = |e: config::ConfigError| ConfigError::Load(one_line(&e.to_string()));
         let layers = builder.build().map_err(load_error)?;
         check_integer_types(&layers)?;
+        check_choices(&layers)?;
         let settings: Settings = layers.try_deserialize().map_err(load_error)?;
         settings.validate()?;
         Ok(settings)
@@ -426,9 +514,7 @@ impl Settings {
                 "a non-empty list of topic names of 1..=249 characters from [a-zA-Z0-9._-]",
             ));
         }
-        self.input_format()?;
-        self.output_format()?;
-        if self.input_format()? == Format::Avro {
+        if self.input.format == Format::Avro {
             if self.input.avro_schemas.is_empty() {
                 return Err(invalid(
                     "input.avro_schemas",
@@ -458,7 +544,6 @@ impl Settings {
                 ));
             }
         }
-        self.device()?;
         if let Some(t) = self.model.threshold
             && !(THRESHOLD_RANGE.0..=THRESHOLD_RANGE.1).contains(&t)
         {
@@ -471,28 +556,8 @@ impl Settings {
                 ),
             ));
         }
-        self.batch_mode()?;
         for rule in CROSS_FIELD_RULES {
             (rule.check)(self)?;
-        }
-        if self
-            .telemetry
-            .listen
-            .parse::<std::net::SocketAddr>()
-            .is_err()
-        {
-            return Err(invalid(
-                "telemetry.listen",
-                &self.telemetry.listen,
-                "an address like 0.0.0.0:9464",
-            ));
-        }
-        if !["auto", "human", "json"].contains(&self.telemetry.log_format.as_str()) {
-            return Err(invalid(
-                "telemetry.log_format",
-                &self.telemetry.log_format,
-                "\"auto\", \"human\" or \"json\"",
-            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_err() {
             return Err(invalid(
@@ -604,27 +669,6 @@ impl Settings {
         value
     }
 
-    pub fn input_format(&self) -> Result<Format, ConfigError> {
-        parse_format("input.format", &self.input.format)
-    }
-
-    pub fn output_format(&self) -> Result<Format, ConfigError> {
-        parse_format("output.format", &self.output.format)
-    }
-
-    pub fn device(&self) -> Result<DevicePreference, ConfigError> {
-        match self.model.device.as_str() {
-            "cpu" => Ok(DevicePreference::Cpu),
-            "cuda" => Ok(DevicePreference::Cuda),
-            "auto" => Ok(DevicePreference::Auto),
-            other => Err(invalid(
-                "model.device",
-                other,
-                "\"cpu\", \"cuda\" or \"auto\"",
-            )),
-        }
-    }
-
     /// Writer schemas for Avro input by Confluent id (ids were checked in `validate`).
     pub fn avro_schema_ids(&self) -> Vec<(u32, PathBuf)> {
         let mut ids: Vec<(u32, PathBuf)> = self
@@ -641,32 +685,12 @@ impl Settings {
         Duration::from_millis(self.transactions.commit_interval_ms)
     }
 
-    pub fn batch_mode(&self) -> Result<BatchMode, ConfigError> {
-        match self.batching.mode.as_str() {
-            "fixed" => Ok(BatchMode::Fixed),
-            "adaptive" => Ok(BatchMode::Adaptive),
-            other => Err(invalid("batching.mode", other, "\"fixed\" or \"adaptive\"")),
-        }
-    }
-
     pub fn latency_target(&self) -> Duration {
         Duration::from_millis(self.batching.latency_target_ms)
     }
 
     pub fn max_batch_delay(&self) -> Duration {
         Duration::from_millis(self.batching.max_batch_delay_ms)
-    }
-
-    pub fn leave_group(&self) -> Result<LeaveGroup, ConfigError> {
-        match self.shutdown.leave_group.as_str() {
-            "always" => Ok(LeaveGroup::Always),
-            "never" => Ok(LeaveGroup::Never),
-            other => Err(invalid(
-                "shutdown.leave_group",
-                other,
-                "\"always\" or \"never\"",
-            )),
-        }
     }
 
     /// Refuses the combination in which leaving would silently not happen.
@@ -676,7 +700,7 @@ impl Settings {
     fn check_leave_group(&self) -> Result<(), ConfigError> {
         let k = &self.kafka;
         let static_member = !k.group_instance_id.is_empty();
-        match self.leave_group()? {
+        match self.shutdown.leave_group {
             // KIP-848's protocol takes a static member's leave as temporary
             // (member epoch -2): it would keep its partitions anyway.
             LeaveGroup::Always if static_member && self.consumer_group_protocol() == "consumer" => {
@@ -828,14 +852,6 @@ fn check_pinned(table: &str, props: &BTreeMap<String, String>) -> Result<(), Con
     Ok(())
 }
 
-fn parse_format(key: &str, value: &str) -> Result<Format, ConfigError> {
-    match value {
-        "avro" => Ok(Format::Avro),
-        "json" => Ok(Format::Json),
-        other => Err(invalid(key, other, "\"avro\" or \"json\"")),
-    }
-}
-
 fn non_empty(key: &str, value: &str) -> Result<(), ConfigError> {
     if value.trim().is_empty() {
         return Err(invalid(key, "\"\"", "a non-empty string"));
@@ -868,12 +884,58 @@ mod tests {
         Settings::load_with_env(Some(f.path()), false)
     }
 
+    /// Every spelling [`CHOICES`] lets through deserialises into its enum,
+    /// and each enum's serde names are exactly those spellings: the two
+    /// lists cannot drift apart.
+    #[test]
+    fn every_choice_deserialises() {
+        fn names<T: serde::de::DeserializeOwned + Serialize>(spellings: &[&str]) -> Vec<String> {
+            spellings
+                .iter()
+                .map(|s| {
+                    let v: T = serde_json::from_value(serde_json::json!(s))
+                        .unwrap_or_else(|e| panic!("{s}: {e}"));
+                    serde_json::to_value(v)
+                        .unwrap()
+                        .as_str()
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect()
+        }
+        for (key, spellings, _) in CHOICES {
+            let back = match *key {
+                "input.format" | "output.format" => names::<Format>(spellings),
+                "model.device" => names::<DevicePreference>(spellings),
+                "batching.mode" => names::<BatchMode>(spellings),
+                "shutdown.leave_group" => names::<LeaveGroup>(spellings),
+                "telemetry.log_format" => names::<LogFormat>(spellings),
+                other => panic!("{other} has no enum in this test"),
+            };
+            assert_eq!(back, spellings.to_vec(), "{key}");
+        }
+        // A spelling outside the list is refused in the one-line form.
+        for (key, _, allowed) in CHOICES {
+            let (table, name) = key.split_once('.').unwrap();
+            let err = with_file(&format!("[{table}]\n{name} = \"bogus\"\n")).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("config: {key} = bogus is not allowed: {allowed}")
+            );
+        }
+        let err = with_file("[telemetry]\nlisten = \"localhost\"\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config: telemetry.listen = localhost is not allowed: an address like 0.0.0.0:9464"
+        );
+    }
+
     #[test]
     fn defaults_are_valid() {
         let s = Settings::load_with_env(None, false).unwrap();
         assert_eq!(s.batching.max_batch_size, 256);
         assert_eq!(s.avro_schema_ids()[0].0, 1);
-        assert_eq!(s.device().unwrap(), DevicePreference::Cpu);
+        assert_eq!(s.model.device, DevicePreference::Cpu);
     }
 
     #[test]
@@ -897,7 +959,7 @@ mod tests {
     #[test]
     fn batching_mode_and_bounds_are_checked() {
         let s = with_file("[batching]\nmode = \"adaptive\"\nmin_batch_size = 8\n").unwrap();
-        assert_eq!(s.batch_mode().unwrap(), BatchMode::Adaptive);
+        assert_eq!(s.batching.mode, BatchMode::Adaptive);
         let err = with_file("[batching]\nmode = \"dynamic\"\n").unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -915,13 +977,13 @@ mod tests {
     #[test]
     fn leave_group_is_checked_against_the_membership() {
         let s = Settings::load_with_env(None, false).unwrap();
-        assert_eq!(s.leave_group().unwrap(), LeaveGroup::Always);
+        assert_eq!(s.shutdown.leave_group, LeaveGroup::Always);
         let static_member = "[kafka]\ngroup_instance_id = \"streamscore-0\"\n";
         let s = with_file(&format!(
             "{static_member}[shutdown]\nleave_group = \"never\"\n"
         ))
         .unwrap();
-        assert_eq!(s.leave_group().unwrap(), LeaveGroup::Never);
+        assert_eq!(s.shutdown.leave_group, LeaveGroup::Never);
         let err = with_file("[shutdown]\nleave_group = \"sometimes\"\n").unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -1,6 +1,5 @@
 //! The `streamscore` command line: `run` the processor, or `demo` it.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 
-use streamscore::config::Settings;
+use streamscore::config::{LogFormat, Settings};
 use streamscore::envelope::{Keyring, share};
 use streamscore::keywatch::{self, KeyringStatus};
 use streamscore::pipeline::Pipeline;
@@ -133,10 +132,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
     let settings = Settings::load(config.as_deref())?;
-    logging::init(
-        &settings.telemetry.log_format,
-        &settings.telemetry.log_level,
-    );
+    logging::init(settings.telemetry.log_format, &settings.telemetry.log_level);
     // The keyring file's version before it is read: a rotation that lands
     // between this first load and the watcher's start is still seen.
     let keyring_version = keywatch::modified(Path::new(&settings.keys.file));
@@ -174,7 +170,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     };
 
     let health = Arc::new(Health::new(settings.stall_timeout()));
-    let listen: SocketAddr = settings.telemetry.listen.parse()?;
+    let listen = settings.telemetry.listen;
     let (addr, _server) = serve(
         listen,
         metrics::install(),
@@ -354,7 +350,7 @@ fn refusals_before_connecting(settings: &Settings) -> anyhow::Result<Keyring> {
 
 fn check(config: Option<PathBuf>) -> anyhow::Result<()> {
     let settings = Settings::load(config.as_deref())?;
-    logging::init("human", "warn,ort=error");
+    logging::init(LogFormat::Human, "warn,ort=error");
     let keyring = refusals_before_connecting(&settings)?;
     let prepared = streamscore::pipeline::prepare(&settings)?;
     let card = &prepared.model.card;
@@ -362,7 +358,7 @@ fn check(config: Option<PathBuf>) -> anyhow::Result<()> {
         .sessions
         .first()
         .map_or("cpu", |s| s.device().as_str());
-    let sizes = streamscore::pipeline::warm_up_sizes(&settings)?;
+    let sizes = streamscore::pipeline::warm_up_sizes(&settings);
     println!(
         "model: {} {} at {}: SHA-256 {} verified, {} features, warmed up on {device} at batch sizes {sizes:?}",
         card.name,

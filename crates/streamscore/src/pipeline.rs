@@ -124,7 +124,7 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, PipelineError> {
     let card = &model.card;
 
     let plan = FeaturePlan::new(card);
-    let (decoder, plan) = match settings.input_format()? {
+    let (decoder, plan) = match settings.input.format {
         Format::Avro => {
             let reader = load_schema(&settings.input.reader_schema)?;
             let mut writers = HashMap::new();
@@ -137,7 +137,7 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, PipelineError> {
         Format::Json => (InputDecoder::json(), plan),
     };
     let encoder = ScoreEncoder::new(
-        settings.output_format()?,
+        settings.output.format,
         load_schema(&settings.output.avro_schema)?,
         settings.output.avro_schema_id,
     );
@@ -148,10 +148,10 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, PipelineError> {
         let mut session = ModelSession::open(
             &runtime,
             &model,
-            settings.device()?,
+            settings.model.device,
             settings.model.intra_op_threads as usize,
         )?;
-        session.warm_up(&warm_up_sizes(settings)?)?;
+        session.warm_up(&warm_up_sizes(settings))?;
         sessions.push(session);
     }
     Ok(Prepared {
@@ -166,10 +166,10 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, PipelineError> {
 /// Batch sizes to run once before ready (ONNX Runtime plans each new shape,
 /// which takes long on a GPU): the fixed size, or in adaptive mode every
 /// power of two it may pass through, plus its bounds.
-pub fn warm_up_sizes(settings: &Settings) -> Result<Vec<usize>, ConfigError> {
+pub fn warm_up_sizes(settings: &Settings) -> Vec<usize> {
     let b = &settings.batching;
     let (min, max) = (b.min_batch_size as usize, b.max_batch_size as usize);
-    let mut sizes = match settings.batch_mode()? {
+    let mut sizes = match settings.batching.mode {
         BatchMode::Fixed => vec![1, max],
         BatchMode::Adaptive => std::iter::successors(Some(min.next_power_of_two()), |n| {
             Some(n * 2).filter(|&n| n < max)
@@ -179,7 +179,7 @@ pub fn warm_up_sizes(settings: &Settings) -> Result<Vec<usize>, ConfigError> {
     };
     sizes.sort_unstable();
     sizes.dedup();
-    Ok(sizes)
+    sizes
 }
 
 /// A running pipeline. Stop it with [`Pipeline::stop`], then [`Pipeline::join`].
@@ -274,7 +274,7 @@ impl Pipeline {
             plan,
             settings.input.max_record_bytes as usize,
         );
-        let adaptive = match settings.batch_mode()? {
+        let adaptive = match settings.batching.mode {
             BatchMode::Fixed => {
                 metrics::gauge!(BATCH_TARGET_SIZE).set(max_batch as f64);
                 None
@@ -315,7 +315,7 @@ impl Pipeline {
                 error,
             })?;
         let consumer = Arc::new(consumer);
-        let leave = settings.leave_group()?;
+        let leave = settings.shutdown.leave_group;
         let static_member = if settings.kafka.group_instance_id.is_empty() {
             if leave == LeaveGroup::Never {
                 tracing::warn!(
@@ -397,7 +397,7 @@ impl Pipeline {
             model = %card.name, version = %card.version, device = device.as_str(),
             topics = %settings.input.topics.join(","), output = %settings.output.topic,
             dead_letters = %settings.output.dead_letter_topic,
-            batching = %settings.batching.mode, max_batch_size = max_batch,
+            batching = settings.batching.mode.as_str(), max_batch_size = max_batch,
             max_batch_delay_ms = settings.batching.max_batch_delay_ms,
             commit_interval_ms = settings.transactions.commit_interval_ms,
             "pipeline started"
@@ -485,11 +485,11 @@ mod tests {
     fn warm_up_covers_every_size_a_batch_can_take() {
         let mut s = Settings::load_with_env(None, false).unwrap();
         s.batching.max_batch_size = 300;
-        assert_eq!(warm_up_sizes(&s).unwrap(), vec![1, 300]);
-        s.batching.mode = "adaptive".into();
+        assert_eq!(warm_up_sizes(&s), vec![1, 300]);
+        s.batching.mode = crate::config::BatchMode::Adaptive;
         s.batching.min_batch_size = 3;
         assert_eq!(
-            warm_up_sizes(&s).unwrap(),
+            warm_up_sizes(&s),
             vec![1, 3, 4, 8, 16, 32, 64, 128, 256, 300]
         );
     }

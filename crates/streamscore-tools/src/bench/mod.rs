@@ -185,7 +185,7 @@ fn measure(
     run_id: &str,
     handle: &PrometheusHandle,
 ) -> Result<Results, BenchError> {
-    let format = settings.input_format()?;
+    let format = settings.input.format;
     let keyring = Arc::new(Keyring::generate("bench-key-1")?.0);
     let publish_err = |e: publish::PublishError| BenchError::Kafka(e.to_string());
     let producer = publish::publisher(&settings).map_err(publish_err)?;

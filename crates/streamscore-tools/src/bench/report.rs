@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use crate::bench::stages::Snapshot;
 use crate::bench::{Level, Results};
+use streamscore::config::BatchMode;
 use streamscore::telemetry::metrics::stage;
 
 /// Share of ceiling (a) the pipeline must reach.
@@ -120,10 +121,10 @@ pub fn render(r: &Results) -> String {
     let _ = writeln!(
         out,
         "Batching: {} (max {} rows, max delay {} ms{}); {} session(s) × {} intra-op thread(s).\n",
-        s.batching.mode,
+        s.batching.mode.as_str(),
         s.batching.max_batch_size,
         s.batching.max_batch_delay_ms,
-        if s.batching.mode == "adaptive" {
+        if s.batching.mode == BatchMode::Adaptive {
             format!(
                 ", min {} rows, latency target {} ms",
                 s.batching.min_batch_size, s.batching.latency_target_ms

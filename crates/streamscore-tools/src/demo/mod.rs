@@ -53,10 +53,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Report> {
     settings.kafka.group_id = run_id.clone();
     settings.kafka.transactional_id = format!("{run_id}-0");
     settings.input.topics = vec![format!("{run_id}.transactions")];
-    settings.input.format = match opts.format {
-        Format::Avro => "avro".into(),
-        Format::Json => "json".into(),
-    };
+    settings.input.format = opts.format;
     settings.output.topic = format!("{run_id}.scores");
     settings.output.dead_letter_topic = format!("{run_id}.dead-letters");
     settings.validate()?;
