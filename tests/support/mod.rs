@@ -47,14 +47,60 @@ pub fn python(needs: &str) -> PathBuf {
     python
 }
 
-/// The broker `make test` started. Tests never skip silently without one.
+/// The broker `make test` started (`STREAMSCORE_BOOTSTRAP`), or else one
+/// this test process starts for itself, so a plain `cargo test` runs every
+/// test rather than skipping or failing: `scripts/kafka run` keeps it until
+/// this process exits (its command waits on our pid), then stops and deletes
+/// it.
 pub fn bootstrap() -> String {
-    std::env::var("STREAMSCORE_BOOTSTRAP").unwrap_or_else(|_| {
-        panic!(
-            "STREAMSCORE_BOOTSTRAP is not set: integration tests need the real Kafka broker; \
-             run them with `make test` (or `scripts/kafka run test -- cargo test`)"
-        )
-    })
+    if let Ok(address) = std::env::var("STREAMSCORE_BOOTSTRAP") {
+        return address;
+    }
+    static OWN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    OWN.get_or_init(start_own_broker).clone()
+}
+
+fn start_own_broker() -> String {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let pid = std::process::id();
+    let name = format!("auto-{pid}");
+    eprintln!(
+        "STREAMSCORE_BOOTSTRAP is not set: starting Kafka broker {name} for this test process \
+         (scripts/kafka; `make test` starts one for all)"
+    );
+    let mut child = Command::new(root().join("scripts/kafka"))
+        .args([
+            "run",
+            &name,
+            "--",
+            "tail",
+            &format!("--pid={pid}"),
+            "-f",
+            "/dev/null",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("scripts/kafka runs");
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("piped")).lines();
+    let mut said = Vec::new();
+    let address = loop {
+        match lines.next() {
+            Some(Ok(line)) => match line.rsplit_once(" up at ") {
+                Some((_, address)) => break address.trim().to_owned(),
+                None => said.push(line),
+            },
+            _ => panic!(
+                "the test broker did not start (run `make setup` first?):\n{}",
+                said.join("\n")
+            ),
+        }
+    };
+    // Drain what it says later, so it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    address
 }
 
 /// Tests that run several processor processes take turns: on 2 cores, two
