@@ -98,8 +98,12 @@ fn start_own_broker() -> String {
             ),
         }
     };
-    // Drain what it says later, so it never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
+    // Drain what it says later, so it never blocks on a full pipe, and reap
+    // it if it ends while this process still runs.
+    std::thread::spawn(move || {
+        lines.for_each(drop);
+        let _ = child.wait();
+    });
     address
 }
 
