@@ -1,4 +1,4 @@
-//! `streamscore bench` end to end on the test broker, at a size that fits a
+//! `streamscore-tools bench` end to end on the test broker, at a size that fits a
 //! test run: the ceilings, the pipeline and the sweep all run, every measured
 //! run is verified exactly once, and the outputs have their promised shape.
 //! No figure is asserted: speed is the bench's to report, not a test's.

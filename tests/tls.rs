@@ -9,25 +9,12 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use streamscore::config::{Format, Settings};
+use streamscore::config::Format;
 use streamscore::envelope::{Keyring, share};
 use streamscore::pipeline::{Pipeline, PipelineError};
 use streamscore::telemetry::LiveStats;
 use streamscore_tools::demo::events::EventFactory;
 use support::broker::OwnBroker;
-
-fn over_tls(plain: &Settings, broker: &OwnBroker, ca: &std::path::Path) -> Settings {
-    let mut s = plain.clone();
-    s.kafka.bootstrap_servers = broker.tls.as_ref().expect("a TLS listener").0.clone();
-    s.kafka.request_timeout_ms = 5_000;
-    s.kafka
-        .properties
-        .insert("security.protocol".into(), "SSL".into());
-    s.kafka
-        .properties
-        .insert("ssl_ca_location".into(), ca.display().to_string());
-    s
-}
 
 #[test]
 fn the_processor_talks_tls_and_refuses_an_untrusted_broker() {
@@ -74,7 +61,7 @@ fn the_processor_talks_tls_and_refuses_an_untrusted_broker() {
         wrong_ca.to_str().unwrap(),
     ]);
     let refused = Pipeline::start(
-        &over_tls(&plain, &broker, &wrong_ca),
+        &broker.tls_settings(&plain, &wrong_ca),
         share(keyring.clone()),
         Arc::default(),
     );
@@ -85,7 +72,7 @@ fn the_processor_talks_tls_and_refuses_an_untrusted_broker() {
     );
 
     let ca = broker.tls.as_ref().expect("a TLS listener").1.clone();
-    let tls = over_tls(&plain, &broker, &ca);
+    let tls = broker.tls_settings(&plain, &ca);
     let stats = Arc::new(LiveStats::default());
     let pipeline =
         Pipeline::start(&tls, share(keyring), stats.clone()).expect("pipeline starts over TLS");

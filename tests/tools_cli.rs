@@ -46,18 +46,7 @@ fn produce_json_lines_sealed_with_a_keyring_file_that_get_scored() {
         .unwrap();
     let settings = support::settings("cli-produce", Format::Avro, Format::Avro);
     support::create(&settings);
-    let mut factory = EventFactory::new(
-        Arc::new(Keyring::generate("x").unwrap().0),
-        Format::Json,
-        "p",
-        8,
-    );
-    let lines: Vec<String> = (0..25)
-        .map(|i| {
-            let fields = factory.fields(&format!("line-{i}"), &format!("card-{i}"));
-            String::from_utf8(factory.encode(fields, 1)).unwrap()
-        })
-        .collect();
+    let lines = event_lines(25);
     let lines_path = dir.path().join("events.jsonl");
     std::fs::write(&lines_path, lines.join("\n")).unwrap();
     let config = support::process::config_file(dir.path(), "produce", &settings, "");
@@ -94,7 +83,7 @@ fn event_lines(count: usize) -> Vec<String> {
         .collect()
 }
 
-/// `streamscore produce` with these lines on these settings; (exit code, stderr).
+/// `streamscore-tools produce` with these lines on these settings; (exit code, stderr).
 fn produce(settings: &Settings, lines: &[String], topic: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let lines_path = dir.path().join("events.jsonl");
@@ -164,13 +153,13 @@ fn produce_with_a_bad_line_sends_nothing_and_says_so() {
 #[test]
 fn a_missing_input_file_is_named_once_with_its_os_error_once() {
     let (_, json) = Keyring::generate("k").unwrap();
-    // `produce` reads its input the same way.
     let (code, err) = refuse(
         tools()
             .args(["produce", "--file", "/nonexistent/events.jsonl"])
             .env("STREAMSCORE_KEYRING", &json),
     );
     assert_ne!(code, 0, "{err}");
+    assert!(err.contains("/nonexistent/events.jsonl"), "{err}");
     assert_eq!(
         err.matches("No such file or directory").count(),
         1,
@@ -178,20 +167,7 @@ fn a_missing_input_file_is_named_once_with_its_os_error_once() {
     );
 }
 
-fn over_tls(plain: &Settings, broker: &OwnBroker, ca: &std::path::Path) -> Settings {
-    let mut s = plain.clone();
-    s.kafka.bootstrap_servers = broker.tls.as_ref().expect("a TLS listener").0.clone();
-    s.kafka.request_timeout_ms = 5_000;
-    s.kafka
-        .properties
-        .insert("security.protocol".into(), "SSL".into());
-    s.kafka
-        .properties
-        .insert("ssl_ca_location".into(), ca.display().to_string());
-    s
-}
-
-/// `streamscore produce` reaches the cluster as `run` does: with the same
+/// `streamscore-tools produce` reaches the cluster as `run` does: with the same
 /// config file, over TLS, its records are delivered.
 #[test]
 fn produce_talks_tls_with_the_config_run_uses() {
@@ -199,7 +175,7 @@ fn produce_talks_tls_with_the_config_run_uses() {
     let broker = OwnBroker::start_tls("tls-produce");
     let plain = broker.settings("tls-produce");
     let ca = broker.tls.as_ref().expect("a TLS listener").1.clone();
-    let tls = over_tls(&plain, &broker, &ca);
+    let tls = broker.tls_settings(&plain, &ca);
     let dir = tempfile::tempdir().unwrap();
     let config = support::process::config_file(
         dir.path(),
@@ -210,18 +186,7 @@ fn produce_talks_tls_with_the_config_run_uses() {
             ca.display()
         ),
     );
-    let mut factory = EventFactory::new(
-        Arc::new(Keyring::generate("x").unwrap().0),
-        Format::Json,
-        "tls",
-        5,
-    );
-    let lines: Vec<String> = (0..30)
-        .map(|i| {
-            let fields = factory.fields(&format!("tls-{i}"), &format!("card-{i}"));
-            String::from_utf8(factory.encode(fields, 1)).unwrap()
-        })
-        .collect();
+    let lines = event_lines(30);
     let lines_path = dir.path().join("events.jsonl");
     std::fs::write(&lines_path, lines.join("\n")).unwrap();
     let out = tools()

@@ -65,6 +65,25 @@ impl OwnBroker {
         s
     }
 
+    /// `plain` pointed at the TLS listener, trusting `ca` (the broker's own
+    /// CA, or another one to be refused).
+    pub fn tls_settings(
+        &self,
+        plain: &streamscore::config::Settings,
+        ca: &std::path::Path,
+    ) -> streamscore::config::Settings {
+        let mut s = plain.clone();
+        s.kafka.bootstrap_servers = self.tls.as_ref().expect("a TLS listener").0.clone();
+        s.kafka.request_timeout_ms = 5_000;
+        s.kafka
+            .properties
+            .insert("security.protocol".into(), "SSL".into());
+        s.kafka
+            .properties
+            .insert("ssl_ca_location".into(), ca.display().to_string());
+        s
+    }
+
     /// crash, halt, restart, pause or resume (see scripts/kafka).
     pub fn act(&self, action: &str) {
         kafka(&[action, &self.name]);

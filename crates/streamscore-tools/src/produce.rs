@@ -1,4 +1,4 @@
-//! `streamscore produce`: the upstream side in a box. JSON lines in; each one
+//! `streamscore-tools produce`: the upstream side in a box. JSON lines in; each one
 //! encoded as the configured input format, sealed with the keyring's active
 //! key (the record key bound in), and published to the input topic.
 

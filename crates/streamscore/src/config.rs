@@ -884,9 +884,10 @@ mod tests {
         Settings::load_with_env(Some(f.path()), false)
     }
 
-    /// Every spelling [`CHOICES`] lets through deserialises into its enum,
-    /// and each enum's serde names are exactly those spellings: the two
-    /// lists cannot drift apart.
+    /// Every spelling [`CHOICES`] lets through deserialises into its enum
+    /// and serialises back to itself, so a spelling the pre-check accepts
+    /// never meets serde's refusal; each key's wrong spelling gets the
+    /// one-line refusal.
     #[test]
     fn every_choice_deserialises() {
         fn names<T: serde::de::DeserializeOwned + Serialize>(spellings: &[&str]) -> Vec<String> {

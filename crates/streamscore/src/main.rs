@@ -1,4 +1,4 @@
-//! The `streamscore` command line: `run` the processor, or `demo` it.
+//! The `streamscore` command line: `run` the processor, `check` a config, edit a keyring (`keys`). The tools (demo, bench, produce) are `streamscore-tools`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -1,5 +1,5 @@
 {{/* Rules across values that the processor's validate() applies at start
-(src/config.rs). The schema checks one value at a time; these need two, and
+(crates/streamscore/src/config.rs). The schema checks one value at a time; these need two, and
 without them `helm install` would succeed and every pod would crash-loop on
 its first config check. Each failure is one line in the processor's own form:
 the key, its value, what is allowed. */}}
@@ -51,7 +51,7 @@ the key, its value, what is allowed. */}}
 {{- end }}
 {{- /* librdkafka properties that would silently undo exactly-once, refused in
 every kafka.* table as the processor's check_pinned refuses them
-(PINNED_PROPERTIES in src/config.rs), in the same words. As there: _ spells .,
+(PINNED_PROPERTIES in crates/streamscore/src/config.rs), in the same words. As there: _ spells .,
 a value is read as the ConfigMap writes it (toString), trimmed and in any
 case; repeating the processor's own value is allowed. */}}
 {{- $true := list "true" "t" "1" }}

@@ -1,4 +1,4 @@
-//! `streamscore bench`: the end-to-end benchmark on a real broker, with
+//! `streamscore-tools bench`: the end-to-end benchmark on a real broker, with
 //! exactly-once on. In one run, on the same broker and model, it measures
 //!
 //! 1. ceiling (a), the raw Kafka path (consume → transactional produce of the

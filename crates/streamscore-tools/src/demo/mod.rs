@@ -1,4 +1,4 @@
-//! `streamscore demo`: the embedded default. On a broker it is given, it
+//! `streamscore-tools demo`: the embedded default. On a broker it is given, it
 //! creates its own topics, publishes encrypted synthetic transactions (a few
 //! deliberately bad), runs the real pipeline on them, prints a live line each
 //! second, and finally checks with an independent reader that every event

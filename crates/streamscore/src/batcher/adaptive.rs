@@ -7,7 +7,7 @@
 //!
 //! Queueing after the batcher is left out on purpose: it means a later stage
 //! is behind, and shrinking batches then lowers throughput and deepens the
-//! queue (a spiral the first version of this fell into in `streamscore bench`).
+//! queue (a spiral the first version of this fell into in `streamscore-tools bench`).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
