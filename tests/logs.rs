@@ -14,6 +14,19 @@ use support::process::{Processor, config_file};
 /// Debug renderings that must never reach a field or a message.
 const DEBUG_TEXT: &[&str] = &["Some(", "Keyring {", "Ok(", "Err(", "{ key_ids"];
 
+fn assert_no_debug_text(event: &serde_json::Value, line: &str) {
+    for (field, value) in event.as_object().unwrap() {
+        if let Some(s) = value.as_str() {
+            for debug in DEBUG_TEXT {
+                assert!(
+                    !s.contains(debug),
+                    "field {field} holds Debug text {debug:?}: {line}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn json_log_fields_carry_no_debug_text_and_the_final_commit_is_told_as_it_was() {
     let settings = support::settings("logs", Format::Avro, Format::Avro);
@@ -54,16 +67,7 @@ fn json_log_fields_carry_no_debug_text_and_the_final_commit_is_told_as_it_was() 
             continue;
         }
         lines += 1;
-        for (field, value) in event.as_object().unwrap() {
-            if let Some(s) = value.as_str() {
-                for debug in DEBUG_TEXT {
-                    assert!(
-                        !s.contains(debug),
-                        "field {field} holds Debug text {debug:?}: {line}"
-                    );
-                }
-            }
-        }
+        assert_no_debug_text(&event, line);
     }
     assert!(lines > 5, "JSON log lines of streamscore: {text}");
     assert!(text.contains("transaction committed"), "{text}");
@@ -159,16 +163,7 @@ fn a_final_transaction_that_aborts_is_told_as_aborted() {
     for line in text.lines() {
         let event: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        for (field, value) in event.as_object().unwrap() {
-            if let Some(s) = value.as_str() {
-                for debug in DEBUG_TEXT {
-                    assert!(
-                        !s.contains(debug),
-                        "field {field} holds Debug text {debug:?}: {line}"
-                    );
-                }
-            }
-        }
+        assert_no_debug_text(&event, line);
         if event["message"]
             .as_str()
             .is_some_and(|m| m.starts_with("source stopped"))
