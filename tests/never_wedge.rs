@@ -396,7 +396,17 @@ fn a_commit_that_times_out_replaces_the_producer_and_goes_on() {
     // out and the producer be replaced. (Paused for exactly 8 s, the last
     // try sometimes outlived the pause, and nothing was tested.) Below the
     // transaction timeout (20 s), so the coordinator does not abort it first.
+    // The hang starts while a commit waits at its start, so the commit call
+    // meets it: a hang that begins during the delivery wait before the
+    // commit is outlasted by the deliveries, and nothing times out.
+    run.faults.hold_next_commit();
+    assert!(
+        run.faults.wait_for_held_commit(Duration::from_secs(30)),
+        "no commit came to hold: {}",
+        counts(&run.stats)
+    );
     broker.act("pause");
+    run.faults.release_held_commit();
     std::thread::sleep(Duration::from_secs(14));
     broker.act("resume");
     let published = stream.join().unwrap();

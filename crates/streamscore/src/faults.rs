@@ -2,13 +2,16 @@
 //! broker cannot be made to produce on cue: an abortable error at the next
 //! commit (as a rebalance's ILLEGAL_GENERATION would give), a commit whose
 //! answer never comes back (as a broker that hangs right after writing the
-//! commit would give), or an ONNX Runtime error in the middle of a run (as a
+//! commit would give), a commit held at its start while the test hangs the
+//! broker (so the commit is the call that meets the hang, not a delivery
+//! wait before it), or an ONNX Runtime error in the middle of a run (as a
 //! GPU fault would give).
 //!
 //! Nothing arms them outside tests; disarmed, each costs one relaxed load
 //! per commit or per batch.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 #[doc(hidden)]
 #[derive(Debug, Default)]
@@ -16,6 +19,9 @@ pub struct Faults {
     abort_commits: AtomicU32,
     lose_commit_reply: AtomicBool,
     fail_inference: AtomicBool,
+    hold_commit: AtomicBool,
+    commit_held: AtomicBool,
+    commit_released: AtomicBool,
 }
 
 impl Faults {
@@ -45,6 +51,43 @@ impl Faults {
     /// so the inference call itself fails.
     pub fn fail_next_inference(&self) {
         self.fail_inference.store(true, Ordering::SeqCst);
+    }
+
+    /// The next commit stops just before its commit call until
+    /// [`Faults::release_held_commit`] (or a minute has passed).
+    pub fn hold_next_commit(&self) {
+        self.commit_released.store(false, Ordering::SeqCst);
+        self.commit_held.store(false, Ordering::SeqCst);
+        self.hold_commit.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until an armed hold has stopped a commit; false if none came.
+    pub fn wait_for_held_commit(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while !self.commit_held.load(Ordering::SeqCst) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    /// Lets the held commit go on.
+    pub fn release_held_commit(&self) {
+        self.commit_released.store(true, Ordering::SeqCst);
+    }
+
+    /// In the sink, before its commit call: waits here while a test holds it.
+    pub(crate) fn pause_if_commit_held(&self) {
+        if !take(&self.hold_commit) {
+            return;
+        }
+        self.commit_held.store(true, Ordering::SeqCst);
+        let give_up = Instant::now() + Duration::from_secs(60);
+        while !self.commit_released.load(Ordering::SeqCst) && Instant::now() < give_up {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Takes one armed commit failure, if any.

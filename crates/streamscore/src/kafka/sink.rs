@@ -621,6 +621,7 @@ impl Sink {
             .send_offsets_to_transaction(&offsets, &group, self.config.timeout)
             .and_then(|()| {
                 await_deliveries(&self.producer, self.config.timeout);
+                self.links.faults.pause_if_commit_held();
                 self.commit_with_retries()
             });
         let result = match result {
