@@ -123,7 +123,7 @@ fn tail(log: &Path) -> String {
 
 fn fault_settings(name: &str, broker: &OwnBroker) -> Settings {
     let mut s = broker.settings(name);
-    s.kafka.group_instance_id = format!("{}-member", s.kafka.group_id);
+    s.kafka.group_instance_id = Some(format!("{}-member", s.kafka.group_id));
     s.kafka.session_timeout_ms = 10_000;
     s.kafka.transaction_timeout_ms = 20_000;
     s.kafka.request_timeout_ms = 10_000;

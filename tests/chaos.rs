@@ -34,7 +34,7 @@ fn sigkill_and_restart_loses_and_duplicates_nothing() {
 
     let mut settings = support::settings("chaos", Format::Avro, Format::Avro);
     // Static membership: a restarted instance takes its partitions back at once.
-    settings.kafka.group_instance_id = format!("{}-member", settings.kafka.group_id);
+    settings.kafka.group_instance_id = Some(format!("{}-member", settings.kafka.group_id));
     settings.kafka.session_timeout_ms = 10_000;
     settings.kafka.transaction_timeout_ms = 10_000;
     settings.kafka.request_timeout_ms = 10_000;

@@ -21,7 +21,7 @@ impl StaticMembers for Group {
     /// the chart sets the pod name), with `extra` config lines.
     fn start_static(&self, i: usize, extra: &str) -> Processor {
         let mut s = self.settings.clone();
-        s.kafka.group_instance_id = format!("{}-{i}", self.settings.kafka.group_id);
+        s.kafka.group_instance_id = Some(format!("{}-{i}", self.settings.kafka.group_id));
         self.start_with(i, s, extra)
     }
 

@@ -141,10 +141,7 @@ pub fn settings(name: &str, input: Format, output: Format) -> Settings {
         *path = root().join(&*path);
     }
     s.output.avro_schema = root().join(&s.output.avro_schema);
-    s.onnxruntime.library = root()
-        .join(".local/onnxruntime/lib/libonnxruntime.so")
-        .display()
-        .to_string();
+    s.onnxruntime.library = Some(root().join(".local/onnxruntime/lib/libonnxruntime.so"));
     s.validate().expect("test settings are valid");
     s
 }

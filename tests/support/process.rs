@@ -22,7 +22,7 @@ pub fn config_file(dir: &Path, name: &str, settings: &Settings, extra: &str) -> 
         settings.kafka.transaction_timeout_ms,
         settings.kafka.session_timeout_ms,
         settings.kafka.request_timeout_ms,
-        settings.kafka.group_instance_id,
+        settings.kafka.group_instance_id.as_deref().unwrap_or(""),
         settings.input.topics,
         settings.input.format.as_str(),
         settings.output.topic,

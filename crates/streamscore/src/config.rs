@@ -233,7 +233,9 @@ pub struct KafkaSettings {
     pub group_id: String,
     pub transactional_id: String,
     pub transaction_timeout_ms: u64,
-    pub group_instance_id: String,
+    /// Static membership (KIP-345) when set; `""` leaves it unset.
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub group_instance_id: Option<String>,
     pub session_timeout_ms: u64,
     pub request_timeout_ms: u64,
     pub max_message_bytes: u64,
@@ -280,8 +282,12 @@ pub struct OutputSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeySettings {
-    pub file: String,
-    pub env: String,
+    /// A keyring file, watched for rotation; `""` leaves it unset.
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub file: Option<PathBuf>,
+    /// The variable holding the keyring, when no file is set.
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub env: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -305,7 +311,21 @@ pub struct ModelSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OnnxRuntimeSettings {
-    pub library: String,
+    /// `libonnxruntime.so`; unset (or `""`): `ORT_DYLIB_PATH`, else the set-up copy.
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub library: Option<PathBuf>,
+}
+
+/// An optional setting read as absent when written `""`: how TOML, an
+/// environment variable or a chart value leaves a setting unset, so no
+/// code downstream has to tell "" from a value.
+fn empty_as_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: From<String>,
+{
+    let text: Option<String> = Option::deserialize(deserializer)?;
+    Ok(text.filter(|t| !t.trim().is_empty()).map(T::from))
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -602,7 +622,7 @@ impl Settings {
     }
 
     fn check_key_source(&self) -> Result<(), ConfigError> {
-        if self.keys.file.is_empty() && self.keys.env.is_empty() {
+        if self.keys.file.is_none() && self.keys.env.is_none() {
             return Err(invalid(
                 "keys.file",
                 "\"\"",
@@ -699,7 +719,7 @@ impl Settings {
     /// group.instance.id, which comes from the environment.)
     fn check_leave_group(&self) -> Result<(), ConfigError> {
         let k = &self.kafka;
-        let static_member = !k.group_instance_id.is_empty();
+        let static_member = k.group_instance_id.is_some();
         match self.shutdown.leave_group {
             // KIP-848's protocol takes a static member's leave as temporary
             // (member epoch -2): it would keep its partitions anyway.
@@ -744,8 +764,8 @@ impl Settings {
 
     /// The ONNX Runtime library: the config key, else `ORT_DYLIB_PATH`, else the set-up copy.
     pub fn onnxruntime_library(&self) -> PathBuf {
-        if !self.onnxruntime.library.is_empty() {
-            return PathBuf::from(&self.onnxruntime.library);
+        if let Some(library) = &self.onnxruntime.library {
+            return library.clone();
         }
         match std::env::var_os("ORT_DYLIB_PATH") {
             Some(p) if !p.is_empty() => PathBuf::from(p),
@@ -928,6 +948,23 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "config: telemetry.listen = localhost is not allowed: an address like 0.0.0.0:9464"
+        );
+    }
+
+    /// An optional setting written "" is unset, as if absent; a value is kept.
+    #[test]
+    fn optional_settings_read_empty_as_unset() {
+        let s = Settings::load_with_env(None, false).unwrap();
+        assert_eq!(s.kafka.group_instance_id, None);
+        assert_eq!(s.onnxruntime.library, None);
+        let s = with_file("[kafka]\ngroup_instance_id = \"p-0\"\n[onnxruntime]\nlibrary = \" \"\n")
+            .unwrap();
+        assert_eq!(s.kafka.group_instance_id.as_deref(), Some("p-0"));
+        assert_eq!(s.onnxruntime.library, None);
+        let err = with_file("[keys]\nfile = \"\"\nenv = \"\"\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config: keys.file = \"\" is not allowed: a keyring file path, or keys.env naming a variable"
         );
     }
 

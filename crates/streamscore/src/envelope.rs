@@ -166,10 +166,11 @@ impl Keyring {
 
     /// Loads the keyring the settings point at: `keys.file`, else the variable `keys.env`.
     pub fn from_settings(keys: &crate::config::KeySettings) -> Result<Self, KeyringError> {
-        if keys.file.is_empty() {
-            Self::from_env(&keys.env)
-        } else {
-            Self::from_file(Path::new(&keys.file))
+        match (&keys.file, &keys.env) {
+            (Some(file), _) => Self::from_file(file),
+            (None, Some(var)) => Self::from_env(var),
+            // validate() refuses settings with neither.
+            (None, None) => Err(KeyringError::EnvMissing("keys.env".to_owned())),
         }
     }
 

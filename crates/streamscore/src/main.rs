@@ -1,6 +1,6 @@
 //! The `streamscore` command line: `run` the processor, `check` a config, edit a keyring (`keys`). The tools (demo, bench, produce) are `streamscore-tools`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,7 +135,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     logging::init(settings.telemetry.log_format, &settings.telemetry.log_level);
     // The keyring file's version before it is read: a rotation that lands
     // between this first load and the watcher's start is still seen.
-    let keyring_version = keywatch::modified(Path::new(&settings.keys.file));
+    let keyring_version = settings.keys.file.as_deref().and_then(keywatch::modified);
     let keyring = share(Arc::new(refusals_before_connecting(&settings)?));
     {
         let loaded = keyring.load();
@@ -150,9 +150,9 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     // from the environment cannot change while the process runs.
     let reload_requested = Arc::new(AtomicBool::new(false));
     let watcher_stop = Arc::new(AtomicBool::new(false));
-    if !settings.keys.file.is_empty() {
+    if let Some(file) = &settings.keys.file {
         keywatch::watch(
-            PathBuf::from(&settings.keys.file),
+            file.clone(),
             keyring_status.clone(),
             keyring_version,
             Duration::from_secs(2),
@@ -161,7 +161,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
         )?;
     }
     let on_hangup = || {
-        if settings.keys.file.is_empty() {
+        if settings.keys.file.is_none() {
             tracing::info!("SIGHUP: the keyring comes from the environment; nothing to reload");
         } else {
             tracing::info!("SIGHUP: reloading the keyring");

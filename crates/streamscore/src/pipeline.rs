@@ -316,16 +316,16 @@ impl Pipeline {
             })?;
         let consumer = Arc::new(consumer);
         let leave = settings.shutdown.leave_group;
-        let static_member = if settings.kafka.group_instance_id.is_empty() {
-            if leave == LeaveGroup::Never {
-                tracing::warn!(
-                    "shutdown.leave_group = never has no effect without kafka.group_instance_id: a dynamic member always leaves the group on stop"
-                );
-            }
-            None
-        } else {
-            Some((settings.kafka.group_instance_id.clone(), leave))
-        };
+        let static_member = settings
+            .kafka
+            .group_instance_id
+            .clone()
+            .map(|id| (id, leave));
+        if static_member.is_none() && leave == LeaveGroup::Never {
+            tracing::warn!(
+                "shutdown.leave_group = never has no effect without kafka.group_instance_id: a dynamic member always leaves the group on stop"
+            );
+        }
         let topics: Vec<&str> = settings.input.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)

@@ -171,7 +171,7 @@ fn phase_settings(base: &Settings, name: &str, input: &str, scores: &str, dlq: &
     let mut s = base.clone();
     s.kafka.group_id = name.to_owned();
     s.kafka.transactional_id = format!("{name}-0");
-    s.kafka.group_instance_id = String::new();
+    s.kafka.group_instance_id = None;
     s.input.topics = vec![input.to_owned()];
     s.output.topic = scores.to_owned();
     s.output.dead_letter_topic = dlq.to_owned();

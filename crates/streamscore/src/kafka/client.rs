@@ -182,8 +182,8 @@ fn consumer_settings(c: &mut ClientConfig, settings: &Settings) {
             "topic.metadata.refresh.interval.ms",
             CONSUMER_METADATA_REFRESH_MS.to_string(),
         );
-    if !k.group_instance_id.is_empty() {
-        c.set("group.instance.id", &k.group_instance_id);
+    if let Some(id) = &k.group_instance_id {
+        c.set("group.instance.id", id);
     }
 }
 
