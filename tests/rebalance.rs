@@ -112,10 +112,22 @@ fn instances_joining_and_leaving_mid_stream_lose_and_duplicate_nothing() {
             || logs.contains("partitions revoked; the last transaction aborted"),
         "no rebalance revoked anything:\n{logs}"
     );
-    assert!(
-        !logs.contains("revoked after aborting"),
-        "a revocation aborted:\n{logs}"
-    );
+    // The one abort a revocation may report is the coordinator's refusal of
+    // its commit because the generation had already moved on (the same
+    // race, met by the revocation's own commit): the processor tried to
+    // commit, the broker said no, and the next owner reads the records.
+    for log in (0..3).map(|i| g.read_log(i)) {
+        let lines: Vec<&str> = log.lines().collect();
+        for (at, line) in lines.iter().enumerate() {
+            if line.contains("revoked after aborting") {
+                let refused = lines[at.saturating_sub(3)..at].iter().any(|l| {
+                    l.contains("transaction failed; aborting")
+                        && l.contains("generation id is not valid")
+                });
+                assert!(refused, "a revocation aborted:\n{log}");
+            }
+        }
+    }
     let left = g.read_log(1);
     assert!(
         left.contains("source stopped after a final commit")
