@@ -951,6 +951,18 @@ mod tests {
         );
     }
 
+    /// `as_str` writes what serde reads: test configs and the bench report
+    /// are written with it.
+    #[test]
+    fn as_str_is_the_config_spelling() {
+        for f in [Format::Avro, Format::Json] {
+            assert_eq!(serde_json::to_value(f).unwrap(), f.as_str());
+        }
+        for m in [BatchMode::Fixed, BatchMode::Adaptive] {
+            assert_eq!(serde_json::to_value(m).unwrap(), m.as_str());
+        }
+    }
+
     /// An optional setting written "" is unset, as if absent; a value is kept.
     #[test]
     fn optional_settings_read_empty_as_unset() {
