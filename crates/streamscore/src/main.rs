@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 
 use streamscore::config::{LogFormat, Settings};
-use streamscore::envelope::{Keyring, share};
+use streamscore::envelope::{Keyring, SharedKeyring, share};
 use streamscore::keywatch::{self, KeyringStatus};
 use streamscore::pipeline::Pipeline;
 use streamscore::telemetry::http::{Health, serve};
@@ -125,49 +125,91 @@ fn main() -> ExitCode {
     }
 }
 
+/// The signals `run` answers: SIGTERM and SIGINT stop, SIGHUP reloads the keyring.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn catch() -> std::io::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// The keyring in use and its watcher: a keyring file is watched for
+/// rotation (and reloaded on SIGHUP); one from the environment cannot change
+/// while the process runs.
+struct Keys {
+    shared: SharedKeyring,
+    status: Arc<KeyringStatus>,
+    from_file: bool,
+    reload_requested: Arc<AtomicBool>,
+    watcher_stop: Arc<AtomicBool>,
+}
+
+impl Keys {
+    fn load_and_watch(settings: &Settings) -> anyhow::Result<Self> {
+        // The keyring file's version before it is read: a rotation that lands
+        // between this first load and the watcher's start is still seen.
+        let version = settings.keys.file.as_deref().and_then(keywatch::modified);
+        let shared = share(Arc::new(refusals_before_connecting(settings)?));
+        {
+            let loaded = shared.load();
+            tracing::info!(
+                key_ids = %loaded.key_ids().join(","),
+                active = %loaded.active_id(),
+                "keyring loaded"
+            );
+        }
+        let keys = Keys {
+            status: Arc::new(KeyringStatus::new(shared.clone())),
+            shared,
+            from_file: settings.keys.file.is_some(),
+            reload_requested: Arc::new(AtomicBool::new(false)),
+            watcher_stop: Arc::new(AtomicBool::new(false)),
+        };
+        if let Some(file) = &settings.keys.file {
+            keywatch::watch(
+                file.clone(),
+                keys.status.clone(),
+                version,
+                Duration::from_secs(2),
+                keys.reload_requested.clone(),
+                keys.watcher_stop.clone(),
+            )?;
+        }
+        Ok(keys)
+    }
+
+    fn on_hangup(&self) {
+        if self.from_file {
+            tracing::info!("SIGHUP: reloading the keyring");
+            self.reload_requested.store(true, Ordering::Relaxed);
+        } else {
+            tracing::info!("SIGHUP: the keyring comes from the environment; nothing to reload");
+        }
+    }
+}
+
+impl Drop for Keys {
+    fn drop(&mut self) {
+        self.watcher_stop.store(true, Ordering::Relaxed);
+    }
+}
+
 async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     // Signals are caught from the first moment, so a SIGTERM during start-up
     // (model warm-up, joining the group) still ends in a clean stop, never a kill.
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
+    let mut signals = Signals::catch()?;
     let settings = Settings::load(config.as_deref())?;
     logging::init(settings.telemetry.log_format, &settings.telemetry.log_level);
-    // The keyring file's version before it is read: a rotation that lands
-    // between this first load and the watcher's start is still seen.
-    let keyring_version = settings.keys.file.as_deref().and_then(keywatch::modified);
-    let keyring = share(Arc::new(refusals_before_connecting(&settings)?));
-    {
-        let loaded = keyring.load();
-        tracing::info!(
-            key_ids = %loaded.key_ids().join(","),
-            active = %loaded.active_id(),
-            "keyring loaded"
-        );
-    }
-    let keyring_status = Arc::new(KeyringStatus::new(keyring.clone()));
-    // A keyring file is watched for rotation (and reloaded on SIGHUP); one
-    // from the environment cannot change while the process runs.
-    let reload_requested = Arc::new(AtomicBool::new(false));
-    let watcher_stop = Arc::new(AtomicBool::new(false));
-    if let Some(file) = &settings.keys.file {
-        keywatch::watch(
-            file.clone(),
-            keyring_status.clone(),
-            keyring_version,
-            Duration::from_secs(2),
-            reload_requested.clone(),
-            watcher_stop.clone(),
-        )?;
-    }
-    let on_hangup = || {
-        if settings.keys.file.is_none() {
-            tracing::info!("SIGHUP: the keyring comes from the environment; nothing to reload");
-        } else {
-            tracing::info!("SIGHUP: reloading the keyring");
-            reload_requested.store(true, Ordering::Relaxed);
-        }
-    };
+    let keys = Keys::load_and_watch(&settings)?;
 
     let health = Arc::new(Health::new(settings.stall_timeout()));
     let listen = settings.telemetry.listen;
@@ -175,53 +217,21 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
         listen,
         metrics::install(),
         health.clone(),
-        Some(keyring_status.clone()),
+        Some(keys.status.clone()),
     )
     .await
     .with_context(|| format!("cannot listen on telemetry.listen = {listen}"))?;
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
 
     let stats = Arc::new(LiveStats::default());
-    let starting = {
-        let (settings, stats) = (settings.clone(), stats.clone());
-        tokio::task::spawn_blocking(move || Pipeline::start(&settings, keyring, stats))
-    };
-    tokio::pin!(starting);
-    let mut stop_requested = false;
-    let pipeline = loop {
-        tokio::select! {
-            started = &mut starting => match started? {
-                Ok(pipeline) => break pipeline,
-                Err(e) if stop_requested => return Err(e.into()),
-                Err(e) => {
-                    let error = anyhow::Error::from(e);
-                    return linger_then_fail(error, &settings, &health, &mut terminate, &mut interrupt).await;
-                }
-            },
-            _ = terminate.recv() => { tracing::info!("SIGTERM during start-up: stopping once started"); stop_requested = true; }
-            _ = interrupt.recv() => { tracing::info!("SIGINT during start-up: stopping once started"); stop_requested = true; }
-            _ = hangup.recv() => on_hangup(),
-        }
-    };
+    let (pipeline, stop_requested) =
+        match start_pipeline(&settings, &keys, stats.clone(), &mut signals).await? {
+            Ok(started) => started,
+            Err(e) => return linger_then_fail(e, &settings, &health, &mut signals).await,
+        };
     // Whether the pipeline stopped on its own (a failure), not on a signal.
-    let mut stopped_on_its_own = false;
-    if !stop_requested {
-        health.attach(pipeline.signals());
-        health.ready.store(true, Ordering::Relaxed);
-        let mut check = tokio::time::interval(Duration::from_millis(200));
-        let mut summary = Summary::new(stats.clone());
-        let mut minute =
-            tokio::time::interval_at(tokio::time::Instant::now() + SUMMARY_EVERY, SUMMARY_EVERY);
-        loop {
-            tokio::select! {
-                _ = terminate.recv() => { tracing::info!("SIGTERM: committing and stopping"); break; }
-                _ = interrupt.recv() => { tracing::info!("SIGINT: committing and stopping"); break; }
-                _ = hangup.recv() => on_hangup(),
-                _ = check.tick() => if pipeline.has_stopped() { stopped_on_its_own = true; break; },
-                _ = minute.tick() => summary.log(),
-            }
-        }
-    }
+    let stopped_on_its_own = !stop_requested
+        && serve_until_stopped(&pipeline, &health, stats, &keys, &mut signals).await;
     health.ready.store(false, Ordering::Relaxed);
     pipeline.stop();
     let grace = settings.grace_period();
@@ -229,10 +239,8 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
         Ok(joined) => match joined? {
             Ok(()) => {}
             Err(e) if stopped_on_its_own => {
-                let error = anyhow::Error::from(e);
-                watcher_stop.store(true, Ordering::Relaxed);
-                return linger_then_fail(error, &settings, &health, &mut terminate, &mut interrupt)
-                    .await;
+                drop(keys);
+                return linger_then_fail(e.into(), &settings, &health, &mut signals).await;
             }
             Err(e) => return Err(e.into()),
         },
@@ -241,9 +249,65 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
             grace.as_millis()
         ),
     }
-    watcher_stop.store(true, Ordering::Relaxed);
+    drop(keys);
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Starts the pipeline off the async threads, answering signals meanwhile.
+/// `Ok(Ok((pipeline, stop_requested)))` once started; `Ok(Err(_))` when the
+/// start failed on its own (the caller lingers before it exits); `Err(_)`
+/// when it failed after a stop was asked for.
+async fn start_pipeline(
+    settings: &Settings,
+    keys: &Keys,
+    stats: Arc<LiveStats>,
+    signals: &mut Signals,
+) -> anyhow::Result<Result<(Pipeline, bool), anyhow::Error>> {
+    let starting = {
+        let (settings, keyring) = (settings.clone(), keys.shared.clone());
+        tokio::task::spawn_blocking(move || Pipeline::start(&settings, keyring, stats))
+    };
+    tokio::pin!(starting);
+    let mut stop_requested = false;
+    loop {
+        tokio::select! {
+            started = &mut starting => return match started? {
+                Ok(pipeline) => Ok(Ok((pipeline, stop_requested))),
+                Err(e) if stop_requested => Err(e.into()),
+                Err(e) => Ok(Err(e.into())),
+            },
+            _ = signals.terminate.recv() => { tracing::info!("SIGTERM during start-up: stopping once started"); stop_requested = true; }
+            _ = signals.interrupt.recv() => { tracing::info!("SIGINT during start-up: stopping once started"); stop_requested = true; }
+            _ = signals.hangup.recv() => keys.on_hangup(),
+        }
+    }
+}
+
+/// Ready until a stop signal or until the pipeline stops on its own (then
+/// true); logs the summary every minute meanwhile.
+async fn serve_until_stopped(
+    pipeline: &Pipeline,
+    health: &Health,
+    stats: Arc<LiveStats>,
+    keys: &Keys,
+    signals: &mut Signals,
+) -> bool {
+    health.attach(pipeline.signals());
+    health.ready.store(true, Ordering::Relaxed);
+    let mut check = tokio::time::interval(Duration::from_millis(200));
+    let mut summary = Summary::new(stats);
+    let mut minute =
+        tokio::time::interval_at(tokio::time::Instant::now() + SUMMARY_EVERY, SUMMARY_EVERY);
+    loop {
+        tokio::select! {
+            _ = signals.terminate.recv() => { tracing::info!("SIGTERM: committing and stopping"); return false; }
+            _ = signals.interrupt.recv() => { tracing::info!("SIGINT: committing and stopping"); return false; }
+            _ = signals.hangup.recv() => keys.on_hangup(),
+            _ = check.tick() => if pipeline.has_stopped() { return true; },
+            _ = minute.tick() => summary.log(),
+        }
+    }
 }
 
 /// After stopping on an error, keeps serving /metrics (unready, not alive)
@@ -254,8 +318,7 @@ async fn linger_then_fail(
     error: anyhow::Error,
     settings: &Settings,
     health: &Health,
-    terminate: &mut tokio::signal::unix::Signal,
-    interrupt: &mut tokio::signal::unix::Signal,
+    signals: &mut Signals,
 ) -> anyhow::Result<()> {
     health.fail(format!("{error:#}"));
     let linger = settings.exit_linger();
@@ -267,8 +330,8 @@ async fn linger_then_fail(
         );
         tokio::select! {
             _ = tokio::time::sleep(linger) => {}
-            _ = terminate.recv() => tracing::info!("SIGTERM: not lingering any longer"),
-            _ = interrupt.recv() => tracing::info!("SIGINT: not lingering any longer"),
+            _ = signals.terminate.recv() => tracing::info!("SIGTERM: not lingering any longer"),
+            _ = signals.interrupt.recv() => tracing::info!("SIGINT: not lingering any longer"),
         }
     }
     Err(error)

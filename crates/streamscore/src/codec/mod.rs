@@ -6,7 +6,7 @@ pub mod schemas;
 pub mod score;
 
 pub use input::{DecodeError, Fields, InputDecoder};
-pub use score::{Decision, ScoreEncoder, ScoreResult};
+pub use score::{Decision, ModelIdentity, ScoreEncoder, ScoreRecords, ScoreResult};
 
 /// Confluent wire format: magic byte 0, 4-byte big-endian schema id, Avro binary.
 pub const CONFLUENT_MAGIC: u8 = 0;

@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{confluent_frame, confluent_unframe};
 use crate::config::Format;
+use crate::features::EventMeta;
+use crate::item::Item;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Decision {
@@ -12,6 +14,17 @@ pub enum Decision {
     Pass,
     #[serde(rename = "FLAG")]
     Flag,
+}
+
+impl Decision {
+    /// FLAG at or above the threshold, PASS below it.
+    pub fn at(score: f64, threshold: f64) -> Self {
+        if score >= threshold {
+            Decision::Flag
+        } else {
+            Decision::Pass
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +106,54 @@ impl ScoreEncoder {
     }
 }
 
+/// What a score result says about the model that made it.
+#[derive(Debug, Clone)]
+pub struct ModelIdentity {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+    pub threshold: f64,
+}
+
+/// Builds the value of each score record: the result for one scored event,
+/// with the decision and the model that made it, encoded for the score topic.
+pub struct ScoreRecords {
+    encoder: ScoreEncoder,
+    model: ModelIdentity,
+}
+
+impl ScoreRecords {
+    pub fn new(encoder: ScoreEncoder, model: ModelIdentity) -> Self {
+        Self { encoder, model }
+    }
+
+    pub fn value(
+        &self,
+        item: &Item,
+        meta: &EventMeta,
+        score: f32,
+        scored_at: i64,
+    ) -> Result<Vec<u8>, ScoreCodecError> {
+        let score = f64::from(score);
+        let model = &self.model;
+        self.encoder.encode(&ScoreResult {
+            event_id: meta.event_id.clone(),
+            record_key: (item.key.as_deref()).map(|k| String::from_utf8_lossy(k).into_owned()),
+            score,
+            decision: Decision::at(score, model.threshold),
+            threshold: model.threshold,
+            model_name: model.name.clone(),
+            model_version: model.version.clone(),
+            model_sha256: model.sha256.clone(),
+            source_topic: item.source.topic.to_string(),
+            source_partition: item.source.partition,
+            source_offset: item.source.offset,
+            event_time: meta.event_time,
+            scored_at,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +175,13 @@ mod tests {
             event_time: 1_790_000_000_000,
             scored_at: 1_790_000_000_050,
         }
+    }
+
+    #[test]
+    fn the_threshold_itself_flags() {
+        assert_eq!(Decision::at(0.5, 0.5), Decision::Flag);
+        assert_eq!(Decision::at(0.499_999, 0.5), Decision::Pass);
+        assert_eq!(Decision::at(0.9, 0.5), Decision::Flag);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::item::Batch;
 use crate::telemetry::metrics::{BATCH_SIZE, INFERENCE_ERRORS, STAGE_DURATION, stage};
 
 /// What a worker shares with the other stages.
+#[derive(Clone)]
 pub struct WorkerLinks {
     pub adaptive: Option<Arc<AdaptiveSize>>,
     /// Set before a failed worker hangs up, so the sink aborts rather than

@@ -6,21 +6,22 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
-use crate::codec::{Decision, ScoreEncoder, ScoreResult};
-use crate::dead_letter::{self, Reason, Rejection};
+use crate::codec::ScoreRecords;
+use crate::dead_letter::{DeadLetter, Omitted, Reason, Rejection};
 use crate::faults::Faults;
 use crate::item::{BarrierOutcome, Batch, Item, Outcome};
 use crate::kafka::positions::CommittedPositions;
 use crate::kafka::source::SourceConsumer;
+use crate::pipeline::fan::FanIn;
 use crate::telemetry::LiveStats;
 use crate::telemetry::metrics::{
     DEAD_LETTER_VALUES_OMITTED, DEAD_LETTERED, END_TO_END_LATENCY, PRODUCERS_REPLACED, SCORED,
@@ -126,15 +127,6 @@ impl ProducerContext for SinkContext {
 }
 
 pub type SinkProducer = ThreadedProducer<SinkContext>;
-
-/// What a score result says about the model.
-#[derive(Debug, Clone)]
-pub struct ModelIdentity {
-    pub name: String,
-    pub version: String,
-    pub sha256: String,
-    pub threshold: f64,
-}
 
 pub struct SinkConfig {
     pub score_topic: String,
@@ -257,8 +249,7 @@ pub struct Sink {
     producer: SinkProducer,
     factory: ProducerFactory,
     links: SinkLinks,
-    encoder: ScoreEncoder,
-    model: ModelIdentity,
+    records: ScoreRecords,
     config: SinkConfig,
     stats: Arc<LiveStats>,
     signals: Arc<PipelineSignals>,
@@ -276,8 +267,7 @@ impl Sink {
         producer: SinkProducer,
         factory: ProducerFactory,
         links: SinkLinks,
-        encoder: ScoreEncoder,
-        model: ModelIdentity,
+        records: ScoreRecords,
         config: SinkConfig,
         Reporting { stats, signals }: Reporting,
     ) -> Self {
@@ -286,8 +276,7 @@ impl Sink {
             producer,
             factory,
             links,
-            encoder,
-            model,
+            records,
             config,
             stats,
             signals,
@@ -301,8 +290,7 @@ impl Sink {
     /// Reads scored batches round-robin from the inference workers (the order
     /// the source dispatched them in) until all workers are gone, then commits
     /// (or, when a worker failed, aborts and reports it).
-    pub fn run(mut self, results: Vec<Receiver<Batch>>) -> Result<(), SinkError> {
-        let mut next = 0;
+    pub fn run(mut self, mut results: FanIn) -> Result<(), SinkError> {
         loop {
             self.signals.beat(Stage::Sink);
             let wait = match &self.open {
@@ -311,11 +299,8 @@ impl Sink {
                 }
                 None => Duration::from_millis(100),
             };
-            match results[next].recv_timeout(wait) {
-                Ok(batch) => {
-                    next = (next + 1) % results.len();
-                    self.handle(batch)?;
-                }
+            match results.recv_timeout(wait) {
+                Ok(batch) => self.handle(batch)?,
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -414,7 +399,9 @@ impl Sink {
         }
         let written = match (&item.outcome, score) {
             (Outcome::Row(meta), Some(score)) => {
-                let payload = self.score_payload(item, meta, score, scored_at)?;
+                let payload = (self.records)
+                    .value(item, meta, score, scored_at)
+                    .map_err(|e| SinkError::Encode(e.to_string()))?;
                 match self.send_score(item, &payload) {
                     Err(e)
                         if e.rdkafka_error_code()
@@ -470,41 +457,6 @@ impl Sink {
         Ok(Ok(()))
     }
 
-    fn score_payload(
-        &self,
-        item: &Item,
-        meta: &crate::features::EventMeta,
-        score: f32,
-        scored_at: i64,
-    ) -> Result<Vec<u8>, SinkError> {
-        let score = f64::from(score);
-        let result = ScoreResult {
-            event_id: meta.event_id.clone(),
-            record_key: item
-                .key
-                .as_deref()
-                .map(|k| String::from_utf8_lossy(k).into_owned()),
-            score,
-            decision: if score >= self.model.threshold {
-                Decision::Flag
-            } else {
-                Decision::Pass
-            },
-            threshold: self.model.threshold,
-            model_name: self.model.name.clone(),
-            model_version: self.model.version.clone(),
-            model_sha256: self.model.sha256.clone(),
-            source_topic: item.source.topic.to_string(),
-            source_partition: item.source.partition,
-            source_offset: item.source.offset,
-            event_time: meta.event_time,
-            scored_at,
-        };
-        self.encoder
-            .encode(&result)
-            .map_err(|e| SinkError::Encode(e.to_string()))
-    }
-
     fn send_score(&self, item: &Item, payload: &[u8]) -> Result<(), KafkaError> {
         let mut record: BaseRecord<'_, [u8], [u8]> =
             BaseRecord::to(&self.config.score_topic).payload(payload);
@@ -514,73 +466,48 @@ impl Sink {
         send(&self.producer, record, self.config.timeout)
     }
 
-    /// Writes a dead letter: the original key and value with the reason in
-    /// headers. One that would be over `kafka.max_message_bytes` (librdkafka
-    /// refuses it before sending) is written without its value, and if need
-    /// be without its key, with headers saying so: the source headers say
-    /// where the original still sits (docs/wire-format.md). A dead letter
-    /// that can never be written would wedge its partition forever.
+    /// Writes a dead letter ([`DeadLetter`]). One that would be over
+    /// `kafka.max_message_bytes` (librdkafka refuses it before sending) is
+    /// written without its value, and if need be without its key: a dead
+    /// letter that can never be written would wedge its partition forever.
     fn write_dead_letter(
         &self,
         item: &Item,
         rejection: &Rejection,
         value: Option<&[u8]>,
     ) -> Result<(), KafkaError> {
-        let key = item.key.as_deref();
-        let partition = item.source.partition.to_string();
-        let offset = item.source.offset.to_string();
-        let (mut keep_value, mut keep_key) = (true, true);
+        let mut letter = DeadLetter::new(&item.source, rejection, item.key.as_deref(), value);
         loop {
-            let mut headers = OwnedHeaders::new_with_capacity(7)
-                .insert(header(
-                    dead_letter::HEADER_REASON,
-                    rejection.reason.as_str(),
-                ))
-                .insert(header(dead_letter::HEADER_MESSAGE, &rejection.message))
-                .insert(header(dead_letter::HEADER_SOURCE_TOPIC, &item.source.topic))
-                .insert(header(dead_letter::HEADER_SOURCE_PARTITION, &partition))
-                .insert(header(dead_letter::HEADER_SOURCE_OFFSET, &offset));
-            if !keep_value {
-                let len = value.map_or(0, <[u8]>::len).to_string();
-                headers = headers.insert(header(dead_letter::HEADER_VALUE_OMITTED, &len));
-            }
-            if !keep_key {
-                let len = key.map_or(0, <[u8]>::len).to_string();
-                headers = headers.insert(header(dead_letter::HEADER_KEY_OMITTED, &len));
-            }
             let mut record: BaseRecord<'_, [u8], [u8]> =
-                BaseRecord::to(&self.config.dead_letter_topic).headers(headers);
-            if let Some(v) = value.filter(|_| keep_value) {
+                BaseRecord::to(&self.config.dead_letter_topic).headers(letter.headers());
+            if let Some(v) = letter.value() {
                 record = record.payload(v);
             }
-            if let Some(k) = key.filter(|_| keep_key) {
+            if let Some(k) = letter.key() {
                 record = record.key(k);
             }
-            match send(&self.producer, record, self.config.timeout) {
-                Err(e)
-                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge)
-                        && (keep_value && value.is_some() || keep_key && key.is_some()) =>
-                {
-                    let omitted = if keep_value && value.is_some() {
-                        keep_value = false;
-                        self.metrics.values_omitted.increment(1);
-                        "value"
-                    } else {
-                        keep_key = false;
-                        "key"
-                    };
-                    tracing::warn!(
-                        source_topic = %item.source.topic,
-                        source_partition = item.source.partition,
-                        source_offset = item.source.offset,
-                        value_bytes = value.map_or(0, <[u8]>::len),
-                        key_bytes = key.map_or(0, <[u8]>::len),
-                        omitted,
-                        "a dead letter would be over kafka.max_message_bytes; writing it without the original {omitted}"
-                    );
+            let error = match send(&self.producer, record, self.config.timeout) {
+                Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
+                    e
                 }
                 other => return other,
+            };
+            let Some(omitted) = letter.shrink() else {
+                return Err(error);
+            };
+            if omitted == Omitted::Value {
+                self.metrics.values_omitted.increment(1);
             }
+            tracing::warn!(
+                source_topic = %item.source.topic,
+                source_partition = item.source.partition,
+                source_offset = item.source.offset,
+                value_bytes = value.map_or(0, <[u8]>::len),
+                key_bytes = item.key.as_deref().map_or(0, <[u8]>::len),
+                omitted = omitted.as_str(),
+                "a dead letter would be over kafka.max_message_bytes; writing it without the original {}",
+                omitted.as_str()
+            );
         }
     }
 
@@ -934,13 +861,6 @@ pub fn await_deliveries<C: ProducerContext + 'static>(
     let started = Instant::now();
     while producer.in_flight_count() > 0 && started.elapsed() < patience {
         std::thread::sleep(Duration::from_micros(500));
-    }
-}
-
-fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
-    Header {
-        key,
-        value: Some(value),
     }
 }
 

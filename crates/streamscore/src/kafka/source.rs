@@ -4,7 +4,7 @@
 //! revoked, makes the sink commit everything read from them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use crate::batcher::Batcher;
 use crate::item::{Barrier, BarrierOutcome, Batch, Item, Outcome, SourceRef};
 use crate::kafka::positions::{CommittedPositions, ReadSpans};
+use crate::pipeline::fan::{Closed, FanOut};
 use crate::telemetry::LiveStats;
 use crate::telemetry::lag::Read;
 use crate::telemetry::metrics::{CONSUMED, REBALANCES, REREAD, rebalance};
@@ -44,46 +45,11 @@ pub enum SourceError {
     },
 }
 
-/// Sends batches round-robin to the inference workers; the sink reads them
-/// back in the same order, so records stay in consumption order.
-pub struct Dispatch {
-    senders: Vec<SyncSender<Batch>>,
-    next: usize,
-}
-
-/// The downstream stages are gone (they stopped on an error of their own).
-#[derive(Debug)]
-pub struct Closed;
-
-impl Dispatch {
-    pub fn new(senders: Vec<SyncSender<Batch>>) -> Self {
-        Self { senders, next: 0 }
-    }
-
-    /// Blocks while the worker's queue is full: this is the back-pressure that
-    /// stops consumption when inference or the sink cannot keep up.
-    fn send(&mut self, batch: Batch) -> Result<(), Closed> {
-        let n = self.senders.len();
-        let sender = self.senders.get(self.next % n.max(1)).ok_or(Closed)?;
-        self.next = (self.next + 1) % n;
-        sender.send(batch).map_err(|_| Closed)
-    }
-
-    /// Hangs up on the workers, so they drain, stop, and let the sink finish.
-    fn close(&mut self) {
-        self.senders.clear();
-    }
-
-    fn is_closed(&self) -> bool {
-        self.senders.is_empty()
-    }
-}
-
 /// State of the source stage, reachable from the loop and from the rebalance callback.
 pub struct SourceStage {
     transform: Transform,
     batcher: Batcher,
-    dispatch: Dispatch,
+    dispatch: FanOut,
     generation: u64,
     rewinds: Receiver<u64>,
     row: Vec<f32>,
@@ -108,9 +74,9 @@ pub struct SourceLinks {
 
 impl SourceStage {
     pub fn new(
-        transform: Transform,
         batcher: Batcher,
-        dispatch: Dispatch,
+        transform: Transform,
+        dispatch: FanOut,
         links: SourceLinks,
         timeout: Duration,
     ) -> Self {

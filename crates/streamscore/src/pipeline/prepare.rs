@@ -1,0 +1,107 @@
+//! What the pipeline needs before it touches Kafka: the model verified, the
+//! decoder and feature plan checked against the schemas, the score encoder,
+//! and warmed-up sessions. `streamscore check` runs exactly this.
+
+use std::collections::HashMap;
+
+use crate::codec::schemas::load_schema;
+use crate::codec::{InputDecoder, ScoreEncoder};
+use crate::config::{BatchMode, Format, Settings};
+use crate::features::FeaturePlan;
+use crate::inference::{self, ModelSession, VerifiedModel};
+
+use super::PipelineError;
+
+/// Everything the pipeline needs before it touches Kafka: the verified model,
+/// the decoder and feature plan checked against the reader schema, the score
+/// encoder, and warmed-up sessions. `streamscore check` runs exactly this.
+pub struct Prepared {
+    pub model: VerifiedModel,
+    pub decoder: InputDecoder,
+    pub plan: FeaturePlan,
+    pub encoder: ScoreEncoder,
+    pub sessions: Vec<ModelSession>,
+}
+
+pub fn prepare(settings: &Settings) -> Result<Prepared, PipelineError> {
+    let model = VerifiedModel::load(&settings.model.card)?;
+    // A hostile length prefix must not make the Avro decoder allocate more than a record can hold.
+    apache_avro::util::max_allocation_bytes(settings.input.max_record_bytes as usize);
+    let card = &model.card;
+
+    let plan = FeaturePlan::new(card);
+    let (decoder, plan) = match settings.input.format {
+        Format::Avro => {
+            let reader = load_schema(&settings.input.reader_schema)?;
+            let mut writers = HashMap::new();
+            for (id, path) in settings.avro_schema_ids() {
+                writers.insert(id, load_schema(&path)?);
+            }
+            let plan = plan.for_avro_reader(card, &reader)?;
+            (InputDecoder::avro(writers, reader), plan)
+        }
+        Format::Json => (InputDecoder::json(), plan),
+    };
+    let encoder = ScoreEncoder::new(
+        settings.output.format,
+        load_schema(&settings.output.avro_schema)?,
+        settings.output.avro_schema_id,
+    );
+
+    let runtime = inference::init_runtime(&settings.onnxruntime_library())?;
+    let mut sessions = Vec::new();
+    for _ in 0..settings.model.sessions {
+        let mut session = ModelSession::open(
+            &runtime,
+            &model,
+            settings.model.device,
+            settings.model.intra_op_threads as usize,
+        )?;
+        session.warm_up(&warm_up_sizes(settings))?;
+        sessions.push(session);
+    }
+    Ok(Prepared {
+        model,
+        decoder,
+        plan,
+        encoder,
+        sessions,
+    })
+}
+
+/// Batch sizes to run once before ready (ONNX Runtime plans each new shape,
+/// which takes long on a GPU): the fixed size, or in adaptive mode every
+/// power of two it may pass through, plus its bounds.
+pub fn warm_up_sizes(settings: &Settings) -> Vec<usize> {
+    let b = &settings.batching;
+    let (min, max) = (b.min_batch_size as usize, b.max_batch_size as usize);
+    let mut sizes = match settings.batching.mode {
+        BatchMode::Fixed => vec![1, max],
+        BatchMode::Adaptive => std::iter::successors(Some(min.next_power_of_two()), |n| {
+            Some(n * 2).filter(|&n| n < max)
+        })
+        .chain([1, min, max])
+        .collect(),
+    };
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warm_up_covers_every_size_a_batch_can_take() {
+        let mut s = Settings::load_with_env(None, false).unwrap();
+        s.batching.max_batch_size = 300;
+        assert_eq!(warm_up_sizes(&s), vec![1, 300]);
+        s.batching.mode = crate::config::BatchMode::Adaptive;
+        s.batching.min_batch_size = 3;
+        assert_eq!(
+            warm_up_sizes(&s),
+            vec![1, 3, 4, 8, 16, 32, 64, 128, 256, 300]
+        );
+    }
+}
