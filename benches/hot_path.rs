@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-use streamscore::codec::schemas::load_schema;
-use streamscore::codec::{Decision, InputDecoder, ScoreEncoder, ScoreResult};
-use streamscore::config::{DevicePreference, Format};
-use streamscore::envelope::Keyring;
-use streamscore::features::FeaturePlan;
-use streamscore::inference::{ModelSession, VerifiedModel, init_runtime};
+use streamscore::FeaturePlan;
+use streamscore::Keyring;
+use streamscore::load_schema;
+use streamscore::{Decision, InputDecoder, ScoreEncoder, ScoreResult};
+use streamscore::{DevicePreference, Format};
+use streamscore::{ModelSession, VerifiedModel, init_runtime};
 use streamscore_tools::demo::events::EventFactory;
 
 /// The repository root: the owning crate is crates/<name>.

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use streamscore::config::Settings;
-use streamscore::envelope::Keyring;
+use streamscore::Keyring;
+use streamscore::Settings;
 use support::broker::OwnBroker;
 use support::process::{Processor, config_file, http_get};
 
@@ -124,9 +124,9 @@ fn tail(log: &Path) -> String {
 fn fault_settings(name: &str, broker: &OwnBroker) -> Settings {
     let mut s = broker.settings(name);
     s.kafka.group_instance_id = Some(format!("{}-member", s.kafka.group_id));
-    s.kafka.session_timeout_ms = 10_000;
-    s.kafka.transaction_timeout_ms = 20_000;
-    s.kafka.request_timeout_ms = 10_000;
+    s.kafka.session_timeout = Duration::from_millis(10_000);
+    s.kafka.transaction_timeout = Duration::from_millis(20_000);
+    s.kafka.request_timeout = Duration::from_millis(10_000);
     s
 }
 

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use streamscore::config::Format;
-use streamscore::envelope::Keyring;
+use streamscore::Format;
+use streamscore::Keyring;
 use support::process::{Processor, config_file};
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -35,9 +35,9 @@ fn sigkill_and_restart_loses_and_duplicates_nothing() {
     let mut settings = support::settings("chaos", Format::Avro, Format::Avro);
     // Static membership: a restarted instance takes its partitions back at once.
     settings.kafka.group_instance_id = Some(format!("{}-member", settings.kafka.group_id));
-    settings.kafka.session_timeout_ms = 10_000;
-    settings.kafka.transaction_timeout_ms = 10_000;
-    settings.kafka.request_timeout_ms = 10_000;
+    settings.kafka.session_timeout = Duration::from_millis(10_000);
+    settings.kafka.transaction_timeout = Duration::from_millis(10_000);
+    settings.kafka.request_timeout = Duration::from_millis(10_000);
     support::create(&settings);
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(dir.path(), "chaos", &settings, "");

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Arc;
 
-use streamscore::config::Format;
-use streamscore::faults::Faults;
+use streamscore::Faults;
+use streamscore::Format;
 use streamscore_tools::demo::events::{BadKind, EventFactory};
 
 fn consumer_prints_every_score_once(output: Format, format_arg: &str) {
@@ -154,14 +154,10 @@ struct ReadBack {
 
 /// Every record of `topic` from the beginning, at `isolation` (the tool
 /// reader's read_committed unless told otherwise).
-fn read_topic(
-    settings: &streamscore::config::Settings,
-    topic: &str,
-    isolation: &str,
-) -> Vec<ReadBack> {
+fn read_topic(settings: &streamscore::Settings, topic: &str, isolation: &str) -> Vec<ReadBack> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Headers, Message};
-    use streamscore::kafka::client::{Role, client_config};
+    use streamscore::clients::{Role, client_config};
     let group = support::unique(&format!("{}-read", settings.kafka.group_id));
     let consumer: BaseConsumer = client_config(settings, Role::ToolReader { group_id: &group })
         .set("auto.offset.reset", "earliest")
@@ -188,7 +184,7 @@ fn read_topic(
 }
 
 /// Every committed record of `topic`: its header names, each record's list.
-fn header_names(settings: &streamscore::config::Settings, topic: &str) -> Vec<Vec<String>> {
+fn header_names(settings: &streamscore::Settings, topic: &str) -> Vec<Vec<String>> {
     read_topic(settings, topic, "read_committed")
         .into_iter()
         .map(|r| r.headers)
@@ -197,7 +193,7 @@ fn header_names(settings: &streamscore::config::Settings, topic: &str) -> Vec<Ve
 
 /// docs/wire-format.md: a score's timestamp is CreateTime, set when the
 /// processor produced it, so it is never before `scored_at` and close after.
-fn output_timestamps_are_when_the_score_was_produced(settings: &streamscore::config::Settings) {
+fn output_timestamps_are_when_the_score_was_produced(settings: &streamscore::Settings) {
     let scores = read_topic(settings, &settings.output.topic, "read_committed");
     assert_eq!(scores.len(), 30);
     for r in scores {

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use streamscore::config::Settings;
-use streamscore::envelope::Keyring;
+use streamscore::Keyring;
+use streamscore::Settings;
 use support::broker::OwnBroker;
 use support::process::{Processor, config_file, http_get as get};
 
@@ -37,7 +37,7 @@ const STALL: &str = "stall_timeout_ms = 10000\n";
 /// membership leaves "steady" soon after the broker goes.
 fn on(broker: &OwnBroker, name: &str) -> Settings {
     let mut s = broker.settings(name);
-    s.kafka.session_timeout_ms = 6_000;
+    s.kafka.session_timeout = Duration::from_millis(6_000);
     s
 }
 
@@ -151,8 +151,8 @@ fn a_stage_wedged_past_the_stall_limit_fails_liveness() {
 fn a_processor_stopping_on_an_error_lingers_on_metrics_then_fails() {
     let mut settings = support::settings(
         "linger",
-        streamscore::config::Format::Avro,
-        streamscore::config::Format::Avro,
+        streamscore::Format::Avro,
+        streamscore::Format::Avro,
     );
     support::create(&settings);
     // A dead-letter topic that does not exist stops the start with an error.

@@ -10,10 +10,11 @@ mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
-use streamscore::config::Settings;
-use streamscore::envelope::Keyring;
+use streamscore::Keyring;
+use streamscore::Settings;
 
 const CHART: &str = "helm/streamscore";
 const GPU_VALUES: &str = "helm/streamscore/ci/gpu-autoscaling-values.yaml";
@@ -213,7 +214,7 @@ fn default_values_render_valid_manifests_the_processor_accepts() {
     assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
-    let grace_s = settings.shutdown.grace_period_ms.div_ceil(1000);
+    let grace_s = (settings.shutdown.grace_period.as_millis() as u64).div_ceil(1000);
     let termination = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
     assert!(
         termination > grace_s && termination <= grace_s + 30,
@@ -232,7 +233,7 @@ fn default_values_render_valid_manifests_the_processor_accepts() {
     // A fixed replica count: a stop is a restart, the partitions wait for it.
     assert_eq!(
         settings.shutdown.leave_group,
-        streamscore::config::LeaveGroup::Never
+        streamscore::LeaveGroup::Never
     );
     assert!(
         toml.contains("listen = \"0.0.0.0:9464\""),
@@ -255,7 +256,7 @@ fn a_batching_value_reaches_the_rendered_config_and_the_processor() {
     let settings = Settings::load(Some(&path)).unwrap();
     assert_eq!(settings.batching.max_batch_size, 512);
     assert_eq!(settings.batching.min_batch_size, 16);
-    assert_eq!(settings.batching.latency_target_ms, 30);
+    assert_eq!(settings.batching.latency_target, Duration::from_millis(30));
     let out = check(&path);
     assert!(out.contains("\"max_batch_size\": 512"), "{out}");
     assert!(
@@ -322,7 +323,11 @@ fn the_exit_linger_reaches_the_processor_with_two_scrape_intervals_by_default() 
             "{set}: {toml}"
         );
         let settings = Settings::load(Some(&path)).unwrap();
-        assert_eq!(settings.telemetry.exit_linger_ms, wanted, "{set}");
+        assert_eq!(
+            settings.telemetry.exit_linger,
+            Duration::from_millis(wanted),
+            "{set}"
+        );
     }
     for bad in [serde_json::json!(600001), serde_json::json!(-1)] {
         let set = serde_json::json!({"telemetry": {"exitLingerMs": bad}});
@@ -363,14 +368,11 @@ fn gpu_and_autoscaling_values_render_valid_manifests() {
     let dir = tempfile::tempdir().unwrap();
     let (_, path) = rendered_config(&r, &dir);
     let settings = Settings::load(Some(&path)).expect("the processor's own validation");
-    assert_eq!(
-        settings.model.device,
-        streamscore::config::DevicePreference::Cuda
-    );
+    assert_eq!(settings.model.device, streamscore::DevicePreference::Cuda);
     // The autoscaler removes pods for good: a stopped pod leaves the group.
     assert_eq!(
         settings.shutdown.leave_group,
-        streamscore::config::LeaveGroup::Always
+        streamscore::LeaveGroup::Always
     );
     assert_eq!(settings.batching.max_batch_size, 2048);
     assert_eq!(
@@ -516,7 +518,7 @@ fn the_validator_refuses_a_manifest_kubernetes_would_refuse() {
 
 /// Every `streamscore_…` series a dashboard panel or alert queries is one the processor exports.
 fn assert_only_exported_metrics(text: &str, what: &str) {
-    use streamscore::keywatch::{KEYRING_KEYS, KEYRING_RELOAD_FAILURES, KEYRING_RELOADS};
+    use streamscore::keyring_watch::{KEYRING_KEYS, KEYRING_RELOAD_FAILURES, KEYRING_RELOADS};
     use streamscore::telemetry::metrics::*;
     let exported = [
         END_TO_END_LATENCY,
@@ -834,7 +836,7 @@ fn refusal(set: Value) -> String {
 /// saying why the chart cannot break it.
 #[test]
 fn rendering_refuses_what_the_processors_cross_field_rules_refuse() {
-    use streamscore::config::CROSS_FIELD_RULES;
+    use streamscore::CROSS_FIELD_RULES;
     // The keys of a rule the chart has nothing to refuse for, and why.
     let exempt: [(&[&str], &str); 1] = [(
         &["keys.file", "keys.env"],
@@ -970,7 +972,7 @@ fn rendering_refuses_what_the_processors_cross_field_rules_refuse() {
 #[test]
 fn rendering_refuses_exactly_the_pinned_properties_the_processor_refuses() {
     use serde_json::json;
-    use streamscore::config::PINNED_PROPERTIES;
+    use streamscore::PINNED_PROPERTIES;
     let cases = [
         ("properties", "isolation_level", json!("read_uncommitted")),
         ("consumer", "isolation.level", json!(" Read_Committed ")),

@@ -7,13 +7,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use streamscore::codec::InputDecoder;
-use streamscore::codec::schemas::load_schema;
-use streamscore::config::Format;
-use streamscore::envelope::Keyring;
-use streamscore::features::FeaturePlan;
-use streamscore::inference::VerifiedModel;
-use streamscore::transform::Transform;
+use streamscore::FeaturePlan;
+use streamscore::Format;
+use streamscore::InputDecoder;
+use streamscore::Keyring;
+use streamscore::Transform;
+use streamscore::VerifiedModel;
+use streamscore::load_schema;
 use streamscore_tools::demo::events::EventFactory;
 
 /// The repository root: the owning crate is crates/<name>.
@@ -38,13 +38,13 @@ fn world() -> World {
     let plan = FeaturePlan::new(&model.card);
     let avro_plan = plan.clone().for_avro_reader(&model.card, &schema).unwrap();
     let avro = Transform::new(
-        streamscore::envelope::share(keyring.clone()),
+        streamscore::share(keyring.clone()),
         InputDecoder::avro(HashMap::from([(1, schema.clone())]), schema),
         avro_plan,
         64 * 1024,
     );
     let json = Transform::new(
-        streamscore::envelope::share(keyring.clone()),
+        streamscore::share(keyring.clone()),
         InputDecoder::json(),
         plan,
         64 * 1024,

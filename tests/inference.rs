@@ -4,10 +4,10 @@
 
 mod support;
 
-use streamscore::codec::Fields;
-use streamscore::config::DevicePreference;
-use streamscore::features::FeaturePlan;
-use streamscore::inference::{Device, ModelSession, Runtime, VerifiedModel, init_runtime};
+use streamscore::DevicePreference;
+use streamscore::FeaturePlan;
+use streamscore::Fields;
+use streamscore::{Device, ModelSession, Runtime, VerifiedModel, init_runtime};
 
 fn model() -> VerifiedModel {
     VerifiedModel::load(&support::root().join("models/fraud_mlp.card.json")).unwrap()

@@ -9,9 +9,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use streamscore::config::{Format, Settings};
-use streamscore::pipeline::Pipeline;
+use streamscore::Pipeline;
 use streamscore::telemetry::LiveStats;
+use streamscore::{Format, Settings};
 use streamscore_tools::demo::events::{BadKind, EventFactory, OutRecord};
 use streamscore_tools::verify::Report;
 
@@ -88,7 +88,7 @@ fn partitions_added_while_running_are_scored_exactly_once() {
     support::publish_all(&settings, &before);
 
     let stats = Arc::new(LiveStats::default());
-    let pipeline = Pipeline::start(&settings, streamscore::envelope::share(keys), stats.clone())
+    let pipeline = Pipeline::start(&settings, streamscore::share(keys), stats.clone())
         .expect("pipeline starts");
     let wait = |n: u64, within: Duration| {
         let deadline = Instant::now() + within;

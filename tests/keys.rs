@@ -11,8 +11,8 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use streamscore::config::Format;
-use streamscore::envelope::Keyring;
+use streamscore::Format;
+use streamscore::Keyring;
 use streamscore_tools::demo::events::EventFactory;
 
 fn keys(args: &[&str], ring: Option<&Path>) -> Output {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::Offset;
-use streamscore::kafka::client::{Role, client_config};
+use streamscore::clients::{Role, client_config};
 
 use support::group::Group;
 use support::process::http_get;
@@ -58,9 +58,9 @@ const ASK_WITHIN: Duration = Duration::from_secs(5);
 
 /// Settings and extra config lines for an instance that holds what it reads
 /// for at least half of [`HOLD_MS`].
-fn holding(group: &Group) -> (streamscore::config::Settings, String) {
+fn holding(group: &Group) -> (streamscore::Settings, String) {
     let mut settings = group.settings.clone();
-    settings.kafka.transaction_timeout_ms = 2 * HOLD_MS;
+    settings.kafka.transaction_timeout = Duration::from_millis(2 * HOLD_MS);
     (
         settings,
         format!("[transactions]\ncommit_interval_ms = {HOLD_MS}\n"),
@@ -349,7 +349,7 @@ fn a_new_group_with_no_commits_has_its_series_and_counters_at_zero() {
             "transactions_total{{outcome={outcome}}}"
         );
     }
-    for reason in streamscore::dead_letter::Reason::ALL {
+    for reason in streamscore::dead_letters::Reason::ALL {
         assert_eq!(
             value_with(
                 &text,

@@ -6,8 +6,8 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use streamscore::config::Format;
-use streamscore::envelope::Keyring;
+use streamscore::Format;
+use streamscore::Keyring;
 use streamscore_tools::demo::events::EventFactory;
 use support::process::{Processor, config_file};
 
@@ -106,8 +106,8 @@ impl std::io::Write for Captured {
 #[test]
 fn a_final_transaction_that_aborts_is_told_as_aborted() {
     use std::time::Instant;
-    use streamscore::faults::Faults;
-    use streamscore::pipeline::Pipeline;
+    use streamscore::Faults;
+    use streamscore::Pipeline;
     use streamscore::telemetry::LiveStats;
 
     let captured = Captured::default();
@@ -123,8 +123,8 @@ fn a_final_transaction_that_aborts_is_told_as_aborted() {
     // One long transaction: open with every record when the stop comes (a
     // transaction closes once its oldest record is this old, so the records
     // are published after the start).
-    settings.transactions.commit_interval_ms = 60_000;
-    settings.kafka.transaction_timeout_ms = 120_000;
+    settings.transactions.commit_interval = Duration::from_millis(60_000);
+    settings.kafka.transaction_timeout = Duration::from_millis(120_000);
     support::create(&settings);
     let keyring = support::keyring();
     let mut factory = EventFactory::new(keyring.clone(), Format::Avro, "logs-abort", 8);
@@ -133,7 +133,7 @@ fn a_final_transaction_that_aborts_is_told_as_aborted() {
     let faults = Arc::new(Faults::default());
     let pipeline = Pipeline::start_with_faults(
         &settings,
-        streamscore::envelope::share(keyring),
+        streamscore::share(keyring),
         stats.clone(),
         faults.clone(),
     )

@@ -15,12 +15,12 @@ use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use streamscore::config::{Format, Settings};
-use streamscore::envelope::Keyring;
-use streamscore::faults::Faults;
-use streamscore::pipeline::{Pipeline, PipelineError};
+use streamscore::Faults;
+use streamscore::Keyring;
+use streamscore::telemetry::Health;
 use streamscore::telemetry::LiveStats;
-use streamscore::telemetry::http::Health;
+use streamscore::{Format, Settings};
+use streamscore::{Pipeline, PipelineError};
 use streamscore_tools::demo::events::EventFactory;
 use streamscore_tools::demo::publish;
 
@@ -33,14 +33,14 @@ struct Running {
 fn start(settings: &Settings, keyring: &Arc<Keyring>) -> Running {
     // Shown for a failing test only (the harness captures it otherwise).
     streamscore::telemetry::logging::init(
-        streamscore::config::LogFormat::Human,
+        streamscore::LogFormat::Human,
         "info,ort=warn,librdkafka=warn",
     );
     let stats = Arc::new(LiveStats::default());
     let faults = Arc::new(Faults::default());
     let pipeline = Pipeline::start_with_faults(
         settings,
-        streamscore::envelope::share(keyring.clone()),
+        streamscore::share(keyring.clone()),
         stats.clone(),
         faults.clone(),
     )
@@ -175,10 +175,10 @@ fn a_dead_letter_too_large_for_its_topic_is_written_without_its_value_and_commit
 #[test]
 fn liveness_fails_while_records_wait_and_nothing_commits_then_recovers() {
     let mut settings = support::settings("progress", Format::Avro, Format::Avro);
-    settings.telemetry.stall_timeout_ms = 10_000;
+    settings.telemetry.stall_timeout = Duration::from_millis(10_000);
     support::create(&settings);
     let keyring = keyring();
-    let health = Health::new(settings.stall_timeout());
+    let health = Health::new(settings.telemetry.stall_timeout);
     let run = start(&settings, &keyring);
     health.attach(run.pipeline.signals());
     let stream = support::stream(&settings, keyring.clone(), 3_000, 200, 0);
@@ -330,7 +330,7 @@ fn an_inference_failure_aborts_what_is_open_and_stops_with_the_error() {
     let metrics = streamscore::telemetry::metrics::install();
     let mut settings = support::settings("infer-fail", Format::Avro, Format::Avro);
     // Long transactions: one is open with records when inference fails.
-    settings.transactions.commit_interval_ms = 5_000;
+    settings.transactions.commit_interval = Duration::from_millis(5_000);
     support::create(&settings);
     let keyring = keyring();
     let run = start(&settings, &keyring);
@@ -383,9 +383,9 @@ fn a_commit_that_times_out_replaces_the_producer_and_goes_on() {
     let _turn = support::exclusive();
     let broker = support::broker::OwnBroker::start_pausable("commit-timeout");
     let mut settings = broker.settings("commit-timeout");
-    settings.kafka.request_timeout_ms = 2_000;
-    settings.kafka.transaction_timeout_ms = 20_000;
-    settings.kafka.session_timeout_ms = 30_000;
+    settings.kafka.request_timeout = Duration::from_millis(2_000);
+    settings.kafka.transaction_timeout = Duration::from_millis(20_000);
+    settings.kafka.session_timeout = Duration::from_millis(30_000);
     let keyring = keyring();
     let run = start(&settings, &keyring);
     let stream = support::stream(&settings, keyring.clone(), 6_000, 300, 0);

@@ -7,9 +7,9 @@ mod support;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use streamscore::codec::Decision;
-use streamscore::config::Format;
-use streamscore::envelope::Keyring;
+use streamscore::Decision;
+use streamscore::Format;
+use streamscore::Keyring;
 use streamscore_tools::demo::events::{BadKind, EventFactory, OutRecord};
 
 use support::keyring;
@@ -177,7 +177,7 @@ fn records_over_the_size_limit_are_dead_lettered_as_too_large() {
 #[test]
 fn schema_v1_and_v2_writers_are_scored_side_by_side_and_incompatible_ones_dead_lettered() {
     use apache_avro::types::Value;
-    use streamscore::codec::schemas::load_schema;
+    use streamscore::load_schema;
     use streamscore_tools::demo::events::encode_avro;
 
     let mut settings = support::settings("evolution", Format::Avro, Format::Avro);

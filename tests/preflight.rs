@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use streamscore::config::{Format, Settings};
-use streamscore::envelope::Keyring;
-use streamscore::kafka::client::producer_config;
+use streamscore::Keyring;
+use streamscore::clients::producer_config;
+use streamscore::{Format, Settings};
 use streamscore_tools::admin::{TopicSpec, create_topics_with_configs};
 
 fn create(settings: &Settings, topics: &[TopicSpec<'_>]) {

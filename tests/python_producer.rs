@@ -8,8 +8,8 @@ mod support;
 use std::process::Command;
 use std::sync::Arc;
 
-use streamscore::config::Format;
-use streamscore::envelope::Keyring;
+use streamscore::Format;
+use streamscore::Keyring;
 
 fn python() -> std::path::PathBuf {
     support::python("the example producer needs confluent-kafka, fastavro and cryptography")

@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use streamscore::config::{Format, Settings};
-use streamscore::envelope::Keyring;
-use streamscore::faults::Faults;
-use streamscore::kafka::sink::SinkError;
-use streamscore::pipeline::{Pipeline, PipelineError};
+use streamscore::Faults;
+use streamscore::Keyring;
+use streamscore::clients::SinkError;
 use streamscore::telemetry::LiveStats;
+use streamscore::{Format, Settings};
+use streamscore::{Pipeline, PipelineError};
 use streamscore_tools::demo::events::EventFactory;
 
 const RECORDS: u64 = 300;
@@ -34,13 +34,13 @@ struct Mock {
 
 fn mock(name: &str) -> Mock {
     streamscore::telemetry::logging::init(
-        streamscore::config::LogFormat::Human,
+        streamscore::LogFormat::Human,
         "info,ort=warn,librdkafka=warn",
     );
     let cluster = MockCluster::new(1).unwrap();
     let mut settings = support::settings(name, Format::Avro, Format::Avro);
     settings.kafka.bootstrap_servers = cluster.bootstrap_servers();
-    settings.kafka.request_timeout_ms = 5_000;
+    settings.kafka.request_timeout = Duration::from_millis(5_000);
     for (topic, partitions) in [
         (&settings.input.topics[0], 2),
         (&settings.output.topic, 2),
@@ -164,7 +164,7 @@ fn run_with_faults(
     let faults = Arc::new(Faults::default());
     let pipeline = Pipeline::start_with_faults(
         &m.settings,
-        streamscore::envelope::share(m.keyring.clone()),
+        streamscore::share(m.keyring.clone()),
         stats.clone(),
         faults.clone(),
     )
@@ -226,7 +226,7 @@ fn a_rewind_never_goes_back_past_what_was_committed() {
 fn a_lost_assignment_aborts_instead_of_committing() {
     let mut m = mock("mock-lost");
     // One long transaction holds every record when the heartbeat fails.
-    m.settings.transactions.commit_interval_ms = 8_000;
+    m.settings.transactions.commit_interval = Duration::from_millis(8_000);
     use RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID as UNKNOWN_MEMBER;
     let injected = std::sync::atomic::AtomicBool::new(false);
     let (stats, joined) = run_with_faults(

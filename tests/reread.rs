@@ -9,9 +9,9 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use streamscore::config::Format;
-use streamscore::faults::Faults;
-use streamscore::pipeline::Pipeline;
+use streamscore::Faults;
+use streamscore::Format;
+use streamscore::Pipeline;
 use streamscore::telemetry::LiveStats;
 use streamscore_tools::demo::events::EventFactory;
 use support::scrape::{value, value_with};
@@ -28,7 +28,7 @@ fn records_read_again_after_aborts_are_counted_as_rereads_not_consumed() {
     faults.abort_next_commits(3);
     let pipeline = Pipeline::start_with_faults(
         &settings,
-        streamscore::envelope::share(keyring.clone()),
+        streamscore::share(keyring.clone()),
         stats.clone(),
         faults.clone(),
     )

@@ -9,10 +9,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use streamscore::config::Format;
-use streamscore::envelope::{Keyring, share};
-use streamscore::pipeline::{Pipeline, PipelineError};
+use streamscore::Format;
 use streamscore::telemetry::LiveStats;
+use streamscore::{Keyring, share};
+use streamscore::{Pipeline, PipelineError};
 use streamscore_tools::demo::events::EventFactory;
 use support::broker::OwnBroker;
 

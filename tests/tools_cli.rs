@@ -10,8 +10,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use streamscore::config::{Format, Settings};
-use streamscore::envelope::Keyring;
+use streamscore::Keyring;
+use streamscore::{Format, Settings};
 use streamscore_tools::demo::events::EventFactory;
 use support::broker::OwnBroker;
 

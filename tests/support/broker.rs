@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 pub struct OwnBroker {
     pub name: String,
@@ -54,12 +55,8 @@ impl OwnBroker {
 
     /// Fresh default settings (unique topics, group, transactional id) bound
     /// to this broker, with their topics created on it.
-    pub fn settings(&self, name: &str) -> streamscore::config::Settings {
-        let mut s = super::settings(
-            name,
-            streamscore::config::Format::Avro,
-            streamscore::config::Format::Avro,
-        );
+    pub fn settings(&self, name: &str) -> streamscore::Settings {
+        let mut s = super::settings(name, streamscore::Format::Avro, streamscore::Format::Avro);
         s.kafka.bootstrap_servers = self.bootstrap.clone();
         super::create(&s);
         s
@@ -69,12 +66,12 @@ impl OwnBroker {
     /// CA, or another one to be refused).
     pub fn tls_settings(
         &self,
-        plain: &streamscore::config::Settings,
+        plain: &streamscore::Settings,
         ca: &std::path::Path,
-    ) -> streamscore::config::Settings {
+    ) -> streamscore::Settings {
         let mut s = plain.clone();
         s.kafka.bootstrap_servers = self.tls.as_ref().expect("a TLS listener").0.clone();
-        s.kafka.request_timeout_ms = 5_000;
+        s.kafka.request_timeout = Duration::from_millis(5_000);
         s.kafka
             .properties
             .insert("security.protocol".into(), "SSL".into());

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use streamscore::config::{Format, Settings};
-use streamscore::envelope::Keyring;
+use streamscore::Keyring;
+use streamscore::{Format, Settings};
 use streamscore_tools::demo::events::EventFactory;
 
 use super::process::{Processor, config_file};
@@ -27,9 +27,9 @@ impl Group {
 
     pub fn with_session_timeout(name: &str, session_timeout_ms: u64) -> Self {
         let mut settings = super::settings(name, Format::Avro, Format::Avro);
-        settings.kafka.session_timeout_ms = session_timeout_ms;
-        settings.kafka.transaction_timeout_ms = 10_000;
-        settings.kafka.request_timeout_ms = 10_000;
+        settings.kafka.session_timeout = Duration::from_millis(session_timeout_ms);
+        settings.kafka.transaction_timeout = Duration::from_millis(10_000);
+        settings.kafka.request_timeout = Duration::from_millis(10_000);
         super::create(&settings);
         let (keyring, keyring_json) = Keyring::generate("group-key").unwrap();
         Self {

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use streamscore::config::{Format, Settings};
-use streamscore::envelope::Keyring;
-use streamscore::pipeline::Pipeline;
+use streamscore::Keyring;
+use streamscore::Pipeline;
 use streamscore::telemetry::LiveStats;
+use streamscore::{Format, Settings};
 use streamscore_tools::admin::create_topics;
 use streamscore_tools::demo::events::OutRecord;
 use streamscore_tools::demo::publish;
@@ -171,10 +171,9 @@ pub fn create_inputs(settings: &Settings, partitions: &[i32]) {
 pub fn add_partitions(settings: &Settings, topic: &str, total: usize) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
     use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> =
-        streamscore::kafka::client::tool_config(settings)
-            .create()
-            .expect("admin client");
+    let admin: AdminClient<DefaultClientContext> = streamscore::clients::tool_config(settings)
+        .create()
+        .expect("admin client");
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = block_on(admin.create_partitions(&[NewPartitions::new(topic, total)], &options))
         .expect("create_partitions answers");
@@ -238,16 +237,12 @@ pub fn run_with_faults_and_verify(
     settings: &Settings,
     keyring: Arc<Keyring>,
     expected: u64,
-    faults: Arc<streamscore::faults::Faults>,
+    faults: Arc<streamscore::Faults>,
 ) -> Report {
     let stats = Arc::new(LiveStats::default());
-    let pipeline = Pipeline::start_with_faults(
-        settings,
-        streamscore::envelope::share(keyring),
-        stats.clone(),
-        faults,
-    )
-    .expect("pipeline starts");
+    let pipeline =
+        Pipeline::start_with_faults(settings, streamscore::share(keyring), stats.clone(), faults)
+            .expect("pipeline starts");
     let deadline = Instant::now() + Duration::from_secs(120);
     while stats.committed() < expected && Instant::now() < deadline && !pipeline.has_stopped() {
         std::thread::sleep(Duration::from_millis(50));
@@ -263,8 +258,7 @@ pub fn run_with_faults_and_verify(
 /// so a record only counts as lost if it is still missing after that long.
 /// Duplicates cannot disappear, so they are never waited out.
 pub fn verify_topics(settings: &Settings) -> Report {
-    let settle =
-        Duration::from_millis(settings.kafka.transaction_timeout_ms) + Duration::from_secs(10);
+    let settle = settings.kafka.transaction_timeout + Duration::from_secs(10);
     let deadline = Instant::now() + settle;
     loop {
         let report = verify::verify_settings(settings, Duration::from_secs(60))

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use streamscore::config::Settings;
+use streamscore::Settings;
 
 /// Writes a config file that points the binary at the test's topics.
 pub fn config_file(dir: &Path, name: &str, settings: &Settings, extra: &str) -> PathBuf {
@@ -19,9 +19,9 @@ pub fn config_file(dir: &Path, name: &str, settings: &Settings, extra: &str) -> 
         settings.kafka.bootstrap_servers,
         settings.kafka.group_id,
         settings.kafka.transactional_id,
-        settings.kafka.transaction_timeout_ms,
-        settings.kafka.session_timeout_ms,
-        settings.kafka.request_timeout_ms,
+        settings.kafka.transaction_timeout.as_millis(),
+        settings.kafka.session_timeout.as_millis(),
+        settings.kafka.request_timeout.as_millis(),
         settings.kafka.group_instance_id.as_deref().unwrap_or(""),
         settings.input.topics,
         settings.input.format.as_str(),

@@ -6,8 +6,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 
-use streamscore::config::Settings;
-use streamscore::kafka::client::tool_config;
+use streamscore::Settings;
+use streamscore::clients::tool_config;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {

@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use streamscore::config::{Format, LogFormat, Settings};
-use streamscore::envelope::Keyring;
+use streamscore::Keyring;
 use streamscore::telemetry::logging;
+use streamscore::{Format, LogFormat, Settings};
 use streamscore_tools::bench::{self, BenchOptions};
 use streamscore_tools::demo::{self, DemoOptions};
 
@@ -120,73 +120,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Produce {
-                config,
-                file,
-                topic,
-                key_field,
-                schema_id,
-            } => {
-                tokio::task::spawn_blocking(move || {
-                    produce(config, file, topic, &key_field, schema_id)
-                })
-                .await?
-            }
-            Command::Bench {
-                bootstrap,
-                events,
-                levels,
-                level_seconds,
-                inference_seconds,
-                config,
-                out,
-                font,
-            } => {
-                logging::init(LogFormat::Human, "warn,librdkafka=error");
-                anyhow::ensure!(
-                    level_seconds > 0.0 && inference_seconds > 0.0 && events > 0,
-                    "--events, --level-seconds and --inference-seconds must be positive"
-                );
-                bench(BenchOptions {
-                    bootstrap,
-                    events,
-                    levels,
-                    level_duration: Duration::from_secs_f64(level_seconds),
-                    inference_duration: Duration::from_secs_f64(inference_seconds),
-                    config,
-                    out,
-                    font,
-                })
-                .await
-            }
-            Command::Demo {
-                bootstrap,
-                events,
-                rate,
-                bad_percent,
-                format,
-                metrics_listen,
-                config,
-            } => {
-                logging::init(LogFormat::Human, "warn,librdkafka=error");
-                let report = demo::run(DemoOptions {
-                    bootstrap,
-                    events,
-                    rate,
-                    bad_percent,
-                    format,
-                    metrics_listen,
-                    config,
-                })
-                .await?;
-                println!("{}", report.line());
-                anyhow::ensure!(report.exactly_once(), "records were lost or duplicated");
-                Ok(())
-            }
-        }
-    });
+    let result = runtime.block_on(execute(cli.command));
     // A stage stuck past the grace period must not keep the process alive.
     runtime.shutdown_background();
     match result {
@@ -196,6 +130,78 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Produce {
+            config,
+            file,
+            topic,
+            key_field,
+            schema_id,
+        } => {
+            tokio::task::spawn_blocking(move || produce(config, file, topic, &key_field, schema_id))
+                .await?
+        }
+        Command::Bench {
+            bootstrap,
+            events,
+            levels,
+            level_seconds,
+            inference_seconds,
+            config,
+            out,
+            font,
+        } => {
+            logging::init(LogFormat::Human, "warn,librdkafka=error");
+            anyhow::ensure!(
+                level_seconds > 0.0 && inference_seconds > 0.0 && events > 0,
+                "--events, --level-seconds and --inference-seconds must be positive"
+            );
+            bench(BenchOptions {
+                bootstrap,
+                events,
+                levels,
+                level_duration: Duration::from_secs_f64(level_seconds),
+                inference_duration: Duration::from_secs_f64(inference_seconds),
+                config,
+                out,
+                font,
+            })
+            .await
+        }
+        Command::Demo {
+            bootstrap,
+            events,
+            rate,
+            bad_percent,
+            format,
+            metrics_listen,
+            config,
+        } => {
+            logging::init(LogFormat::Human, "warn,librdkafka=error");
+            demo(DemoOptions {
+                bootstrap,
+                events,
+                rate,
+                bad_percent,
+                format,
+                metrics_listen,
+                config,
+            })
+            .await
+        }
+    }
+}
+
+/// Runs the demo and fails the process when the independent reader found a
+/// record lost or duplicated, so that scripts can rely on the exit status.
+async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
+    let report = demo::run(opts).await?;
+    println!("{}", report.line());
+    anyhow::ensure!(report.exactly_once(), "records were lost or duplicated");
+    Ok(())
 }
 
 /// Runs the bench, prints its report, writes results.md and latency.png, and
@@ -226,7 +232,7 @@ fn produce(
     key_field: &str,
     schema_id: Option<u32>,
 ) -> anyhow::Result<()> {
-    use streamscore::codec::schemas::load_schema;
+    use streamscore::load_schema;
     use streamscore_tools::demo::publish;
     use streamscore_tools::produce::LineEncoder;
 

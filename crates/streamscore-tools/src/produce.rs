@@ -8,9 +8,9 @@ use apache_avro::Schema;
 use apache_avro::types::Value as AvroValue;
 
 use crate::demo::events::OutRecord;
-use streamscore::codec::confluent_frame;
-use streamscore::config::Format;
-use streamscore::envelope::Keyring;
+use streamscore::Format;
+use streamscore::Keyring;
+use streamscore::confluent_frame;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProduceError {
@@ -113,7 +113,7 @@ impl LineEncoder<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use streamscore::codec::{Fields, InputDecoder};
+    use streamscore::{Fields, InputDecoder};
 
     fn schema() -> Schema {
         Schema::parse_str(include_str!("../../../schemas/card_transaction.v2.avsc")).unwrap()

@@ -11,11 +11,11 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use streamscore::codec::ScoreEncoder;
-use streamscore::codec::schemas::load_schema;
-use streamscore::config::Settings;
-use streamscore::dead_letter;
-use streamscore::kafka::client::{Role, client_config};
+use streamscore::ScoreEncoder;
+use streamscore::Settings;
+use streamscore::clients::{Role, client_config};
+use streamscore::dead_letters;
+use streamscore::load_schema;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -55,7 +55,7 @@ pub struct Report {
     /// Per input partition: (group's committed offset, last record offset + 1).
     pub committed_vs_end: BTreeMap<(String, i32), (i64, i64)>,
     /// Decoded score results, for tests that check their content.
-    pub scores: Vec<streamscore::codec::ScoreResult>,
+    pub scores: Vec<streamscore::ScoreResult>,
 }
 
 impl Report {
@@ -166,12 +166,12 @@ pub fn verify(
             for h in headers.iter() {
                 let value = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
                 match h.key {
-                    dead_letter::HEADER_REASON => reason = value.unwrap_or_default(),
-                    dead_letter::HEADER_SOURCE_TOPIC => topic = value,
-                    dead_letter::HEADER_SOURCE_PARTITION => {
+                    dead_letters::HEADER_REASON => reason = value.unwrap_or_default(),
+                    dead_letters::HEADER_SOURCE_TOPIC => topic = value,
+                    dead_letters::HEADER_SOURCE_PARTITION => {
                         partition = value.and_then(|v| v.parse().ok())
                     }
-                    dead_letter::HEADER_SOURCE_OFFSET => {
+                    dead_letters::HEADER_SOURCE_OFFSET => {
                         offset = value.and_then(|v| v.parse().ok())
                     }
                     _ => {}

@@ -9,18 +9,21 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use crate::codec::Format;
+pub(crate) use crate::inference::DevicePreference;
+
 /// The shipped defaults, compiled in so the binary runs from any directory.
-pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+pub(crate) const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 
 /// The least `kafka.max_message_bytes`: the producer's message.max.bytes is
 /// that less a 61-byte batch header, and librdkafka takes nothing under 1000.
-pub const MIN_MAX_MESSAGE_BYTES: u64 = 1_061;
+pub(crate) const MIN_MAX_MESSAGE_BYTES: u64 = 1_061;
 
 /// The upper end of an integer setting's range: a constant, or another
 /// setting (whose own range then bounds it at install time, where the other
 /// value is not yet combined with this one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Max {
+pub(crate) enum Max {
     Value(u64),
     Key(&'static str),
 }
@@ -29,7 +32,7 @@ pub enum Max {
 /// they are declared: `validate()` enforces them, and unit tests hold
 /// config/default.toml's comments and the chart's values.schema.json to them.
 #[derive(Debug, Clone, Copy)]
-pub struct Range {
+pub(crate) struct Range {
     /// Dotted key, as in the TOML and the error line.
     pub key: &'static str,
     pub min: u64,
@@ -49,7 +52,7 @@ const fn range(key: &'static str, min: u64, max: u64) -> Range {
 
 /// Every integer setting and its range, in the order `validate()` checks them
 /// (a bound naming another key comes after that key).
-pub const RANGES: &[Range] = &[
+pub(crate) const RANGES: &[Range] = &[
     range("kafka.transaction_timeout_ms", 1_000, 900_000),
     range("kafka.session_timeout_ms", 1_000, 3_600_000),
     range("kafka.request_timeout_ms", 100, 900_000),
@@ -89,7 +92,7 @@ pub const RANGES: &[Range] = &[
 ];
 
 /// `model.threshold`, the one fractional setting with a range.
-pub const THRESHOLD_RANGE: (f64, f64) = (0.0, 1.0);
+pub(crate) const THRESHOLD_RANGE: (f64, f64) = (0.0, 1.0);
 
 impl Range {
     /// What the error line says is allowed, given the resolved upper bound.
@@ -232,12 +235,15 @@ pub struct KafkaSettings {
     pub bootstrap_servers: String,
     pub group_id: String,
     pub transactional_id: String,
-    pub transaction_timeout_ms: u64,
+    #[serde(rename = "transaction_timeout_ms", with = "millis")]
+    pub transaction_timeout: Duration,
     /// Static membership (KIP-345) when set; `""` leaves it unset.
     #[serde(default, deserialize_with = "empty_as_none")]
     pub group_instance_id: Option<String>,
-    pub session_timeout_ms: u64,
-    pub request_timeout_ms: u64,
+    #[serde(rename = "session_timeout_ms", with = "millis")]
+    pub session_timeout: Duration,
+    #[serde(rename = "request_timeout_ms", with = "millis")]
+    pub request_timeout: Duration,
     pub max_message_bytes: u64,
     /// librdkafka properties for every client (consumer, producer, admin, tools).
     #[serde(default)]
@@ -248,14 +254,6 @@ pub struct KafkaSettings {
     /// For the transactional producer only; wins over `properties`.
     #[serde(default)]
     pub producer: BTreeMap<String, String>,
-}
-
-/// The plaintext format inside the envelope, and the score topic's format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Avro,
-    Json,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -290,14 +288,6 @@ pub struct KeySettings {
     pub env: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DevicePreference {
-    Cpu,
-    Cuda,
-    Auto,
-}
-
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSettings {
@@ -314,6 +304,22 @@ pub struct OnnxRuntimeSettings {
     /// `libonnxruntime.so`; unset (or `""`): `ORT_DYLIB_PATH`, else the set-up copy.
     #[serde(default, deserialize_with = "empty_as_none")]
     pub library: Option<PathBuf>,
+}
+
+/// Durations are written in whole milliseconds under `*_ms` keys, as
+/// librdkafka and Kubernetes spell them; inside, they are [`Duration`]s.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
 }
 
 /// An optional setting read as absent when written `""`: how TOML, an
@@ -334,8 +340,10 @@ pub struct BatchingSettings {
     pub mode: BatchMode,
     pub max_batch_size: u32,
     pub min_batch_size: u32,
-    pub max_batch_delay_ms: u64,
-    pub latency_target_ms: u64,
+    #[serde(rename = "max_batch_delay_ms", with = "millis")]
+    pub max_batch_delay: Duration,
+    #[serde(rename = "latency_target_ms", with = "millis")]
+    pub latency_target: Duration,
 }
 
 /// How the batch size is chosen.
@@ -347,16 +355,6 @@ pub enum BatchMode {
     /// Move the size between `min_batch_size` and `max_batch_size` so the p99
     /// of batch fill + inference stays under `latency_target_ms`.
     Adaptive,
-}
-
-impl Format {
-    /// As the config spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Avro => "avro",
-            Format::Json => "json",
-        }
-    }
 }
 
 impl BatchMode {
@@ -372,13 +370,15 @@ impl BatchMode {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransactionSettings {
-    pub commit_interval_ms: u64,
+    #[serde(rename = "commit_interval_ms", with = "millis")]
+    pub commit_interval: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownSettings {
-    pub grace_period_ms: u64,
+    #[serde(rename = "grace_period_ms", with = "millis")]
+    pub grace_period: Duration,
     pub leave_group: LeaveGroup,
 }
 
@@ -404,8 +404,10 @@ pub struct TelemetrySettings {
     pub listen: SocketAddr,
     pub log_format: LogFormat,
     pub log_level: String,
-    pub stall_timeout_ms: u64,
-    pub exit_linger_ms: u64,
+    #[serde(rename = "stall_timeout_ms", with = "millis")]
+    pub stall_timeout: Duration,
+    #[serde(rename = "exit_linger_ms", with = "millis")]
+    pub exit_linger: Duration,
 }
 
 /// How log lines are written.
@@ -634,11 +636,12 @@ impl Settings {
 
     /// A transaction must commit well before the broker aborts it.
     fn check_commit_interval(&self) -> Result<(), ConfigError> {
-        let timeout = self.kafka.transaction_timeout_ms;
-        if self.transactions.commit_interval_ms.saturating_mul(2) > timeout {
+        let timeout = self.kafka.transaction_timeout.as_millis();
+        let interval = self.transactions.commit_interval.as_millis();
+        if interval.saturating_mul(2) > timeout {
             return Err(invalid(
                 "transactions.commit_interval_ms",
-                self.transactions.commit_interval_ms,
+                interval,
                 &format!(
                     "at most half of kafka.transaction_timeout_ms ({timeout}), so a transaction commits well before the broker aborts it"
                 ),
@@ -701,18 +704,6 @@ impl Settings {
         ids
     }
 
-    pub fn commit_interval(&self) -> Duration {
-        Duration::from_millis(self.transactions.commit_interval_ms)
-    }
-
-    pub fn latency_target(&self) -> Duration {
-        Duration::from_millis(self.batching.latency_target_ms)
-    }
-
-    pub fn max_batch_delay(&self) -> Duration {
-        Duration::from_millis(self.batching.max_batch_delay_ms)
-    }
-
     /// Refuses the combination in which leaving would silently not happen.
     /// (`never` for a dynamic member is only warned about when the pipeline
     /// starts: the chart's ConfigMap is checked without the pod's
@@ -745,23 +736,6 @@ impl Settings {
             .unwrap_or_default()
     }
 
-    pub fn grace_period(&self) -> Duration {
-        Duration::from_millis(self.shutdown.grace_period_ms)
-    }
-
-    /// How long a pipeline stage may go without turning before /healthz fails.
-    pub fn stall_timeout(&self) -> Duration {
-        Duration::from_millis(self.telemetry.stall_timeout_ms)
-    }
-
-    pub fn exit_linger(&self) -> Duration {
-        Duration::from_millis(self.telemetry.exit_linger_ms)
-    }
-
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.kafka.request_timeout_ms)
-    }
-
     /// The ONNX Runtime library: the config key, else `ORT_DYLIB_PATH`, else the set-up copy.
     pub fn onnxruntime_library(&self) -> PathBuf {
         if let Some(library) = &self.onnxruntime.library {
@@ -776,7 +750,7 @@ impl Settings {
 
 /// Whether a `kafka.*` property looks like a secret (a password, secret,
 /// token, PEM material or JAAS config), whose value is never printed.
-pub fn is_secret_property(key: &str) -> bool {
+pub(crate) fn is_secret_property(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     ["password", "secret", "token", "pem", "jaas"]
         .iter()
@@ -786,7 +760,7 @@ pub fn is_secret_property(key: &str) -> bool {
 /// The librdkafka name of a property key from one of the `kafka.*` tables:
 /// environment variables cannot hold dots, so `ssl_ca_location` is accepted
 /// for `ssl.ca.location` (librdkafka property names have no underscores).
-pub fn librdkafka_name(key: &str) -> String {
+pub(crate) fn librdkafka_name(key: &str) -> String {
     key.replace('_', ".")
 }
 
@@ -992,7 +966,7 @@ mod tests {
     fn file_overrides_defaults() {
         let s = with_file("[batching]\nmax_batch_size = 64\n").unwrap();
         assert_eq!(s.batching.max_batch_size, 64);
-        assert_eq!(s.batching.max_batch_delay_ms, 5);
+        assert_eq!(s.batching.max_batch_delay, Duration::from_millis(5));
     }
 
     #[test]

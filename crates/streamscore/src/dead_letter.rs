@@ -124,7 +124,7 @@ impl From<FeatureError> for Rejection {
 /// retried as it is: one that can never be written would wedge its
 /// partition forever (docs/wire-format.md).
 #[derive(Debug)]
-pub struct DeadLetter<'a> {
+pub(crate) struct DeadLetter<'a> {
     source: &'a SourceRef,
     rejection: &'a Rejection,
     key: Option<&'a [u8]>,
@@ -134,7 +134,7 @@ pub struct DeadLetter<'a> {
 }
 
 impl<'a> DeadLetter<'a> {
-    pub fn new(
+    pub(crate) fn new(
         source: &'a SourceRef,
         rejection: &'a Rejection,
         key: Option<&'a [u8]>,
@@ -152,7 +152,7 @@ impl<'a> DeadLetter<'a> {
 
     /// The reason, the message and the source position, plus a header for
     /// each part left out, carrying its length.
-    pub fn headers(&self) -> OwnedHeaders {
+    pub(crate) fn headers(&self) -> OwnedHeaders {
         let partition = self.source.partition.to_string();
         let offset = self.source.offset.to_string();
         let mut headers = OwnedHeaders::new_with_capacity(7)
@@ -172,17 +172,17 @@ impl<'a> DeadLetter<'a> {
         headers
     }
 
-    pub fn key(&self) -> Option<&'a [u8]> {
+    pub(crate) fn key(&self) -> Option<&'a [u8]> {
         self.key.filter(|_| self.keep_key)
     }
 
-    pub fn value(&self) -> Option<&'a [u8]> {
+    pub(crate) fn value(&self) -> Option<&'a [u8]> {
         self.value.filter(|_| self.keep_value)
     }
 
     /// Leaves out the value, or once it is out, the key; says which, or
     /// `None` when nothing is left to leave out.
-    pub fn shrink(&mut self) -> Option<Omitted> {
+    pub(crate) fn shrink(&mut self) -> Option<Omitted> {
         if self.value().is_some() {
             self.keep_value = false;
             Some(Omitted::Value)
@@ -197,13 +197,13 @@ impl<'a> DeadLetter<'a> {
 
 /// What [`DeadLetter::shrink`] left out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Omitted {
+pub(crate) enum Omitted {
     Value,
     Key,
 }
 
 impl Omitted {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Omitted::Value => "value",
             Omitted::Key => "key",

@@ -20,10 +20,10 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Deserialize;
 
-pub const VERSION: u8 = 0x01;
-pub const MAX_KEY_ID_LEN: usize = 64;
-pub const TAG_LEN: usize = 16;
-pub const KEY_LEN: usize = 32;
+pub(crate) const VERSION: u8 = 0x01;
+pub(crate) const MAX_KEY_ID_LEN: usize = 64;
+pub(crate) const TAG_LEN: usize = 16;
+pub(crate) const KEY_LEN: usize = 32;
 
 /// Why an envelope could not be opened. Messages never contain key bytes.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -4,7 +4,7 @@ use apache_avro::Schema;
 use apache_avro::types::Value as AvroValue;
 
 use crate::codec::Fields;
-use crate::inference::ModelCard;
+use crate::model::ModelCard;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum FeatureError {
@@ -25,8 +25,8 @@ pub struct EventMeta {
     pub event_time: i64,
 }
 
-pub const EVENT_ID_FIELD: &str = "event_id";
-pub const EVENT_TIME_FIELD: &str = "event_time";
+pub(crate) const EVENT_ID_FIELD: &str = "event_id";
+pub(crate) const EVENT_TIME_FIELD: &str = "event_time";
 
 /// Where each feature comes from. For Avro the field positions in the reader
 /// schema are worked out once, so building a row does no name look-ups.

@@ -9,7 +9,7 @@ use crate::features::EventMeta;
 
 /// Where a record was read from; the unit of exactly-once bookkeeping.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SourceRef {
+pub(crate) struct SourceRef {
     pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
@@ -17,7 +17,7 @@ pub struct SourceRef {
 
 /// One consumed record on its way to the sink.
 #[derive(Debug)]
-pub struct Item {
+pub(crate) struct Item {
     pub source: SourceRef,
     pub key: Option<Vec<u8>>,
     /// Kafka record timestamp (ms), the start of end-to-end latency.
@@ -26,7 +26,7 @@ pub struct Item {
 }
 
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Its features are a row of the batch; the score arrives with the batch.
     Row(EventMeta),
     /// Goes to the dead-letter topic with the original value.
@@ -40,12 +40,12 @@ pub enum Outcome {
 /// Asks the sink to commit everything before it and then answer: used before
 /// partitions are given up (rebalance) and at shutdown.
 #[derive(Debug)]
-pub struct Barrier {
+pub(crate) struct Barrier {
     pub done: SyncSender<BarrierOutcome>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BarrierOutcome {
+pub(crate) enum BarrierOutcome {
     Committed,
     /// No transaction was open: nothing read was waiting for a commit.
     NothingOpen,
@@ -55,7 +55,7 @@ pub enum BarrierOutcome {
 
 /// Items in consumption order, with the feature matrix of their `Row`s.
 #[derive(Debug)]
-pub struct Batch {
+pub(crate) struct Batch {
     /// Rewind generation the items were read in; the sink drops stale ones.
     pub generation: u64,
     pub items: Vec<Item>,
@@ -72,7 +72,7 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn barrier_only(generation: u64, barrier: Barrier) -> Self {
+    pub(crate) fn barrier_only(generation: u64, barrier: Barrier) -> Self {
         Batch {
             generation,
             items: Vec::new(),

@@ -5,18 +5,73 @@
 //! `features` → `batcher` → `inference` → `kafka::sink` (produce + commit),
 //! with `dead_letter` for records that cannot be scored, `pipeline` wiring the
 //! stages and `telemetry` watching them.
+//!
+//! The modules are private; what is public is chosen here: the processor
+//! (settings, keys, the pipeline), the parts a tool or a test drives on its
+//! own (a decoder, a feature plan, a model session), the wire names that
+//! readers of the output topics share, and the telemetry a host serves.
 
-pub mod batcher;
-pub mod codec;
-pub mod config;
-pub mod dead_letter;
-pub mod envelope;
-pub mod faults;
-pub mod features;
-pub mod inference;
-pub mod item;
-pub mod kafka;
-pub mod keywatch;
-pub mod pipeline;
+#![warn(unreachable_pub)]
+
+mod batcher;
+mod codec;
+mod config;
+mod dead_letter;
+mod envelope;
+mod faults;
+mod features;
+mod inference;
+mod item;
+mod kafka;
+mod keywatch;
+mod model;
+mod pipeline;
+mod transform;
+
 pub mod telemetry;
-pub mod transform;
+
+// The processor: settings, the keyring, the pipeline.
+pub use config::{
+    BatchMode, CROSS_FIELD_RULES, ConfigError, LeaveGroup, LogFormat, PINNED_PROPERTIES, Settings,
+};
+pub use envelope::{Keyring, KeyringError, SharedKeyring, random_key, share};
+pub use faults::Faults;
+pub use pipeline::{Pipeline, PipelineError, Prepared, prepare, warm_up_sizes};
+
+// The stages' parts, each usable alone (tools, tests, the hot-path bench).
+pub use codec::input::{Fields, InputDecoder};
+pub use codec::schemas::load_schema;
+pub use codec::score::{Decision, ScoreEncoder, ScoreResult};
+pub use codec::{Format, confluent_frame};
+pub use features::FeaturePlan;
+pub use inference::Runtime;
+pub use inference::session::{
+    Device, DevicePreference, InferenceError, ModelSession, init_runtime,
+};
+pub use model::VerifiedModel;
+pub use transform::Transform;
+
+/// The dead-letter topic's reasons and record headers (docs/wire-format.md).
+pub mod dead_letters {
+    pub use crate::dead_letter::{
+        HEADER_KEY_OMITTED, HEADER_MESSAGE, HEADER_REASON, HEADER_SOURCE_OFFSET,
+        HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC, HEADER_VALUE_OMITTED, Reason,
+    };
+}
+
+/// Keyring rotation while running: the watcher and what it reports.
+pub mod keyring_watch {
+    pub use crate::keywatch::{
+        KEYRING_KEYS, KEYRING_RELOAD_FAILURES, KEYRING_RELOADS, KeyringStatus, modified, watch,
+    };
+}
+
+/// Kafka clients configured the one way every client is (`kafka.*`
+/// settings, TLS, SASL), for the tools that read and write the topics.
+pub mod clients {
+    pub use crate::kafka::client::{
+        Role, TOOL_MESSAGE_TIMEOUT_MS, client_config, consumer_config, producer_config, tool_config,
+    };
+    pub use crate::kafka::offline::create_clients;
+    pub use crate::kafka::sink::{SinkError, await_deliveries};
+}

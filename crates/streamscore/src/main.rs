@@ -10,13 +10,13 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 
-use streamscore::config::{LogFormat, Settings};
-use streamscore::envelope::{Keyring, SharedKeyring, share};
-use streamscore::keywatch::{self, KeyringStatus};
-use streamscore::pipeline::Pipeline;
-use streamscore::telemetry::http::{Health, serve};
-use streamscore::telemetry::summary::{SUMMARY_EVERY, Summary};
+use streamscore::Pipeline;
+use streamscore::keyring_watch::{self as keywatch, KeyringStatus};
+use streamscore::telemetry::{Health, serve};
 use streamscore::telemetry::{LiveStats, logging, metrics};
+use streamscore::telemetry::{SUMMARY_EVERY, Summary};
+use streamscore::{Keyring, SharedKeyring, share};
+use streamscore::{LogFormat, Settings};
 
 #[derive(Parser)]
 #[command(
@@ -211,7 +211,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     logging::init(settings.telemetry.log_format, &settings.telemetry.log_level);
     let keys = Keys::load_and_watch(&settings)?;
 
-    let health = Arc::new(Health::new(settings.stall_timeout()));
+    let health = Arc::new(Health::new(settings.telemetry.stall_timeout));
     let listen = settings.telemetry.listen;
     let (addr, _server) = serve(
         listen,
@@ -234,7 +234,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
         && serve_until_stopped(&pipeline, &health, stats, &keys, &mut signals).await;
     health.ready.store(false, Ordering::Relaxed);
     pipeline.stop();
-    let grace = settings.grace_period();
+    let grace = settings.shutdown.grace_period;
     match tokio::time::timeout(grace, tokio::task::spawn_blocking(move || pipeline.join())).await {
         Ok(joined) => match joined? {
             Ok(()) => {}
@@ -321,7 +321,7 @@ async fn linger_then_fail(
     signals: &mut Signals,
 ) -> anyhow::Result<()> {
     health.fail(format!("{error:#}"));
-    let linger = settings.exit_linger();
+    let linger = settings.telemetry.exit_linger;
     if !linger.is_zero() {
         tracing::error!(
             error = %format!("{error:#}"),
@@ -407,7 +407,7 @@ fn write_keyring(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
 /// keyring, and every Kafka client's properties as librdkafka creates them.
 fn refusals_before_connecting(settings: &Settings) -> anyhow::Result<Keyring> {
     let keyring = Keyring::from_settings(&settings.keys).context("cannot load the keyring")?;
-    streamscore::kafka::offline::create_clients(settings)?;
+    streamscore::clients::create_clients(settings)?;
     Ok(keyring)
 }
 
@@ -415,13 +415,13 @@ fn check(config: Option<PathBuf>) -> anyhow::Result<()> {
     let settings = Settings::load(config.as_deref())?;
     logging::init(LogFormat::Human, "warn,ort=error");
     let keyring = refusals_before_connecting(&settings)?;
-    let prepared = streamscore::pipeline::prepare(&settings)?;
+    let prepared = streamscore::prepare(&settings)?;
     let card = &prepared.model.card;
     let device = prepared
         .sessions
         .first()
         .map_or("cpu", |s| s.device().as_str());
-    let sizes = streamscore::pipeline::warm_up_sizes(&settings);
+    let sizes = streamscore::warm_up_sizes(&settings);
     println!(
         "model: {} {} at {}: SHA-256 {} verified, {} features, warmed up on {device} at batch sizes {sizes:?}",
         card.name,

@@ -88,7 +88,7 @@ mod tests {
     use std::sync::Arc;
 
     use crate::envelope::Keyring;
-    use crate::inference::VerifiedModel;
+    use crate::model::VerifiedModel;
 
     fn transform() -> (Transform, Arc<Keyring>) {
         let model = VerifiedModel::load(std::path::Path::new(concat!(

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 
-use streamscore::inference::{InferenceError, ModelSession};
+use streamscore::{InferenceError, ModelSession};
 
 #[derive(Debug, Clone, Copy)]
 pub struct InferenceCeiling {

@@ -13,9 +13,9 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::bench::BenchError;
-use streamscore::config::Settings;
-use streamscore::kafka::client::{consumer_config, producer_config};
-use streamscore::kafka::sink::await_deliveries;
+use streamscore::Settings;
+use streamscore::clients::await_deliveries;
+use streamscore::clients::{consumer_config, producer_config};
 
 /// How long the path may stay without a record before the run is given up.
 const STALL: Duration = Duration::from_secs(60);
@@ -48,12 +48,12 @@ pub fn raw_path(
     let consumer: BaseConsumer = consumer_config(settings).create().map_err(kafka)?;
     let producer: ThreadedProducer<DefaultProducerContext> =
         producer_config(settings).create().map_err(kafka)?;
-    let timeout = settings.request_timeout();
+    let timeout = settings.kafka.request_timeout;
     producer.init_transactions(timeout).map_err(kafka)?;
     let topics: Vec<&str> = settings.input.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(kafka)?;
 
-    let interval = settings.commit_interval();
+    let interval = settings.transactions.commit_interval;
     let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
     let (mut moved, mut committed) = (0u64, 0u64);
     let mut first: Option<Instant> = None;

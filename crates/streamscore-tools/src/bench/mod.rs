@@ -30,10 +30,10 @@ use crate::verify;
 use inference_ceiling::InferenceCeiling;
 use kafka_ceiling::Throughput;
 use stages::Snapshot;
-use streamscore::config::Settings;
-use streamscore::envelope::{Keyring, share};
-use streamscore::pipeline::{Pipeline, prepare};
 use streamscore::telemetry::LiveStats;
+use streamscore::{Format, Settings};
+use streamscore::{Keyring, share};
+use streamscore::{Pipeline, prepare};
 
 /// A phase that makes no progress for this long is reported, not waited on.
 const STALL: Duration = Duration::from_secs(60);
@@ -51,17 +51,17 @@ pub enum BenchError {
     #[error("{phase}: exactly-once check failed: {line}")]
     NotExactlyOnce { phase: &'static str, line: String },
     #[error(transparent)]
-    Pipeline(#[from] streamscore::pipeline::PipelineError),
+    Pipeline(#[from] streamscore::PipelineError),
     #[error(transparent)]
-    Inference(#[from] streamscore::inference::InferenceError),
+    Inference(#[from] streamscore::InferenceError),
     #[error(transparent)]
-    Config(#[from] streamscore::config::ConfigError),
+    Config(#[from] streamscore::ConfigError),
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
     #[error(transparent)]
     Verify(#[from] verify::VerifyError),
     #[error(transparent)]
-    Keyring(#[from] streamscore::envelope::KeyringError),
+    Keyring(#[from] streamscore::KeyringError),
     #[error("cannot draw {path}: {message}")]
     Plot { path: String, message: String },
     #[error("cannot write {path}: {error}")]
@@ -178,6 +178,78 @@ fn phase_settings(base: &Settings, name: &str, input: &str, scores: &str, dlq: &
     s
 }
 
+/// Seals and publishes the bench's synthetic events. Every phase draws from
+/// the one keyring, so each pipeline it starts can read every topic.
+struct Source {
+    keyring: Arc<Keyring>,
+    format: Format,
+    producer: publish::Publisher,
+    /// The bench publishes bounded streams only; nothing ever stops one early.
+    never: AtomicBool,
+}
+
+impl Source {
+    fn new(settings: &Settings) -> Result<Self, BenchError> {
+        let keyring = Arc::new(Keyring::generate("bench-key-1")?.0);
+        let producer = publish::publisher(settings).map_err(publish_error)?;
+        Ok(Self {
+            keyring,
+            format: settings.input.format,
+            producer,
+            never: AtomicBool::new(false),
+        })
+    }
+
+    /// Publishes `events` records at `rate` per second; returns how many
+    /// the broker acknowledged.
+    fn publish(
+        &self,
+        topic: &str,
+        run: &str,
+        seed: u64,
+        events: u64,
+        rate: u64,
+    ) -> Result<u64, BenchError> {
+        let factory = EventFactory::new(self.keyring.clone(), self.format, run, seed);
+        let plan = StreamPlan {
+            events: Some(events),
+            rate,
+            bad_per_mille: 0,
+        };
+        publish::stream(
+            &self.producer,
+            topic,
+            factory,
+            &plan,
+            &AtomicU64::new(0),
+            &self.never,
+        )
+        .map_err(publish_error)
+    }
+}
+
+fn publish_error(e: publish::PublishError) -> BenchError {
+    BenchError::Kafka(e.to_string())
+}
+
+/// The pipeline draining the backlog as fast as it can.
+struct FullSpeed {
+    throughput: Throughput,
+    mean_batch: f64,
+    stages: Snapshot,
+    verified: String,
+}
+
+/// What every phase shares, so that each phase is one method.
+struct Bench<'a> {
+    opts: &'a BenchOptions,
+    settings: &'a Settings,
+    topics: &'a Topics,
+    run_id: &'a str,
+    handle: &'a PrometheusHandle,
+    source: &'a Source,
+}
+
 fn measure(
     opts: &BenchOptions,
     settings: Settings,
@@ -185,138 +257,192 @@ fn measure(
     run_id: &str,
     handle: &PrometheusHandle,
 ) -> Result<Results, BenchError> {
-    let format = settings.input.format;
-    let keyring = Arc::new(Keyring::generate("bench-key-1")?.0);
-    let publish_err = |e: publish::PublishError| BenchError::Kafka(e.to_string());
-    let producer = publish::publisher(&settings).map_err(publish_err)?;
-    let never = AtomicBool::new(false);
-
-    let started = Instant::now();
-    let publish = |topic: &str, run: &str, seed: u64, events: u64, rate: u64| {
-        let factory = EventFactory::new(keyring.clone(), format, run, seed);
-        let plan = StreamPlan {
-            events: Some(events),
-            rate,
-            bad_per_mille: 0,
-        };
-        publish::stream(&producer, topic, factory, &plan, &AtomicU64::new(0), &never)
-            .map_err(publish_err)
+    let source = Source::new(&settings)?;
+    let bench = Bench {
+        opts,
+        settings: &settings,
+        topics,
+        run_id,
+        handle,
+        source: &source,
     };
-    publish(&topics.backlog, run_id, 7, opts.events, u64::MAX / 2)?;
-    println!(
-        "bench: {} encrypted events published to {} in {:.1} s",
-        opts.events,
-        topics.backlog,
-        started.elapsed().as_secs_f64()
-    );
+    bench.publish_backlog()?;
+    let kafka = bench.kafka_ceiling()?;
+    let (device, inference) = bench.inference_ceiling()?;
+    let full = bench.full_speed()?;
+    let (levels, sweep_verified) = bench.sweep(full.throughput.rows_per_second())?;
+    Ok(Results {
+        machine: machine(),
+        settings,
+        device,
+        events: opts.events,
+        kafka,
+        inference,
+        pipeline: full.throughput,
+        mean_batch: full.mean_batch,
+        pipeline_stages: full.stages,
+        levels,
+        verified: vec![full.verified, sweep_verified],
+    })
+}
 
-    let raw = phase_settings(
-        &settings,
-        &format!("{run_id}.raw"),
-        &topics.backlog,
-        &topics.raw,
-        &topics.dead_letters,
-    );
-    // Best of two passes (each its own group, so each reads the whole
-    // backlog): on a small machine one pass alone varies by a third.
-    let mut kafka_ceiling = kafka_ceiling::raw_path(&raw, &topics.raw, opts.events)?;
-    let second = phase_settings(
-        &settings,
-        &format!("{run_id}.raw2"),
-        &topics.backlog,
-        &topics.raw,
-        &topics.dead_letters,
-    );
-    let again = kafka_ceiling::raw_path(&second, &topics.raw, opts.events)?;
-    if again.rows_per_second() > kafka_ceiling.rows_per_second() {
-        kafka_ceiling = again;
+impl Bench<'_> {
+    /// This phase's settings: its own group and transactional.id, named
+    /// after the run so that no two runs share one.
+    fn phase(&self, name: &str, input: &str, scores: &str) -> Settings {
+        phase_settings(
+            self.settings,
+            &format!("{}.{name}", self.run_id),
+            input,
+            scores,
+            &self.topics.dead_letters,
+        )
     }
-    println!(
-        "bench: (a) raw Kafka path: {:.0} rows/s",
-        kafka_ceiling.rows_per_second()
-    );
 
-    let prepared = prepare(&settings)?;
-    let device = prepared
-        .sessions
-        .first()
-        .map_or("cpu", |s| s.device().as_str())
-        .to_owned();
-    let inference = inference_ceiling::standalone(
-        prepared.sessions,
-        settings.batching.max_batch_size as usize,
-        opts.inference_duration,
-    )?;
-    println!(
-        "bench: (b) ONNX Runtime alone at batch {}: {:.0} rows/s",
-        inference.batch, inference.rows_per_second
-    );
+    /// The backlog both throughput phases read, published before either
+    /// starts so that neither waits on the producer.
+    fn publish_backlog(&self) -> Result<(), BenchError> {
+        let started = Instant::now();
+        let events = self.opts.events;
+        self.source
+            .publish(&self.topics.backlog, self.run_id, 7, events, u64::MAX / 2)?;
+        println!(
+            "bench: {} encrypted events published to {} in {:.1} s",
+            events,
+            self.topics.backlog,
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
 
-    // Maximum throughput: the pipeline drains the same backlog.
-    let pipe = phase_settings(
-        &settings,
-        &format!("{run_id}.pipeline"),
-        &topics.backlog,
-        &topics.scores,
-        &topics.dead_letters,
-    );
-    let stats = Arc::new(LiveStats::default());
-    let before = Snapshot::parse(&handle.render());
-    let pipeline = Pipeline::start(&pipe, share(keyring.clone()), stats.clone())?;
-    let first = wait_for(
-        "pipeline",
-        &stats,
-        |s| s.consumed.load(Ordering::Relaxed),
-        1,
-    )?;
-    wait_for("pipeline", &stats, LiveStats::committed, opts.events)?;
-    let pipeline_throughput = Throughput {
-        rows: opts.events,
-        seconds: first.elapsed().as_secs_f64(),
-    };
-    let pipeline_stages = Snapshot::parse(&handle.render()).since(&before);
-    let mean_batch = stats.batch_rows.load(Ordering::Relaxed) as f64
-        / stats.batches.load(Ordering::Relaxed).max(1) as f64;
-    pipeline.stop();
-    pipeline.join()?;
-    println!(
-        "bench: pipeline at full speed: {:.0} rows/s (mean batch {mean_batch:.0} rows)",
-        pipeline_throughput.rows_per_second()
-    );
-    let mut verified = vec![check("pipeline", &pipe)?];
+    /// Ceiling (a). Best of two passes (each its own group, so each reads the
+    /// whole backlog): on a small machine one pass alone varies by a third.
+    fn kafka_ceiling(&self) -> Result<Throughput, BenchError> {
+        let (backlog, raw) = (&self.topics.backlog, &self.topics.raw);
+        let events = self.opts.events;
+        let mut best = kafka_ceiling::raw_path(&self.phase("raw", backlog, raw), raw, events)?;
+        let again = kafka_ceiling::raw_path(&self.phase("raw2", backlog, raw), raw, events)?;
+        if again.rows_per_second() > best.rows_per_second() {
+            best = again;
+        }
+        println!(
+            "bench: (a) raw Kafka path: {:.0} rows/s",
+            best.rows_per_second()
+        );
+        Ok(best)
+    }
 
-    // The sweep: a steady stream at each share of the maximum, drained before the next.
-    let sweep = phase_settings(
-        &settings,
-        &format!("{run_id}.sweep"),
-        &topics.steady,
-        &topics.sweep_scores,
-        &topics.dead_letters,
-    );
-    let stats = Arc::new(LiveStats::default());
-    let pipeline = Pipeline::start(&sweep, share(keyring.clone()), stats.clone())?;
-    let max = pipeline_throughput.rows_per_second().max(1.0);
-    let mut total = 0u64;
-    // A few records first, so the group join does not count as latency.
-    total += publish(&topics.steady, &format!("{run_id}-warm"), 8, 100, 1000)?;
-    wait_for("sweep", &stats, LiveStats::committed, total)?;
-    let mut levels = Vec::new();
-    for step in 1..=opts.levels.max(1) {
-        let share = f64::from(step) / f64::from(opts.levels.max(1));
+    /// Ceiling (b), on the sessions the pipeline would get; returns the
+    /// device they run on with it.
+    fn inference_ceiling(&self) -> Result<(String, InferenceCeiling), BenchError> {
+        let prepared = prepare(self.settings)?;
+        let device = prepared
+            .sessions
+            .first()
+            .map_or("cpu", |s| s.device().as_str())
+            .to_owned();
+        let inference = inference_ceiling::standalone(
+            prepared.sessions,
+            self.settings.batching.max_batch_size as usize,
+            self.opts.inference_duration,
+        )?;
+        println!(
+            "bench: (b) ONNX Runtime alone at batch {}: {:.0} rows/s",
+            inference.batch, inference.rows_per_second
+        );
+        Ok((device, inference))
+    }
+
+    /// Maximum throughput: the pipeline drains the same backlog as (a), timed
+    /// from its first record so that start-up does not count.
+    fn full_speed(&self) -> Result<FullSpeed, BenchError> {
+        let events = self.opts.events;
+        let pipe = self.phase("pipeline", &self.topics.backlog, &self.topics.scores);
+        let stats = Arc::new(LiveStats::default());
+        let before = Snapshot::parse(&self.handle.render());
+        let keyring = share(self.source.keyring.clone());
+        let pipeline = Pipeline::start(&pipe, keyring, stats.clone())?;
+        let first = wait_for(
+            "pipeline",
+            &stats,
+            |s| s.consumed.load(Ordering::Relaxed),
+            1,
+        )?;
+        wait_for("pipeline", &stats, LiveStats::committed, events)?;
+        let throughput = Throughput {
+            rows: events,
+            seconds: first.elapsed().as_secs_f64(),
+        };
+        let stages = Snapshot::parse(&self.handle.render()).since(&before);
+        let mean_batch = stats.batch_rows.load(Ordering::Relaxed) as f64
+            / stats.batches.load(Ordering::Relaxed).max(1) as f64;
+        pipeline.stop();
+        pipeline.join()?;
+        println!(
+            "bench: pipeline at full speed: {:.0} rows/s (mean batch {mean_batch:.0} rows)",
+            throughput.rows_per_second()
+        );
+        Ok(FullSpeed {
+            throughput,
+            mean_batch,
+            stages,
+            verified: check("pipeline", &pipe)?,
+        })
+    }
+
+    /// The sweep: a steady stream at each share of `max_rows_per_second`,
+    /// drained before the next, so that one level's queue never shows up in
+    /// the next one's latency. Returns the levels and the exactly-once line.
+    fn sweep(&self, max_rows_per_second: f64) -> Result<(Vec<Level>, String), BenchError> {
+        let sweep = self.phase("sweep", &self.topics.steady, &self.topics.sweep_scores);
+        let stats = Arc::new(LiveStats::default());
+        let keyring = share(self.source.keyring.clone());
+        let pipeline = Pipeline::start(&sweep, keyring, stats.clone())?;
+        let max = max_rows_per_second.max(1.0);
+        // A few records first, so the group join does not count as latency.
+        let warm_up = format!("{}-warm", self.run_id);
+        let mut total = self
+            .source
+            .publish(&self.topics.steady, &warm_up, 8, 100, 1000)?;
+        wait_for("sweep", &stats, LiveStats::committed, total)?;
+        let mut levels = Vec::new();
+        for step in 1..=self.opts.levels.max(1) {
+            let level = self.sweep_level(&stats, step, max, &mut total)?;
+            print_level(&level);
+            levels.push(level);
+        }
+        pipeline.stop();
+        pipeline.join()?;
+        Ok((levels, check("sweep", &sweep)?))
+    }
+
+    /// One step of the sweep. `total` counts every record published to the
+    /// steady topic so far, which is what the pipeline must have committed.
+    fn sweep_level(
+        &self,
+        stats: &LiveStats,
+        step: u32,
+        max: f64,
+        total: &mut u64,
+    ) -> Result<Level, BenchError> {
+        let share = f64::from(step) / f64::from(self.opts.levels.max(1));
         let rate = (max * share).round().max(1.0) as u64;
-        let events = ((rate as f64) * opts.level_duration.as_secs_f64())
+        let events = ((rate as f64) * self.opts.level_duration.as_secs_f64())
             .round()
             .max(1.0) as u64;
         stats.take_latency();
-        let before = Snapshot::parse(&handle.render());
+        let before = Snapshot::parse(&self.handle.render());
         let t = Instant::now();
-        let run = format!("{run_id}-l{step}");
-        total += publish(&topics.steady, &run, u64::from(step) + 100, events, rate)?;
-        wait_for("sweep", &stats, LiveStats::committed, total)?;
+        let run = format!("{}-l{step}", self.run_id);
+        let seed = u64::from(step) + 100;
+        *total += self
+            .source
+            .publish(&self.topics.steady, &run, seed, events, rate)?;
+        wait_for("sweep", stats, LiveStats::committed, *total)?;
         let elapsed = t.elapsed().as_secs_f64();
         let latency = stats.take_latency();
         let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
-        let level = Level {
+        Ok(Level {
             share,
             offered: rate as f64,
             achieved: events as f64 / elapsed,
@@ -324,35 +450,20 @@ fn measure(
             p50_ms: ms(0.50),
             p95_ms: ms(0.95),
             p99_ms: ms(0.99),
-            stages: Snapshot::parse(&handle.render()).since(&before),
-        };
-        println!(
-            "bench: sweep {:>3.0}%: offered {:>7.0} rows/s, achieved {:>7.0}, p50 {:>6.1} ms, p99 {:>6.1} ms",
-            share * 100.0,
-            level.offered,
-            level.achieved,
-            level.p50_ms,
-            level.p99_ms
-        );
-        levels.push(level);
+            stages: Snapshot::parse(&self.handle.render()).since(&before),
+        })
     }
-    pipeline.stop();
-    pipeline.join()?;
-    verified.push(check("sweep", &sweep)?);
+}
 
-    Ok(Results {
-        machine: machine(),
-        settings,
-        device,
-        events: opts.events,
-        kafka: kafka_ceiling,
-        inference,
-        pipeline: pipeline_throughput,
-        mean_batch,
-        pipeline_stages,
-        levels,
-        verified,
-    })
+fn print_level(level: &Level) {
+    println!(
+        "bench: sweep {:>3.0}%: offered {:>7.0} rows/s, achieved {:>7.0}, p50 {:>6.1} ms, p99 {:>6.1} ms",
+        level.share * 100.0,
+        level.offered,
+        level.achieved,
+        level.p50_ms,
+        level.p99_ms
+    );
 }
 
 /// Waits until `progress(stats)` reaches `target`; returns when it first

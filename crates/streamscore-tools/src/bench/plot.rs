@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -28,30 +29,32 @@ fn register(font: &Path) -> Result<(), String> {
     .clone()
 }
 
+/// The plot's drawing area, in rows/s against ms.
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
 /// Draws p50/p95/p99 against achieved throughput, with the half-load p99
 /// budget as a dashed line.
 pub fn draw(r: &Results, path: &Path, font: &Path) -> Result<(), BenchError> {
-    let fail = |message: String| BenchError::Plot {
-        path: path.display().to_string(),
-        message,
-    };
-    register(font).map_err(fail)?;
+    register(font)
+        .and_then(|()| paint(r, path))
+        .map_err(|message| BenchError::Plot {
+            path: path.display().to_string(),
+            message,
+        })
+}
+
+/// plotters' errors are generic over the backend; text is all the caller
+/// needs of them.
+fn text(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn paint(r: &Results, path: &Path) -> Result<(), String> {
     let root = BitMapBackend::new(path, (1000, 620)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
-    let x_max = r
-        .levels
-        .iter()
-        .map(|l| l.achieved.max(l.offered))
-        .fold(1.0, f64::max)
-        * 1.05;
+    root.fill(&WHITE).map_err(text)?;
     let bound = report::half_load(r).map(|l| report::latency_bound_ms(r, l));
-    let y_max = r
-        .levels
-        .iter()
-        .map(|l| l.p99_ms)
-        .chain(bound)
-        .fold(1.0, f64::max)
-        * 1.1;
+    let (x_max, y_max) = extent(r, bound);
     let mut chart = ChartBuilder::on(&root)
         .caption(
             format!(
@@ -64,7 +67,7 @@ pub fn draw(r: &Results, path: &Path, font: &Path) -> Result<(), BenchError> {
         .x_label_area_size(48)
         .y_label_area_size(64)
         .build_cartesian_2d(0.0..x_max, 0.0..y_max)
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(text)?;
     chart
         .configure_mesh()
         .x_desc("achieved throughput (rows/s)")
@@ -73,38 +76,10 @@ pub fn draw(r: &Results, path: &Path, font: &Path) -> Result<(), BenchError> {
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
-        .map_err(|e| fail(e.to_string()))?;
-    let series: [(&str, RGBColor, Quantile); 3] = [
-        ("p50", BLUE, |l| l.p50_ms),
-        ("p95", GREEN, |l| l.p95_ms),
-        ("p99", RED, |l| l.p99_ms),
-    ];
-    for (name, color, value) in series {
-        let points: Vec<(f64, f64)> = r.levels.iter().map(|l| (l.achieved, value(l))).collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-            .map_err(|e| fail(e.to_string()))?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        chart
-            .draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 3, color.filled())),
-            )
-            .map_err(|e| fail(e.to_string()))?;
-    }
+        .map_err(text)?;
+    draw_quantiles(&mut chart, &r.levels)?;
     if let Some(bound) = bound {
-        chart
-            .draw_series(DashedLineSeries::new(
-                [(0.0, bound), (x_max, bound)],
-                8,
-                6,
-                BLACK.stroke_width(1),
-            ))
-            .map_err(|e| fail(e.to_string()))?
-            .label("p99 budget at 50% load")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+        draw_budget(&mut chart, bound, x_max)?;
     }
     chart
         .configure_series_labels()
@@ -113,7 +88,64 @@ pub fn draw(r: &Results, path: &Path, font: &Path) -> Result<(), BenchError> {
         .label_font(("sans-serif", 15))
         .position(SeriesLabelPosition::UpperLeft)
         .draw()
-        .map_err(|e| fail(e.to_string()))?;
-    root.present().map_err(|e| fail(e.to_string()))?;
+        .map_err(text)?;
+    root.present().map_err(text)?;
+    Ok(())
+}
+
+/// The axes' ends: a margin above the largest value, so that no point sits
+/// on the frame, and room for the budget line even when every p99 is below it.
+fn extent(r: &Results, bound: Option<f64>) -> (f64, f64) {
+    let x_max = r
+        .levels
+        .iter()
+        .map(|l| l.achieved.max(l.offered))
+        .fold(1.0, f64::max)
+        * 1.05;
+    let y_max = r
+        .levels
+        .iter()
+        .map(|l| l.p99_ms)
+        .chain(bound)
+        .fold(1.0, f64::max)
+        * 1.1;
+    (x_max, y_max)
+}
+
+fn draw_quantiles(chart: &mut Chart<'_, '_>, levels: &[Level]) -> Result<(), String> {
+    let series: [(&str, RGBColor, Quantile); 3] = [
+        ("p50", BLUE, |l| l.p50_ms),
+        ("p95", GREEN, |l| l.p95_ms),
+        ("p99", RED, |l| l.p99_ms),
+    ];
+    for (name, color, value) in series {
+        let points: Vec<(f64, f64)> = levels.iter().map(|l| (l.achieved, value(l))).collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(text)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        chart
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, color.filled())),
+            )
+            .map_err(text)?;
+    }
+    Ok(())
+}
+
+fn draw_budget(chart: &mut Chart<'_, '_>, bound: f64, x_max: f64) -> Result<(), String> {
+    chart
+        .draw_series(DashedLineSeries::new(
+            [(0.0, bound), (x_max, bound)],
+            8,
+            6,
+            BLACK.stroke_width(1),
+        ))
+        .map_err(text)?
+        .label("p99 budget at 50% load")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
     Ok(())
 }

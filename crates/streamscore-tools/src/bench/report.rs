@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use crate::bench::stages::Snapshot;
 use crate::bench::{Level, Results};
-use streamscore::config::BatchMode;
+use streamscore::BatchMode;
 use streamscore::telemetry::metrics::stage;
 
 /// Share of ceiling (a) the pipeline must reach.
@@ -26,8 +26,8 @@ pub fn latency_bound_ms(r: &Results, level: &Level) -> f64 {
         .stage(stage::INFERENCE)
         .and_then(|s| s.quantile(0.99))
         .map_or(r.inference.call_p99_ms, |s| s * 1e3);
-    r.settings.transactions.commit_interval_ms as f64
-        + 2.0 * r.settings.batching.max_batch_delay_ms as f64
+    r.settings.transactions.commit_interval.as_secs_f64() * 1e3
+        + 2.0 * r.settings.batching.max_batch_delay.as_secs_f64() * 1e3
         + inference_p99
 }
 
@@ -111,23 +111,51 @@ fn stage_table(out: &mut String, stages: &Snapshot, wall: f64) {
 
 /// The whole report, in Markdown.
 pub fn render(r: &Results) -> String {
-    let s = &r.settings;
     let mut out = String::new();
+    setup(&mut out, r);
+    throughput_table(&mut out, r);
+    let _ = writeln!(
+        out,
+        "### Where the time goes at full speed ({:.1} s)\n",
+        r.pipeline.seconds
+    );
+    stage_table(&mut out, &r.pipeline_stages, r.pipeline.seconds);
+    latency_table(&mut out, &r.levels);
+    let _ = writeln!(out, "\n### Targets\n");
+    throughput_target(&mut out, r);
+    if let Some(half) = half_load(r) {
+        latency_target(&mut out, r, half);
+    }
+    let _ = writeln!(out, "\nExactly-once check of the measured runs:\n");
+    for v in &r.verified {
+        let _ = writeln!(out, "- {v}");
+    }
+    out
+}
+
+/// The machine and the settings the figures hold for: they mean nothing
+/// without them.
+fn setup(out: &mut String, r: &Results) {
+    let s = &r.settings;
     let _ = writeln!(
         out,
         "Machine: {}. Device: {}. {} events, exactly-once on (read_committed, transactions of {} ms).",
-        r.machine, r.device, r.events, s.transactions.commit_interval_ms
+        r.machine,
+        r.device,
+        r.events,
+        s.transactions.commit_interval.as_millis()
     );
     let _ = writeln!(
         out,
         "Batching: {} (max {} rows, max delay {} ms{}); {} session(s) × {} intra-op thread(s).\n",
         s.batching.mode.as_str(),
         s.batching.max_batch_size,
-        s.batching.max_batch_delay_ms,
+        s.batching.max_batch_delay.as_millis(),
         if s.batching.mode == BatchMode::Adaptive {
             format!(
                 ", min {} rows, latency target {} ms",
-                s.batching.min_batch_size, s.batching.latency_target_ms
+                s.batching.min_batch_size,
+                s.batching.latency_target.as_millis()
             )
         } else {
             String::new()
@@ -135,7 +163,9 @@ pub fn render(r: &Results) -> String {
         s.model.sessions,
         s.model.intra_op_threads
     );
+}
 
+fn throughput_table(out: &mut String, r: &Results) {
     let _ = writeln!(out, "### Throughput against the ceilings\n");
     let _ = writeln!(
         out,
@@ -160,43 +190,45 @@ pub fn render(r: &Results) -> String {
         kafka_share(r) * 100.0,
         inference_share(r) * 100.0
     );
+}
 
-    let _ = writeln!(
-        out,
-        "### Where the time goes at full speed ({:.1} s)\n",
-        r.pipeline.seconds
-    );
-    stage_table(&mut out, &r.pipeline_stages, r.pipeline.seconds);
-
+fn latency_table(out: &mut String, levels: &[Level]) {
     let _ = writeln!(out, "\n### Latency against offered load\n");
     let _ = writeln!(
         out,
         "| offered | offered rows/s | achieved rows/s | p50 ms | p95 ms | p99 ms | mean batch | inference p99 ms | commit p99 ms |"
     );
     let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for l in &r.levels {
-        let batch = l
-            .stages
-            .stage(stage::INFERENCE)
-            .map_or(0.0, |s| l.records as f64 / s.count.max(1.0));
-        let _ = writeln!(
-            out,
-            "| {:.0}% | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {} | {} |",
-            l.share * 100.0,
-            l.offered,
-            l.achieved,
-            l.p50_ms,
-            l.p95_ms,
-            l.p99_ms,
-            batch,
-            ms(l.stages
-                .stage(stage::INFERENCE)
-                .and_then(|s| s.quantile(0.99))),
-            ms(l.stages.stage(stage::COMMIT).and_then(|s| s.quantile(0.99))),
-        );
+    for l in levels {
+        latency_row(out, l);
     }
+}
 
-    let _ = writeln!(out, "\n### Targets\n");
+fn latency_row(out: &mut String, l: &Level) {
+    let batch = l
+        .stages
+        .stage(stage::INFERENCE)
+        .map_or(0.0, |s| l.records as f64 / s.count.max(1.0));
+    let _ = writeln!(
+        out,
+        "| {:.0}% | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {} | {} |",
+        l.share * 100.0,
+        l.offered,
+        l.achieved,
+        l.p50_ms,
+        l.p95_ms,
+        l.p99_ms,
+        batch,
+        ms(l.stages
+            .stage(stage::INFERENCE)
+            .and_then(|s| s.quantile(0.99))),
+        ms(l.stages.stage(stage::COMMIT).and_then(|s| s.quantile(0.99))),
+    );
+}
+
+/// The throughput verdict, with the thread that limits it: a missed target
+/// is only actionable once the bottleneck is named.
+fn throughput_target(out: &mut String, r: &Results) {
     let share = kafka_share(r);
     let load = thread_load(r);
     let busiest = load.first().copied().unwrap_or(("none", 0.0));
@@ -217,38 +249,41 @@ pub fn render(r: &Results) -> String {
             .map_or(0.0, |l| l.1 * 100.0),
         if busiest.0 == "inference" { "" } else { "not " }
     );
-    if let Some(half) = half_load(r) {
-        let bound = latency_bound_ms(r, half);
-        let met = half.p99_ms <= bound;
-        let _ = writeln!(
-            out,
-            "- p99 at {:.0}% load ≤ commit interval {} ms + 2 × max delay {} ms + inference p99 = {:.1} ms: {:.1} ms — {}.",
-            half.share * 100.0,
-            s.transactions.commit_interval_ms,
-            s.batching.max_batch_delay_ms,
-            bound,
-            half.p99_ms,
-            if met { "met" } else { "missed" },
-        );
-        if !met {
-            let p99 = |n: &str| {
-                half.stages
-                    .stage(n)
-                    .and_then(|s| s.quantile(0.99))
-                    .map_or(0.0, |v| v * 1e3)
-            };
-            let _ = writeln!(
-                out,
-                "  At that load (p99): the commit itself {:.1} ms, producing {:.1} ms, batch wait {:.1} ms. A transaction closes at the commit interval less the recent commit time, counted from its oldest record's read, so what overshoots is a commit slower than the recent ones, plus the time before streamscore reads a record (the upstream producer's linger, the broker append and the fetch: the latency starts at the record's CreateTime). What moves it: a shorter transactions.commit_interval_ms (the p99 follows it one for one; more, smaller transactions cost throughput), or steadier commits (broker-side: the transaction coordinator's log and marker writes).",
-                p99(stage::COMMIT),
-                p99(stage::PRODUCE),
-                p99(stage::BATCH_WAIT),
-            );
-        }
+}
+
+/// The latency verdict at half load; a miss comes with where it went.
+fn latency_target(out: &mut String, r: &Results, half: &Level) {
+    let s = &r.settings;
+    let bound = latency_bound_ms(r, half);
+    let met = half.p99_ms <= bound;
+    let _ = writeln!(
+        out,
+        "- p99 at {:.0}% load ≤ commit interval {} ms + 2 × max delay {} ms + inference p99 = {:.1} ms: {:.1} ms — {}.",
+        half.share * 100.0,
+        s.transactions.commit_interval.as_millis(),
+        s.batching.max_batch_delay.as_millis(),
+        bound,
+        half.p99_ms,
+        if met { "met" } else { "missed" },
+    );
+    if !met {
+        latency_overshoot(out, half);
     }
-    let _ = writeln!(out, "\nExactly-once check of the measured runs:\n");
-    for v in &r.verified {
-        let _ = writeln!(out, "- {v}");
-    }
-    out
+}
+
+/// Why a p99 overshoots its budget, and which settings move it.
+fn latency_overshoot(out: &mut String, half: &Level) {
+    let p99 = |n: &str| {
+        half.stages
+            .stage(n)
+            .and_then(|s| s.quantile(0.99))
+            .map_or(0.0, |v| v * 1e3)
+    };
+    let _ = writeln!(
+        out,
+        "  At that load (p99): the commit itself {:.1} ms, producing {:.1} ms, batch wait {:.1} ms. A transaction closes at the commit interval less the recent commit time, counted from its oldest record's read, so what overshoots is a commit slower than the recent ones, plus the time before streamscore reads a record (the upstream producer's linger, the broker append and the fetch: the latency starts at the record's CreateTime). What moves it: a shorter transactions.commit_interval_ms (the p99 follows it one for one; more, smaller transactions cost throughput), or steadier commits (broker-side: the transaction coordinator's log and marker writes).",
+        p99(stage::COMMIT),
+        p99(stage::PRODUCE),
+        p99(stage::BATCH_WAIT),
+    );
 }

@@ -8,10 +8,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Beta, Distribution, Exp, LogNormal, Poisson};
 
-use streamscore::codec::confluent_frame;
-use streamscore::config::Format;
-use streamscore::dead_letter::Reason;
-use streamscore::envelope::{Keyring, random_key};
+use streamscore::Format;
+use streamscore::confluent_frame;
+use streamscore::dead_letters::Reason;
+use streamscore::{Keyring, random_key};
 
 /// Confluent schema id of schemas/card_transaction.v1.avsc in the default config.
 pub const INPUT_SCHEMA_ID: u32 = 1;
@@ -115,94 +115,27 @@ impl EventFactory {
     /// The plaintext fields of a synthetic transaction, in schema order.
     pub fn fields(&mut self, event_id: &str, card_id: &str) -> Vec<(String, AvroValue)> {
         let r = &mut self.rng;
-        let avg: f64 = LogNormal::new(3.5, 0.8)
-            .map(|d| d.sample(r))
-            .unwrap_or(30.0);
-        let amount = avg * LogNormal::new(0.0, 0.6).map(|d| d.sample(r)).unwrap_or(1.0);
-        let risky = r.random_bool(0.04);
-        let beta =
-            |r: &mut StdRng, a: f64, b: f64| Beta::new(a, b).map(|d| d.sample(r)).unwrap_or(0.1);
-        let exp =
-            |r: &mut StdRng, mean: f64| Exp::new(1.0 / mean).map(|d| d.sample(r)).unwrap_or(mean);
-        let poisson =
-            |r: &mut StdRng, l: f64| Poisson::new(l).map(|d| d.sample(r) as i32).unwrap_or(0);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        let device_risk = if risky {
-            beta(r, 6.0, 2.0)
-        } else {
-            beta(r, 1.5, 10.0)
-        };
-        vec![
+        let holder = Holder::draw(r);
+        let mut fields = vec![
             ("event_id".into(), AvroValue::String(event_id.to_owned())),
             ("card_id".into(), AvroValue::String(card_id.to_owned())),
-            ("event_time".into(), AvroValue::TimestampMillis(now)),
-            ("amount".into(), AvroValue::Double(amount)),
-            ("amount_avg_30d".into(), AvroValue::Double(avg)),
+            (
+                "event_time".into(),
+                AvroValue::TimestampMillis(now_millis()),
+            ),
+            ("amount".into(), AvroValue::Double(holder.amount)),
+            ("amount_avg_30d".into(), AvroValue::Double(holder.avg)),
             (
                 "amount_to_avg_ratio".into(),
-                AvroValue::Double(amount / avg),
+                AvroValue::Double(holder.amount / holder.avg),
             ),
-            (
-                "merchant_category".into(),
-                AvroValue::Int(r.random_range(0..20)),
-            ),
-            ("merchant_risk".into(), AvroValue::Double(beta(r, 2.0, 8.0))),
-            ("hour_of_day".into(), AvroValue::Int(r.random_range(0..24))),
-            ("day_of_week".into(), AvroValue::Int(r.random_range(0..7))),
-            ("is_online".into(), AvroValue::Boolean(r.random_bool(0.45))),
-            (
-                "card_present".into(),
-                AvroValue::Boolean(r.random_bool(0.5)),
-            ),
-            (
-                "distance_from_home_km".into(),
-                AvroValue::Double(exp(r, 15.0)),
-            ),
-            (
-                "distance_from_last_txn_km".into(),
-                AvroValue::Double(exp(r, 10.0)),
-            ),
-            (
-                "seconds_since_last_txn".into(),
-                AvroValue::Long(exp(r, 20_000.0) as i64),
-            ),
-            (
-                "txn_count_1h".into(),
-                AvroValue::Int(poisson(r, if risky { 3.0 } else { 0.6 })),
-            ),
-            ("txn_count_24h".into(), AvroValue::Int(poisson(r, 4.0))),
-            (
-                "amount_sum_24h".into(),
-                AvroValue::Double(avg * exp(r, 3.0)),
-            ),
-            (
-                "distinct_merchants_24h".into(),
-                AvroValue::Int(poisson(r, 2.5)),
-            ),
-            (
-                "failed_attempts_24h".into(),
-                AvroValue::Int(poisson(r, if risky { 2.0 } else { 0.15 })),
-            ),
-            (
-                "account_age_days".into(),
-                AvroValue::Int(r.random_range(1..5000)),
-            ),
-            (
-                "card_age_days".into(),
-                AvroValue::Int(r.random_range(1..2000)),
-            ),
-            ("is_foreign".into(), AvroValue::Boolean(r.random_bool(0.08))),
-            (
-                "currency_mismatch".into(),
-                AvroValue::Boolean(r.random_bool(0.06)),
-            ),
-            ("device_risk".into(), AvroValue::Double(device_risk)),
-            ("ip_risk".into(), AvroValue::Double(beta(r, 1.5, 10.0))),
-            ("chargebacks_1y".into(), AvroValue::Int(poisson(r, 0.05))),
-        ]
+        ];
+        // In schema order, which is also the order of the draws: a seed must
+        // keep giving the same events.
+        fields.extend(merchant_fields(r));
+        fields.extend(history_fields(r, &holder));
+        fields.extend(risk_fields(r, &holder));
+        fields
     }
 
     /// Encodes fields as the configured plaintext format (Avro: with schema v1).
@@ -282,4 +215,133 @@ impl EventFactory {
             bad,
         }
     }
+}
+
+/// The card holder behind one transaction. The rare risky one transacts
+/// more often, fails more attempts and uses riskier devices, so that the
+/// model has something to find.
+struct Holder {
+    /// Mean amount over 30 days.
+    avg: f64,
+    amount: f64,
+    risky: bool,
+    device_risk: f64,
+}
+
+impl Holder {
+    fn draw(r: &mut StdRng) -> Self {
+        let avg: f64 = LogNormal::new(3.5, 0.8)
+            .map(|d| d.sample(r))
+            .unwrap_or(30.0);
+        let amount = avg * LogNormal::new(0.0, 0.6).map(|d| d.sample(r)).unwrap_or(1.0);
+        let risky = r.random_bool(0.04);
+        let device_risk = if risky {
+            beta(r, 6.0, 2.0)
+        } else {
+            beta(r, 1.5, 10.0)
+        };
+        Self {
+            avg,
+            amount,
+            risky,
+            device_risk,
+        }
+    }
+}
+
+// The distributions' parameters are constants; the fallbacks only keep a
+// typo in one from stopping the generator.
+fn beta(r: &mut StdRng, a: f64, b: f64) -> f64 {
+    Beta::new(a, b).map(|d| d.sample(r)).unwrap_or(0.1)
+}
+
+fn exp(r: &mut StdRng, mean: f64) -> f64 {
+    Exp::new(1.0 / mean).map(|d| d.sample(r)).unwrap_or(mean)
+}
+
+fn poisson(r: &mut StdRng, l: f64) -> i32 {
+    Poisson::new(l).map(|d| d.sample(r) as i32).unwrap_or(0)
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Where and when the card was used.
+fn merchant_fields(r: &mut StdRng) -> Vec<(String, AvroValue)> {
+    vec![
+        (
+            "merchant_category".into(),
+            AvroValue::Int(r.random_range(0..20)),
+        ),
+        ("merchant_risk".into(), AvroValue::Double(beta(r, 2.0, 8.0))),
+        ("hour_of_day".into(), AvroValue::Int(r.random_range(0..24))),
+        ("day_of_week".into(), AvroValue::Int(r.random_range(0..7))),
+        ("is_online".into(), AvroValue::Boolean(r.random_bool(0.45))),
+        (
+            "card_present".into(),
+            AvroValue::Boolean(r.random_bool(0.5)),
+        ),
+    ]
+}
+
+/// The card's recent use and age.
+fn history_fields(r: &mut StdRng, holder: &Holder) -> Vec<(String, AvroValue)> {
+    let risky = holder.risky;
+    vec![
+        (
+            "distance_from_home_km".into(),
+            AvroValue::Double(exp(r, 15.0)),
+        ),
+        (
+            "distance_from_last_txn_km".into(),
+            AvroValue::Double(exp(r, 10.0)),
+        ),
+        (
+            "seconds_since_last_txn".into(),
+            AvroValue::Long(exp(r, 20_000.0) as i64),
+        ),
+        (
+            "txn_count_1h".into(),
+            AvroValue::Int(poisson(r, if risky { 3.0 } else { 0.6 })),
+        ),
+        ("txn_count_24h".into(), AvroValue::Int(poisson(r, 4.0))),
+        (
+            "amount_sum_24h".into(),
+            AvroValue::Double(holder.avg * exp(r, 3.0)),
+        ),
+        (
+            "distinct_merchants_24h".into(),
+            AvroValue::Int(poisson(r, 2.5)),
+        ),
+        (
+            "failed_attempts_24h".into(),
+            AvroValue::Int(poisson(r, if risky { 2.0 } else { 0.15 })),
+        ),
+        (
+            "account_age_days".into(),
+            AvroValue::Int(r.random_range(1..5000)),
+        ),
+        (
+            "card_age_days".into(),
+            AvroValue::Int(r.random_range(1..2000)),
+        ),
+    ]
+}
+
+/// The risk signals an upstream system would attach.
+fn risk_fields(r: &mut StdRng, holder: &Holder) -> Vec<(String, AvroValue)> {
+    vec![
+        ("is_foreign".into(), AvroValue::Boolean(r.random_bool(0.08))),
+        (
+            "currency_mismatch".into(),
+            AvroValue::Boolean(r.random_bool(0.06)),
+        ),
+        ("device_risk".into(), AvroValue::Double(holder.device_risk)),
+        ("ip_risk".into(), AvroValue::Double(beta(r, 1.5, 10.0))),
+        ("chargebacks_1y".into(), AvroValue::Int(poisson(r, 0.05))),
+    ]
 }

@@ -19,11 +19,11 @@ use anyhow::Context;
 use crate::admin::create_topics;
 use crate::demo::events::EventFactory;
 use crate::verify::{self, Report};
-use streamscore::config::{Format, Settings};
-use streamscore::envelope::{Keyring, share};
-use streamscore::pipeline::Pipeline;
+use streamscore::Pipeline;
 use streamscore::telemetry::LiveStats;
-use streamscore::telemetry::http::{Health, serve};
+use streamscore::telemetry::{Health, serve};
+use streamscore::{Format, Settings};
+use streamscore::{Keyring, share};
 
 pub struct DemoOptions {
     pub bootstrap: String,
@@ -48,41 +48,79 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Report> {
             .map(|d| d.as_secs())
             .unwrap_or(0)
     );
+    let settings = demo_settings(&opts, &run_id)?;
+    let input_topic = settings.input.topics[0].clone();
+    create_demo_topics(&opts, &settings, &input_topic).await?;
+    let (health, _server) = serve_metrics(opts.metrics_listen, &settings).await?;
+    let keyring = Arc::new(Keyring::generate("demo-key-1")?.0);
+    let stats = Arc::new(LiveStats::default());
+    let pipeline = start_pipeline(&settings, &keyring, &stats, &health).await?;
+    announce(&opts, &settings, &pipeline);
+    let producing = Producing::start(&opts, &settings, &keyring, &run_id, input_topic)?;
+    watch(&stats, &pipeline, &producing).await;
+    shut_down(producing, pipeline, &health).await?;
+    verify_and_report(settings).await
+}
+
+/// The embedded defaults, pointed at this run's own topics, group and
+/// transactional.id so that a demo never meets an earlier one's records.
+fn demo_settings(opts: &DemoOptions, run_id: &str) -> anyhow::Result<Settings> {
     let mut settings = Settings::load_with_env(opts.config.as_deref(), false)?;
     settings.kafka.bootstrap_servers = opts.bootstrap.clone();
-    settings.kafka.group_id = run_id.clone();
+    settings.kafka.group_id = run_id.to_owned();
     settings.kafka.transactional_id = format!("{run_id}-0");
     settings.input.topics = vec![format!("{run_id}.transactions")];
     settings.input.format = opts.format;
     settings.output.topic = format!("{run_id}.scores");
     settings.output.dead_letter_topic = format!("{run_id}.dead-letters");
     settings.validate()?;
-    let input_topic = settings.input.topics[0].clone();
+    Ok(settings)
+}
 
+async fn create_demo_topics(
+    opts: &DemoOptions,
+    settings: &Settings,
+    input_topic: &str,
+) -> anyhow::Result<()> {
     println!(
         "demo: broker {} · topics {input_topic} → {} / {}",
         opts.bootstrap, settings.output.topic, settings.output.dead_letter_topic
     );
     create_topics(
-        &settings,
+        settings,
         &[
-            (input_topic.as_str(), 4),
+            (input_topic, 4),
             (settings.output.topic.as_str(), 4),
             (settings.output.dead_letter_topic.as_str(), 1),
         ],
     )
     .await?;
+    Ok(())
+}
 
+/// Serves /metrics and the probes while the demo runs, so that the demo
+/// shows what an operator of the real service would scrape.
+async fn serve_metrics(
+    listen: SocketAddr,
+    settings: &Settings,
+) -> anyhow::Result<(Arc<Health>, tokio::task::JoinHandle<()>)> {
     let handle = streamscore::telemetry::metrics::install();
-    let health = Arc::new(Health::new(settings.stall_timeout()));
-    let (addr, _server) = serve(opts.metrics_listen, handle, health.clone(), None)
+    let health = Arc::new(Health::new(settings.telemetry.stall_timeout));
+    let (addr, server) = serve(listen, handle, health.clone(), None)
         .await
-        .with_context(|| format!("cannot listen on {} for /metrics", opts.metrics_listen))?;
+        .with_context(|| format!("cannot listen on {listen} for /metrics"))?;
     println!("demo: metrics at http://{addr}/metrics");
+    Ok((health, server))
+}
 
-    let (keyring, _) = Keyring::generate("demo-key-1")?;
-    let keyring = Arc::new(keyring);
-    let stats = Arc::new(LiveStats::default());
+/// Starts the pipeline off the async threads (its start blocks until the
+/// model is warm and the producer fenced) and marks the service ready.
+async fn start_pipeline(
+    settings: &Settings,
+    keyring: &Arc<Keyring>,
+    stats: &Arc<LiveStats>,
+    health: &Health,
+) -> anyhow::Result<Pipeline> {
     let pipeline = {
         let (settings, keyring, stats) = (settings.clone(), keyring.clone(), stats.clone());
         tokio::task::spawn_blocking(move || Pipeline::start(&settings, share(keyring), stats))
@@ -90,6 +128,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Report> {
     };
     health.attach(pipeline.signals());
     health.ready.store(true, Ordering::Relaxed);
+    Ok(pipeline)
+}
+
+fn announce(opts: &DemoOptions, settings: &Settings, pipeline: &Pipeline) {
     println!(
         "demo: scoring on {} with model {}; {} events at {}/s, {:.1}% deliberately bad{}",
         pipeline.device().as_str(),
@@ -103,33 +145,58 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Report> {
             ""
         }
     );
+}
 
-    let produced = Arc::new(AtomicU64::new(0));
-    let stop_producing = Arc::new(AtomicBool::new(false));
-    let producer = {
-        let (produced, stop, topic) = (
-            produced.clone(),
-            stop_producing.clone(),
-            input_topic.clone(),
-        );
-        let (settings, keyring, run_id) = (settings.clone(), keyring.clone(), run_id.clone());
-        let (events, rate, bad_percent, format) =
-            (opts.events, opts.rate.max(1), opts.bad_percent, opts.format);
-        std::thread::Builder::new()
-            .name("demo-producer".into())
-            .spawn(move || {
-                let producer = publish::publisher(&settings)?;
-                let plan = publish::StreamPlan {
-                    events,
-                    rate,
-                    bad_per_mille: (bad_percent * 10.0).round() as u64,
-                };
-                let factory = EventFactory::new(keyring, format, &run_id, 42);
-                publish::stream(&producer, &topic, factory, &plan, &produced, &stop)?;
-                anyhow::Ok(())
-            })?
-    };
+/// The upstream producer, on its own thread so that its pacing does not
+/// depend on the async runtime.
+struct Producing {
+    produced: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+}
 
+impl Producing {
+    fn start(
+        opts: &DemoOptions,
+        settings: &Settings,
+        keyring: &Arc<Keyring>,
+        run_id: &str,
+        topic: String,
+    ) -> anyhow::Result<Self> {
+        let produced = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (produced, stop) = (produced.clone(), stop.clone());
+            let (settings, keyring, run_id) =
+                (settings.clone(), keyring.clone(), run_id.to_owned());
+            let (events, rate, bad_percent, format) =
+                (opts.events, opts.rate.max(1), opts.bad_percent, opts.format);
+            std::thread::Builder::new()
+                .name("demo-producer".into())
+                .spawn(move || {
+                    let producer = publish::publisher(&settings)?;
+                    let plan = publish::StreamPlan {
+                        events,
+                        rate,
+                        bad_per_mille: (bad_percent * 10.0).round() as u64,
+                    };
+                    let factory = EventFactory::new(keyring, format, &run_id, 42);
+                    publish::stream(&producer, &topic, factory, &plan, &produced, &stop)?;
+                    anyhow::Ok(())
+                })?
+        };
+        Ok(Self {
+            produced,
+            stop,
+            thread,
+        })
+    }
+}
+
+/// Prints the live line once a second until everything produced is
+/// committed, the pipeline stops on its own, or progress stalls. Ctrl-C only
+/// stops the producer: what was produced still drains, so it can be verified.
+async fn watch(stats: &LiveStats, pipeline: &Pipeline, producing: &Producing) {
     let started = Instant::now();
     let mut status = status::StatusLine::default();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
@@ -142,13 +209,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Report> {
             _ = ticker.tick() => {}
             _ = &mut ctrl_c => {
                 println!("demo: stopping the producer; draining and verifying…");
-                stop_producing.store(true, Ordering::Relaxed);
+                producing.stop.store(true, Ordering::Relaxed);
             }
         }
-        let n = produced.load(Ordering::Relaxed);
+        let n = producing.produced.load(Ordering::Relaxed);
         println!(
             "{}",
-            status.render(&stats, n, started.elapsed(), Duration::from_secs(1))
+            status.render(stats, n, started.elapsed(), Duration::from_secs(1))
         );
         let committed = stats.committed();
         if committed != last_progress.0 {
@@ -158,16 +225,26 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Report> {
             println!("demo: the pipeline stopped on its own; see the log above");
             break;
         }
-        if producer.is_finished() && committed >= n {
+        if producing.thread.is_finished() && committed >= n {
             break;
         }
-        if producer.is_finished() && last_progress.1.elapsed() > Duration::from_secs(60) {
+        if producing.thread.is_finished() && last_progress.1.elapsed() > Duration::from_secs(60) {
             println!("demo: no progress for 60 s; stopping to verify");
             break;
         }
     }
-    stop_producing.store(true, Ordering::Relaxed);
-    let producer_result = producer
+}
+
+/// Stops the producer, then the pipeline; an error either of them returned
+/// is reported only once both have stopped.
+async fn shut_down(
+    producing: Producing,
+    pipeline: Pipeline,
+    health: &Health,
+) -> anyhow::Result<()> {
+    producing.stop.store(true, Ordering::Relaxed);
+    let producer_result = producing
+        .thread
         .join()
         .map_err(|_| anyhow::anyhow!("the demo producer panicked"))?;
     pipeline.stop();
@@ -175,7 +252,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Report> {
     let pipeline_result = tokio::task::spawn_blocking(move || pipeline.join()).await?;
     producer_result?;
     pipeline_result?;
+    Ok(())
+}
 
+/// The independent reader's report, with what it found beyond the line
+/// the caller prints: why records were dead-lettered, and whether the
+/// pipeline's committed offsets reached the end of the input.
+async fn verify_and_report(settings: Settings) -> anyhow::Result<Report> {
     let report = tokio::task::spawn_blocking(move || {
         verify::verify_settings(&settings, Duration::from_secs(120))
     })

@@ -11,8 +11,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 use crate::demo::events::{BadKind, EventFactory, OutRecord};
-use streamscore::config::Settings;
-use streamscore::kafka::client::{Role, TOOL_MESSAGE_TIMEOUT_MS, client_config};
+use streamscore::Settings;
+use streamscore::clients::{Role, TOOL_MESSAGE_TIMEOUT_MS, client_config};
 
 pub type Publisher = ThreadedProducer<Deliveries>;
 

@@ -17,7 +17,7 @@ use crate::telemetry::metrics::BATCH_TARGET_SIZE;
 
 /// Batches per decision: enough for a p99 that means something, few enough
 /// to react within a fraction of a second under load.
-pub const WINDOW: usize = 50;
+pub(crate) const WINDOW: usize = 50;
 
 /// Grow only while the p99 stays under this share of the target, so the size
 /// settles below the target rather than oscillating across it.
@@ -26,7 +26,7 @@ const HEADROOM: f64 = 0.8;
 /// The batch size shared by the source (which closes batches at it) and the
 /// inference workers (which measure how long batches took and report here).
 #[derive(Debug)]
-pub struct AdaptiveSize {
+pub(crate) struct AdaptiveSize {
     rows: AtomicUsize,
     min: usize,
     max: usize,
@@ -44,7 +44,7 @@ struct Window {
 
 /// What one decision did, for logs and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     Grew(usize),
     Shrank(usize),
     Held(usize),
@@ -53,7 +53,7 @@ pub enum Step {
 impl AdaptiveSize {
     /// Starts at the smallest size: the first batches are fast, and the size
     /// earns its growth from measurements.
-    pub fn new(min: usize, max: usize, target: Duration) -> Self {
+    pub(crate) fn new(min: usize, max: usize, target: Duration) -> Self {
         let min = min.max(1);
         let max = max.max(min);
         let gauge = metrics::gauge!(BATCH_TARGET_SIZE);
@@ -69,13 +69,13 @@ impl AdaptiveSize {
     }
 
     /// Rows at which the source closes the next batch.
-    pub fn rows(&self) -> usize {
+    pub(crate) fn rows(&self) -> usize {
         self.rows.load(Ordering::Relaxed)
     }
 
     /// Reports one scored batch: its rows and its fill + inference time.
     /// Every [`WINDOW`] batches the size is decided again.
-    pub fn observe(&self, rows: usize, latency: Duration) -> Option<Step> {
+    pub(crate) fn observe(&self, rows: usize, latency: Duration) -> Option<Step> {
         let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
         w.latencies.push(latency);
         if rows >= self.rows() {

@@ -4,24 +4,24 @@
 //! every assigned partition share a batch; order within a partition is
 //! consumption order, which every later stage keeps.
 
-pub mod adaptive;
+pub(crate) mod adaptive;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::item::{Batch, Item};
-pub use adaptive::AdaptiveSize;
+pub(crate) use adaptive::AdaptiveSize;
 
 /// Where the size at which a batch closes comes from.
 #[derive(Debug, Clone)]
-pub enum BatchSize {
+pub(crate) enum BatchSize {
     Fixed(usize),
     /// Set by the inference workers' measurements, read at every push.
     Adaptive(Arc<AdaptiveSize>),
 }
 
 impl BatchSize {
-    pub fn rows(&self) -> usize {
+    pub(crate) fn rows(&self) -> usize {
         match self {
             BatchSize::Fixed(n) => (*n).max(1),
             BatchSize::Adaptive(a) => a.rows(),
@@ -37,7 +37,7 @@ impl BatchSize {
     }
 }
 
-pub struct Batcher {
+pub(crate) struct Batcher {
     size: BatchSize,
     max_rows: usize,
     max_delay: Duration,
@@ -47,7 +47,7 @@ pub struct Batcher {
 
 impl Batcher {
     /// `max_rows` bounds every batch (and, times four, the items of a batch of dead letters).
-    pub fn new(size: BatchSize, max_rows: usize, max_delay: Duration, width: usize) -> Self {
+    pub(crate) fn new(size: BatchSize, max_rows: usize, max_delay: Duration, width: usize) -> Self {
         Self {
             max_rows: size.max_rows(max_rows),
             size,
@@ -58,7 +58,7 @@ impl Batcher {
     }
 
     /// Adds an item (with its features if it is a row); returns a batch when one is full.
-    pub fn push(
+    pub(crate) fn push(
         &mut self,
         item: Item,
         features: Option<&[f32]>,
@@ -89,12 +89,12 @@ impl Batcher {
     }
 
     /// When the open batch is due, if one is open.
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.open.as_ref().map(|b| b.opened_at + self.max_delay)
     }
 
     /// Returns the open batch if its delay has passed.
-    pub fn poll(&mut self, now: Instant) -> Option<Batch> {
+    pub(crate) fn poll(&mut self, now: Instant) -> Option<Batch> {
         match self.deadline() {
             Some(due) if due <= now => self.close(now),
             _ => None,
@@ -102,7 +102,7 @@ impl Batcher {
     }
 
     /// Returns the open batch now, whatever its size.
-    pub fn flush(&mut self) -> Option<Batch> {
+    pub(crate) fn flush(&mut self) -> Option<Batch> {
         self.close(Instant::now())
     }
 
@@ -113,7 +113,7 @@ impl Batcher {
     }
 
     /// Drops the open batch (its records will be read again after a rewind).
-    pub fn discard(&mut self) {
+    pub(crate) fn discard(&mut self) {
         self.open = None;
     }
 }

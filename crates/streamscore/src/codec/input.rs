@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use apache_avro::Schema;
 use apache_avro::types::Value as AvroValue;
 
+use crate::codec::Format;
 use crate::codec::confluent_unframe;
-use crate::config::Format;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DecodeError {

@@ -1,15 +1,36 @@
 //! Plaintext formats: Avro (Confluent framing) or JSON input events, and the
 //! score results written downstream.
 
-pub mod input;
-pub mod schemas;
-pub mod score;
+pub(crate) mod input;
+pub(crate) mod schemas;
+pub(crate) mod score;
 
-pub use input::{DecodeError, Fields, InputDecoder};
-pub use score::{Decision, ModelIdentity, ScoreEncoder, ScoreRecords, ScoreResult};
+use serde::{Deserialize, Serialize};
+
+pub(crate) use input::{DecodeError, Fields, InputDecoder};
+pub(crate) use score::{ModelIdentity, ScoreEncoder, ScoreRecords};
+
+/// The plaintext format inside the envelope, and the score topic's format
+/// (`input.format`, `output.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Avro,
+    Json,
+}
+
+impl Format {
+    /// As the config spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Avro => "avro",
+            Format::Json => "json",
+        }
+    }
+}
 
 /// Confluent wire format: magic byte 0, 4-byte big-endian schema id, Avro binary.
-pub const CONFLUENT_MAGIC: u8 = 0;
+pub(crate) const CONFLUENT_MAGIC: u8 = 0;
 
 /// Frames an Avro datum with the Confluent header.
 pub fn confluent_frame(schema_id: u32, datum: &[u8]) -> Vec<u8> {
@@ -21,7 +42,7 @@ pub fn confluent_frame(schema_id: u32, datum: &[u8]) -> Vec<u8> {
 }
 
 /// Splits a Confluent-framed value into schema id and datum.
-pub fn confluent_unframe(bytes: &[u8]) -> Option<(u32, &[u8])> {
+pub(crate) fn confluent_unframe(bytes: &[u8]) -> Option<(u32, &[u8])> {
     match bytes {
         [CONFLUENT_MAGIC, a, b, c, d, rest @ ..] => {
             Some((u32::from_be_bytes([*a, *b, *c, *d]), rest))

@@ -3,8 +3,8 @@
 use apache_avro::Schema;
 use serde::{Deserialize, Serialize};
 
+use crate::codec::Format;
 use crate::codec::{confluent_frame, confluent_unframe};
-use crate::config::Format;
 use crate::features::EventMeta;
 use crate::item::Item;
 
@@ -108,7 +108,7 @@ impl ScoreEncoder {
 
 /// What a score result says about the model that made it.
 #[derive(Debug, Clone)]
-pub struct ModelIdentity {
+pub(crate) struct ModelIdentity {
     pub name: String,
     pub version: String,
     pub sha256: String,
@@ -117,17 +117,17 @@ pub struct ModelIdentity {
 
 /// Builds the value of each score record: the result for one scored event,
 /// with the decision and the model that made it, encoded for the score topic.
-pub struct ScoreRecords {
+pub(crate) struct ScoreRecords {
     encoder: ScoreEncoder,
     model: ModelIdentity,
 }
 
 impl ScoreRecords {
-    pub fn new(encoder: ScoreEncoder, model: ModelIdentity) -> Self {
+    pub(crate) fn new(encoder: ScoreEncoder, model: ModelIdentity) -> Self {
         Self { encoder, model }
     }
 
-    pub fn value(
+    pub(crate) fn value(
         &self,
         item: &Item,
         meta: &EventMeta,

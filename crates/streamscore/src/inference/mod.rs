@@ -1,10 +1,8 @@
-//! Model card verification and ONNX Runtime sessions.
+//! ONNX Runtime sessions and the worker threads that run them.
 
-pub mod card;
-pub mod session;
-pub mod worker;
+pub(crate) mod session;
+pub(crate) mod worker;
 
-pub use card::{CardError, ModelCard, VerifiedModel};
 /// A loaded ONNX Runtime (its environment); one per process.
 pub use ort::environment::Environment as Runtime;
-pub use session::{Device, InferenceError, ModelSession, init_runtime};
+pub(crate) use session::{Device, DevicePreference, InferenceError, ModelSession, init_runtime};

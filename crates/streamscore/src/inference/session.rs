@@ -10,8 +10,7 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 
-use crate::config::DevicePreference;
-use crate::inference::card::VerifiedModel;
+use crate::model::VerifiedModel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InferenceError {
@@ -29,6 +28,16 @@ pub enum InferenceError {
     CudaUnavailable { reason: String },
     #[error("inference failed on a batch of {rows} rows: {message}")]
     Run { rows: usize, message: String },
+}
+
+/// Where `model.device` asks the sessions to run: `auto` takes CUDA when it
+/// is there and says so when it falls back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DevicePreference {
+    Cpu,
+    Cuda,
+    Auto,
 }
 
 /// Where a session actually runs, after any fallback.

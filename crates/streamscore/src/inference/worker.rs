@@ -13,7 +13,7 @@ use crate::telemetry::metrics::{BATCH_SIZE, INFERENCE_ERRORS, STAGE_DURATION, st
 
 /// What a worker shares with the other stages.
 #[derive(Clone)]
-pub struct WorkerLinks {
+pub(crate) struct WorkerLinks {
     pub adaptive: Option<Arc<AdaptiveSize>>,
     /// Set before a failed worker hangs up, so the sink aborts rather than
     /// commits: a hang-up alone reads like a clean shutdown.
@@ -25,7 +25,7 @@ pub struct WorkerLinks {
 /// hangs up. An inference error ends it, and with it the pipeline: a batch
 /// that cannot be scored must not be skipped, and a device that fails once
 /// (a GPU fault) is not trusted again in this process.
-pub fn run(
+pub(crate) fn run(
     session: ModelSession,
     input: Receiver<Batch>,
     output: SyncSender<Batch>,

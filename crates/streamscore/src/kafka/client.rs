@@ -13,7 +13,7 @@ use crate::config::{Settings, librdkafka_name};
 /// Kafka's v2 record-batch header: base offset and length (the 12-byte log
 /// overhead), leader epoch, magic, CRC, attributes, last offset delta, first
 /// and max timestamps, producer id and epoch, base sequence, record count.
-pub const RECORD_BATCH_OVERHEAD: u64 = 61;
+pub(crate) const RECORD_BATCH_OVERHEAD: u64 = 61;
 
 /// librdkafka's own fetch.max.bytes default, kept when it is already enough.
 const DEFAULT_FETCH_MAX_BYTES: u64 = 52_428_800;
@@ -31,7 +31,7 @@ const FETCH_HEADROOM: u64 = 65_536;
 /// refuse it, aborting every transaction that holds it. Leaving that header
 /// out keeps every batch we send within `kafka.max_message_bytes`, which is
 /// what the start-time check compares with the output topics.
-pub fn producer_message_max_bytes(settings: &Settings) -> u64 {
+pub(crate) fn producer_message_max_bytes(settings: &Settings) -> u64 {
     settings
         .kafka
         .max_message_bytes
@@ -139,7 +139,7 @@ pub fn tool_config(settings: &Settings) -> ClientConfig {
 }
 
 /// See [`Role::Admin`].
-pub fn admin_config(settings: &Settings) -> ClientConfig {
+pub(crate) fn admin_config(settings: &Settings) -> ClientConfig {
     client_config(settings, Role::Admin)
 }
 
@@ -148,7 +148,7 @@ pub fn admin_config(settings: &Settings) -> ClientConfig {
 /// 300000 leaves records written to them unread for up to five minutes; a
 /// refresh of the subscribed topics every 30 s costs one small request.
 /// `[kafka.consumer] "topic.metadata.refresh.interval.ms"` overrides it.
-pub const CONSUMER_METADATA_REFRESH_MS: u64 = 30_000;
+pub(crate) const CONSUMER_METADATA_REFRESH_MS: u64 = 30_000;
 
 /// Exactly-once input side: no auto-commit (offsets go into transactions) and
 /// read_committed, so aborted upstream records are never scored.
@@ -164,7 +164,10 @@ fn consumer_settings(c: &mut ClientConfig, settings: &Settings) {
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("session.timeout.ms", k.session_timeout_ms.to_string())
+        .set(
+            "session.timeout.ms",
+            k.session_timeout.as_millis().to_string(),
+        )
         // A partition's fetch starts at one record's worth; the broker still
         // sends a larger first batch whole (KIP-74), and then the response
         // must fit fetch.max.bytes + 512 (receive.message.max.bytes, which
@@ -200,7 +203,7 @@ fn producer_settings(c: &mut ClientConfig, settings: &Settings) {
         .set("acks", "all")
         .set(
             "transaction.timeout.ms",
-            k.transaction_timeout_ms.to_string(),
+            k.transaction_timeout.as_millis().to_string(),
         )
         .set(
             "message.max.bytes",

@@ -19,7 +19,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 /// `within` has passed (false: the group drops the member after its session
 /// timeout instead). Records still fetched meanwhile are dropped unread: their
 /// offsets were never committed, the next owner reads them.
-pub fn leave<C: ConsumerContext>(consumer: &BaseConsumer<C>, within: Duration) -> bool {
+pub(crate) fn leave<C: ConsumerContext>(consumer: &BaseConsumer<C>, within: Duration) -> bool {
     consumer.unsubscribe();
     let deadline = Instant::now() + within;
     loop {

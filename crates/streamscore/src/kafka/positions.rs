@@ -20,14 +20,14 @@ use std::sync::{Arc, Mutex};
 
 use rdkafka::TopicPartitionList;
 
-pub type Partition = (Arc<str>, i32);
+pub(crate) type Partition = (Arc<str>, i32);
 
 /// Next offsets committed by this instance, per partition it owns.
 #[derive(Debug, Default)]
-pub struct CommittedPositions(Mutex<HashMap<Arc<str>, HashMap<i32, i64>>>);
+pub(crate) struct CommittedPositions(Mutex<HashMap<Arc<str>, HashMap<i32, i64>>>);
 
 impl CommittedPositions {
-    pub fn record(&self, committed: impl IntoIterator<Item = (Partition, i64)>) {
+    pub(crate) fn record(&self, committed: impl IntoIterator<Item = (Partition, i64)>) {
         let mut map = self.lock();
         for ((topic, partition), next) in committed {
             let e = map
@@ -39,13 +39,13 @@ impl CommittedPositions {
         }
     }
 
-    pub fn get(&self, topic: &str, partition: i32) -> Option<i64> {
+    pub(crate) fn get(&self, topic: &str, partition: i32) -> Option<i64> {
         self.lock().get(topic)?.get(&partition).copied()
     }
 
     /// Partitions given up: a later owner commits them, and if they come
     /// back their position is read from the group again.
-    pub fn forget(&self, revoked: &TopicPartitionList) {
+    pub(crate) fn forget(&self, revoked: &TopicPartitionList) {
         let mut map = self.lock();
         for e in revoked.elements() {
             if let Some(partitions) = map.get_mut(e.topic()) {
@@ -61,7 +61,7 @@ impl CommittedPositions {
 
 /// Offsets read from one partition since the last rewind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReadSpan {
+pub(crate) struct ReadSpan {
     /// The first offset read: where the partition stood when reading began
     /// (its committed offset, or a rewind's target).
     pub first: i64,
@@ -73,7 +73,7 @@ pub struct ReadSpan {
 /// topic entries double as the source's interned topic names, so recording
 /// a read costs the one topic lookup the source needs anyway.
 #[derive(Debug, Default)]
-pub struct ReadSpans(HashMap<Arc<str>, TopicReads>);
+pub(crate) struct ReadSpans(HashMap<Arc<str>, TopicReads>);
 
 #[derive(Debug)]
 struct TopicReads {
@@ -83,7 +83,7 @@ struct TopicReads {
 
 impl ReadSpans {
     /// Records a read; returns the topic's shared name for the item.
-    pub fn read(&mut self, topic: &str, partition: i32, offset: i64) -> Arc<str> {
+    pub(crate) fn read(&mut self, topic: &str, partition: i32, offset: i64) -> Arc<str> {
         let reads = match self.0.get_mut(topic) {
             Some(reads) => reads,
             None => {
@@ -105,7 +105,7 @@ impl ReadSpans {
         reads.name.clone()
     }
 
-    pub fn forget(&mut self, revoked: &TopicPartitionList) {
+    pub(crate) fn forget(&mut self, revoked: &TopicPartitionList) {
         for e in revoked.elements() {
             if let Some(reads) = self.0.get_mut(e.topic()) {
                 reads.partitions.remove(&e.partition());
@@ -118,7 +118,10 @@ impl ReadSpans {
     /// records after it were read, nothing when all were committed. Never
     /// before a committed offset, never before where reading began. Clears
     /// the spans: the next generation starts reading afresh.
-    pub fn rewind_targets(&mut self, committed: &CommittedPositions) -> Vec<(Partition, i64)> {
+    pub(crate) fn rewind_targets(
+        &mut self,
+        committed: &CommittedPositions,
+    ) -> Vec<(Partition, i64)> {
         let mut targets: Vec<(Partition, i64)> = self
             .0
             .drain()

@@ -68,12 +68,12 @@ pub enum PreflightError {
 /// Refuses to start unless every output topic exists, may be written by
 /// the configured principal, and takes a batch of `kafka.max_message_bytes`.
 /// Blocks for at most a few `kafka.request_timeout_ms`.
-pub fn check_output_topics(settings: &Settings) -> Result<(), PreflightError> {
+pub(crate) fn check_output_topics(settings: &Settings) -> Result<(), PreflightError> {
     let admin: AdminClient<DefaultClientContext> = admin_config(settings)
         .create()
         .map_err(PreflightError::Client)?;
     let bootstrap = &settings.kafka.bootstrap_servers;
-    let timeout = settings.request_timeout();
+    let timeout = settings.kafka.request_timeout;
     let topics = output_topics(settings);
     for &(key, topic) in &topics {
         // A topic being created (auto-creation, or just before the start) or

@@ -79,7 +79,7 @@ const UNWRITABLE_AFTER: u32 = 3;
 /// error. A failed delivery inside a transaction makes its commit fail with
 /// a generic message; this says where and why.
 #[derive(Debug, Default)]
-pub struct DeliveryFailures(std::sync::Mutex<Option<(String, KafkaError)>>);
+pub(crate) struct DeliveryFailures(std::sync::Mutex<Option<(String, KafkaError)>>);
 
 impl DeliveryFailures {
     fn note(&self, topic: &str, error: &KafkaError) {
@@ -103,12 +103,12 @@ impl DeliveryFailures {
 
 /// Delivery reports: inside a transaction a failed delivery makes the commit
 /// fail; the context remembers the first one so the abort can name it.
-pub struct SinkContext {
+pub(crate) struct SinkContext {
     failures: Arc<DeliveryFailures>,
 }
 
 impl SinkContext {
-    pub fn new(failures: Arc<DeliveryFailures>) -> Self {
+    pub(crate) fn new(failures: Arc<DeliveryFailures>) -> Self {
         Self { failures }
     }
 }
@@ -126,9 +126,9 @@ impl ProducerContext for SinkContext {
     }
 }
 
-pub type SinkProducer = ThreadedProducer<SinkContext>;
+pub(crate) type SinkProducer = ThreadedProducer<SinkContext>;
 
-pub struct SinkConfig {
+pub(crate) struct SinkConfig {
     pub score_topic: String,
     pub dead_letter_topic: String,
     pub commit_interval: Duration,
@@ -140,7 +140,7 @@ pub struct SinkConfig {
 }
 
 /// What the sink shares with the other stages.
-pub struct SinkLinks {
+pub(crate) struct SinkLinks {
     /// The consumer, for its group metadata (KIP-447) and to see a lost assignment.
     pub group: Arc<SourceConsumer>,
     /// Tells the source to read again from the last commit (new generation).
@@ -153,13 +153,13 @@ pub struct SinkLinks {
 }
 
 /// How to make the transactional producer again when it must be replaced.
-pub struct ProducerFactory {
+pub(crate) struct ProducerFactory {
     pub config: ClientConfig,
     pub failures: Arc<DeliveryFailures>,
 }
 
 impl ProducerFactory {
-    pub fn create(&self) -> Result<SinkProducer, KafkaError> {
+    pub(crate) fn create(&self) -> Result<SinkProducer, KafkaError> {
         self.config
             .create_with_context(SinkContext::new(self.failures.clone()))
     }
@@ -208,7 +208,7 @@ impl SinkMetrics {
 
 /// Where the sink reports to besides Prometheus: the live counters and the
 /// signals behind /healthz.
-pub struct Reporting {
+pub(crate) struct Reporting {
     pub stats: Arc<LiveStats>,
     pub signals: Arc<PipelineSignals>,
 }
@@ -244,7 +244,7 @@ impl std::fmt::Display for Failure {
     }
 }
 
-pub struct Sink {
+pub(crate) struct Sink {
     metrics: SinkMetrics,
     producer: SinkProducer,
     factory: ProducerFactory,
@@ -263,7 +263,7 @@ pub struct Sink {
 }
 
 impl Sink {
-    pub fn new(
+    pub(crate) fn new(
         producer: SinkProducer,
         factory: ProducerFactory,
         links: SinkLinks,
@@ -290,7 +290,7 @@ impl Sink {
     /// Reads scored batches round-robin from the inference workers (the order
     /// the source dispatched them in) until all workers are gone, then commits
     /// (or, when a worker failed, aborts and reports it).
-    pub fn run(mut self, mut results: FanIn) -> Result<(), SinkError> {
+    pub(crate) fn run(mut self, mut results: FanIn) -> Result<(), SinkError> {
         loop {
             self.signals.beat(Stage::Sink);
             let wait = match &self.open {

@@ -25,7 +25,7 @@ use crate::telemetry::signals::{PipelineSignals, Stage};
 use crate::transform::Transform;
 
 /// The consumer this stage polls; shared with the sink for group metadata.
-pub type SourceConsumer = BaseConsumer<SourceContext>;
+pub(crate) type SourceConsumer = BaseConsumer<SourceContext>;
 
 /// Longest the loop sleeps in `poll` before checking for stop and rewinds.
 const IDLE_POLL: Duration = Duration::from_millis(100);
@@ -46,7 +46,7 @@ pub enum SourceError {
 }
 
 /// State of the source stage, reachable from the loop and from the rebalance callback.
-pub struct SourceStage {
+pub(crate) struct SourceStage {
     transform: Transform,
     batcher: Batcher,
     dispatch: FanOut,
@@ -65,7 +65,7 @@ pub struct SourceStage {
 }
 
 /// What the source stage shares with the rest of the pipeline.
-pub struct SourceLinks {
+pub(crate) struct SourceLinks {
     pub rewinds: Receiver<u64>,
     pub positions: Arc<CommittedPositions>,
     pub stats: Arc<LiveStats>,
@@ -73,7 +73,7 @@ pub struct SourceLinks {
 }
 
 impl SourceStage {
-    pub fn new(
+    pub(crate) fn new(
         batcher: Batcher,
         transform: Transform,
         dispatch: FanOut,
@@ -212,13 +212,13 @@ impl SourceStage {
 
 /// Consumer callbacks: rebalances commit before partitions go and say at
 /// once what is owned; statistics feed reachability and the lag table.
-pub struct SourceContext {
+pub(crate) struct SourceContext {
     stage: Mutex<SourceStage>,
     signals: Arc<PipelineSignals>,
 }
 
 impl SourceContext {
-    pub fn new(stage: SourceStage, signals: Arc<PipelineSignals>) -> Self {
+    pub(crate) fn new(stage: SourceStage, signals: Arc<PipelineSignals>) -> Self {
         Self {
             stage: Mutex::new(stage),
             signals,
@@ -335,7 +335,7 @@ impl ConsumerContext for SourceContext {
 
 /// Runs the source loop until `stop` is set or a downstream stage is gone,
 /// then commits what was read (shutdown barrier).
-pub fn run(consumer: Arc<SourceConsumer>, stop: Arc<AtomicBool>) -> Result<(), SourceError> {
+pub(crate) fn run(consumer: Arc<SourceConsumer>, stop: Arc<AtomicBool>) -> Result<(), SourceError> {
     let context = consumer.context();
     let result = (|| {
         while !stop.load(Ordering::Relaxed) {

@@ -9,23 +9,23 @@ use std::time::Duration;
 use crate::item::Batch;
 
 /// The source's end: sends batches round-robin to the workers.
-pub struct FanOut {
+pub(crate) struct FanOut {
     senders: Vec<SyncSender<Batch>>,
     next: usize,
 }
 
 /// The downstream stages are gone (they stopped on an error of their own).
 #[derive(Debug)]
-pub struct Closed;
+pub(crate) struct Closed;
 
 impl FanOut {
-    pub fn new(senders: Vec<SyncSender<Batch>>) -> Self {
+    pub(crate) fn new(senders: Vec<SyncSender<Batch>>) -> Self {
         Self { senders, next: 0 }
     }
 
     /// Blocks while the worker's queue is full: this is the back-pressure that
     /// stops consumption when inference or the sink cannot keep up.
-    pub fn send(&mut self, batch: Batch) -> Result<(), Closed> {
+    pub(crate) fn send(&mut self, batch: Batch) -> Result<(), Closed> {
         let n = self.senders.len();
         let sender = self.senders.get(self.next % n.max(1)).ok_or(Closed)?;
         self.next = (self.next + 1) % n;
@@ -33,30 +33,30 @@ impl FanOut {
     }
 
     /// Hangs up on the workers, so they drain, stop, and let the sink finish.
-    pub fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         self.senders.clear();
     }
 
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.senders.is_empty()
     }
 }
 
 /// The sink's end: reads the workers' results in the order [`FanOut`] sent them.
-pub struct FanIn {
+pub(crate) struct FanIn {
     receivers: Vec<Receiver<Batch>>,
     next: usize,
 }
 
 impl FanIn {
-    pub fn new(receivers: Vec<Receiver<Batch>>) -> Self {
+    pub(crate) fn new(receivers: Vec<Receiver<Batch>>) -> Self {
         Self { receivers, next: 0 }
     }
 
     /// The next batch in order, waiting at most `wait` for it. Disconnected
     /// once the worker whose turn it is has stopped: every worker stops only
     /// after the source hung up, and what it sent before is read first.
-    pub fn recv_timeout(&mut self, wait: Duration) -> Result<Batch, RecvTimeoutError> {
+    pub(crate) fn recv_timeout(&mut self, wait: Duration) -> Result<Batch, RecvTimeoutError> {
         let receiver = (self.receivers.get(self.next)).ok_or(RecvTimeoutError::Disconnected)?;
         let batch = receiver.recv_timeout(wait)?;
         self.next = (self.next + 1) % self.receivers.len();

@@ -7,7 +7,7 @@
 //!    └──────────────── rewind after an abort ───────────────────────────────────┘
 //! ```
 
-pub mod fan;
+pub(crate) mod fan;
 mod prepare;
 
 use std::sync::Arc;
@@ -28,7 +28,7 @@ use crate::envelope::SharedKeyring;
 use crate::faults::Faults;
 use crate::features::FeatureError;
 use crate::inference::worker::WorkerLinks;
-use crate::inference::{self, CardError, Device, InferenceError, ModelCard, ModelSession};
+use crate::inference::{self, Device, InferenceError, ModelSession};
 use crate::item::Batch;
 use crate::kafka::client::{consumer_config, producer_config};
 use crate::kafka::positions::CommittedPositions;
@@ -39,6 +39,7 @@ use crate::kafka::sink::{
 use crate::kafka::source::{
     self, SourceConsumer, SourceContext, SourceError, SourceLinks, SourceStage,
 };
+use crate::model::{CardError, ModelCard};
 use crate::telemetry::LiveStats;
 use crate::telemetry::metrics::{BATCH_TARGET_SIZE, MODEL_INFO};
 use crate::telemetry::signals::PipelineSignals;
@@ -186,7 +187,7 @@ impl Pipeline {
                 stats: stats.clone(),
                 signals: signals.clone(),
             },
-            settings.request_timeout(),
+            settings.kafka.request_timeout,
         );
         let consumer = subscribed_consumer(settings, source_stage, signals.clone())?;
 
@@ -339,7 +340,7 @@ fn transactional_producer(
             error,
         })?;
     producer
-        .init_transactions(settings.request_timeout())
+        .init_transactions(settings.kafka.request_timeout)
         .map_err(|error| PipelineError::InitTransactions {
             bootstrap: settings.kafka.bootstrap_servers.clone(),
             error,
@@ -359,7 +360,7 @@ fn adaptive_size(settings: &Settings) -> Option<Arc<AdaptiveSize>> {
         BatchMode::Adaptive => Some(Arc::new(AdaptiveSize::new(
             settings.batching.min_batch_size as usize,
             max_batch,
-            settings.latency_target(),
+            settings.batching.latency_target,
         ))),
     }
 }
@@ -370,7 +371,7 @@ fn batcher(settings: &Settings, adaptive: Option<Arc<AdaptiveSize>>, width: usiz
         Some(a) => BatchSize::Adaptive(a),
         None => BatchSize::Fixed(max_batch),
     };
-    Batcher::new(size, max_batch, settings.max_batch_delay(), width)
+    Batcher::new(size, max_batch, settings.batching.max_batch_delay, width)
 }
 
 /// The consumer, with the source stage in its context (the rebalance
@@ -416,9 +417,9 @@ fn sink_config(settings: &Settings) -> SinkConfig {
     SinkConfig {
         score_topic: settings.output.topic.clone(),
         dead_letter_topic: settings.output.dead_letter_topic.clone(),
-        commit_interval: settings.commit_interval(),
-        timeout: settings.request_timeout(),
-        transaction_timeout: Duration::from_millis(settings.kafka.transaction_timeout_ms),
+        commit_interval: settings.transactions.commit_interval,
+        timeout: settings.kafka.request_timeout,
+        transaction_timeout: settings.kafka.transaction_timeout,
     }
 }
 
@@ -472,8 +473,8 @@ fn log_started(settings: &Settings, card: &ModelCard, device: Device) {
         dead_letters = %settings.output.dead_letter_topic,
         batching = settings.batching.mode.as_str(),
         max_batch_size = settings.batching.max_batch_size,
-        max_batch_delay_ms = settings.batching.max_batch_delay_ms,
-        commit_interval_ms = settings.transactions.commit_interval_ms,
+        max_batch_delay_ms = settings.batching.max_batch_delay.as_millis() as u64,
+        commit_interval_ms = settings.transactions.commit_interval.as_millis() as u64,
         "pipeline started"
     );
 }

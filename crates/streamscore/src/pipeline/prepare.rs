@@ -8,7 +8,8 @@ use crate::codec::schemas::load_schema;
 use crate::codec::{InputDecoder, ScoreEncoder};
 use crate::config::{BatchMode, Format, Settings};
 use crate::features::FeaturePlan;
-use crate::inference::{self, ModelSession, VerifiedModel};
+use crate::inference::{self, ModelSession};
+use crate::model::VerifiedModel;
 
 use super::PipelineError;
 

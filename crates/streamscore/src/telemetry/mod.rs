@@ -1,11 +1,13 @@
 //! Metrics (Prometheus), live counters for the terminal, HTTP endpoints and logs.
 
-pub mod http;
-pub mod lag;
-pub mod live;
+mod http;
+pub(crate) mod lag;
+mod live;
 pub mod logging;
 pub mod metrics;
-pub mod signals;
-pub mod summary;
+pub(crate) mod signals;
+mod summary;
 
+pub use http::{Health, serve};
 pub use live::LiveStats;
+pub use summary::{SUMMARY_EVERY, Summary};
