@@ -9,7 +9,7 @@
 //! again and runs its own test file, which must test every alert the
 //! variant writes differently.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

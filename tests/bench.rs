@@ -3,7 +3,7 @@
 //! run is verified exactly once, and the outputs have their promised shape.
 //! No figure is asserted: speed is the bench's to report, not a test's.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

@@ -5,7 +5,7 @@
 //! whenever it exits, as Kubernetes would; fatal errors are allowed to end an
 //! instance, never to lose or duplicate a record.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

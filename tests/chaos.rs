@@ -7,7 +7,7 @@
 //! `make test` runs 5 cycles; `scripts/chaos --cycles 20 --events N` runs longer
 //! (it sets STREAMSCORE_CHAOS_CYCLES / _EVENTS / _SEED).
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! for bad config, a tampered model, a missing library or broker; and `run`
 //! scoring real traffic, then committing and exiting 0 on SIGTERM.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

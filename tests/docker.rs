@@ -3,7 +3,7 @@
 //! context exists, and the final stage is what the chart expects (non-root
 //! user 10001, model and schemas inside, a health check, the metrics port).
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::Command;

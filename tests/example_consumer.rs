@@ -4,7 +4,7 @@
 //! every score exactly once, with the event ids, scores and sources the
 //! processor wrote.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::process::Command;

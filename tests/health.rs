@@ -3,7 +3,7 @@
 //! restart would not bring it back) or hung under load (a stage wedged for
 //! longer than the stall limit: not alive, so the orchestrator restarts it).
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;

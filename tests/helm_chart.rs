@@ -6,7 +6,7 @@
 //! PrometheusRule, ScaledObject) checked against what they point at, and the
 //! rendered config run through `streamscore check`.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::Command;

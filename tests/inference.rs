@@ -2,7 +2,7 @@
 //! Python onnxruntime's row by row; on a machine without the CUDA provider
 //! `auto` falls back to CPU and `cuda` refuses to start.
 
-mod support;
+use crate::support;
 
 use streamscore::DevicePreference;
 use streamscore::FeaturePlan;

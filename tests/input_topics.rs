@@ -3,7 +3,7 @@
 //! exactly once (checked by the independent reader in src/verify.rs, which
 //! reads every input topic).
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! the one producers seal with. The command tests need no broker; the last
 //! runs the whole procedure against a running processor on the real one.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -5,7 +5,7 @@
 //! true lag; /readyz and the membership metrics follow the rebalance
 //! callbacks, not the statistics cycle.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Structured logs as a log collector reads them: JSON lines whose fields
 //! are values, never Rust Debug text, and messages that say what happened.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! partition while the stages keep turning. Each test checks exactly once
 //! with the independent reader at the end.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

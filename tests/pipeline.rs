@@ -2,7 +2,7 @@
 //! dead letters with reasons, Avro and JSON, and scores equal to Python
 //! onnxruntime's.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

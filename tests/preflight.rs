@@ -3,7 +3,7 @@
 //! transaction and scores nothing; and what the producer may write at most
 //! lands on a topic with Kafka's default limit.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

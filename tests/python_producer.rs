@@ -3,7 +3,7 @@
 //! events that the processor scores, every one, exactly once. It also
 //! reproduces the spec's test vector with its own sealing code.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! leave while the stream runs; a paused instance (SIGSTOP past the session
 //! timeout) comes back as a zombie and must be fenced, not publish twice.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 //! on; fatal → it stops with an error. Exactly once itself is proven on the
 //! real broker (chaos, rebalance and broker_faults tests).
 
-mod support;
+use crate::support;
 
 use support::counts;
 

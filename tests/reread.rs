@@ -4,7 +4,7 @@
 //! each input record once. Its own test binary: the Prometheus recorder is
 //! process-wide, and no other pipeline may add to its counters.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! listener, verifying its certificate; without the right CA it is refused.
 //! The test's own tools use the broker's plaintext listener.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! `run` reads, never reports a delivery it did not get, and names a missing
 //! input file once.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::process::Command;
@@ -203,4 +203,69 @@ fn produce_talks_tls_with_the_config_run_uses() {
     let report = streamscore_tools::verify::verify_settings(&plain, Duration::from_secs(60))
         .expect("topics can be read back");
     assert_eq!(report.produced, 30);
+}
+
+/// Ctrl-C ends an unbounded demo the way it says it does: the producer stops,
+/// the pipeline drains, and the independent check runs (the demo used to poll
+/// the finished Ctrl-C future again and panic before verifying).
+#[test]
+fn an_unbounded_demo_stopped_with_ctrl_c_drains_and_verifies() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut child = tools()
+        .args(["demo", "--rate", "200", "--metrics-listen", "127.0.0.1:0"])
+        .args(["--bootstrap", &support::bootstrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    // Running: announced, then two status lines (records flowing).
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("Ctrl-C stops and verifies"))
+        || !seen.last().is_some_and(|l| !l.starts_with("demo:"))
+        || seen.iter().filter(|l| !l.starts_with("demo:")).count() < 2
+    {
+        match lines.recv_timeout(Duration::from_secs(120)) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("the demo did not get going: {seen:#?}"),
+        }
+    }
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the demo did not finish after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    seen.extend(lines.try_iter());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(status.success(), "{status}: {stderr}\n{seen:#?}");
+    let verified = seen.iter().find(|l| l.starts_with("verified:"));
+    assert!(
+        verified.is_some_and(|l| l.ends_with(" 0 lost, 0 duplicated")),
+        "{verified:?}\n{seen:#?}"
+    );
 }

@@ -204,10 +204,14 @@ async fn watch(stats: &LiveStats, pipeline: &Pipeline, producing: &Producing) {
     let mut last_progress = (0u64, Instant::now());
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    // A finished future must not be polled again: the Ctrl-C branch is
+    // off once it has fired (the draining goes on with the ticks).
+    let mut interrupted = false;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = &mut ctrl_c => {
+            _ = &mut ctrl_c, if !interrupted => {
+                interrupted = true;
                 println!("demo: stopping the producer; draining and verifying…");
                 producing.stop.store(true, Ordering::Relaxed);
             }

@@ -1,0 +1,30 @@
+//! Tests against the one broker `make test` starts (or one of their own under plain `cargo test`): the pipeline in process and as its own process, lag, logs, health, preflight, TLS, the Python examples, request errors from librdkafka's mock cluster.
+//!
+//! One test binary per group, so librdkafka and ONNX Runtime link once per
+//! group rather than once per file (the files stay one per subject).
+
+#![allow(clippy::too_many_lines)]
+
+#[path = "../support/mod.rs"]
+mod support;
+
+#[path = "../example_consumer.rs"]
+mod example_consumer;
+#[path = "../health.rs"]
+mod health;
+#[path = "../input_topics.rs"]
+mod input_topics;
+#[path = "../lag.rs"]
+mod lag;
+#[path = "../logs.rs"]
+mod logs;
+#[path = "../pipeline.rs"]
+mod pipeline;
+#[path = "../preflight.rs"]
+mod preflight;
+#[path = "../python_producer.rs"]
+mod python_producer;
+#[path = "../request_errors.rs"]
+mod request_errors;
+#[path = "../tls.rs"]
+mod tls;
