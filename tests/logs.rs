@@ -108,7 +108,7 @@ fn a_final_transaction_that_aborts_is_told_as_aborted() {
     use std::time::Instant;
     use streamscore::Faults;
     use streamscore::Pipeline;
-    use streamscore::telemetry::LiveStats;
+    use streamscore::telemetry::Counters;
 
     let captured = Captured::default();
     let writer = captured.clone();
@@ -129,7 +129,7 @@ fn a_final_transaction_that_aborts_is_told_as_aborted() {
     let keyring = support::keyring();
     let mut factory = EventFactory::new(keyring.clone(), Format::Avro, "logs-abort", 8);
     let records: Vec<_> = (0..40).map(|_| factory.next(None)).collect();
-    let stats = Arc::new(LiveStats::default());
+    let stats = Arc::new(Counters::default());
     let faults = Arc::new(Faults::default());
     let pipeline = Pipeline::start_with_faults(
         &settings,
@@ -141,7 +141,7 @@ fn a_final_transaction_that_aborts_is_told_as_aborted() {
     support::publish_all(&settings, &records);
     let deadline = Instant::now() + Duration::from_secs(60);
     // Scored counts at commit; batch_rows once inferred.
-    while stats.batch_rows.load(std::sync::atomic::Ordering::Relaxed) < 40 {
+    while stats.batches().1 < 40 {
         assert!(Instant::now() < deadline, "{}", support::counts(&stats));
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -7,7 +7,6 @@
 use crate::support;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -17,8 +16,8 @@ use rdkafka::message::Headers;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use streamscore::Faults;
 use streamscore::Keyring;
+use streamscore::telemetry::Counters;
 use streamscore::telemetry::Health;
-use streamscore::telemetry::LiveStats;
 use streamscore::{Format, Settings};
 use streamscore::{Pipeline, PipelineError};
 use streamscore_tools::demo::events::EventFactory;
@@ -26,7 +25,7 @@ use streamscore_tools::demo::publish;
 
 struct Running {
     pipeline: Pipeline,
-    stats: Arc<LiveStats>,
+    stats: Arc<Counters>,
     faults: Arc<Faults>,
 }
 
@@ -36,7 +35,7 @@ fn start(settings: &Settings, keyring: &Arc<Keyring>) -> Running {
         streamscore::LogFormat::Human,
         "info,ort=warn,librdkafka=warn",
     );
-    let stats = Arc::new(LiveStats::default());
+    let stats = Arc::new(Counters::default());
     let faults = Arc::new(Faults::default());
     let pipeline = Pipeline::start_with_faults(
         settings,
@@ -326,8 +325,6 @@ fn hold_offsets(settings: &Settings, topic: &str, partition: i32) -> BaseProduce
 
 #[test]
 fn an_inference_failure_aborts_what_is_open_and_stops_with_the_error() {
-    // Process-wide; only this test of the binary fails an inference.
-    let metrics = streamscore::telemetry::metrics::install();
     let mut settings = support::settings("infer-fail", Format::Avro, Format::Avro);
     // Long transactions: one is open with records when inference fails.
     settings.transactions.commit_interval = Duration::from_millis(5_000);
@@ -337,14 +334,14 @@ fn an_inference_failure_aborts_what_is_open_and_stops_with_the_error() {
     // Still streaming when the first long transaction has committed.
     let stream = support::stream(&settings, keyring.clone(), 6_000, 400, 0);
     assert!(wait(Duration::from_secs(60), || run.stats.committed() > 100));
-    let committed_before = run.stats.transactions_committed.load(Ordering::SeqCst);
+    let committed_before = run.stats.transactions_committed();
     run.faults.fail_next_inference();
     assert!(
         wait(Duration::from_secs(30), || run.pipeline.has_stopped()),
         "the pipeline went on after an inference failure"
     );
-    let committed_after = run.stats.transactions_committed.load(Ordering::SeqCst);
-    let aborted = run.stats.transactions_aborted.load(Ordering::SeqCst);
+    let committed_after = run.stats.transactions_committed();
+    let aborted = run.stats.transactions_aborted();
     run.pipeline.stop();
     match run.pipeline.join() {
         Err(PipelineError::Inference(e)) => {
@@ -354,8 +351,8 @@ fn an_inference_failure_aborts_what_is_open_and_stops_with_the_error() {
     }
     // The alert StreamscoreInferenceErrors reads this counter.
     assert_eq!(
-        support::scrape::value(&metrics.render(), "streamscore_inference_errors_total"),
-        Some(1.0),
+        run.stats.inference_errors(),
+        1,
         "the failed inference is counted"
     );
     assert!(
@@ -424,7 +421,7 @@ fn a_commit_that_times_out_replaces_the_producer_and_goes_on() {
         counts(&run.stats)
     );
     assert!(
-        run.stats.producers_replaced.load(Ordering::Relaxed) >= 1,
+        run.stats.producers_replaced() >= 1,
         "no transactional call timed out, so nothing was tested: {}",
         counts(&run.stats)
     );

@@ -19,7 +19,7 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use streamscore::Faults;
 use streamscore::Keyring;
 use streamscore::clients::SinkError;
-use streamscore::telemetry::LiveStats;
+use streamscore::telemetry::Counters;
 use streamscore::{Format, Settings};
 use streamscore::{Pipeline, PipelineError};
 use streamscore_tools::demo::events::EventFactory;
@@ -62,8 +62,8 @@ fn mock(name: &str) -> Mock {
 /// Runs until `done(stats)` or the pipeline stops on its own; returns the stats and the join result.
 fn run_until(
     m: &Mock,
-    done: impl Fn(&LiveStats) -> bool,
-) -> (Arc<LiveStats>, Result<(), PipelineError>) {
+    done: impl Fn(&Counters) -> bool,
+) -> (Arc<Counters>, Result<(), PipelineError>) {
     run_with_faults(m, |_, _| {}, done)
 }
 
@@ -76,10 +76,10 @@ fn retriable_end_txn_errors_neither_abort_nor_stop_the_pipeline() {
     use RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS as LOADING;
     m.cluster
         .request_errors(RDKafkaApiKey::EndTxn, &[LOADING, LOADING, LOADING]);
-    let (stats, joined) = run_until(&m, |s| s.scored.load(Ordering::Relaxed) >= RECORDS);
+    let (stats, joined) = run_until(&m, |s| s.scored() >= RECORDS);
     joined.expect("the pipeline keeps running through retriable errors");
-    assert!(stats.scored.load(Ordering::Relaxed) >= RECORDS);
-    assert_eq!(stats.transactions_aborted.load(Ordering::Relaxed), 0);
+    assert!(stats.scored() >= RECORDS);
+    assert_eq!(stats.transactions_aborted(), 0);
 }
 
 #[test]
@@ -90,17 +90,16 @@ fn failed_produce_aborts_rewinds_and_goes_on() {
     m.cluster
         .request_errors(RDKafkaApiKey::Produce, &[TOO_LARGE, TOO_LARGE]);
     let (stats, joined) = run_until(&m, |s| {
-        s.transactions_aborted.load(Ordering::Relaxed) >= 1
-            && s.scored.load(Ordering::Relaxed) >= RECORDS
+        s.transactions_aborted() >= 1 && s.scored() >= RECORDS
     });
     joined.expect("an abortable error does not stop the pipeline");
     assert!(
-        stats.transactions_aborted.load(Ordering::Relaxed) >= 1,
+        stats.transactions_aborted() >= 1,
         "no abort: {}",
         counts(&stats)
     );
     assert!(
-        stats.scored.load(Ordering::Relaxed) >= RECORDS,
+        stats.scored() >= RECORDS,
         "records were not read again and committed after the rewind: {}",
         counts(&stats)
     );
@@ -122,11 +121,7 @@ fn fenced_producer_stops_the_pipeline_with_a_fatal_error() {
             counts(&stats)
         ),
     }
-    assert_eq!(
-        stats.scored.load(Ordering::Relaxed),
-        0,
-        "nothing may count as committed"
-    );
+    assert_eq!(stats.scored(), 0, "nothing may count as committed");
 }
 
 #[test]
@@ -138,29 +133,24 @@ fn rejected_offset_commit_aborts_rewinds_and_goes_on() {
     m.cluster
         .request_errors(RDKafkaApiKey::TxnOffsetCommit, &[UNKNOWN_MEMBER]);
     let (stats, joined) = run_until(&m, |s| {
-        s.transactions_aborted.load(Ordering::Relaxed) >= 1
-            && s.scored.load(Ordering::Relaxed) >= RECORDS
+        s.transactions_aborted() >= 1 && s.scored() >= RECORDS
     });
     joined.expect("a rejected offset commit does not stop the pipeline");
     assert!(
-        stats.transactions_aborted.load(Ordering::Relaxed) >= 1,
+        stats.transactions_aborted() >= 1,
         "no abort: {}",
         counts(&stats)
     );
-    assert!(
-        stats.scored.load(Ordering::Relaxed) >= RECORDS,
-        "{}",
-        counts(&stats)
-    );
+    assert!(stats.scored() >= RECORDS, "{}", counts(&stats));
 }
 
 /// Runs with faults a test can arm, until `done(stats)` or the pipeline stops.
 fn run_with_faults(
     m: &Mock,
-    arm: impl Fn(&LiveStats, &Faults),
-    done: impl Fn(&LiveStats) -> bool,
-) -> (Arc<LiveStats>, Result<(), PipelineError>) {
-    let stats = Arc::new(LiveStats::default());
+    arm: impl Fn(&Counters, &Faults),
+    done: impl Fn(&Counters) -> bool,
+) -> (Arc<Counters>, Result<(), PipelineError>) {
+    let stats = Arc::new(Counters::default());
     let faults = Arc::new(Faults::default());
     let pipeline = Pipeline::start_with_faults(
         &m.settings,
@@ -202,14 +192,10 @@ fn a_rewind_never_goes_back_past_what_was_committed() {
                 support::publish_all(&m.settings, &more);
             }
         },
-        |s| s.committed() >= 2 * RECORDS && s.transactions_aborted.load(Ordering::Relaxed) >= 1,
+        |s| s.committed() >= 2 * RECORDS && s.transactions_aborted() >= 1,
     );
     joined.expect("an abort does not stop the pipeline");
-    assert!(
-        stats.transactions_aborted.load(Ordering::Relaxed) >= 1,
-        "{}",
-        counts(&stats)
-    );
+    assert!(stats.transactions_aborted() >= 1, "{}", counts(&stats));
     assert_eq!(
         stats.committed(),
         2 * RECORDS,
@@ -234,18 +220,16 @@ fn a_lost_assignment_aborts_instead_of_committing() {
         |s, _| {
             // Once every record is read into the open transaction, the next
             // heartbeat finds the member gone.
-            if s.consumed.load(Ordering::Relaxed) >= RECORDS
-                && !injected.swap(true, Ordering::SeqCst)
-            {
+            if s.consumed() >= RECORDS && !injected.swap(true, Ordering::SeqCst) {
                 m.cluster
                     .request_errors(RDKafkaApiKey::Heartbeat, &[UNKNOWN_MEMBER]);
             }
         },
-        |s| s.transactions_aborted.load(Ordering::Relaxed) >= 1 && s.committed() >= RECORDS,
+        |s| s.transactions_aborted() >= 1 && s.committed() >= RECORDS,
     );
     joined.expect("a lost assignment does not stop the pipeline");
     assert!(
-        stats.transactions_aborted.load(Ordering::Relaxed) >= 1,
+        stats.transactions_aborted() >= 1,
         "the transaction of the lost partitions was committed: {}",
         counts(&stats)
     );

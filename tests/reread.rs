@@ -1,8 +1,9 @@
 //! Records read again after an abort are not consumed twice: an aborted
 //! transaction rewinds the source to the last commit, and what it reads
 //! again goes to `records_reread_total`, so `records_consumed_total` counts
-//! each input record once. Its own test binary: the Prometheus recorder is
-//! process-wide, and no other pipeline may add to its counters.
+//! each input record once, in this pipeline's counters as `/metrics` serves
+//! them (counters are per pipeline, not process-wide: other pipelines in the
+//! same test binary do not add to them).
 
 use crate::support;
 
@@ -12,17 +13,37 @@ use std::time::{Duration, Instant};
 use streamscore::Faults;
 use streamscore::Format;
 use streamscore::Pipeline;
-use streamscore::telemetry::LiveStats;
+use streamscore::telemetry::Counters;
 use streamscore_tools::demo::events::EventFactory;
 use support::scrape::{value, value_with};
 
 #[test]
 fn records_read_again_after_aborts_are_counted_as_rereads_not_consumed() {
-    let handle = streamscore::telemetry::metrics::install();
     let settings = support::settings("reread", Format::Avro, Format::Avro);
     support::create(&settings);
     let keyring = support::keyring();
-    let stats = Arc::new(LiveStats::default());
+    let stats = Arc::new(Counters::default());
+    // Served as `run` serves it, from a runtime of its own on another thread.
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let served = stats.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async move {
+            let health = Arc::new(streamscore::telemetry::Health::new(Duration::from_secs(60)));
+            let (addr, server) = streamscore::telemetry::serve(
+                "127.0.0.1:0".parse().unwrap(),
+                streamscore::telemetry::metrics::install(),
+                served,
+                health,
+                None,
+            )
+            .await
+            .unwrap();
+            addr_tx.send(addr).unwrap();
+            let _ = server.await;
+        });
+    });
+    let addr = addr_rx.recv().unwrap().to_string();
     let faults = Arc::new(Faults::default());
     // The first three transactions with records abort: each rewinds.
     faults.abort_next_commits(3);
@@ -46,7 +67,7 @@ fn records_read_again_after_aborts_are_counted_as_rereads_not_consumed() {
     assert!(report.exactly_once(), "{}", report.line());
     assert_eq!(faults.commits_to_abort(), 0, "the aborts happened");
 
-    let text = handle.render();
+    let text = support::scrape::metrics_text(&addr);
     let consumed = value(&text, "streamscore_records_consumed_total");
     let reread = value(&text, "streamscore_records_reread_total");
     assert_eq!(
@@ -70,8 +91,5 @@ fn records_read_again_after_aborts_are_counted_as_rereads_not_consumed() {
         "{}",
         support::counts(&stats)
     );
-    assert_eq!(
-        stats.consumed.load(std::sync::atomic::Ordering::Relaxed),
-        201
-    );
+    assert_eq!(stats.consumed(), 201);
 }

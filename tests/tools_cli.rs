@@ -234,7 +234,7 @@ fn an_unbounded_demo_stopped_with_ctrl_c_drains_and_verifies() {
     while !seen
         .iter()
         .any(|l: &String| l.contains("Ctrl-C stops and verifies"))
-        || !seen.last().is_some_and(|l| !l.starts_with("demo:"))
+        || seen.last().is_none_or(|l| l.starts_with("demo:"))
         || seen.iter().filter(|l| !l.starts_with("demo:")).count() < 2
     {
         match lines.recv_timeout(Duration::from_secs(120)) {

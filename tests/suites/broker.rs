@@ -1,4 +1,4 @@
-//! Tests against the one broker `make test` starts (or one of their own under plain `cargo test`): the pipeline in process and as its own process, lag, logs, health, preflight, TLS, the Python examples, request errors from librdkafka's mock cluster.
+//! Tests against the one broker `make test` starts (or one of their own under plain `cargo test`): the pipeline in process and as its own process, lag, logs, health, preflight, TLS, the Python examples, request errors from librdkafka's mock cluster, re-reads after aborts.
 //!
 //! One test binary per group, so librdkafka and ONNX Runtime link once per
 //! group rather than once per file (the files stay one per subject).
@@ -26,5 +26,7 @@ mod preflight;
 mod python_producer;
 #[path = "../request_errors.rs"]
 mod request_errors;
+#[path = "../reread.rs"]
+mod reread;
 #[path = "../tls.rs"]
 mod tls;

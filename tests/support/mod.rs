@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use streamscore::Keyring;
 use streamscore::Pipeline;
-use streamscore::telemetry::LiveStats;
+use streamscore::telemetry::Counters;
 use streamscore::{Format, Settings};
 use streamscore_tools::admin::create_topics;
 use streamscore_tools::demo::events::OutRecord;
@@ -197,15 +197,15 @@ pub fn keyring() -> Arc<Keyring> {
 }
 
 /// A pipeline's counts on one line, for assertion messages.
-pub fn counts(s: &LiveStats) -> String {
+pub fn counts(s: &Counters) -> String {
     format!(
         "consumed {}, scored {}, dead-lettered {}, transactions committed {}, aborted {}, producers replaced {}",
-        s.consumed.load(Ordering::Relaxed),
-        s.scored.load(Ordering::Relaxed),
-        s.dead_lettered.load(Ordering::Relaxed),
-        s.transactions_committed.load(Ordering::Relaxed),
-        s.transactions_aborted.load(Ordering::Relaxed),
-        s.producers_replaced.load(Ordering::Relaxed)
+        s.consumed(),
+        s.scored(),
+        s.dead_lettered(),
+        s.transactions_committed(),
+        s.transactions_aborted(),
+        s.producers_replaced()
     )
 }
 
@@ -239,7 +239,7 @@ pub fn run_with_faults_and_verify(
     expected: u64,
     faults: Arc<streamscore::Faults>,
 ) -> Report {
-    let stats = Arc::new(LiveStats::default());
+    let stats = Arc::new(Counters::default());
     let pipeline =
         Pipeline::start_with_faults(settings, streamscore::share(keyring), stats.clone(), faults)
             .expect("pipeline starts");

@@ -12,8 +12,8 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use streamscore::Pipeline;
 use streamscore::keyring_watch::{self as keywatch, KeyringStatus};
+use streamscore::telemetry::{Counters, logging, metrics};
 use streamscore::telemetry::{Health, serve};
-use streamscore::telemetry::{LiveStats, logging, metrics};
 use streamscore::telemetry::{SUMMARY_EVERY, Summary};
 use streamscore::{Keyring, SharedKeyring, share};
 use streamscore::{LogFormat, Settings};
@@ -213,9 +213,11 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
 
     let health = Arc::new(Health::new(settings.telemetry.stall_timeout));
     let listen = settings.telemetry.listen;
+    let stats = Arc::new(Counters::default());
     let (addr, _server) = serve(
         listen,
         metrics::install(),
+        stats.clone(),
         health.clone(),
         Some(keys.status.clone()),
     )
@@ -223,7 +225,6 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     .with_context(|| format!("cannot listen on telemetry.listen = {listen}"))?;
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
 
-    let stats = Arc::new(LiveStats::default());
     let (pipeline, stop_requested) =
         match start_pipeline(&settings, &keys, stats.clone(), &mut signals).await? {
             Ok(started) => started,
@@ -261,7 +262,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
 async fn start_pipeline(
     settings: &Settings,
     keys: &Keys,
-    stats: Arc<LiveStats>,
+    stats: Arc<Counters>,
     signals: &mut Signals,
 ) -> anyhow::Result<Result<(Pipeline, bool), anyhow::Error>> {
     let starting = {
@@ -289,7 +290,7 @@ async fn start_pipeline(
 async fn serve_until_stopped(
     pipeline: &Pipeline,
     health: &Health,
-    stats: Arc<LiveStats>,
+    stats: Arc<Counters>,
     keys: &Keys,
     signals: &mut Signals,
 ) -> bool {

@@ -18,7 +18,7 @@ pub mod stages;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -30,7 +30,7 @@ use crate::verify;
 use inference_ceiling::InferenceCeiling;
 use kafka_ceiling::Throughput;
 use stages::Snapshot;
-use streamscore::telemetry::LiveStats;
+use streamscore::telemetry::Counters;
 use streamscore::{Format, Settings};
 use streamscore::{Keyring, share};
 use streamscore::{Pipeline, prepare};
@@ -358,24 +358,19 @@ impl Bench<'_> {
     fn full_speed(&self) -> Result<FullSpeed, BenchError> {
         let events = self.opts.events;
         let pipe = self.phase("pipeline", &self.topics.backlog, &self.topics.scores);
-        let stats = Arc::new(LiveStats::default());
+        let stats = Arc::new(Counters::default());
         let before = Snapshot::parse(&self.handle.render());
         let keyring = share(self.source.keyring.clone());
         let pipeline = Pipeline::start(&pipe, keyring, stats.clone())?;
-        let first = wait_for(
-            "pipeline",
-            &stats,
-            |s| s.consumed.load(Ordering::Relaxed),
-            1,
-        )?;
-        wait_for("pipeline", &stats, LiveStats::committed, events)?;
+        let first = wait_for("pipeline", &stats, |s| s.consumed(), 1)?;
+        wait_for("pipeline", &stats, Counters::committed, events)?;
         let throughput = Throughput {
             rows: events,
             seconds: first.elapsed().as_secs_f64(),
         };
         let stages = Snapshot::parse(&self.handle.render()).since(&before);
-        let mean_batch = stats.batch_rows.load(Ordering::Relaxed) as f64
-            / stats.batches.load(Ordering::Relaxed).max(1) as f64;
+        let (batches, rows) = stats.batches();
+        let mean_batch = rows as f64 / batches.max(1) as f64;
         pipeline.stop();
         pipeline.join()?;
         println!(
@@ -395,7 +390,7 @@ impl Bench<'_> {
     /// the next one's latency. Returns the levels and the exactly-once line.
     fn sweep(&self, max_rows_per_second: f64) -> Result<(Vec<Level>, String), BenchError> {
         let sweep = self.phase("sweep", &self.topics.steady, &self.topics.sweep_scores);
-        let stats = Arc::new(LiveStats::default());
+        let stats = Arc::new(Counters::default());
         let keyring = share(self.source.keyring.clone());
         let pipeline = Pipeline::start(&sweep, keyring, stats.clone())?;
         let max = max_rows_per_second.max(1.0);
@@ -404,7 +399,7 @@ impl Bench<'_> {
         let mut total = self
             .source
             .publish(&self.topics.steady, &warm_up, 8, 100, 1000)?;
-        wait_for("sweep", &stats, LiveStats::committed, total)?;
+        wait_for("sweep", &stats, Counters::committed, total)?;
         let mut levels = Vec::new();
         for step in 1..=self.opts.levels.max(1) {
             let level = self.sweep_level(&stats, step, max, &mut total)?;
@@ -420,7 +415,7 @@ impl Bench<'_> {
     /// steady topic so far, which is what the pipeline must have committed.
     fn sweep_level(
         &self,
-        stats: &LiveStats,
+        stats: &Counters,
         step: u32,
         max: f64,
         total: &mut u64,
@@ -438,7 +433,7 @@ impl Bench<'_> {
         *total += self
             .source
             .publish(&self.topics.steady, &run, seed, events, rate)?;
-        wait_for("sweep", stats, LiveStats::committed, *total)?;
+        wait_for("sweep", stats, Counters::committed, *total)?;
         let elapsed = t.elapsed().as_secs_f64();
         let latency = stats.take_latency();
         let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
@@ -470,8 +465,8 @@ fn print_level(level: &Level) {
 /// did. A phase without progress for [`STALL`] is an error.
 fn wait_for(
     phase: &'static str,
-    stats: &LiveStats,
-    progress: impl Fn(&LiveStats) -> u64,
+    stats: &Counters,
+    progress: impl Fn(&Counters) -> u64,
     target: u64,
 ) -> Result<Instant, BenchError> {
     let mut last = (progress(stats), Instant::now());

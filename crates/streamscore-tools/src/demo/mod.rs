@@ -20,7 +20,7 @@ use crate::admin::create_topics;
 use crate::demo::events::EventFactory;
 use crate::verify::{self, Report};
 use streamscore::Pipeline;
-use streamscore::telemetry::LiveStats;
+use streamscore::telemetry::Counters;
 use streamscore::telemetry::{Health, serve};
 use streamscore::{Format, Settings};
 use streamscore::{Keyring, share};
@@ -51,9 +51,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Report> {
     let settings = demo_settings(&opts, &run_id)?;
     let input_topic = settings.input.topics[0].clone();
     create_demo_topics(&opts, &settings, &input_topic).await?;
-    let (health, _server) = serve_metrics(opts.metrics_listen, &settings).await?;
+    let stats = Arc::new(Counters::default());
+    let (health, _server) = serve_metrics(opts.metrics_listen, &settings, &stats).await?;
     let keyring = Arc::new(Keyring::generate("demo-key-1")?.0);
-    let stats = Arc::new(LiveStats::default());
     let pipeline = start_pipeline(&settings, &keyring, &stats, &health).await?;
     announce(&opts, &settings, &pipeline);
     let producing = Producing::start(&opts, &settings, &keyring, &run_id, input_topic)?;
@@ -103,10 +103,11 @@ async fn create_demo_topics(
 async fn serve_metrics(
     listen: SocketAddr,
     settings: &Settings,
+    counters: &Arc<Counters>,
 ) -> anyhow::Result<(Arc<Health>, tokio::task::JoinHandle<()>)> {
     let handle = streamscore::telemetry::metrics::install();
     let health = Arc::new(Health::new(settings.telemetry.stall_timeout));
-    let (addr, server) = serve(listen, handle, health.clone(), None)
+    let (addr, server) = serve(listen, handle, counters.clone(), health.clone(), None)
         .await
         .with_context(|| format!("cannot listen on {listen} for /metrics"))?;
     println!("demo: metrics at http://{addr}/metrics");
@@ -118,7 +119,7 @@ async fn serve_metrics(
 async fn start_pipeline(
     settings: &Settings,
     keyring: &Arc<Keyring>,
-    stats: &Arc<LiveStats>,
+    stats: &Arc<Counters>,
     health: &Health,
 ) -> anyhow::Result<Pipeline> {
     let pipeline = {
@@ -196,7 +197,7 @@ impl Producing {
 /// Prints the live line once a second until everything produced is
 /// committed, the pipeline stops on its own, or progress stalls. Ctrl-C only
 /// stops the producer: what was produced still drains, so it can be verified.
-async fn watch(stats: &LiveStats, pipeline: &Pipeline, producing: &Producing) {
+async fn watch(stats: &Counters, pipeline: &Pipeline, producing: &Producing) {
     let started = Instant::now();
     let mut status = status::StatusLine::default();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));

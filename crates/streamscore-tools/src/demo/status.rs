@@ -1,9 +1,8 @@
 //! The live line the demo prints once a second.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use streamscore::telemetry::LiveStats;
+use streamscore::telemetry::Counters;
 
 /// Counters at the previous tick, to print rates.
 #[derive(Default)]
@@ -16,14 +15,13 @@ pub struct StatusLine {
 impl StatusLine {
     pub fn render(
         &mut self,
-        stats: &LiveStats,
+        stats: &Counters,
         produced: u64,
         elapsed: Duration,
         interval: Duration,
     ) -> String {
         let committed = stats.committed();
-        let batches = stats.batches.load(Ordering::Relaxed);
-        let rows = stats.batch_rows.load(Ordering::Relaxed);
+        let (batches, rows) = stats.batches();
         let rate = (committed - self.last_committed) as f64 / interval.as_secs_f64().max(1e-3);
         let mean_batch = if batches > self.last_batches {
             (rows - self.last_rows) as f64 / (batches - self.last_batches) as f64
@@ -46,9 +44,9 @@ impl StatusLine {
             "[{:>4}s] produced {:>7} | consumed {:>7} | scored {:>7} | dead-lettered {:>5} | {:>7.0} rows/s | p50 {:>6} ms p99 {:>6} ms | batch {:>5.1}",
             elapsed.as_secs(),
             produced,
-            stats.consumed.load(Ordering::Relaxed),
-            stats.scored.load(Ordering::Relaxed),
-            stats.dead_lettered.load(Ordering::Relaxed),
+            stats.consumed(),
+            stats.scored(),
+            stats.dead_lettered(),
             rate,
             p50,
             p99,

@@ -9,7 +9,8 @@ use crate::batcher::AdaptiveSize;
 use crate::faults::Faults;
 use crate::inference::{InferenceError, ModelSession};
 use crate::item::Batch;
-use crate::telemetry::metrics::{BATCH_SIZE, INFERENCE_ERRORS, STAGE_DURATION, stage};
+use crate::telemetry::Counters;
+use crate::telemetry::metrics::{STAGE_DURATION, stage};
 
 /// What a worker shares with the other stages.
 #[derive(Clone)]
@@ -19,6 +20,7 @@ pub(crate) struct WorkerLinks {
     /// commits: a hang-up alone reads like a clean shutdown.
     pub failed: Arc<AtomicBool>,
     pub faults: Arc<Faults>,
+    pub counters: Arc<Counters>,
 }
 
 /// Scores every batch it receives and passes it on; returns when either side
@@ -37,7 +39,7 @@ pub(crate) fn run(
     let guard = FailOnPanic(&links.failed);
     let result = score_batches(session, &input, &output, &links);
     if let Err(e) = &result {
-        metrics::counter!(INFERENCE_ERRORS).increment(1);
+        links.counters.inference_failed();
         tracing::error!(error = %e, "inference failed; the pipeline stops without committing what is open");
         links.failed.store(true, Ordering::SeqCst);
     }
@@ -66,7 +68,6 @@ fn score_batches(
 ) -> Result<(), InferenceError> {
     let batch_wait = metrics::histogram!(STAGE_DURATION, "stage" => stage::BATCH_WAIT);
     let inference = metrics::histogram!(STAGE_DURATION, "stage" => stage::INFERENCE);
-    let batch_size = metrics::histogram!(BATCH_SIZE);
     while let Ok(mut batch) = input.recv() {
         if batch.rows > 0 {
             let started = Instant::now();
@@ -81,7 +82,7 @@ fn score_batches(
             session.score(&batch.features, batch.rows, &mut batch.scores)?;
             let done = Instant::now();
             inference.record(done - started);
-            batch_size.record(batch.rows as f64);
+            links.counters.batch_scored(batch.rows);
             if let Some(a) = &links.adaptive {
                 // Filling + inference, not queueing: a queue means the stages
                 // after the batcher are behind, and smaller batches would

@@ -22,11 +22,8 @@ use crate::item::{BarrierOutcome, Batch, Item, Outcome};
 use crate::kafka::positions::CommittedPositions;
 use crate::kafka::source::SourceConsumer;
 use crate::pipeline::fan::FanIn;
-use crate::telemetry::LiveStats;
-use crate::telemetry::metrics::{
-    DEAD_LETTER_VALUES_OMITTED, DEAD_LETTERED, END_TO_END_LATENCY, PRODUCERS_REPLACED, SCORED,
-    STAGE_DURATION, TRANSACTIONS, stage,
-};
+use crate::telemetry::Counters;
+use crate::telemetry::metrics::{END_TO_END_LATENCY, STAGE_DURATION, stage};
 use crate::telemetry::signals::{PipelineSignals, Stage};
 
 #[derive(Debug, thiserror::Error)]
@@ -184,11 +181,6 @@ struct SinkMetrics {
     produce_seconds: metrics::Histogram,
     commit_seconds: metrics::Histogram,
     end_to_end_seconds: metrics::Histogram,
-    committed: metrics::Counter,
-    aborted: metrics::Counter,
-    scored: metrics::Counter,
-    producers_replaced: metrics::Counter,
-    values_omitted: metrics::Counter,
 }
 
 impl SinkMetrics {
@@ -197,19 +189,14 @@ impl SinkMetrics {
             produce_seconds: metrics::histogram!(STAGE_DURATION, "stage" => stage::PRODUCE),
             commit_seconds: metrics::histogram!(STAGE_DURATION, "stage" => stage::COMMIT),
             end_to_end_seconds: metrics::histogram!(END_TO_END_LATENCY),
-            committed: metrics::counter!(TRANSACTIONS, "outcome" => "committed"),
-            aborted: metrics::counter!(TRANSACTIONS, "outcome" => "aborted"),
-            scored: metrics::counter!(SCORED),
-            producers_replaced: metrics::counter!(PRODUCERS_REPLACED),
-            values_omitted: metrics::counter!(DEAD_LETTER_VALUES_OMITTED),
         }
     }
 }
 
-/// Where the sink reports to besides Prometheus: the live counters and the
+/// Where the sink reports to besides its histograms: the counters and the
 /// signals behind /healthz.
 pub(crate) struct Reporting {
-    pub stats: Arc<LiveStats>,
+    pub counters: Arc<Counters>,
     pub signals: Arc<PipelineSignals>,
 }
 
@@ -251,7 +238,7 @@ pub(crate) struct Sink {
     links: SinkLinks,
     records: ScoreRecords,
     config: SinkConfig,
-    stats: Arc<LiveStats>,
+    counters: Arc<Counters>,
     signals: Arc<PipelineSignals>,
     generation: u64,
     open: Option<OpenTransaction>,
@@ -269,7 +256,7 @@ impl Sink {
         links: SinkLinks,
         records: ScoreRecords,
         config: SinkConfig,
-        Reporting { stats, signals }: Reporting,
+        Reporting { counters, signals }: Reporting,
     ) -> Self {
         Self {
             metrics: SinkMetrics::new(),
@@ -278,7 +265,7 @@ impl Sink {
             links,
             records,
             config,
-            stats,
+            counters,
             signals,
             generation: 0,
             open: None,
@@ -334,12 +321,6 @@ impl Sink {
                 let _ = barrier.done.send(BarrierOutcome::Aborted);
             }
             return Ok(());
-        }
-        if batch.rows > 0 {
-            self.stats.batches.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .batch_rows
-                .fetch_add(batch.rows as u64, Ordering::Relaxed);
         }
         if !batch.items.is_empty() {
             let started = Instant::now();
@@ -496,7 +477,7 @@ impl Sink {
                 return Err(error);
             };
             if omitted == Omitted::Value {
-                self.metrics.values_omitted.increment(1);
+                self.counters.value_omitted();
             }
             tracing::warn!(
                 source_topic = %item.source.topic,
@@ -671,10 +652,7 @@ impl Sink {
     }
 
     fn count_abort(&self) {
-        self.metrics.aborted.increment(1);
-        self.stats
-            .transactions_aborted
-            .fetch_add(1, Ordering::Relaxed);
+        self.counters.aborted_transaction();
         self.signals.aborted();
     }
 
@@ -748,10 +726,7 @@ impl Sink {
         drop(std::mem::replace(&mut self.producer, producer));
         // Failures of the old producer belong to the transaction just ended.
         let _ = self.factory.failures.take();
-        self.metrics.producers_replaced.increment(1);
-        self.stats
-            .producers_replaced
-            .fetch_add(1, Ordering::Relaxed);
+        self.counters.producer_replaced();
         tracing::info!(attempts, "transactional producer replaced");
         Ok(())
     }
@@ -819,26 +794,13 @@ impl Sink {
         self.signals.set_transaction_open(false);
         self.signals.committed();
         self.metrics.commit_seconds.record(took);
-        self.metrics.committed.increment(1);
-        self.metrics.scored.increment(txn.scored);
-        self.stats.scored.fetch_add(txn.scored, Ordering::Relaxed);
-        let mut dead_total = 0;
-        for (reason, n) in &txn.dead {
-            metrics::counter!(DEAD_LETTERED, "reason" => reason.as_str()).increment(*n);
-            dead_total += n;
-        }
-        self.stats
-            .dead_lettered
-            .fetch_add(dead_total, Ordering::Relaxed);
-        self.stats
-            .transactions_committed
-            .fetch_add(1, Ordering::Relaxed);
+        (self.counters).committed_transaction(txn.scored, txn.dead.iter().map(|(r, n)| (*r, *n)));
         let now = now_ms();
         let latency = &self.metrics.end_to_end_seconds;
         for &ts in &txn.timestamps {
             latency.record((now - ts).max(0) as f64 / 1000.0);
         }
-        self.stats.record_latencies_us(
+        self.counters.record_latencies_us(
             txn.timestamps
                 .iter()
                 .map(|&ts| ((now - ts).max(0) as u64) * 1000),

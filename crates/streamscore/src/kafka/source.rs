@@ -18,10 +18,9 @@ use crate::batcher::Batcher;
 use crate::item::{Barrier, BarrierOutcome, Batch, Item, Outcome, SourceRef};
 use crate::kafka::positions::{CommittedPositions, ReadSpans};
 use crate::pipeline::fan::{Closed, FanOut};
-use crate::telemetry::LiveStats;
 use crate::telemetry::lag::Read;
-use crate::telemetry::metrics::{CONSUMED, REBALANCES, REREAD, rebalance};
 use crate::telemetry::signals::{PipelineSignals, Stage};
+use crate::telemetry::{self, Counters};
 use crate::transform::Transform;
 
 /// The consumer this stage polls; shared with the sink for group metadata.
@@ -53,10 +52,8 @@ pub(crate) struct SourceStage {
     generation: u64,
     rewinds: Receiver<u64>,
     row: Vec<f32>,
-    stats: Arc<LiveStats>,
+    counters: Arc<Counters>,
     signals: Arc<PipelineSignals>,
-    consumed: metrics::Counter,
-    reread: metrics::Counter,
     timeout: Duration,
     /// What has been read since the last rewind, and what the sink has
     /// committed: together they say what a rewind must seek, and where.
@@ -68,7 +65,7 @@ pub(crate) struct SourceStage {
 pub(crate) struct SourceLinks {
     pub rewinds: Receiver<u64>,
     pub positions: Arc<CommittedPositions>,
-    pub stats: Arc<LiveStats>,
+    pub counters: Arc<Counters>,
     pub signals: Arc<PipelineSignals>,
 }
 
@@ -87,10 +84,8 @@ impl SourceStage {
             dispatch,
             generation: 0,
             rewinds: links.rewinds,
-            stats: links.stats,
+            counters: links.counters,
             signals: links.signals,
-            consumed: metrics::counter!(CONSUMED),
-            reread: metrics::counter!(REREAD),
             timeout,
             spans: ReadSpans::default(),
             positions: links.positions,
@@ -107,14 +102,9 @@ impl SourceStage {
         self.signals.record_read(now);
         let timestamp_ms = m.timestamp().to_millis().unwrap_or_else(now_ms);
         // Each record is consumed once; what a rewind reads again is a re-read.
-        match (self.signals.lag).read(&source.topic, source.partition, source.offset, timestamp_ms)
-        {
-            Read::First => {
-                self.consumed.increment(1);
-                self.stats.consumed.fetch_add(1, Ordering::Relaxed);
-            }
-            Read::Again => self.reread.increment(1),
-        }
+        let read =
+            (self.signals.lag).read(&source.topic, source.partition, source.offset, timestamp_ms);
+        self.counters.read(read == Read::First);
         self.row.clear();
         let (outcome, has_row) = match self.transform.apply(m.payload(), m.key(), &mut self.row) {
             Ok(meta) => (Outcome::Row(meta), true),
@@ -215,11 +205,13 @@ impl SourceStage {
 pub(crate) struct SourceContext {
     stage: Mutex<SourceStage>,
     signals: Arc<PipelineSignals>,
+    counters: Arc<Counters>,
 }
 
 impl SourceContext {
     pub(crate) fn new(stage: SourceStage, signals: Arc<PipelineSignals>) -> Self {
         Self {
+            counters: stage.counters.clone(),
             stage: Mutex::new(stage),
             signals,
         }
@@ -278,12 +270,11 @@ impl ConsumerContext for SourceContext {
                 let outcome = self.commit_barrier();
                 self.lock().forget(tpl);
                 self.signals.lag.revoke(tpl);
-                let event = if lost {
-                    rebalance::LOST
+                self.counters.rebalanced(if lost {
+                    telemetry::Rebalance::Lost
                 } else {
-                    rebalance::REVOKED
-                };
-                metrics::counter!(REBALANCES, "event" => event).increment(1);
+                    telemetry::Rebalance::Revoked
+                });
                 self.signals
                     .assignment_changed(self.signals.lag.assigned(), false);
                 // Say what really happened: committed, aborted (to be read
@@ -323,7 +314,7 @@ impl ConsumerContext for SourceContext {
             }
             Rebalance::Assign(tpl) => {
                 self.signals.lag.assign(tpl);
-                metrics::counter!(REBALANCES, "event" => rebalance::ASSIGNED).increment(1);
+                self.counters.rebalanced(telemetry::Rebalance::Assigned);
                 let owned = self.signals.lag.assigned();
                 self.signals.assignment_changed(owned, true);
                 tracing::info!(partitions = tpl.count(), owned, "partitions assigned")

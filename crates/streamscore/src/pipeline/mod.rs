@@ -40,7 +40,7 @@ use crate::kafka::source::{
     self, SourceConsumer, SourceContext, SourceError, SourceLinks, SourceStage,
 };
 use crate::model::{CardError, ModelCard};
-use crate::telemetry::LiveStats;
+use crate::telemetry::Counters;
 use crate::telemetry::metrics::{BATCH_TARGET_SIZE, MODEL_INFO};
 use crate::telemetry::signals::PipelineSignals;
 use crate::transform::Transform;
@@ -137,9 +137,9 @@ impl Pipeline {
     pub fn start(
         settings: &Settings,
         keyring: SharedKeyring,
-        stats: Arc<LiveStats>,
+        counters: Arc<Counters>,
     ) -> Result<Self, PipelineError> {
-        Self::start_with_faults(settings, keyring, stats, Arc::default())
+        Self::start_with_faults(settings, keyring, counters, Arc::default())
     }
 
     /// [`Pipeline::start`] with faults a test can arm while it runs.
@@ -147,7 +147,7 @@ impl Pipeline {
     pub fn start_with_faults(
         settings: &Settings,
         keyring: SharedKeyring,
-        stats: Arc<LiveStats>,
+        counters: Arc<Counters>,
         faults: Arc<Faults>,
     ) -> Result<Self, PipelineError> {
         let Prepared {
@@ -184,7 +184,7 @@ impl Pipeline {
             SourceLinks {
                 rewinds: rewind_rx,
                 positions: positions.clone(),
-                stats: stats.clone(),
+                counters: counters.clone(),
                 signals: signals.clone(),
             },
             settings.kafka.request_timeout,
@@ -205,7 +205,7 @@ impl Pipeline {
             score_records(settings, card, encoder),
             sink_config(settings),
             Reporting {
-                stats,
+                counters: counters.clone(),
                 signals: signals.clone(),
             },
         );
@@ -215,6 +215,7 @@ impl Pipeline {
             adaptive,
             failed: upstream_failed,
             faults,
+            counters,
         };
         let workers = spawn_workers(lanes.workers, &links)?;
         let stop = Arc::new(AtomicBool::new(false));

@@ -30,6 +30,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use super::Counters;
 use super::signals::PipelineSignals;
 use crate::keywatch::KeyringStatus;
 
@@ -132,6 +133,7 @@ impl Health {
 #[derive(Clone)]
 struct AppState {
     metrics: PrometheusHandle,
+    counters: Arc<Counters>,
     health: Arc<Health>,
     /// The keys loaded now (a table, so that a removed key loses its series).
     keyring: Option<Arc<KeyringStatus>>,
@@ -141,6 +143,7 @@ struct AppState {
 pub async fn serve(
     listen: SocketAddr,
     metrics: PrometheusHandle,
+    counters: Arc<Counters>,
     health: Arc<Health>,
     keyring: Option<Arc<KeyringStatus>>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
@@ -152,6 +155,7 @@ pub async fn serve(
         .route("/readyz", get(ready))
         .with_state(AppState {
             metrics,
+            counters,
             health,
             keyring,
         });
@@ -163,14 +167,15 @@ pub async fn serve(
     Ok((addr, task))
 }
 
-/// The recorder's metrics, then the consumer lag of the partitions owned
-/// now and the keys loaded now (tables, so that a partition given away or a
-/// key removed loses its series).
+/// The recorder's metrics (histograms and gauges), the counters, then the
+/// consumer lag of the partitions owned now and the keys loaded now (tables,
+/// so that a partition given away or a key removed loses its series).
 async fn render(State(state): State<AppState>) -> String {
     let mut text = super::metrics::render(&state.metrics);
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
     }
+    state.counters.render(&mut text);
     match state.health.signals.get() {
         Some(signals) => signals.lag.render(&mut text, unix_ms()),
         // Before the pipeline starts: the families, with no partition yet.

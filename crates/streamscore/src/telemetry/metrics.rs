@@ -42,16 +42,6 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
-const BATCH_BUCKETS: &[f64] = &[
-    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
-];
-
-/// Label values of `rebalances_total{event}`.
-pub mod rebalance {
-    pub const ASSIGNED: &str = "assigned";
-    pub const REVOKED: &str = "revoked";
-    pub const LOST: &str = "lost";
-}
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 static PROCESS: OnceLock<Collector> = OnceLock::new();
@@ -62,10 +52,7 @@ pub fn install() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-                .and_then(|b| {
-                    b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_BUCKETS)
-                })
-                .expect("bucket lists are non-empty constants")
+                .expect("the bucket list is a non-empty constant")
                 .build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder is installed, in which case ours just stays unused.
@@ -87,32 +74,12 @@ pub fn render(handle: &PrometheusHandle) -> String {
     handle.render()
 }
 
-/// Every counter and the label sets known up front exist at 0 from the
-/// start: `rate()` needs a first sample, and an alert on `absent()` or on an
-/// increase must not mistake "not yet happened" for "not there".
+/// The gauges the alerts read exist from the start, at "nothing yet": no
+/// commit (0 = never), no aborts, no partitions; the pipeline's signals take
+/// them over. (The counters are rendered from [`super::Counters`], at 0 from
+/// the start, since `rate()` needs a first sample and an alert on an
+/// increase must not mistake "not yet happened" for "not there".)
 fn register_at_zero() {
-    use crate::dead_letter::Reason;
-    for name in [
-        CONSUMED,
-        REREAD,
-        SCORED,
-        PRODUCERS_REPLACED,
-        DEAD_LETTER_VALUES_OMITTED,
-        INFERENCE_ERRORS,
-    ] {
-        metrics::counter!(name).increment(0);
-    }
-    for outcome in ["committed", "aborted"] {
-        metrics::counter!(TRANSACTIONS, "outcome" => outcome).increment(0);
-    }
-    for reason in Reason::ALL {
-        metrics::counter!(DEAD_LETTERED, "reason" => reason.as_str()).increment(0);
-    }
-    for event in [rebalance::ASSIGNED, rebalance::REVOKED, rebalance::LOST] {
-        metrics::counter!(REBALANCES, "event" => event).increment(0);
-    }
-    // Gauges the alerts read, at "nothing yet": no commit (0 = never), no
-    // aborts, no partitions. The pipeline's signals take them over.
     for gauge in [
         ASSIGNED_PARTITIONS,
         LAST_COMMIT_TIMESTAMP,
@@ -124,7 +91,7 @@ fn register_at_zero() {
 }
 
 fn describe() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    use metrics::{Unit, describe_gauge, describe_histogram};
     describe_histogram!(
         END_TO_END_LATENCY,
         Unit::Seconds,
@@ -135,37 +102,11 @@ fn describe() {
         Unit::Seconds,
         "Time spent per stage (per record for decrypt/decode, per batch or transaction otherwise)."
     );
-    describe_histogram!(BATCH_SIZE, "Rows per inference batch.");
-    describe_counter!(
-        CONSUMED,
-        "Records read from the input topics, each once (reads after an abort's rewind count in records_reread_total)."
-    );
-    describe_counter!(
-        REREAD,
-        "Records read again after an aborted transaction rewound the source (or a partition came back)."
-    );
     describe_gauge!(
         ASSIGNED_PARTITIONS,
         "Input partitions assigned to this instance, as of the last rebalance callback."
     );
-    describe_counter!(
-        REBALANCES,
-        "Rebalance callbacks by event: partitions assigned, revoked, or lost (taken without a revocation)."
-    );
-    describe_counter!(
-        INFERENCE_ERRORS,
-        "ONNX Runtime calls that failed (each stops the pipeline without committing what is open)."
-    );
     describe_gauge!(BUILD_INFO, "The running build (value 1), by version.");
-    describe_counter!(SCORED, "Records scored and committed to the score topic.");
-    describe_counter!(
-        DEAD_LETTERED,
-        "Records committed to the dead-letter topic, by reason."
-    );
-    describe_counter!(
-        TRANSACTIONS,
-        "Kafka transactions by outcome (committed, aborted)."
-    );
     describe_gauge!(
         LAST_COMMIT_TIMESTAMP,
         Unit::Seconds,
@@ -174,14 +115,6 @@ fn describe() {
     describe_gauge!(
         CONSECUTIVE_ABORTS,
         "Transactions aborted since the last commit (0 while commits succeed)."
-    );
-    describe_counter!(
-        PRODUCERS_REPLACED,
-        "Transactional producers replaced after a commit or abort that could not finish (the new one fences the old)."
-    );
-    describe_counter!(
-        DEAD_LETTER_VALUES_OMITTED,
-        "Dead letters written without the original value because it did not fit kafka.max_message_bytes."
     );
     describe_gauge!(MODEL_INFO, "The model being served (value 1).");
     describe_gauge!(

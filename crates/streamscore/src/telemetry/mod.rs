@@ -1,13 +1,15 @@
-//! Metrics (Prometheus), live counters for the terminal, HTTP endpoints and logs.
+//! Metrics: the counters (kept once, rendered at scrape time), the Prometheus
+//! recorder's histograms and gauges, the HTTP endpoints, logs.
 
+mod counters;
 mod http;
 pub(crate) mod lag;
-mod live;
 pub mod logging;
 pub mod metrics;
 pub(crate) mod signals;
 mod summary;
 
+pub use counters::Counters;
+pub(crate) use counters::Rebalance;
 pub use http::{Health, serve};
-pub use live::LiveStats;
 pub use summary::{SUMMARY_EVERY, Summary};

@@ -2,10 +2,9 @@
 //! know without a dashboard (throughput, dead letters, aborts, latency).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::LiveStats;
+use super::Counters;
 
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
@@ -19,13 +18,13 @@ struct Totals {
 }
 
 impl Totals {
-    fn read(stats: &LiveStats) -> Self {
+    fn read(counters: &Counters) -> Self {
         Self {
-            consumed: stats.consumed.load(Ordering::Relaxed),
-            scored: stats.scored.load(Ordering::Relaxed),
-            dead_lettered: stats.dead_lettered.load(Ordering::Relaxed),
-            committed: stats.transactions_committed.load(Ordering::Relaxed),
-            aborted: stats.transactions_aborted.load(Ordering::Relaxed),
+            consumed: counters.consumed(),
+            scored: counters.scored(),
+            dead_lettered: counters.dead_lettered(),
+            committed: counters.transactions_committed(),
+            aborted: counters.transactions_aborted(),
         }
     }
 }
@@ -44,13 +43,13 @@ pub struct Interval {
 }
 
 pub struct Summary {
-    stats: Arc<LiveStats>,
+    stats: Arc<Counters>,
     last: Totals,
     at: Instant,
 }
 
 impl Summary {
-    pub fn new(stats: Arc<LiveStats>) -> Self {
+    pub fn new(stats: Arc<Counters>) -> Self {
         let last = Totals::read(&stats);
         // Start the latency window now, not at process start.
         let _ = stats.take_latency();
@@ -102,27 +101,29 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dead_letter::Reason;
 
     #[test]
     fn counts_are_since_the_previous_line() {
-        let stats = Arc::new(LiveStats::default());
-        stats.scored.fetch_add(5, Ordering::Relaxed);
+        let stats = Arc::new(Counters::default());
+        stats.committed_transaction(5, []);
         let mut s = Summary::new(stats.clone());
-        stats.scored.fetch_add(7, Ordering::Relaxed);
-        stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        stats.transactions_aborted.fetch_add(2, Ordering::Relaxed);
+        stats.committed_transaction(7, [(Reason::UnknownKey, 1)]);
+        stats.aborted_transaction();
+        stats.aborted_transaction();
         stats.record_latencies_us([10_000, 20_000, 30_000]);
         let first = s.take();
         assert_eq!(
             (
                 first.scored,
                 first.dead_lettered,
+                first.transactions_committed,
                 first.transactions_aborted
             ),
-            (7, 1, 2)
+            (7, 1, 1, 2)
         );
         assert!((first.p50_ms - 20.0).abs() < 0.1, "{first:?}");
-        stats.scored.fetch_add(3, Ordering::Relaxed);
+        stats.committed_transaction(3, []);
         let second = s.take();
         assert_eq!((second.scored, second.dead_lettered), (3, 0));
         assert_eq!(second.p99_ms, 0.0, "no latencies in the second interval");
