@@ -1,7 +1,6 @@
 //! `streamscore-tools`: what surrounds the processor, apart from it: the
 //! embedded demo, the end-to-end benchmark, and the upstream producer.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -82,29 +81,7 @@ enum Command {
         font: PathBuf,
     },
     /// Run the embedded demo against a broker: produce, score, verify.
-    Demo {
-        /// Kafka bootstrap servers (scripts/kafka sets STREAMSCORE_BOOTSTRAP).
-        #[arg(long, env = "STREAMSCORE_BOOTSTRAP")]
-        bootstrap: String,
-        /// Stop after this many events (default: run until Ctrl-C).
-        #[arg(long)]
-        events: Option<u64>,
-        /// Events per second offered.
-        #[arg(long, default_value_t = 2000)]
-        rate: u64,
-        /// Percentage of deliberately bad records (tampered, wrong key, garbage, …).
-        #[arg(long, default_value_t = 3.0)]
-        bad_percent: f64,
-        /// Plaintext format of the synthetic events.
-        #[arg(long, value_enum, default_value_t = Format::Avro)]
-        format: Format,
-        /// Address for /metrics while the demo runs.
-        #[arg(long, default_value = "127.0.0.1:9464")]
-        metrics_listen: SocketAddr,
-        /// TOML file layered over the defaults (batching, model, …).
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    Demo(DemoOptions),
 }
 
 fn main() -> ExitCode {
@@ -171,26 +148,9 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             })
             .await
         }
-        Command::Demo {
-            bootstrap,
-            events,
-            rate,
-            bad_percent,
-            format,
-            metrics_listen,
-            config,
-        } => {
+        Command::Demo(options) => {
             logging::init(LogFormat::Human, "warn,librdkafka=error");
-            demo(DemoOptions {
-                bootstrap,
-                events,
-                rate,
-                bad_percent,
-                format,
-                metrics_listen,
-                config,
-            })
-            .await
+            demo(options).await
         }
     }
 }

@@ -25,17 +25,29 @@ use streamscore::telemetry::{Health, serve};
 use streamscore::{Format, Settings};
 use streamscore::{Keyring, share};
 
+/// `streamscore-tools demo`'s options (its command line, through clap).
+#[derive(Debug, clap::Args)]
 pub struct DemoOptions {
+    /// Kafka bootstrap servers (scripts/kafka sets STREAMSCORE_BOOTSTRAP).
+    #[arg(long, env = "STREAMSCORE_BOOTSTRAP")]
     pub bootstrap: String,
-    /// Stop after this many events; None runs until Ctrl-C.
+    /// Stop after this many events (default: run until Ctrl-C).
+    #[arg(long)]
     pub events: Option<u64>,
     /// Events per second offered.
+    #[arg(long, default_value_t = 2000)]
     pub rate: u64,
-    /// Percentage of deliberately bad records.
+    /// Percentage of deliberately bad records (tampered, wrong key, garbage, …).
+    #[arg(long, default_value_t = 3.0)]
     pub bad_percent: f64,
+    /// Plaintext format of the synthetic events.
+    #[arg(long, value_enum, default_value_t = Format::Avro)]
     pub format: Format,
+    /// Address for /metrics while the demo runs.
+    #[arg(long, default_value = "127.0.0.1:9464")]
     pub metrics_listen: SocketAddr,
-    /// Extra settings layered over the embedded defaults (batching etc.).
+    /// TOML file layered over the defaults (batching, model, …).
+    #[arg(long)]
     pub config: Option<PathBuf>,
 }
 
