@@ -13,7 +13,7 @@ use streamscore::load_schema;
 use streamscore::{Decision, InputDecoder, ScoreEncoder, ScoreResult};
 use streamscore::{DevicePreference, Format};
 use streamscore::{ModelSession, VerifiedModel, init_runtime};
-use streamscore_tools::demo::events::EventFactory;
+use streamscore_tools::events::EventFactory;
 
 /// The repository root: the owning crate is crates/<name>.
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");

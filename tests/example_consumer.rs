@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use streamscore::Faults;
 use streamscore::Format;
-use streamscore_tools::demo::events::{BadKind, EventFactory};
+use streamscore_tools::events::{BadKind, EventFactory};
 
 fn consumer_prints_every_score_once(output: Format, format_arg: &str) {
     let settings = support::settings(
@@ -224,7 +224,7 @@ fn input_headers_never_reach_the_outputs() {
     let mut factory = EventFactory::new(keyring.clone(), Format::Avro, "hdr", 6);
     let good = factory.next(None);
     let bad = factory.next(Some(BadKind::ALL[0]));
-    let producer = streamscore_tools::demo::publish::publisher(&settings).unwrap();
+    let producer = streamscore_tools::publish::publisher(&settings).unwrap();
     for r in [&good, &bad] {
         let headers = OwnedHeaders::new()
             .insert(Header {
@@ -243,7 +243,7 @@ fn input_headers_never_reach_the_outputs() {
         }
         producer.send(record).map_err(|(e, _)| e).unwrap();
     }
-    streamscore_tools::demo::publish::flush(&producer).unwrap();
+    streamscore_tools::publish::flush(&producer).unwrap();
     let report = support::run_and_verify(&settings, keyring, 2);
     assert!(report.exactly_once(), "{}", report.line());
     assert_eq!((report.scored, report.dead_lettered), (1, 1));

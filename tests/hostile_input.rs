@@ -14,7 +14,7 @@ use streamscore::Keyring;
 use streamscore::Transform;
 use streamscore::VerifiedModel;
 use streamscore::load_schema;
-use streamscore_tools::demo::events::EventFactory;
+use streamscore_tools::events::EventFactory;
 
 /// The repository root: the owning crate is crates/<name>.
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
@@ -205,7 +205,7 @@ fn each_edge_case_gets_its_documented_reason() {
                 _ => (k.clone(), v.clone()),
             })
             .collect();
-        streamscore_tools::demo::events::encode_avro(&schema, f, 1).unwrap()
+        streamscore_tools::events::encode_avro(&schema, f, 1).unwrap()
     };
     let (off, on) = (with(false), with(true));
     assert_eq!(
@@ -229,7 +229,7 @@ fn each_edge_case_gets_its_documented_reason() {
             _ => (k.clone(), v.clone()),
         })
         .collect();
-    let huge = streamscore_tools::demo::events::encode_avro(&schema, huge, 1).unwrap();
+    let huge = streamscore_tools::events::encode_avro(&schema, huge, 1).unwrap();
     assert_eq!(
         reason(&w.avro, &w.keyring.seal(&huge, Some(b"k"))),
         "invalid_features"

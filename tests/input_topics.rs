@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use streamscore::Pipeline;
 use streamscore::telemetry::Counters;
 use streamscore::{Format, Settings};
-use streamscore_tools::demo::events::{BadKind, EventFactory, OutRecord};
+use streamscore_tools::events::{BadKind, EventFactory, OutRecord};
 use streamscore_tools::verify::Report;
 
 use support::keyring;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use streamscore::Format;
 use streamscore::Keyring;
-use streamscore_tools::demo::events::EventFactory;
+use streamscore_tools::events::EventFactory;
 
 fn keys(args: &[&str], ring: Option<&Path>) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_streamscore"));

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use streamscore::Format;
 use streamscore::Keyring;
-use streamscore_tools::demo::events::EventFactory;
+use streamscore_tools::events::EventFactory;
 use support::process::{Processor, config_file};
 
 /// Debug renderings that must never reach a field or a message.

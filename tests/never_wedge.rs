@@ -20,8 +20,8 @@ use streamscore::telemetry::Counters;
 use streamscore::telemetry::Health;
 use streamscore::{Format, Settings};
 use streamscore::{Pipeline, PipelineError};
-use streamscore_tools::demo::events::EventFactory;
-use streamscore_tools::demo::publish;
+use streamscore_tools::events::EventFactory;
+use streamscore_tools::publish;
 
 struct Running {
     pipeline: Pipeline,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use streamscore::Decision;
 use streamscore::Format;
 use streamscore::Keyring;
-use streamscore_tools::demo::events::{BadKind, EventFactory, OutRecord};
+use streamscore_tools::events::{BadKind, EventFactory, OutRecord};
 
 use support::keyring;
 
@@ -178,7 +178,7 @@ fn records_over_the_size_limit_are_dead_lettered_as_too_large() {
 fn schema_v1_and_v2_writers_are_scored_side_by_side_and_incompatible_ones_dead_lettered() {
     use apache_avro::types::Value;
     use streamscore::load_schema;
-    use streamscore_tools::demo::events::encode_avro;
+    use streamscore_tools::events::encode_avro;
 
     let mut settings = support::settings("evolution", Format::Avro, Format::Avro);
     let incompatible_path =

@@ -22,7 +22,7 @@ use streamscore::clients::SinkError;
 use streamscore::telemetry::Counters;
 use streamscore::{Format, Settings};
 use streamscore::{Pipeline, PipelineError};
-use streamscore_tools::demo::events::EventFactory;
+use streamscore_tools::events::EventFactory;
 
 const RECORDS: u64 = 300;
 

@@ -14,7 +14,7 @@ use streamscore::Faults;
 use streamscore::Format;
 use streamscore::Pipeline;
 use streamscore::telemetry::Counters;
-use streamscore_tools::demo::events::EventFactory;
+use streamscore_tools::events::EventFactory;
 use support::scrape::{value, value_with};
 
 #[test]

@@ -13,7 +13,7 @@ use streamscore::Format;
 use streamscore::telemetry::Counters;
 use streamscore::{Keyring, share};
 use streamscore::{Pipeline, PipelineError};
-use streamscore_tools::demo::events::EventFactory;
+use streamscore_tools::events::EventFactory;
 use support::broker::OwnBroker;
 
 #[test]

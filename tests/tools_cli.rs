@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use streamscore::Keyring;
 use streamscore::{Format, Settings};
-use streamscore_tools::demo::events::EventFactory;
+use streamscore_tools::events::EventFactory;
 use support::broker::OwnBroker;
 
 fn tools() -> Command {

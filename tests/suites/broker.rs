@@ -1,4 +1,8 @@
-//! Tests against the one broker `make test` starts (or one of their own under plain `cargo test`): the pipeline in process and as its own process, lag, logs, health, preflight, TLS, the Python examples, request errors from librdkafka's mock cluster, re-reads after aborts.
+//! Tests against the one broker `make test` starts (or one of their own under
+//! plain `cargo test`): the pipeline in process and as its own process, the
+//! command line and the keyring tools (their refusals sit beside runs that
+//! must be scored), lag, logs, health, preflight, TLS, the Python examples,
+//! request errors from librdkafka's mock cluster, re-reads after aborts.
 //!
 //! One test binary per group, so librdkafka and ONNX Runtime link once per
 //! group rather than once per file (the files stay one per subject).
@@ -8,12 +12,16 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+#[path = "../cli.rs"]
+mod cli;
 #[path = "../example_consumer.rs"]
 mod example_consumer;
 #[path = "../health.rs"]
 mod health;
 #[path = "../input_topics.rs"]
 mod input_topics;
+#[path = "../keys.rs"]
+mod keys;
 #[path = "../lag.rs"]
 mod lag;
 #[path = "../logs.rs"]

@@ -1,4 +1,4 @@
-//! Tests that need no broker: the command line's refusals, the chart, the alerts, the Dockerfiles, hostile input, inference and the keyring tools.
+//! Tests that need no broker: the chart, the alerts, the Dockerfiles, hostile input and inference.
 //!
 //! One test binary per group, so librdkafka and ONNX Runtime link once per
 //! group rather than once per file (the files stay one per subject).
@@ -10,8 +10,6 @@ mod support;
 
 #[path = "../alerts.rs"]
 mod alerts;
-#[path = "../cli.rs"]
-mod cli;
 #[path = "../docker.rs"]
 mod docker;
 #[path = "../helm_chart.rs"]
@@ -20,5 +18,3 @@ mod helm_chart;
 mod hostile_input;
 #[path = "../inference.rs"]
 mod inference;
-#[path = "../keys.rs"]
-mod keys;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use streamscore::Keyring;
 use streamscore::{Format, Settings};
-use streamscore_tools::demo::events::EventFactory;
+use streamscore_tools::events::EventFactory;
 
 use super::process::{Processor, config_file};
 

@@ -19,8 +19,8 @@ use streamscore::Pipeline;
 use streamscore::telemetry::Counters;
 use streamscore::{Format, Settings};
 use streamscore_tools::admin::create_topics;
-use streamscore_tools::demo::events::OutRecord;
-use streamscore_tools::demo::publish;
+use streamscore_tools::events::OutRecord;
+use streamscore_tools::publish;
 use streamscore_tools::verify::{self, Report};
 
 /// The repository root (the tests belong to crates/streamscore or
@@ -61,11 +61,14 @@ pub fn bootstrap() -> String {
 }
 
 fn start_own_broker() -> String {
-    use std::io::BufRead;
+    use std::io::{BufRead, Write};
     use std::process::{Command, Stdio};
     let pid = std::process::id();
     let name = format!("auto-{pid}");
-    eprintln!(
+    // Straight to stderr: the harness captures `eprintln!` of a passing
+    // test, and this notice is for whoever runs `cargo test`.
+    let _ = writeln!(
+        std::io::stderr(),
         "STREAMSCORE_BOOTSTRAP is not set: starting Kafka broker {name} for this test process \
          (scripts/kafka; `make test` starts one for all)"
     );
@@ -292,12 +295,8 @@ pub fn stream_to(
     rate: u64,
     bad_percent: u32,
 ) -> std::thread::JoinHandle<u64> {
-    let factory = streamscore_tools::demo::events::EventFactory::new(
-        keyring,
-        settings.input.format,
-        "stream",
-        11,
-    );
+    let factory =
+        streamscore_tools::events::EventFactory::new(keyring, settings.input.format, "stream", 11);
     let settings = patient(settings);
     let topic = topic.to_owned();
     std::thread::spawn(move || {

@@ -3,9 +3,16 @@
 //! end-to-end benchmark, the upstream producer (`produce`), the independent
 //! exactly-once verifier, topic creation, and the synthetic event factory
 //! they share. docs/design.md, "Layout".
+//!
+//! Each tool is a public module; what each exposes is chosen there, the rest
+//! is `pub(crate)` (`unreachable_pub` warns).
+
+#![warn(unreachable_pub)]
 
 pub mod admin;
 pub mod bench;
 pub mod demo;
+pub mod events;
 pub mod produce;
+pub mod publish;
 pub mod verify;

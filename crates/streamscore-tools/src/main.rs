@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use streamscore::Keyring;
 use streamscore::telemetry::logging;
 use streamscore::{Format, LogFormat, Settings};
 use streamscore_tools::bench::{self, BenchOptions};
@@ -170,18 +169,18 @@ async fn bench(opts: BenchOptions) -> anyhow::Result<()> {
     let out = opts.out.clone();
     let font = opts.font.clone();
     let results = bench::run(opts).await?;
-    let table = bench::report::render(&results);
+    let table = bench::render_report(&results);
     println!("\n{table}");
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let md = out.join("results.md");
     std::fs::write(&md, &table).with_context(|| format!("cannot write {}", md.display()))?;
     let png = out.join("latency.png");
-    match bench::plot::draw(&results, &png, &font) {
+    match bench::draw_plot(&results, &png, &font) {
         Ok(()) => println!("bench: wrote {} and {}", md.display(), png.display()),
         // The figures stand without the picture; say why it is missing.
         Err(e) => println!("bench: wrote {}; no plot: {e}", md.display()),
     }
-    println!("{}", bench::report::last_line(&results));
+    println!("{}", bench::last_line(&results));
     Ok(())
 }
 
@@ -193,11 +192,11 @@ fn produce(
     schema_id: Option<u32>,
 ) -> anyhow::Result<()> {
     use streamscore::load_schema;
-    use streamscore_tools::demo::publish;
     use streamscore_tools::produce::LineEncoder;
+    use streamscore_tools::publish;
 
     let settings = Settings::load(config.as_deref())?;
-    let keyring = Keyring::from_settings(&settings.keys).context("cannot load the keyring")?;
+    let keyring = settings.keys.load().context("cannot load the keyring")?;
     let format = settings.input.format;
     let writer = match format {
         Format::Json => None,

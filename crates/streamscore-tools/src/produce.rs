@@ -7,7 +7,7 @@ use std::io::BufRead;
 use apache_avro::Schema;
 use apache_avro::types::Value as AvroValue;
 
-use crate::demo::events::OutRecord;
+use crate::events::OutRecord;
 use streamscore::Format;
 use streamscore::Keyring;
 use streamscore::confluent_frame;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub(crate) use crate::codec::Format;
+use crate::envelope::{Keyring, KeyringError};
 pub(crate) use crate::inference::DevicePreference;
 
 /// The shipped defaults, compiled in so the binary runs from any directory.
@@ -286,6 +287,18 @@ pub struct KeySettings {
     /// The variable holding the keyring, when no file is set.
     #[serde(default, deserialize_with = "empty_as_none")]
     pub env: Option<String>,
+}
+
+impl KeySettings {
+    /// Loads the keyring these settings point at: `keys.file`, else the variable `keys.env`.
+    pub fn load(&self) -> Result<Keyring, KeyringError> {
+        match (&self.file, &self.env) {
+            (Some(file), _) => Keyring::from_file(file),
+            (None, Some(var)) => Keyring::from_env(var),
+            // validate() refuses settings with neither.
+            (None, None) => Err(KeyringError::EnvMissing("keys.env".to_owned())),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

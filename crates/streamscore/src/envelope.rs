@@ -164,16 +164,6 @@ impl Keyring {
         Self::from_json(&text)
     }
 
-    /// Loads the keyring the settings point at: `keys.file`, else the variable `keys.env`.
-    pub fn from_settings(keys: &crate::config::KeySettings) -> Result<Self, KeyringError> {
-        match (&keys.file, &keys.env) {
-            (Some(file), _) => Self::from_file(file),
-            (None, Some(var)) => Self::from_env(var),
-            // validate() refuses settings with neither.
-            (None, None) => Err(KeyringError::EnvMissing("keys.env".to_owned())),
-        }
-    }
-
     /// A fresh random keyring with one key, for the demo and tests.
     pub fn generate(id: &str) -> Result<(Self, String), KeyringError> {
         let key = random_key();

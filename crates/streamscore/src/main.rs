@@ -407,7 +407,7 @@ fn write_keyring(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
 /// What `run` refuses before it connects, so `check` refuses it too: the
 /// keyring, and every Kafka client's properties as librdkafka creates them.
 fn refusals_before_connecting(settings: &Settings) -> anyhow::Result<Keyring> {
-    let keyring = Keyring::from_settings(&settings.keys).context("cannot load the keyring")?;
+    let keyring = settings.keys.load().context("cannot load the keyring")?;
     streamscore::clients::create_clients(settings)?;
     Ok(keyring)
 }

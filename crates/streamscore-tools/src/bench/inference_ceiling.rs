@@ -18,7 +18,7 @@ pub struct InferenceCeiling {
 
 /// Runs every session on its own thread for `duration`, like the pipeline's
 /// workers do, and adds up their rows.
-pub fn standalone(
+pub(super) fn standalone(
     sessions: Vec<ModelSession>,
     batch: usize,
     duration: Duration,

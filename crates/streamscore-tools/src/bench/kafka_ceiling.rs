@@ -39,7 +39,7 @@ impl Throughput {
 
 /// Copies `expected` records from the settings' input topics to `output`,
 /// in transactions of one commit interval each.
-pub fn raw_path(
+pub(super) fn raw_path(
     settings: &Settings,
     output: &str,
     expected: u64,

@@ -10,11 +10,14 @@
 //! and prints the figures as ratios of the ceilings. Both pipeline phases are
 //! checked exactly-once by the independent reader before any figure counts.
 
-pub mod inference_ceiling;
-pub mod kafka_ceiling;
-pub mod plot;
-pub mod report;
-pub mod stages;
+mod inference_ceiling;
+mod kafka_ceiling;
+mod plot;
+mod report;
+mod stages;
+
+pub use plot::draw as draw_plot;
+pub use report::{last_line, render as render_report};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,8 +27,8 @@ use std::time::{Duration, Instant};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::admin::create_topics;
-use crate::demo::events::EventFactory;
-use crate::demo::publish::{self, StreamPlan};
+use crate::events::EventFactory;
+use crate::publish::{self, StreamPlan};
 use crate::verify;
 use inference_ceiling::InferenceCeiling;
 use kafka_ceiling::Throughput;

@@ -9,10 +9,10 @@ use streamscore::BatchMode;
 use streamscore::telemetry::metrics::stage;
 
 /// Share of ceiling (a) the pipeline must reach.
-pub const THROUGHPUT_TARGET: f64 = 0.5;
+pub(super) const THROUGHPUT_TARGET: f64 = 0.5;
 
 /// The sweep step closest to half the maximum offered load.
-pub fn half_load(r: &Results) -> Option<&Level> {
+pub(super) fn half_load(r: &Results) -> Option<&Level> {
     r.levels
         .iter()
         .min_by(|a, b| (a.share - 0.5).abs().total_cmp(&(b.share - 0.5).abs()))
@@ -20,7 +20,7 @@ pub fn half_load(r: &Results) -> Option<&Level> {
 
 /// commit interval + 2 × max batch delay + inference p99, in ms: the p99
 /// budget at half load.
-pub fn latency_bound_ms(r: &Results, level: &Level) -> f64 {
+pub(super) fn latency_bound_ms(r: &Results, level: &Level) -> f64 {
     let inference_p99 = level
         .stages
         .stage(stage::INFERENCE)

@@ -4,9 +4,7 @@
 //! second, and finally checks with an independent reader that every event
 //! landed exactly once in the score or dead-letter topic.
 
-pub mod events;
-pub mod publish;
-pub mod status;
+mod status;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,7 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::admin::create_topics;
-use crate::demo::events::EventFactory;
+use crate::events::EventFactory;
+use crate::publish;
 use crate::verify::{self, Report};
 use streamscore::Pipeline;
 use streamscore::telemetry::Counters;

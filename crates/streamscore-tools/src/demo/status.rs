@@ -6,14 +6,14 @@ use streamscore::telemetry::Counters;
 
 /// Counters at the previous tick, to print rates.
 #[derive(Default)]
-pub struct StatusLine {
+pub(super) struct StatusLine {
     last_committed: u64,
     last_batches: u64,
     last_rows: u64,
 }
 
 impl StatusLine {
-    pub fn render(
+    pub(super) fn render(
         &mut self,
         stats: &Counters,
         produced: u64,

@@ -93,7 +93,7 @@ pub struct EventFactory {
     seq: u64,
 }
 
-pub const SCHEMA_V1: &str = include_str!("../../../../schemas/card_transaction.v1.avsc");
+pub const SCHEMA_V1: &str = include_str!("../../../schemas/card_transaction.v1.avsc");
 
 impl EventFactory {
     pub fn new(keyring: std::sync::Arc<Keyring>, format: Format, run: &str, seed: u64) -> Self {

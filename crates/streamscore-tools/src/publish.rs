@@ -10,7 +10,7 @@ use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
-use crate::demo::events::{BadKind, EventFactory, OutRecord};
+use crate::events::{BadKind, EventFactory, OutRecord};
 use streamscore::Settings;
 use streamscore::clients::{Role, TOOL_MESSAGE_TIMEOUT_MS, client_config};
 
