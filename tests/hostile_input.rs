@@ -42,12 +42,14 @@ fn world() -> World {
         InputDecoder::avro(HashMap::from([(1, schema.clone())]), schema),
         avro_plan,
         64 * 1024,
+        Arc::default(),
     );
     let json = Transform::new(
         streamscore::share(keyring.clone()),
         InputDecoder::json(),
         plan,
         64 * 1024,
+        Arc::default(),
     );
     let mut avro_factory = EventFactory::new(keyring.clone(), Format::Avro, "fuzz", 1);
     let json_factory = EventFactory::new(keyring.clone(), Format::Json, "fuzz", 1);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use streamscore::Pipeline;
-use streamscore::telemetry::Counters;
+use streamscore::telemetry::Stats;
 use streamscore::{Format, Settings};
 use streamscore_tools::events::{BadKind, EventFactory, OutRecord};
 use streamscore_tools::verify::Report;
@@ -87,7 +87,7 @@ fn partitions_added_while_running_are_scored_exactly_once() {
     let before = records(&mut factory, 300);
     support::publish_all(&settings, &before);
 
-    let stats = Arc::new(Counters::default());
+    let stats = Arc::new(Stats::default());
     let pipeline = Pipeline::start(&settings, streamscore::share(keys), stats.clone())
         .expect("pipeline starts");
     let wait = |n: u64, within: Duration| {

@@ -108,7 +108,7 @@ fn a_final_transaction_that_aborts_is_told_as_aborted() {
     use std::time::Instant;
     use streamscore::Faults;
     use streamscore::Pipeline;
-    use streamscore::telemetry::Counters;
+    use streamscore::telemetry::Stats;
 
     let captured = Captured::default();
     let writer = captured.clone();
@@ -129,7 +129,7 @@ fn a_final_transaction_that_aborts_is_told_as_aborted() {
     let keyring = support::keyring();
     let mut factory = EventFactory::new(keyring.clone(), Format::Avro, "logs-abort", 8);
     let records: Vec<_> = (0..40).map(|_| factory.next(None)).collect();
-    let stats = Arc::new(Counters::default());
+    let stats = Arc::new(Stats::default());
     let faults = Arc::new(Faults::default());
     let pipeline = Pipeline::start_with_faults(
         &settings,

@@ -16,8 +16,8 @@ use rdkafka::message::Headers;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use streamscore::Faults;
 use streamscore::Keyring;
-use streamscore::telemetry::Counters;
 use streamscore::telemetry::Health;
+use streamscore::telemetry::Stats;
 use streamscore::{Format, Settings};
 use streamscore::{Pipeline, PipelineError};
 use streamscore_tools::events::EventFactory;
@@ -25,7 +25,7 @@ use streamscore_tools::publish;
 
 struct Running {
     pipeline: Pipeline,
-    stats: Arc<Counters>,
+    stats: Arc<Stats>,
     faults: Arc<Faults>,
 }
 
@@ -35,7 +35,7 @@ fn start(settings: &Settings, keyring: &Arc<Keyring>) -> Running {
         streamscore::LogFormat::Human,
         "info,ort=warn,librdkafka=warn",
     );
-    let stats = Arc::new(Counters::default());
+    let stats = Arc::new(Stats::default());
     let faults = Arc::new(Faults::default());
     let pipeline = Pipeline::start_with_faults(
         settings,

@@ -19,7 +19,7 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use streamscore::Faults;
 use streamscore::Keyring;
 use streamscore::clients::SinkError;
-use streamscore::telemetry::Counters;
+use streamscore::telemetry::Stats;
 use streamscore::{Format, Settings};
 use streamscore::{Pipeline, PipelineError};
 use streamscore_tools::events::EventFactory;
@@ -60,10 +60,7 @@ fn mock(name: &str) -> Mock {
 }
 
 /// Runs until `done(stats)` or the pipeline stops on its own; returns the stats and the join result.
-fn run_until(
-    m: &Mock,
-    done: impl Fn(&Counters) -> bool,
-) -> (Arc<Counters>, Result<(), PipelineError>) {
+fn run_until(m: &Mock, done: impl Fn(&Stats) -> bool) -> (Arc<Stats>, Result<(), PipelineError>) {
     run_with_faults(m, |_, _| {}, done)
 }
 
@@ -147,10 +144,10 @@ fn rejected_offset_commit_aborts_rewinds_and_goes_on() {
 /// Runs with faults a test can arm, until `done(stats)` or the pipeline stops.
 fn run_with_faults(
     m: &Mock,
-    arm: impl Fn(&Counters, &Faults),
-    done: impl Fn(&Counters) -> bool,
-) -> (Arc<Counters>, Result<(), PipelineError>) {
-    let stats = Arc::new(Counters::default());
+    arm: impl Fn(&Stats, &Faults),
+    done: impl Fn(&Stats) -> bool,
+) -> (Arc<Stats>, Result<(), PipelineError>) {
+    let stats = Arc::new(Stats::default());
     let faults = Arc::new(Faults::default());
     let pipeline = Pipeline::start_with_faults(
         &m.settings,

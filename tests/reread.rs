@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use streamscore::Faults;
 use streamscore::Format;
 use streamscore::Pipeline;
-use streamscore::telemetry::Counters;
+use streamscore::telemetry::Stats;
 use streamscore_tools::events::EventFactory;
 use support::scrape::{value, value_with};
 
@@ -22,7 +22,7 @@ fn records_read_again_after_aborts_are_counted_as_rereads_not_consumed() {
     let settings = support::settings("reread", Format::Avro, Format::Avro);
     support::create(&settings);
     let keyring = support::keyring();
-    let stats = Arc::new(Counters::default());
+    let stats = Arc::new(Stats::default());
     // Served as `run` serves it, from a runtime of its own on another thread.
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let served = stats.clone();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use streamscore::Format;
-use streamscore::telemetry::Counters;
+use streamscore::telemetry::Stats;
 use streamscore::{Keyring, share};
 use streamscore::{Pipeline, PipelineError};
 use streamscore_tools::events::EventFactory;
@@ -73,7 +73,7 @@ fn the_processor_talks_tls_and_refuses_an_untrusted_broker() {
 
     let ca = broker.tls.as_ref().expect("a TLS listener").1.clone();
     let tls = broker.tls_settings(&plain, &ca);
-    let stats = Arc::new(Counters::default());
+    let stats = Arc::new(Stats::default());
     let pipeline =
         Pipeline::start(&tls, share(keyring), stats.clone()).expect("pipeline starts over TLS");
     let deadline = Instant::now() + Duration::from_secs(60);

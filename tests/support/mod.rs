@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use streamscore::Keyring;
 use streamscore::Pipeline;
-use streamscore::telemetry::Counters;
+use streamscore::telemetry::Stats;
 use streamscore::{Format, Settings};
 use streamscore_tools::admin::create_topics;
 use streamscore_tools::events::OutRecord;
@@ -200,7 +200,7 @@ pub fn keyring() -> Arc<Keyring> {
 }
 
 /// A pipeline's counts on one line, for assertion messages.
-pub fn counts(s: &Counters) -> String {
+pub fn counts(s: &Stats) -> String {
     format!(
         "consumed {}, scored {}, dead-lettered {}, transactions committed {}, aborted {}, producers replaced {}",
         s.consumed(),
@@ -242,7 +242,7 @@ pub fn run_with_faults_and_verify(
     expected: u64,
     faults: Arc<streamscore::Faults>,
 ) -> Report {
-    let stats = Arc::new(Counters::default());
+    let stats = Arc::new(Stats::default());
     let pipeline =
         Pipeline::start_with_faults(settings, streamscore::share(keyring), stats.clone(), faults)
             .expect("pipeline starts");

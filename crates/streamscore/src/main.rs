@@ -12,9 +12,9 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use streamscore::Pipeline;
 use streamscore::keyring_watch::{self as keywatch, KeyringStatus};
-use streamscore::telemetry::{Counters, logging, metrics};
 use streamscore::telemetry::{Health, serve};
 use streamscore::telemetry::{SUMMARY_EVERY, Summary};
+use streamscore::telemetry::{Stats, logging, metrics};
 use streamscore::{Keyring, SharedKeyring, share};
 use streamscore::{LogFormat, Settings};
 
@@ -213,7 +213,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
 
     let health = Arc::new(Health::new(settings.telemetry.stall_timeout));
     let listen = settings.telemetry.listen;
-    let stats = Arc::new(Counters::default());
+    let stats = Arc::new(Stats::default());
     let (addr, _server) = serve(
         listen,
         metrics::install(),
@@ -262,7 +262,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
 async fn start_pipeline(
     settings: &Settings,
     keys: &Keys,
-    stats: Arc<Counters>,
+    stats: Arc<Stats>,
     signals: &mut Signals,
 ) -> anyhow::Result<Result<(Pipeline, bool), anyhow::Error>> {
     let starting = {
@@ -290,7 +290,7 @@ async fn start_pipeline(
 async fn serve_until_stopped(
     pipeline: &Pipeline,
     health: &Health,
-    stats: Arc<Counters>,
+    stats: Arc<Stats>,
     keys: &Keys,
     signals: &mut Signals,
 ) -> bool {
@@ -418,10 +418,7 @@ fn check(config: Option<PathBuf>) -> anyhow::Result<()> {
     let keyring = refusals_before_connecting(&settings)?;
     let prepared = streamscore::prepare(&settings)?;
     let card = &prepared.model.card;
-    let device = prepared
-        .sessions
-        .first()
-        .map_or("cpu", |s| s.device().as_str());
+    let device = prepared.device().as_str();
     let sizes = streamscore::warm_up_sizes(&settings);
     println!(
         "model: {} {} at {}: SHA-256 {} verified, {} features, warmed up on {device} at batch sizes {sizes:?}",

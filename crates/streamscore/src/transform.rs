@@ -2,23 +2,21 @@
 //! plaintext, build the feature row. Every failure is a [`Rejection`] that
 //! sends the record to the dead-letter topic; nothing here can panic on input.
 
+use std::sync::Arc;
 use std::time::Instant;
-
-use metrics::Histogram;
 
 use crate::codec::InputDecoder;
 use crate::dead_letter::{Reason, Rejection};
 use crate::envelope::SharedKeyring;
 use crate::features::{EventMeta, FeaturePlan};
-use crate::telemetry::metrics::{STAGE_DURATION, stage};
+use crate::telemetry::{Stats, Step};
 
 pub struct Transform {
     keyring: SharedKeyring,
     decoder: InputDecoder,
     plan: FeaturePlan,
     max_record_bytes: usize,
-    decrypt_seconds: Histogram,
-    decode_seconds: Histogram,
+    stats: Arc<Stats>,
 }
 
 impl Transform {
@@ -27,14 +25,14 @@ impl Transform {
         decoder: InputDecoder,
         plan: FeaturePlan,
         max_record_bytes: usize,
+        stats: Arc<Stats>,
     ) -> Self {
         Self {
             keyring,
             decoder,
             plan,
             max_record_bytes,
-            decrypt_seconds: metrics::histogram!(STAGE_DURATION, "stage" => stage::DECRYPT),
-            decode_seconds: metrics::histogram!(STAGE_DURATION, "stage" => stage::DECODE),
+            stats,
         }
     }
 
@@ -71,13 +69,13 @@ impl Transform {
         let started = Instant::now();
         let plaintext = self.keyring.load().open(value, key);
         let opened = Instant::now();
-        self.decrypt_seconds.record(opened - started);
+        self.stats.timed(Step::Decrypt, opened - started);
         let plaintext = plaintext?;
         let fields = self.decoder.decode(&plaintext);
         let meta = fields
             .map_err(Rejection::from)
             .and_then(|f| Ok(self.plan.extract(&f, row)?));
-        self.decode_seconds.record(opened.elapsed());
+        self.stats.timed(Step::Decode, opened.elapsed());
         meta
     }
 }
@@ -102,6 +100,7 @@ mod tests {
             InputDecoder::json(),
             FeaturePlan::new(&model.card),
             4096,
+            Arc::default(),
         );
         (t, keyring)
     }

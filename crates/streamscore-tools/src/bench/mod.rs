@@ -24,8 +24,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 
-use metrics_exporter_prometheus::PrometheusHandle;
-
 use crate::admin::create_topics;
 use crate::events::EventFactory;
 use crate::publish::{self, StreamPlan};
@@ -33,7 +31,7 @@ use crate::verify;
 use inference_ceiling::InferenceCeiling;
 use kafka_ceiling::Throughput;
 use stages::Snapshot;
-use streamscore::telemetry::Counters;
+use streamscore::telemetry::Stats;
 use streamscore::{Format, Settings};
 use streamscore::{Keyring, share};
 use streamscore::{Pipeline, prepare};
@@ -141,8 +139,7 @@ pub async fn run(opts: BenchOptions) -> Result<Results, BenchError> {
         ],
     )
     .await?;
-    let handle = streamscore::telemetry::metrics::install();
-    tokio::task::spawn_blocking(move || measure(&opts, settings, &topics, &run_id, &handle))
+    tokio::task::spawn_blocking(move || measure(&opts, settings, &topics, &run_id))
         .await
         .map_err(|e| BenchError::Kafka(format!("the bench thread failed: {e}")))?
 }
@@ -249,7 +246,6 @@ struct Bench<'a> {
     settings: &'a Settings,
     topics: &'a Topics,
     run_id: &'a str,
-    handle: &'a PrometheusHandle,
     source: &'a Source,
 }
 
@@ -258,7 +254,6 @@ fn measure(
     settings: Settings,
     topics: &Topics,
     run_id: &str,
-    handle: &PrometheusHandle,
 ) -> Result<Results, BenchError> {
     let source = Source::new(&settings)?;
     let bench = Bench {
@@ -266,7 +261,6 @@ fn measure(
         settings: &settings,
         topics,
         run_id,
-        handle,
         source: &source,
     };
     bench.publish_backlog()?;
@@ -339,11 +333,7 @@ impl Bench<'_> {
     /// device they run on with it.
     fn inference_ceiling(&self) -> Result<(String, InferenceCeiling), BenchError> {
         let prepared = prepare(self.settings)?;
-        let device = prepared
-            .sessions
-            .first()
-            .map_or("cpu", |s| s.device().as_str())
-            .to_owned();
+        let device = prepared.device().as_str().to_owned();
         let inference = inference_ceiling::standalone(
             prepared.sessions,
             self.settings.batching.max_batch_size as usize,
@@ -361,17 +351,16 @@ impl Bench<'_> {
     fn full_speed(&self) -> Result<FullSpeed, BenchError> {
         let events = self.opts.events;
         let pipe = self.phase("pipeline", &self.topics.backlog, &self.topics.scores);
-        let stats = Arc::new(Counters::default());
-        let before = Snapshot::parse(&self.handle.render());
+        let stats = Arc::new(Stats::default());
         let keyring = share(self.source.keyring.clone());
         let pipeline = Pipeline::start(&pipe, keyring, stats.clone())?;
         let first = wait_for("pipeline", &stats, |s| s.consumed(), 1)?;
-        wait_for("pipeline", &stats, Counters::committed, events)?;
+        wait_for("pipeline", &stats, Stats::committed, events)?;
         let throughput = Throughput {
             rows: events,
             seconds: first.elapsed().as_secs_f64(),
         };
-        let stages = Snapshot::parse(&self.handle.render()).since(&before);
+        let stages = Snapshot::take(&stats);
         let (batches, rows) = stats.batches();
         let mean_batch = rows as f64 / batches.max(1) as f64;
         pipeline.stop();
@@ -393,7 +382,7 @@ impl Bench<'_> {
     /// the next one's latency. Returns the levels and the exactly-once line.
     fn sweep(&self, max_rows_per_second: f64) -> Result<(Vec<Level>, String), BenchError> {
         let sweep = self.phase("sweep", &self.topics.steady, &self.topics.sweep_scores);
-        let stats = Arc::new(Counters::default());
+        let stats = Arc::new(Stats::default());
         let keyring = share(self.source.keyring.clone());
         let pipeline = Pipeline::start(&sweep, keyring, stats.clone())?;
         let max = max_rows_per_second.max(1.0);
@@ -402,7 +391,7 @@ impl Bench<'_> {
         let mut total = self
             .source
             .publish(&self.topics.steady, &warm_up, 8, 100, 1000)?;
-        wait_for("sweep", &stats, Counters::committed, total)?;
+        wait_for("sweep", &stats, Stats::committed, total)?;
         let mut levels = Vec::new();
         for step in 1..=self.opts.levels.max(1) {
             let level = self.sweep_level(&stats, step, max, &mut total)?;
@@ -418,7 +407,7 @@ impl Bench<'_> {
     /// steady topic so far, which is what the pipeline must have committed.
     fn sweep_level(
         &self,
-        stats: &Counters,
+        stats: &Stats,
         step: u32,
         max: f64,
         total: &mut u64,
@@ -429,14 +418,14 @@ impl Bench<'_> {
             .round()
             .max(1.0) as u64;
         stats.take_latency();
-        let before = Snapshot::parse(&self.handle.render());
+        let before = Snapshot::take(stats);
         let t = Instant::now();
         let run = format!("{}-l{step}", self.run_id);
         let seed = u64::from(step) + 100;
         *total += self
             .source
             .publish(&self.topics.steady, &run, seed, events, rate)?;
-        wait_for("sweep", stats, Counters::committed, *total)?;
+        wait_for("sweep", stats, Stats::committed, *total)?;
         let elapsed = t.elapsed().as_secs_f64();
         let latency = stats.take_latency();
         let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
@@ -448,7 +437,7 @@ impl Bench<'_> {
             p50_ms: ms(0.50),
             p95_ms: ms(0.95),
             p99_ms: ms(0.99),
-            stages: Snapshot::parse(&self.handle.render()).since(&before),
+            stages: Snapshot::take(stats).since(&before),
         })
     }
 }
@@ -468,8 +457,8 @@ fn print_level(level: &Level) {
 /// did. A phase without progress for [`STALL`] is an error.
 fn wait_for(
     phase: &'static str,
-    stats: &Counters,
-    progress: impl Fn(&Counters) -> u64,
+    stats: &Stats,
+    progress: impl Fn(&Stats) -> u64,
     target: u64,
 ) -> Result<Instant, BenchError> {
     let mut last = (progress(stats), Instant::now());

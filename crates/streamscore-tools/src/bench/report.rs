@@ -208,7 +208,7 @@ fn latency_row(out: &mut String, l: &Level) {
     let batch = l
         .stages
         .stage(stage::INFERENCE)
-        .map_or(0.0, |s| l.records as f64 / s.count.max(1.0));
+        .map_or(0.0, |s| l.records as f64 / s.count.max(1) as f64);
     let _ = writeln!(
         out,
         "| {:.0}% | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {} | {} |",

@@ -19,7 +19,7 @@ use crate::events::EventFactory;
 use crate::publish;
 use crate::verify::{self, Report};
 use streamscore::Pipeline;
-use streamscore::telemetry::Counters;
+use streamscore::telemetry::Stats;
 use streamscore::telemetry::{Health, serve};
 use streamscore::{Format, Settings};
 use streamscore::{Keyring, share};
@@ -62,7 +62,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Report> {
     let settings = demo_settings(&opts, &run_id)?;
     let input_topic = settings.input.topics[0].clone();
     create_demo_topics(&opts, &settings, &input_topic).await?;
-    let stats = Arc::new(Counters::default());
+    let stats = Arc::new(Stats::default());
     let (health, _server) = serve_metrics(opts.metrics_listen, &settings, &stats).await?;
     let keyring = Arc::new(Keyring::generate("demo-key-1")?.0);
     let pipeline = start_pipeline(&settings, &keyring, &stats, &health).await?;
@@ -114,7 +114,7 @@ async fn create_demo_topics(
 async fn serve_metrics(
     listen: SocketAddr,
     settings: &Settings,
-    counters: &Arc<Counters>,
+    counters: &Arc<Stats>,
 ) -> anyhow::Result<(Arc<Health>, tokio::task::JoinHandle<()>)> {
     let handle = streamscore::telemetry::metrics::install();
     let health = Arc::new(Health::new(settings.telemetry.stall_timeout));
@@ -130,7 +130,7 @@ async fn serve_metrics(
 async fn start_pipeline(
     settings: &Settings,
     keyring: &Arc<Keyring>,
-    stats: &Arc<Counters>,
+    stats: &Arc<Stats>,
     health: &Health,
 ) -> anyhow::Result<Pipeline> {
     let pipeline = {
@@ -208,7 +208,7 @@ impl Producing {
 /// Prints the live line once a second until everything produced is
 /// committed, the pipeline stops on its own, or progress stalls. Ctrl-C only
 /// stops the producer: what was produced still drains, so it can be verified.
-async fn watch(stats: &Counters, pipeline: &Pipeline, producing: &Producing) {
+async fn watch(stats: &Stats, pipeline: &Pipeline, producing: &Producing) {
     let started = Instant::now();
     let mut status = status::StatusLine::default();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));

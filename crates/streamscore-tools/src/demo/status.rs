@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use streamscore::telemetry::Counters;
+use streamscore::telemetry::Stats;
 
-/// Counters at the previous tick, to print rates.
+/// Stats at the previous tick, to print rates.
 #[derive(Default)]
 pub(super) struct StatusLine {
     last_committed: u64,
@@ -15,7 +15,7 @@ pub(super) struct StatusLine {
 impl StatusLine {
     pub(super) fn render(
         &mut self,
-        stats: &Counters,
+        stats: &Stats,
         produced: u64,
         elapsed: Duration,
         interval: Duration,

@@ -9,8 +9,7 @@ use crate::batcher::AdaptiveSize;
 use crate::faults::Faults;
 use crate::inference::{InferenceError, ModelSession};
 use crate::item::Batch;
-use crate::telemetry::Counters;
-use crate::telemetry::metrics::{STAGE_DURATION, stage};
+use crate::telemetry::{Stats, Step};
 
 /// What a worker shares with the other stages.
 #[derive(Clone)]
@@ -20,7 +19,7 @@ pub(crate) struct WorkerLinks {
     /// commits: a hang-up alone reads like a clean shutdown.
     pub failed: Arc<AtomicBool>,
     pub faults: Arc<Faults>,
-    pub counters: Arc<Counters>,
+    pub stats: Arc<Stats>,
 }
 
 /// Scores every batch it receives and passes it on; returns when either side
@@ -39,7 +38,7 @@ pub(crate) fn run(
     let guard = FailOnPanic(&links.failed);
     let result = score_batches(session, &input, &output, &links);
     if let Err(e) = &result {
-        links.counters.inference_failed();
+        links.stats.inference_failed();
         tracing::error!(error = %e, "inference failed; the pipeline stops without committing what is open");
         links.failed.store(true, Ordering::SeqCst);
     }
@@ -66,12 +65,12 @@ fn score_batches(
     output: &SyncSender<Batch>,
     links: &WorkerLinks,
 ) -> Result<(), InferenceError> {
-    let batch_wait = metrics::histogram!(STAGE_DURATION, "stage" => stage::BATCH_WAIT);
-    let inference = metrics::histogram!(STAGE_DURATION, "stage" => stage::INFERENCE);
     while let Ok(mut batch) = input.recv() {
         if batch.rows > 0 {
             let started = Instant::now();
-            batch_wait.record(started - batch.opened_at);
+            links
+                .stats
+                .timed(Step::BatchWait, started - batch.opened_at);
             batch.scores.reserve_exact(batch.rows);
             if links.faults.take_inference_failure() {
                 return Err(InferenceError::Run {
@@ -81,8 +80,8 @@ fn score_batches(
             }
             session.score(&batch.features, batch.rows, &mut batch.scores)?;
             let done = Instant::now();
-            inference.record(done - started);
-            links.counters.batch_scored(batch.rows);
+            links.stats.timed(Step::Inference, done - started);
+            links.stats.batch_scored(batch.rows);
             if let Some(a) = &links.adaptive {
                 // Filling + inference, not queueing: a queue means the stages
                 // after the batcher are behind, and smaller batches would

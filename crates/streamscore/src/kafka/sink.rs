@@ -22,9 +22,8 @@ use crate::item::{BarrierOutcome, Batch, Item, Outcome};
 use crate::kafka::positions::CommittedPositions;
 use crate::kafka::source::SourceConsumer;
 use crate::pipeline::fan::FanIn;
-use crate::telemetry::Counters;
-use crate::telemetry::metrics::{END_TO_END_LATENCY, STAGE_DURATION, stage};
 use crate::telemetry::signals::{PipelineSignals, Stage};
+use crate::telemetry::{Stats, Step};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -176,27 +175,10 @@ struct OpenTransaction {
     dead: HashMap<Reason, u64>,
 }
 
-/// Metric handles looked up once, not per batch or per commit.
-struct SinkMetrics {
-    produce_seconds: metrics::Histogram,
-    commit_seconds: metrics::Histogram,
-    end_to_end_seconds: metrics::Histogram,
-}
-
-impl SinkMetrics {
-    fn new() -> Self {
-        Self {
-            produce_seconds: metrics::histogram!(STAGE_DURATION, "stage" => stage::PRODUCE),
-            commit_seconds: metrics::histogram!(STAGE_DURATION, "stage" => stage::COMMIT),
-            end_to_end_seconds: metrics::histogram!(END_TO_END_LATENCY),
-        }
-    }
-}
-
-/// Where the sink reports to besides its histograms: the counters and the
+/// Where the sink reports to: the stats and the
 /// signals behind /healthz.
 pub(crate) struct Reporting {
-    pub counters: Arc<Counters>,
+    pub stats: Arc<Stats>,
     pub signals: Arc<PipelineSignals>,
 }
 
@@ -232,13 +214,12 @@ impl std::fmt::Display for Failure {
 }
 
 pub(crate) struct Sink {
-    metrics: SinkMetrics,
     producer: SinkProducer,
     factory: ProducerFactory,
     links: SinkLinks,
     records: ScoreRecords,
     config: SinkConfig,
-    counters: Arc<Counters>,
+    stats: Arc<Stats>,
     signals: Arc<PipelineSignals>,
     generation: u64,
     open: Option<OpenTransaction>,
@@ -256,16 +237,15 @@ impl Sink {
         links: SinkLinks,
         records: ScoreRecords,
         config: SinkConfig,
-        Reporting { counters, signals }: Reporting,
+        Reporting { stats, signals }: Reporting,
     ) -> Self {
         Self {
-            metrics: SinkMetrics::new(),
             producer,
             factory,
             links,
             records,
             config,
-            counters,
+            stats,
             signals,
             generation: 0,
             open: None,
@@ -341,7 +321,7 @@ impl Sink {
                     return Ok(());
                 }
             }
-            self.metrics.produce_seconds.record(started.elapsed());
+            self.stats.timed(Step::Produce, started.elapsed());
         }
         if let Some(barrier) = batch.barrier {
             let outcome = self.commit()?;
@@ -477,7 +457,7 @@ impl Sink {
                 return Err(error);
             };
             if omitted == Omitted::Value {
-                self.counters.value_omitted();
+                self.stats.value_omitted();
             }
             tracing::warn!(
                 source_topic = %item.source.topic,
@@ -652,7 +632,7 @@ impl Sink {
     }
 
     fn count_abort(&self) {
-        self.counters.aborted_transaction();
+        self.stats.aborted_transaction();
         self.signals.aborted();
     }
 
@@ -726,7 +706,7 @@ impl Sink {
         drop(std::mem::replace(&mut self.producer, producer));
         // Failures of the old producer belong to the transaction just ended.
         let _ = self.factory.failures.take();
-        self.counters.producer_replaced();
+        self.stats.producer_replaced();
         tracing::info!(attempts, "transactional producer replaced");
         Ok(())
     }
@@ -793,17 +773,11 @@ impl Sink {
         );
         self.signals.set_transaction_open(false);
         self.signals.committed();
-        self.metrics.commit_seconds.record(took);
-        (self.counters).committed_transaction(txn.scored, txn.dead.iter().map(|(r, n)| (*r, *n)));
+        self.stats.timed(Step::Commit, took);
+        (self.stats).committed_transaction(txn.scored, txn.dead.iter().map(|(r, n)| (*r, *n)));
         let now = now_ms();
-        let latency = &self.metrics.end_to_end_seconds;
-        for &ts in &txn.timestamps {
-            latency.record((now - ts).max(0) as f64 / 1000.0);
-        }
-        self.counters.record_latencies_us(
-            txn.timestamps
-                .iter()
-                .map(|&ts| ((now - ts).max(0) as u64) * 1000),
+        self.stats.end_to_end(
+            (txn.timestamps.iter()).map(|&ts| Duration::from_millis((now - ts).max(0) as u64)),
         );
     }
 }

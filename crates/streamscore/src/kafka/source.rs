@@ -20,7 +20,7 @@ use crate::kafka::positions::{CommittedPositions, ReadSpans};
 use crate::pipeline::fan::{Closed, FanOut};
 use crate::telemetry::lag::Read;
 use crate::telemetry::signals::{PipelineSignals, Stage};
-use crate::telemetry::{self, Counters};
+use crate::telemetry::{self, Stats};
 use crate::transform::Transform;
 
 /// The consumer this stage polls; shared with the sink for group metadata.
@@ -52,7 +52,7 @@ pub(crate) struct SourceStage {
     generation: u64,
     rewinds: Receiver<u64>,
     row: Vec<f32>,
-    counters: Arc<Counters>,
+    stats: Arc<Stats>,
     signals: Arc<PipelineSignals>,
     timeout: Duration,
     /// What has been read since the last rewind, and what the sink has
@@ -65,7 +65,7 @@ pub(crate) struct SourceStage {
 pub(crate) struct SourceLinks {
     pub rewinds: Receiver<u64>,
     pub positions: Arc<CommittedPositions>,
-    pub counters: Arc<Counters>,
+    pub stats: Arc<Stats>,
     pub signals: Arc<PipelineSignals>,
 }
 
@@ -84,7 +84,7 @@ impl SourceStage {
             dispatch,
             generation: 0,
             rewinds: links.rewinds,
-            counters: links.counters,
+            stats: links.stats,
             signals: links.signals,
             timeout,
             spans: ReadSpans::default(),
@@ -104,7 +104,7 @@ impl SourceStage {
         // Each record is consumed once; what a rewind reads again is a re-read.
         let read =
             (self.signals.lag).read(&source.topic, source.partition, source.offset, timestamp_ms);
-        self.counters.read(read == Read::First);
+        self.stats.read(read == Read::First);
         self.row.clear();
         let (outcome, has_row) = match self.transform.apply(m.payload(), m.key(), &mut self.row) {
             Ok(meta) => (Outcome::Row(meta), true),
@@ -205,13 +205,13 @@ impl SourceStage {
 pub(crate) struct SourceContext {
     stage: Mutex<SourceStage>,
     signals: Arc<PipelineSignals>,
-    counters: Arc<Counters>,
+    stats: Arc<Stats>,
 }
 
 impl SourceContext {
     pub(crate) fn new(stage: SourceStage, signals: Arc<PipelineSignals>) -> Self {
         Self {
-            counters: stage.counters.clone(),
+            stats: stage.stats.clone(),
             stage: Mutex::new(stage),
             signals,
         }
@@ -270,7 +270,7 @@ impl ConsumerContext for SourceContext {
                 let outcome = self.commit_barrier();
                 self.lock().forget(tpl);
                 self.signals.lag.revoke(tpl);
-                self.counters.rebalanced(if lost {
+                self.stats.rebalanced(if lost {
                     telemetry::Rebalance::Lost
                 } else {
                     telemetry::Rebalance::Revoked
@@ -314,7 +314,7 @@ impl ConsumerContext for SourceContext {
             }
             Rebalance::Assign(tpl) => {
                 self.signals.lag.assign(tpl);
-                self.counters.rebalanced(telemetry::Rebalance::Assigned);
+                self.stats.rebalanced(telemetry::Rebalance::Assigned);
                 let owned = self.signals.lag.assigned();
                 self.signals.assignment_changed(owned, true);
                 tracing::info!(partitions = tpl.count(), owned, "partitions assigned")

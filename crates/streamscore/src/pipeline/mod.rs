@@ -40,7 +40,7 @@ use crate::kafka::source::{
     self, SourceConsumer, SourceContext, SourceError, SourceLinks, SourceStage,
 };
 use crate::model::{CardError, ModelCard};
-use crate::telemetry::Counters;
+use crate::telemetry::Stats;
 use crate::telemetry::metrics::{BATCH_TARGET_SIZE, MODEL_INFO};
 use crate::telemetry::signals::PipelineSignals;
 use crate::transform::Transform;
@@ -137,9 +137,9 @@ impl Pipeline {
     pub fn start(
         settings: &Settings,
         keyring: SharedKeyring,
-        counters: Arc<Counters>,
+        stats: Arc<Stats>,
     ) -> Result<Self, PipelineError> {
-        Self::start_with_faults(settings, keyring, counters, Arc::default())
+        Self::start_with_faults(settings, keyring, stats, Arc::default())
     }
 
     /// [`Pipeline::start`] with faults a test can arm while it runs.
@@ -147,18 +147,11 @@ impl Pipeline {
     pub fn start_with_faults(
         settings: &Settings,
         keyring: SharedKeyring,
-        counters: Arc<Counters>,
+        stats: Arc<Stats>,
         faults: Arc<Faults>,
     ) -> Result<Self, PipelineError> {
-        let Prepared {
-            model,
-            decoder,
-            plan,
-            encoder,
-            sessions,
-        } = prepare(settings)?;
-        let card = &model.card;
-        let device = sessions.first().map_or(Device::Cpu, ModelSession::device);
+        let prepared = prepare(settings)?;
+        let (card, device) = (&prepared.model.card, prepared.device());
         publish_model_info(card, device);
 
         let (producer, factory) = transactional_producer(settings)?;
@@ -169,13 +162,14 @@ impl Pipeline {
         let signals = Arc::new(PipelineSignals::default());
         let (rewind_tx, rewind_rx) = channel();
         let positions = Arc::new(CommittedPositions::default());
-        let lanes = WorkerLanes::new(sessions);
+        let lanes = WorkerLanes::new(prepared.sessions);
         let adaptive = adaptive_size(settings);
         let transform = Transform::new(
             keyring,
-            decoder,
-            plan,
+            prepared.decoder,
+            prepared.plan,
             settings.input.max_record_bytes as usize,
+            stats.clone(),
         );
         let source_stage = SourceStage::new(
             batcher(settings, adaptive.clone(), transform.width()),
@@ -184,7 +178,7 @@ impl Pipeline {
             SourceLinks {
                 rewinds: rewind_rx,
                 positions: positions.clone(),
-                counters: counters.clone(),
+                stats: stats.clone(),
                 signals: signals.clone(),
             },
             settings.kafka.request_timeout,
@@ -202,10 +196,10 @@ impl Pipeline {
                 upstream_failed: upstream_failed.clone(),
                 faults: faults.clone(),
             },
-            score_records(settings, card, encoder),
+            score_records(settings, card, prepared.encoder),
             sink_config(settings),
             Reporting {
-                counters: counters.clone(),
+                stats: stats.clone(),
                 signals: signals.clone(),
             },
         );
@@ -215,7 +209,7 @@ impl Pipeline {
             adaptive,
             failed: upstream_failed,
             faults,
-            counters,
+            stats,
         };
         let workers = spawn_workers(lanes.workers, &links)?;
         let stop = Arc::new(AtomicBool::new(false));

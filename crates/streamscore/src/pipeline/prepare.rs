@@ -8,7 +8,7 @@ use crate::codec::schemas::load_schema;
 use crate::codec::{InputDecoder, ScoreEncoder};
 use crate::config::{BatchMode, Format, Settings};
 use crate::features::FeaturePlan;
-use crate::inference::{self, ModelSession};
+use crate::inference::{self, Device, ModelSession};
 use crate::model::VerifiedModel;
 
 use super::PipelineError;
@@ -22,6 +22,15 @@ pub struct Prepared {
     pub plan: FeaturePlan,
     pub encoder: ScoreEncoder,
     pub sessions: Vec<ModelSession>,
+}
+
+impl Prepared {
+    /// Where the sessions run: the first one's device (they all share one).
+    pub fn device(&self) -> Device {
+        self.sessions
+            .first()
+            .map_or(Device::Cpu, ModelSession::device)
+    }
 }
 
 pub fn prepare(settings: &Settings) -> Result<Prepared, PipelineError> {

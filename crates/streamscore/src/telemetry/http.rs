@@ -30,7 +30,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use super::Counters;
+use super::Stats;
 use super::signals::PipelineSignals;
 use crate::keywatch::KeyringStatus;
 
@@ -133,7 +133,7 @@ impl Health {
 #[derive(Clone)]
 struct AppState {
     metrics: PrometheusHandle,
-    counters: Arc<Counters>,
+    stats: Arc<Stats>,
     health: Arc<Health>,
     /// The keys loaded now (a table, so that a removed key loses its series).
     keyring: Option<Arc<KeyringStatus>>,
@@ -143,7 +143,7 @@ struct AppState {
 pub async fn serve(
     listen: SocketAddr,
     metrics: PrometheusHandle,
-    counters: Arc<Counters>,
+    stats: Arc<Stats>,
     health: Arc<Health>,
     keyring: Option<Arc<KeyringStatus>>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
@@ -155,7 +155,7 @@ pub async fn serve(
         .route("/readyz", get(ready))
         .with_state(AppState {
             metrics,
-            counters,
+            stats,
             health,
             keyring,
         });
@@ -167,7 +167,7 @@ pub async fn serve(
     Ok((addr, task))
 }
 
-/// The recorder's metrics (histograms and gauges), the counters, then the
+/// The recorder's metrics (histograms and gauges), the stats, then the
 /// consumer lag of the partitions owned now and the keys loaded now (tables,
 /// so that a partition given away or a key removed loses its series).
 async fn render(State(state): State<AppState>) -> String {
@@ -175,7 +175,7 @@ async fn render(State(state): State<AppState>) -> String {
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
     }
-    state.counters.render(&mut text);
+    state.stats.render(&mut text);
     match state.health.signals.get() {
         Some(signals) => signals.lag.render(&mut text, unix_ms()),
         // Before the pipeline starts: the families, with no partition yet.

@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 
 use metrics_process::Collector;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 pub const END_TO_END_LATENCY: &str = "streamscore_end_to_end_latency_seconds";
 pub const STAGE_DURATION: &str = "streamscore_stage_duration_seconds";
@@ -38,11 +38,6 @@ pub mod stage {
     pub const COMMIT: &str = "commit";
 }
 
-const LATENCY_BUCKETS: &[f64] = &[
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 static PROCESS: OnceLock<Collector> = OnceLock::new();
 
@@ -50,10 +45,8 @@ static PROCESS: OnceLock<Collector> = OnceLock::new();
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-                .expect("the bucket list is a non-empty constant")
-                .build_recorder();
+            // Gauges only: the counts and histograms are `Stats`'.
+            let recorder = PrometheusBuilder::new().build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder is installed, in which case ours just stays unused.
             let _ = metrics::set_global_recorder(recorder);
@@ -76,7 +69,7 @@ pub fn render(handle: &PrometheusHandle) -> String {
 
 /// The gauges the alerts read exist from the start, at "nothing yet": no
 /// commit (0 = never), no aborts, no partitions; the pipeline's signals take
-/// them over. (The counters are rendered from [`super::Counters`], at 0 from
+/// them over. (The stats are rendered from [`super::Stats`], at 0 from
 /// the start, since `rate()` needs a first sample and an alert on an
 /// increase must not mistake "not yet happened" for "not there".)
 fn register_at_zero() {
@@ -91,17 +84,7 @@ fn register_at_zero() {
 }
 
 fn describe() {
-    use metrics::{Unit, describe_gauge, describe_histogram};
-    describe_histogram!(
-        END_TO_END_LATENCY,
-        Unit::Seconds,
-        "Record timestamp to its transaction committed."
-    );
-    describe_histogram!(
-        STAGE_DURATION,
-        Unit::Seconds,
-        "Time spent per stage (per record for decrypt/decode, per batch or transaction otherwise)."
-    );
+    use metrics::{Unit, describe_gauge};
     describe_gauge!(
         ASSIGNED_PARTITIONS,
         "Input partitions assigned to this instance, as of the last rebalance callback."

@@ -1,15 +1,18 @@
-//! Metrics: the counters (kept once, rendered at scrape time), the Prometheus
-//! recorder's histograms and gauges, the HTTP endpoints, logs.
+//! Metrics: the counts and latency histograms (kept once, in [`Stats`],
+//! rendered at scrape time), the Prometheus recorder's gauges, the HTTP
+//! endpoints, logs.
 
-mod counters;
+mod histogram;
 mod http;
 pub(crate) mod lag;
 pub mod logging;
 pub mod metrics;
 pub(crate) mod signals;
+mod stats;
 mod summary;
 
-pub use counters::Counters;
-pub(crate) use counters::Rebalance;
+pub use histogram::HistogramSnapshot;
 pub use http::{Health, serve};
+pub(crate) use stats::Rebalance;
+pub use stats::{Stats, Step};
 pub use summary::{SUMMARY_EVERY, Summary};

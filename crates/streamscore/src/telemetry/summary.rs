@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::Counters;
+use super::Stats;
 
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
@@ -18,13 +18,13 @@ struct Totals {
 }
 
 impl Totals {
-    fn read(counters: &Counters) -> Self {
+    fn read(stats: &Stats) -> Self {
         Self {
-            consumed: counters.consumed(),
-            scored: counters.scored(),
-            dead_lettered: counters.dead_lettered(),
-            committed: counters.transactions_committed(),
-            aborted: counters.transactions_aborted(),
+            consumed: stats.consumed(),
+            scored: stats.scored(),
+            dead_lettered: stats.dead_lettered(),
+            committed: stats.transactions_committed(),
+            aborted: stats.transactions_aborted(),
         }
     }
 }
@@ -43,13 +43,13 @@ pub struct Interval {
 }
 
 pub struct Summary {
-    stats: Arc<Counters>,
+    stats: Arc<Stats>,
     last: Totals,
     at: Instant,
 }
 
 impl Summary {
-    pub fn new(stats: Arc<Counters>) -> Self {
+    pub fn new(stats: Arc<Stats>) -> Self {
         let last = Totals::read(&stats);
         // Start the latency window now, not at process start.
         let _ = stats.take_latency();
@@ -105,13 +105,13 @@ mod tests {
 
     #[test]
     fn counts_are_since_the_previous_line() {
-        let stats = Arc::new(Counters::default());
+        let stats = Arc::new(Stats::default());
         stats.committed_transaction(5, []);
         let mut s = Summary::new(stats.clone());
         stats.committed_transaction(7, [(Reason::UnknownKey, 1)]);
         stats.aborted_transaction();
         stats.aborted_transaction();
-        stats.record_latencies_us([10_000, 20_000, 30_000]);
+        stats.end_to_end([10, 20, 30].map(Duration::from_millis));
         let first = s.take();
         assert_eq!(
             (

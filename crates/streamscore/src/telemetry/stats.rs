@@ -1,8 +1,8 @@
-//! The processor's counters, kept once. The stages add to them; `/metrics`
-//! renders them at scrape time (as it does the lag table), and the live line,
-//! the minute summary, the demo and the bench read the same atomics, so no
-//! two views of a count can drift apart. The Prometheus recorder keeps the
-//! latency histograms and the gauges.
+//! The processor's counts and latency histograms, kept once. The stages add
+//! to them; `/metrics` renders them at scrape time (as it does the lag
+//! table), and the live line, the minute summary, the demo, the bench and the
+//! tests read the same atomics, so no two views of a figure can drift apart.
+//! The Prometheus recorder keeps only the gauges.
 
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -10,14 +10,59 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use hdrhistogram::Histogram;
 
+use super::histogram::{HistogramSnapshot, LatencyHistogram};
 use super::metrics::{
-    BATCH_SIZE, CONSUMED, DEAD_LETTER_VALUES_OMITTED, DEAD_LETTERED, INFERENCE_ERRORS,
-    PRODUCERS_REPLACED, REBALANCES, REREAD, SCORED, TRANSACTIONS,
+    BATCH_SIZE, CONSUMED, DEAD_LETTER_VALUES_OMITTED, DEAD_LETTERED, END_TO_END_LATENCY,
+    INFERENCE_ERRORS, PRODUCERS_REPLACED, REBALANCES, REREAD, SCORED, STAGE_DURATION, TRANSACTIONS,
 };
 use crate::dead_letter::Reason;
 
 /// Upper bounds of `streamscore_batch_size`'s buckets (rows).
 const BATCH_BUCKETS: [u64; 13] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
+
+/// A timed step of the flow: `stage_duration_seconds{stage}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Opening the envelope, per record.
+    Decrypt,
+    /// Decoding and building the feature row, per record.
+    Decode,
+    /// A batch's wait from opening to its inference (filling, then queueing).
+    BatchWait,
+    /// One inference call.
+    Inference,
+    /// Enqueueing a batch's records into the transaction.
+    Produce,
+    /// Sending the offsets and committing.
+    Commit,
+}
+
+impl Step {
+    pub const ALL: [Step; 6] = [
+        Step::Decrypt,
+        Step::Decode,
+        Step::BatchWait,
+        Step::Inference,
+        Step::Produce,
+        Step::Commit,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        use super::metrics::stage;
+        match self {
+            Step::Decrypt => stage::DECRYPT,
+            Step::Decode => stage::DECODE,
+            Step::BatchWait => stage::BATCH_WAIT,
+            Step::Inference => stage::INFERENCE,
+            Step::Produce => stage::PRODUCE,
+            Step::Commit => stage::COMMIT,
+        }
+    }
+
+    fn index(self) -> usize {
+        Step::ALL.iter().position(|s| *s == self).unwrap_or(0)
+    }
+}
 
 /// What a rebalance callback reported: `rebalances_total{event}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +85,7 @@ impl Rebalance {
 }
 
 #[derive(Debug)]
-pub struct Counters {
+pub struct Stats {
     consumed: AtomicU64,
     reread: AtomicU64,
     scored: AtomicU64,
@@ -57,11 +102,15 @@ pub struct Counters {
     batch_buckets: [AtomicU64; BATCH_BUCKETS.len() + 1],
     batches: AtomicU64,
     batch_rows: AtomicU64,
-    /// End-to-end latency in microseconds since the last `take_latency`.
+    /// Indexed like [`Step::ALL`].
+    steps: [LatencyHistogram; 6],
+    end_to_end: LatencyHistogram,
+    /// The same end-to-end latencies, finer, since the last `take_latency`:
+    /// the live line's and the summary's percentiles of the last interval.
     latency_us: Mutex<Histogram<u64>>,
 }
 
-impl Default for Counters {
+impl Default for Stats {
     fn default() -> Self {
         Self {
             consumed: AtomicU64::new(0),
@@ -77,6 +126,8 @@ impl Default for Counters {
             batch_buckets: Default::default(),
             batches: AtomicU64::new(0),
             batch_rows: AtomicU64::new(0),
+            steps: Default::default(),
+            end_to_end: LatencyHistogram::default(),
             latency_us: Mutex::new(new_histogram()),
         }
     }
@@ -100,7 +151,7 @@ fn reason_index(reason: Reason) -> usize {
 }
 
 /// What the stages count.
-impl Counters {
+impl Stats {
     /// A record read for the first time (`Again`: read again after a rewind).
     pub(crate) fn read(&self, first: bool) {
         add(if first { &self.consumed } else { &self.reread }, 1);
@@ -149,16 +200,23 @@ impl Counters {
         add(&self.batch_rows, rows);
     }
 
-    pub(crate) fn record_latencies_us(&self, values: impl IntoIterator<Item = u64>) {
+    pub(crate) fn timed(&self, step: Step, took: std::time::Duration) {
+        self.steps[step.index()].record(took);
+    }
+
+    /// Records committed: each one's time from its timestamp to the commit.
+    pub(crate) fn end_to_end(&self, latencies: impl IntoIterator<Item = std::time::Duration>) {
         let mut h = self.latency_us.lock().unwrap_or_else(|p| p.into_inner());
-        for v in values {
-            h.saturating_record(v.max(1));
+        for latency in latencies {
+            self.end_to_end.record(latency);
+            let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+            h.saturating_record(us.max(1));
         }
     }
 }
 
 /// What a terminal line, a summary or a test reads.
-impl Counters {
+impl Stats {
     /// Records read from the input topics, each counted once.
     pub fn consumed(&self) -> u64 {
         get(&self.consumed)
@@ -209,6 +267,16 @@ impl Counters {
         (get(&self.batches), get(&self.batch_rows))
     }
 
+    /// The histogram of one step's durations, as /metrics shows it now.
+    pub fn step(&self, step: Step) -> HistogramSnapshot {
+        self.steps[step.index()].snapshot()
+    }
+
+    /// Record timestamp to commit, as /metrics shows it now.
+    pub fn end_to_end_latency(&self) -> HistogramSnapshot {
+        self.end_to_end.snapshot()
+    }
+
     /// Returns the latencies recorded since the previous call and starts afresh.
     pub fn take_latency(&self) -> Histogram<u64> {
         let mut h = self.latency_us.lock().unwrap_or_else(|p| p.into_inner());
@@ -216,8 +284,8 @@ impl Counters {
     }
 }
 
-/// The Prometheus text of every counter, and of the batch-size histogram.
-impl Counters {
+/// The Prometheus text of every counter and histogram.
+impl Stats {
     pub(crate) fn render(&self, out: &mut String) {
         let plain = [
             (CONSUMED, &self.consumed),
@@ -246,6 +314,13 @@ impl Counters {
         let events = Rebalance::ALL.iter().map(|e| e.as_str());
         labelled(out, REBALANCES, "event", events.zip(&self.rebalances));
         self.render_batch_sizes(out);
+        family(out, END_TO_END_LATENCY, "histogram");
+        self.end_to_end.render(out, END_TO_END_LATENCY, "");
+        family(out, STAGE_DURATION, "histogram");
+        for (step, histogram) in Step::ALL.iter().zip(&self.steps) {
+            let labels = format!("stage=\"{}\"", step.as_str());
+            histogram.render(out, STAGE_DURATION, &labels);
+        }
     }
 
     fn render_batch_sizes(&self, out: &mut String) {
@@ -303,6 +378,10 @@ fn help(name: &str) -> &'static str {
             "Dead letters written without the original value because it did not fit kafka.max_message_bytes."
         }
         BATCH_SIZE => "Rows per inference batch.",
+        END_TO_END_LATENCY => "Record timestamp to its transaction committed (seconds).",
+        STAGE_DURATION => {
+            "Time spent per stage, seconds (per record for decrypt/decode, per batch or transaction otherwise)."
+        }
         _ => "",
     }
 }
@@ -318,7 +397,7 @@ mod tests {
 
     #[test]
     fn what_the_stages_count_is_what_metrics_renders() {
-        let c = Counters::default();
+        let c = Stats::default();
         for first in [true, true, true, false] {
             c.read(first);
         }
