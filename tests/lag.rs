@@ -219,6 +219,26 @@ fn lag_comes_down_to_zero_when_a_backlog_is_drained() {
         "each record of the backlog counted once"
     );
     assert_eq!(value(&text, "streamscore_assigned_partitions"), Some(3.0));
+    // The histograms come from the same store as the counters: one latency
+    // per record committed, every record timed through decryption (more if
+    // some were read again), batches counted.
+    assert_eq!(
+        value(&text, "streamscore_end_to_end_latency_seconds_count"),
+        Some(1200.0)
+    );
+    assert!(
+        value_with(
+            &text,
+            "streamscore_stage_duration_seconds_count",
+            "stage",
+            "decrypt"
+        )
+        .is_some_and(|n| n >= 1200.0),
+        "{:?}",
+        samples(&text, "streamscore_stage_duration_seconds_count")
+    );
+    assert!(value(&text, "streamscore_batch_size_count").is_some_and(|n| n >= 1.0));
+    support::scrape::assert_promtool_accepts(&text);
     group.stop_cleanly(again, 1);
 }
 

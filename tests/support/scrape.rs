@@ -104,3 +104,34 @@ fn parse_labels(text: &str) -> BTreeMap<String, String> {
     }
     out
 }
+
+/// `promtool check metrics` on a scrape: the exposition format and
+/// Prometheus's naming lints, as a Prometheus server would meet them.
+pub fn assert_promtool_accepts(text: &str) {
+    use std::io::Write;
+    let promtool = super::root().join(".local/bin/promtool");
+    assert!(
+        promtool.exists(),
+        "{} is missing; run `make setup`",
+        promtool.display()
+    );
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool starts");
+    let mut stdin = child.stdin.take().expect("piped");
+    stdin
+        .write_all(text.as_bytes())
+        .expect("promtool reads the scrape");
+    drop(stdin);
+    let out = child.wait_with_output().expect("promtool finishes");
+    assert!(
+        out.status.success(),
+        "promtool check metrics refused the scrape:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
