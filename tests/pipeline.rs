@@ -186,7 +186,7 @@ fn schema_v1_and_v2_writers_are_scored_side_by_side_and_incompatible_ones_dead_l
     settings
         .input
         .avro_schemas
-        .insert("3".into(), incompatible_path.clone());
+        .insert(3, incompatible_path.clone());
     assert!(
         settings
             .input

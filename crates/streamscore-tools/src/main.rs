@@ -201,7 +201,7 @@ fn produce(
     let writer = match format {
         Format::Json => None,
         Format::Avro => {
-            let ids = settings.avro_schema_ids();
+            let ids = settings.input.avro_schemas.clone();
             let (id, path) = match schema_id {
                 Some(id) => ids.into_iter().find(|(i, _)| *i == id),
                 None => ids.into_iter().find(|(_, p)| *p == settings.input.reader_schema),

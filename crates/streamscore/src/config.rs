@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use strum::VariantNames;
 
 pub(crate) use crate::codec::Format;
 use crate::envelope::{Keyring, KeyringError};
@@ -264,8 +265,9 @@ pub struct InputSettings {
     pub format: Format,
     pub max_record_bytes: u64,
     pub reader_schema: PathBuf,
-    #[serde(default)]
-    pub avro_schemas: HashMap<String, PathBuf>,
+    /// Writer schemas by Confluent id (the TOML table's keys are the ids).
+    #[serde(default, deserialize_with = "schema_ids")]
+    pub avro_schemas: BTreeMap<u32, PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -360,8 +362,19 @@ pub struct BatchingSettings {
 }
 
 /// How the batch size is chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Deserialize,
+    Serialize,
+    strum::VariantNames,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum BatchMode {
     /// Always close a batch at `max_batch_size` rows (or `max_batch_delay_ms`).
     Fixed,
@@ -373,10 +386,7 @@ pub enum BatchMode {
 impl BatchMode {
     /// As the config spells it.
     pub fn as_str(self) -> &'static str {
-        match self {
-            BatchMode::Fixed => "fixed",
-            BatchMode::Adaptive => "adaptive",
-        }
+        self.into()
     }
 }
 
@@ -400,8 +410,19 @@ pub struct ShutdownSettings {
 /// members keep their partitions through a stop until the session times out,
 /// so a restart within it gets them back without a rebalance; a dynamic member
 /// always leaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Deserialize,
+    Serialize,
+    strum::VariantNames,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum LeaveGroup {
     /// Leave on every clean stop: the partitions move to the other members at
     /// once (a scale-down), and a restart costs a rebalance.
@@ -424,8 +445,19 @@ pub struct TelemetrySettings {
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Deserialize,
+    Serialize,
+    strum::VariantNames,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum LogFormat {
     /// JSON off a terminal, human on one.
     Auto,
@@ -433,44 +465,69 @@ pub enum LogFormat {
     Json,
 }
 
-/// Settings with a fixed set of spellings, each with what its refusal says is
-/// allowed. Checked on the raw layers before they are deserialised, so a bad
-/// spelling gets the one-line refusal of every other setting rather than a
-/// serde message; the unit test `every_choice_deserialises` holds this list
-/// and the enums' serde names together.
-const CHOICES: &[(&str, &[&str], &str)] = &[
-    ("input.format", &["avro", "json"], "\"avro\" or \"json\""),
-    ("output.format", &["avro", "json"], "\"avro\" or \"json\""),
-    (
-        "model.device",
-        &["cpu", "cuda", "auto"],
-        "\"cpu\", \"cuda\" or \"auto\"",
-    ),
-    (
-        "batching.mode",
-        &["fixed", "adaptive"],
-        "\"fixed\" or \"adaptive\"",
-    ),
-    (
-        "shutdown.leave_group",
-        &["always", "never"],
-        "\"always\" or \"never\"",
-    ),
-    (
-        "telemetry.log_format",
-        &["auto", "human", "json"],
-        "\"auto\", \"human\" or \"json\"",
-    ),
+/// Settings with a fixed set of spellings, read off their enums (strum's
+/// `VariantNames`, spelled as serde spells them: the unit test
+/// `every_choice_deserialises` holds the two together). Checked on the raw
+/// layers before they are deserialised, so a bad spelling gets the one-line
+/// refusal of every other setting rather than a serde message.
+const CHOICES: &[(&str, &[&str])] = &[
+    ("input.format", Format::VARIANTS),
+    ("output.format", Format::VARIANTS),
+    ("model.device", DevicePreference::VARIANTS),
+    ("batching.mode", BatchMode::VARIANTS),
+    ("shutdown.leave_group", LeaveGroup::VARIANTS),
+    ("telemetry.log_format", LogFormat::VARIANTS),
 ];
+
+/// `"a"`, `"a" or "b"`, `"a", "b" or "c"`: what a refusal says is allowed.
+fn one_of(spellings: &[&str]) -> String {
+    let quoted: Vec<String> = spellings.iter().map(|s| format!("\"{s}\"")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+/// Refuses a key of `input.avro_schemas` that is not a schema id, before
+/// deserialisation would refuse it in serde's words.
+fn check_schema_ids(layers: &config::Config) -> Result<(), ConfigError> {
+    let Ok(table) = layers.get_table("input.avro_schemas") else {
+        return Ok(()); // absent, or not a table: deserialisation says so
+    };
+    for id in table.keys() {
+        if id.parse::<u32>().is_err() {
+            return Err(invalid(
+                &format!("input.avro_schemas.{id}"),
+                id,
+                "a Confluent schema id: an integer from 0 to 4294967295",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn schema_ids<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<u32, PathBuf>, D::Error> {
+    use serde::de::Error;
+    HashMap::<String, PathBuf>::deserialize(d)?
+        .into_iter()
+        .map(|(id, path)| {
+            let parsed = id
+                .parse()
+                .map_err(|_| D::Error::custom(format!("{id} is not a schema id")))?;
+            Ok((parsed, path))
+        })
+        .collect()
+}
 
 /// Refuses a spelling outside [`CHOICES`], and a listen address that is not
 /// one, before deserialisation would refuse it in serde's words.
 fn check_choices(layers: &config::Config) -> Result<(), ConfigError> {
-    for (key, spellings, allowed) in CHOICES {
+    for (key, spellings) in CHOICES {
         if let Ok(value) = layers.get_string(key)
             && !spellings.contains(&value.as_str())
         {
-            return Err(invalid(key, value, allowed));
+            return Err(invalid(key, value, &one_of(spellings)));
         }
     }
     if let Ok(listen) = layers.get_string("telemetry.listen")
@@ -521,6 +578,7 @@ impl Settings {
         let layers = builder.build().map_err(load_error)?;
         check_integer_types(&layers)?;
         check_choices(&layers)?;
+        check_schema_ids(&layers)?;
         let settings: Settings = layers.try_deserialize().map_err(load_error)?;
         settings.validate()?;
         Ok(settings)
@@ -549,23 +607,12 @@ impl Settings {
                 "a non-empty list of topic names of 1..=249 characters from [a-zA-Z0-9._-]",
             ));
         }
-        if self.input.format == Format::Avro {
-            if self.input.avro_schemas.is_empty() {
-                return Err(invalid(
-                    "input.avro_schemas",
-                    "{}",
-                    "at least one schema id mapped to a schema file when input.format = \"avro\"",
-                ));
-            }
-            for id in self.input.avro_schemas.keys() {
-                if id.parse::<u32>().is_err() {
-                    return Err(invalid(
-                        &format!("input.avro_schemas.{id}"),
-                        id,
-                        "a Confluent schema id: an integer from 0 to 4294967295",
-                    ));
-                }
-            }
+        if self.input.format == Format::Avro && self.input.avro_schemas.is_empty() {
+            return Err(invalid(
+                "input.avro_schemas",
+                "{}",
+                "at least one schema id mapped to a schema file when input.format = \"avro\"",
+            ));
         }
         for (key, topic) in [
             ("output.topic", &self.output.topic),
@@ -703,18 +750,6 @@ impl Settings {
             }
         }
         value
-    }
-
-    /// Writer schemas for Avro input by Confluent id (ids were checked in `validate`).
-    pub fn avro_schema_ids(&self) -> Vec<(u32, PathBuf)> {
-        let mut ids: Vec<(u32, PathBuf)> = self
-            .input
-            .avro_schemas
-            .iter()
-            .filter_map(|(id, path)| Some((id.parse().ok()?, path.clone())))
-            .collect();
-        ids.sort();
-        ids
     }
 
     /// Refuses the combination in which leaving would silently not happen.
@@ -891,13 +926,16 @@ mod tests {
         Settings::load_with_env(Some(f.path()), false)
     }
 
-    /// Every spelling [`CHOICES`] lets through deserialises into its enum
-    /// and serialises back to itself, so a spelling the pre-check accepts
-    /// never meets serde's refusal; each key's wrong spelling gets the
-    /// one-line refusal.
+    /// Every spelling [`CHOICES`] lets through (strum's names of each enum)
+    /// deserialises into its enum and serialises back to itself, and every
+    /// variant has a spelling, so the pre-check and serde agree; each key's
+    /// wrong spelling gets the one-line refusal.
     #[test]
     fn every_choice_deserialises() {
-        fn names<T: serde::de::DeserializeOwned + Serialize>(spellings: &[&str]) -> Vec<String> {
+        fn names<T: serde::de::DeserializeOwned + Serialize + VariantNames>(
+            spellings: &[&str],
+        ) -> Vec<String> {
+            assert_eq!(spellings, T::VARIANTS);
             spellings
                 .iter()
                 .map(|s| {
@@ -911,7 +949,7 @@ mod tests {
                 })
                 .collect()
         }
-        for (key, spellings, _) in CHOICES {
+        for (key, spellings) in CHOICES {
             let back = match *key {
                 "input.format" | "output.format" => names::<Format>(spellings),
                 "model.device" => names::<DevicePreference>(spellings),
@@ -922,13 +960,23 @@ mod tests {
             };
             assert_eq!(back, spellings.to_vec(), "{key}");
         }
+        assert_eq!(one_of(&["a"]), "\"a\"");
+        assert_eq!(one_of(&["a", "b", "c"]), "\"a\", \"b\" or \"c\"");
         // A spelling outside the list is refused in the one-line form.
-        for (key, _, allowed) in CHOICES {
+        let err = with_file("[model]\ndevice = \"gpu\"\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config: model.device = gpu is not allowed: \"cpu\", \"cuda\" or \"auto\""
+        );
+        for (key, spellings) in CHOICES {
             let (table, name) = key.split_once('.').unwrap();
             let err = with_file(&format!("[{table}]\n{name} = \"bogus\"\n")).unwrap_err();
             assert_eq!(
                 err.to_string(),
-                format!("config: {key} = bogus is not allowed: {allowed}")
+                format!(
+                    "config: {key} = bogus is not allowed: {}",
+                    one_of(spellings)
+                )
             );
         }
         let err = with_file("[telemetry]\nlisten = \"localhost\"\n").unwrap_err();
@@ -967,11 +1015,30 @@ mod tests {
         );
     }
 
+    /// Schema ids are numbers once loaded; a key that is not one is refused
+    /// in the one-line form, whatever the input format.
+    #[test]
+    fn avro_schema_ids_are_typed() {
+        let s =
+            with_file("[input.avro_schemas]\n7 = \"schemas/card_transaction.v2.avsc\"\n").unwrap();
+        assert!(s.input.avro_schemas.contains_key(&7));
+        for format in ["avro", "json"] {
+            let err = with_file(&format!(
+                "[input]\nformat = \"{format}\"\n[input.avro_schemas]\nv2 = \"x.avsc\"\n"
+            ))
+            .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "config: input.avro_schemas.v2 = v2 is not allowed: a Confluent schema id: an integer from 0 to 4294967295"
+            );
+        }
+    }
+
     #[test]
     fn defaults_are_valid() {
         let s = Settings::load_with_env(None, false).unwrap();
         assert_eq!(s.batching.max_batch_size, 256);
-        assert_eq!(s.avro_schema_ids()[0].0, 1);
+        assert_eq!(s.input.avro_schemas.keys().next(), Some(&1));
         assert_eq!(s.model.device, DevicePreference::Cpu);
     }
 

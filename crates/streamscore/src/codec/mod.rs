@@ -12,8 +12,20 @@ pub(crate) use score::{ModelIdentity, ScoreEncoder, ScoreRecords};
 
 /// The plaintext format inside the envelope, and the score topic's format
 /// (`input.format`, `output.format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Deserialize,
+    Serialize,
+    clap::ValueEnum,
+    strum::VariantNames,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Format {
     Avro,
     Json,
@@ -22,10 +34,7 @@ pub enum Format {
 impl Format {
     /// As the config spells it.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Avro => "avro",
-            Format::Json => "json",
-        }
+        self.into()
     }
 }
 

@@ -32,8 +32,11 @@ pub enum InferenceError {
 
 /// Where `model.device` asks the sessions to run: `auto` takes CUDA when it
 /// is there and says so when it falls back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, strum::VariantNames,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum DevicePreference {
     Cpu,
     Cuda,

@@ -44,8 +44,8 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, PipelineError> {
         Format::Avro => {
             let reader = load_schema(&settings.input.reader_schema)?;
             let mut writers = HashMap::new();
-            for (id, path) in settings.avro_schema_ids() {
-                writers.insert(id, load_schema(&path)?);
+            for (&id, path) in &settings.input.avro_schemas {
+                writers.insert(id, load_schema(path)?);
             }
             let plan = plan.for_avro_reader(card, &reader)?;
             (InputDecoder::avro(writers, reader), plan)
