@@ -79,6 +79,20 @@ pub struct Rejection {
     pub message: String,
 }
 
+impl Rejection {
+    /// A scored record whose score record the broker would refuse (a huge
+    /// key or event id): it goes to the dead letters, where the key and
+    /// value can be left out.
+    pub(crate) fn score_too_large(score_bytes: usize) -> Self {
+        Rejection {
+            reason: Reason::TooLarge,
+            message: format!(
+                "its score record ({score_bytes} bytes and its key) is over kafka.max_message_bytes"
+            ),
+        }
+    }
+}
+
 impl From<EnvelopeError> for Rejection {
     fn from(e: EnvelopeError) -> Self {
         let reason = match e {

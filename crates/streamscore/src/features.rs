@@ -4,6 +4,7 @@ use apache_avro::Schema;
 use apache_avro::types::Value as AvroValue;
 
 use crate::codec::Fields;
+use crate::item::EventMeta;
 use crate::model::ModelCard;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -16,13 +17,6 @@ pub enum FeatureError {
     NotFinite(String),
     #[error("model feature {feature:?} reads field {field:?}, which the reader schema lacks")]
     SchemaLacksField { feature: String, field: String },
-}
-
-/// Identity of an event, read next to its features.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventMeta {
-    pub event_id: String,
-    pub event_time: i64,
 }
 
 pub(crate) const EVENT_ID_FIELD: &str = "event_id";

@@ -5,7 +5,13 @@ use std::sync::mpsc::SyncSender;
 use std::time::Instant;
 
 use crate::dead_letter::Rejection;
-use crate::features::EventMeta;
+
+/// Identity of an event, read next to its features; the score record repeats it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventMeta {
+    pub event_id: String,
+    pub event_time: i64,
+}
 
 /// Where a record was read from; the unit of exactly-once bookkeeping.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

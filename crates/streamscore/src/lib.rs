@@ -14,6 +14,7 @@
 #![warn(unreachable_pub)]
 
 mod batcher;
+mod clock;
 mod codec;
 mod config;
 mod dead_letter;

@@ -8,7 +8,8 @@ use std::time::Instant;
 use crate::codec::InputDecoder;
 use crate::dead_letter::{Reason, Rejection};
 use crate::envelope::SharedKeyring;
-use crate::features::{EventMeta, FeaturePlan};
+use crate::features::FeaturePlan;
+use crate::item::EventMeta;
 use crate::telemetry::{Stats, Step};
 
 pub struct Transform {

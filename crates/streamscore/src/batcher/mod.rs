@@ -122,8 +122,7 @@ impl Batcher {
 mod tests {
     use super::*;
     use crate::dead_letter::{Reason, Rejection};
-    use crate::features::EventMeta;
-    use crate::item::{Outcome, SourceRef};
+    use crate::item::{EventMeta, Outcome, SourceRef};
 
     fn item(offset: i64, dead: bool) -> Item {
         Item {

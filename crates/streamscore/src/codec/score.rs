@@ -5,8 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::Format;
 use crate::codec::{confluent_frame, confluent_unframe};
-use crate::features::EventMeta;
-use crate::item::Item;
+use crate::item::{EventMeta, Item};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Decision {

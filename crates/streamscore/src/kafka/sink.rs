@@ -15,6 +15,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
+use crate::clock::unix_ms;
 use crate::codec::ScoreRecords;
 use crate::dead_letter::{DeadLetter, Omitted, Reason, Rejection};
 use crate::faults::Faults;
@@ -305,7 +306,7 @@ impl Sink {
         if !batch.items.is_empty() {
             let started = Instant::now();
             self.begin(batch.opened_at)?;
-            let scored_at = now_ms();
+            let scored_at = unix_ms();
             let mut scores = batch.scores.iter();
             for item in &batch.items {
                 let score = match item.outcome {
@@ -371,13 +372,7 @@ impl Sink {
                         // The score cannot be written at all (a huge key or
                         // event id): the record goes to the dead letters,
                         // where the key and value can be left out.
-                        let rejection = Rejection {
-                            reason: Reason::TooLarge,
-                            message: format!(
-                                "its score record ({} bytes and its key) is over kafka.max_message_bytes",
-                                payload.len()
-                            ),
-                        };
+                        let rejection = Rejection::score_too_large(payload.len());
                         self.write_dead_letter(item, &rejection, None)
                             .map(|()| Some(Reason::TooLarge))
                             .map_err(produce_failure(&self.config.dead_letter_topic))
@@ -775,7 +770,7 @@ impl Sink {
         self.signals.committed();
         self.stats.timed(Step::Commit, took);
         (self.stats).committed_transaction(txn.scored, txn.dead.iter().map(|(r, n)| (*r, *n)));
-        let now = now_ms();
+        let now = unix_ms();
         self.stats.end_to_end(
             (txn.timestamps.iter()).map(|&ts| Duration::from_millis((now - ts).max(0) as u64)),
         );
@@ -871,13 +866,6 @@ fn fatal(e: &KafkaError) -> bool {
             )
         ),
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::batcher::Batcher;
+use crate::clock::unix_ms;
 use crate::item::{Barrier, BarrierOutcome, Batch, Item, Outcome, SourceRef};
 use crate::kafka::positions::{CommittedPositions, ReadSpans};
 use crate::pipeline::fan::{Closed, FanOut};
@@ -100,7 +101,7 @@ impl SourceStage {
         };
         let now = Instant::now();
         self.signals.record_read(now);
-        let timestamp_ms = m.timestamp().to_millis().unwrap_or_else(now_ms);
+        let timestamp_ms = m.timestamp().to_millis().unwrap_or_else(unix_ms);
         // Each record is consumed once; what a rewind reads again is a re-read.
         let read =
             (self.signals.lag).read(&source.topic, source.partition, source.offset, timestamp_ms);
@@ -394,11 +395,4 @@ fn report_poll_error(consumer: &SourceConsumer, e: &KafkaError) -> Result<(), So
             Ok(())
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

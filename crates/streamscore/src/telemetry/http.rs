@@ -177,20 +177,14 @@ async fn render(State(state): State<AppState>) -> String {
     }
     state.stats.render(&mut text);
     match state.health.signals.get() {
-        Some(signals) => signals.lag.render(&mut text, unix_ms()),
+        Some(signals) => signals.lag.render(&mut text, crate::clock::unix_ms()),
         // Before the pipeline starts: the families, with no partition yet.
-        None => super::lag::LagTable::default().render(&mut text, unix_ms()),
+        None => super::lag::LagTable::default().render(&mut text, crate::clock::unix_ms()),
     }
     if let Some(keyring) = &state.keyring {
         text.push_str(&keyring.render_prometheus());
     }
     text
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn answer(ok: bool, body: serde_json::Value) -> (StatusCode, axum::Json<serde_json::Value>) {

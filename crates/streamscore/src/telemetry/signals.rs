@@ -283,9 +283,7 @@ impl PipelineSignals {
 }
 
 fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    crate::clock::unix_ms().max(0) as u64
 }
 
 impl SignalsView {
