@@ -34,6 +34,9 @@ impl Prepared {
 }
 
 pub fn prepare(settings: &Settings) -> Result<Prepared, PipelineError> {
+    // `Settings` is plain data a host may change after loading it: what the
+    // pipeline runs on is what `Settings::load` would accept.
+    settings.validate()?;
     let model = VerifiedModel::load(&settings.model.card)?;
     // A hostile length prefix must not make the Avro decoder allocate more than a record can hold.
     apache_avro::util::max_allocation_bytes(settings.input.max_record_bytes as usize);
@@ -101,6 +104,22 @@ pub fn warm_up_sizes(settings: &Settings) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Settings changed after loading are checked again before anything runs on them.
+    #[test]
+    fn prepare_refuses_what_load_would() {
+        let mut s = Settings::load_with_env(None, false).unwrap();
+        s.batching.max_batch_size = 0;
+        match prepare(&s) {
+            Err(PipelineError::Config(e)) => assert!(
+                e.to_string()
+                    .starts_with("config: batching.max_batch_size = 0 is not allowed"),
+                "{e}"
+            ),
+            Err(other) => panic!("expected the config refusal, got {other}"),
+            Ok(_) => panic!("expected the config refusal, got a pipeline"),
+        }
+    }
 
     #[test]
     fn warm_up_covers_every_size_a_batch_can_take() {
