@@ -269,3 +269,78 @@ fn an_unbounded_demo_stopped_with_ctrl_c_drains_and_verifies() {
         "{verified:?}\n{seen:#?}"
     );
 }
+
+/// `inference` runs ONNX Runtime alone, without a broker: the fixture rows
+/// against Python's scores, then a table of every batch size asked for.
+#[test]
+fn inference_alone_checks_the_fixtures_and_measures_each_batch_size() {
+    let out = tools()
+        .args(["inference", "--batches", "1,8", "--seconds", "0.05"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("fixtures: cpu: 64 rows"), "{stdout}");
+    for batch in ["1", "8"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| cpu | {batch} |")))
+            .unwrap_or_else(|| panic!("no row for batch {batch}: {stdout}"));
+        let rows_per_second: f64 = row.split('|').nth(3).unwrap().trim().parse().unwrap();
+        assert!(rows_per_second > 0.0, "{row}");
+    }
+}
+
+/// A fixture score the model does not reproduce fails the run, naming the row.
+#[test]
+fn inference_alone_fails_on_a_score_that_differs_from_python() {
+    let path = support::root().join("models/fixtures/fraud_mlp.expected.json");
+    let mut fixture: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let score = fixture["rows"][3]["score"].as_f64().unwrap();
+    fixture["rows"][3]["score"] = serde_json::json!(score + 0.001);
+    let dir = tempfile::tempdir().unwrap();
+    let changed = dir.path().join("expected.json");
+    std::fs::write(&changed, fixture.to_string()).unwrap();
+    let (code, stderr) = refuse(
+        tools()
+            .args(["inference", "--batches", "1", "--fixtures"])
+            .arg(&changed),
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("fixture row fixture-003"), "{stderr}");
+    assert!(stderr.contains("more than 0.00001 apart"), "{stderr}");
+}
+
+/// `--devices cuda` measures on the GPU or fails: never a CPU run under the
+/// GPU's name (here, without CUDA, it fails naming the setting).
+#[test]
+fn inference_alone_on_cuda_runs_there_or_says_why_not() {
+    let out = tools()
+        .args([
+            "inference",
+            "--devices",
+            "cuda",
+            "--batches",
+            "8",
+            "--seconds",
+            "0.05",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    if out.status.success() {
+        assert!(stdout.contains("| cuda | 8 |"), "{stdout}");
+        assert!(!stdout.contains("| cpu |"), "{stdout}");
+    } else {
+        assert!(stderr.contains("model.device = \"cuda\""), "{stderr}");
+        assert!(stdout.is_empty(), "nothing measured: {stdout}");
+    }
+}

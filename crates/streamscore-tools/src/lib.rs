@@ -13,6 +13,7 @@ pub mod admin;
 pub mod bench;
 pub mod demo;
 pub mod events;
+pub mod inference;
 pub mod produce;
 pub mod publish;
 pub mod verify;

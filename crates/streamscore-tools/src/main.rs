@@ -9,9 +9,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use streamscore::telemetry::logging;
-use streamscore::{Format, LogFormat, Settings};
+use streamscore::{DevicePreference, Format, LogFormat, Settings};
 use streamscore_tools::bench::{self, BenchOptions};
 use streamscore_tools::demo::{self, DemoOptions};
+use streamscore_tools::inference::{self, InferenceOptions};
 
 #[derive(Parser)]
 #[command(
@@ -81,6 +82,37 @@ enum Command {
     },
     /// Run the embedded demo against a broker: produce, score, verify.
     Demo(DemoOptions),
+    /// ONNX Runtime alone, no broker: the fixture rows against Python
+    /// onnxruntime's scores, then per-call latency and throughput at each
+    /// batch size on each device (how the GPU is measured against the CPU).
+    Inference {
+        /// TOML file layered over the defaults (model, threads, onnxruntime.library).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Devices, in order: cpu, cuda (a device that does not open fails the run).
+        #[arg(long, value_delimiter = ',', default_value = "cpu", value_parser = device)]
+        devices: Vec<DevicePreference>,
+        /// Batch sizes (rows per call).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "1,8,32,128,512,2048,8192"
+        )]
+        batches: Vec<usize>,
+        /// Seconds of calls at each batch size (at least ten calls).
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+        /// Rows with Python onnxruntime's scores.
+        #[arg(long, default_value = "models/fixtures/fraud_mlp.expected.json")]
+        fixtures: PathBuf,
+    },
+}
+
+fn device(s: &str) -> Result<DevicePreference, String> {
+    match s.parse() {
+        Ok(DevicePreference::Auto) | Err(_) => Err(format!("{s:?}: cpu or cuda")),
+        Ok(device) => Ok(device),
+    }
 }
 
 fn main() -> ExitCode {
@@ -150,6 +182,26 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Demo(options) => {
             logging::init(LogFormat::Human, "warn,librdkafka=error");
             demo(options).await
+        }
+        Command::Inference {
+            config,
+            devices,
+            batches,
+            seconds,
+            fixtures,
+        } => {
+            logging::init(LogFormat::Human, "warn");
+            anyhow::ensure!(seconds > 0.0, "--seconds must be positive");
+            let opts = InferenceOptions {
+                settings: Settings::load(config.as_deref())?,
+                devices,
+                batches,
+                per_batch: Duration::from_secs_f64(seconds),
+                fixtures,
+            };
+            let sweep = tokio::task::spawn_blocking(move || inference::run(&opts)).await??;
+            print!("{}", inference::render(&sweep));
+            Ok(())
         }
     }
 }

@@ -33,7 +33,15 @@ pub enum InferenceError {
 /// Where `model.device` asks the sessions to run: `auto` takes CUDA when it
 /// is there and says so when it falls back.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, strum::VariantNames,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Deserialize,
+    serde::Serialize,
+    strum::VariantNames,
+    strum::EnumString,
 )]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
