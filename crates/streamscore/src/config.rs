@@ -495,12 +495,23 @@ fn check_schema_ids(layers: &config::Config) -> Result<(), ConfigError> {
     let Ok(table) = layers.get_table("input.avro_schemas") else {
         return Ok(()); // absent, or not a table: deserialisation says so
     };
+    let mut seen = std::collections::BTreeSet::new();
     for id in table.keys() {
-        if id.parse::<u32>().is_err() {
+        let key = format!("input.avro_schemas.{id}");
+        let Ok(parsed) = id.parse::<u32>() else {
             return Err(invalid(
-                &format!("input.avro_schemas.{id}"),
+                &key,
                 id,
                 "a Confluent schema id: an integer from 0 to 4294967295",
+            ));
+        };
+        if !seen.insert(parsed) {
+            return Err(invalid(
+                &key,
+                id,
+                &format!(
+                    "schema id {parsed} once (another key of input.avro_schemas is the same id)"
+                ),
             ));
         }
     }
@@ -1022,6 +1033,13 @@ mod tests {
         let s =
             with_file("[input.avro_schemas]\n7 = \"schemas/card_transaction.v2.avsc\"\n").unwrap();
         assert!(s.input.avro_schemas.contains_key(&7));
+        let err = with_file("[input.avro_schemas]\n7 = \"a.avsc\"\n07 = \"b.avsc\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config: input.avro_schemas.") && err.contains("schema id 7 once"),
+            "{err}"
+        );
         for format in ["avro", "json"] {
             let err = with_file(&format!(
                 "[input]\nformat = \"{format}\"\n[input.avro_schemas]\nv2 = \"x.avsc\"\n"

@@ -54,8 +54,10 @@ impl FanIn {
     }
 
     /// The next batch in order, waiting at most `wait` for it. Disconnected
-    /// once the worker whose turn it is has stopped: every worker stops only
-    /// after the source hung up, and what it sent before is read first.
+    /// once the worker whose turn it is has stopped, after what it sent is
+    /// read: at shutdown the workers stop after the source hangs up; a worker
+    /// that failed stops early, with the failure flagged for the sink, which
+    /// then aborts rather than commits.
     pub(crate) fn recv_timeout(&mut self, wait: Duration) -> Result<Batch, RecvTimeoutError> {
         let receiver = (self.receivers.get(self.next)).ok_or(RecvTimeoutError::Disconnected)?;
         let batch = receiver.recv_timeout(wait)?;

@@ -183,6 +183,7 @@ impl Pipeline {
             },
             settings.kafka.request_timeout,
         );
+        let static_member = static_membership(settings);
         let consumer = subscribed_consumer(settings, source_stage, signals.clone())?;
 
         let upstream_failed = Arc::new(AtomicBool::new(false));
@@ -226,7 +227,7 @@ impl Pipeline {
             consumer,
             device,
             signals,
-            static_member: static_membership(settings),
+            static_member,
         })
     }
 

@@ -167,7 +167,7 @@ pub async fn serve(
     Ok((addr, task))
 }
 
-/// The recorder's metrics (histograms and gauges), the stats, then the
+/// The recorder's gauges, the stats (counters and histograms), then the
 /// consumer lag of the partitions owned now and the keys loaded now (tables,
 /// so that a partition given away or a key removed loses its series).
 async fn render(State(state): State<AppState>) -> String {

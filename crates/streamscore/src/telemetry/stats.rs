@@ -152,7 +152,7 @@ fn reason_index(reason: Reason) -> usize {
 
 /// What the stages count.
 impl Stats {
-    /// A record read for the first time (`Again`: read again after a rewind).
+    /// A record read: for the first time, or (`first` false) again after a rewind.
     pub(crate) fn read(&self, first: bool) {
         add(if first { &self.consumed } else { &self.reread }, 1);
     }
