@@ -75,7 +75,8 @@ pub fn run(opts: &InferenceOptions) -> Result<Sweep, InferenceBenchError> {
     let mut sweep = Sweep::default();
     for &preference in &opts.devices {
         let threads = settings.model.intra_op_threads as usize;
-        let mut session = ModelSession::open(&runtime, &model, preference, threads)?;
+        let cuda = &settings.model.cuda;
+        let mut session = ModelSession::open_with(&runtime, &model, preference, threads, cuda)?;
         let device = session.device().as_str();
         let worst = compare(&mut session, device, &rows, &want)?;
         sweep.fixtures.push((device, want.len(), worst));

@@ -13,6 +13,7 @@ use strum::VariantNames;
 pub(crate) use crate::codec::Format;
 use crate::envelope::{Keyring, KeyringError};
 pub(crate) use crate::inference::DevicePreference;
+use crate::inference::{ConvAlgorithmSearch, CudaOptions};
 
 /// The shipped defaults, compiled in so the binary runs from any directory.
 pub(crate) const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
@@ -78,6 +79,13 @@ pub(crate) const RANGES: &[Range] = &[
     },
     range("model.sessions", 1, 64),
     range("model.intra_op_threads", 1, 64),
+    range("model.cuda.device_id", 0, 64),
+    Range {
+        key: "model.cuda.memory_limit_bytes",
+        min: 0,
+        max: Max::Value(1 << 40),
+        why: "bytes; 0 for no limit, at most 1 TiB",
+    },
     range("batching.max_batch_size", 1, 65_536),
     Range {
         key: "batching.min_batch_size",
@@ -311,6 +319,8 @@ pub struct ModelSettings {
     pub sessions: u32,
     pub intra_op_threads: u32,
     pub threshold: Option<f64>,
+    /// With `device` cuda or auto only.
+    pub cuda: CudaOptions,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -474,6 +484,10 @@ const CHOICES: &[(&str, &[&str])] = &[
     ("input.format", Format::VARIANTS),
     ("output.format", Format::VARIANTS),
     ("model.device", DevicePreference::VARIANTS),
+    (
+        "model.cuda.conv_algorithm_search",
+        ConvAlgorithmSearch::VARIANTS,
+    ),
     ("batching.mode", BatchMode::VARIANTS),
     ("shutdown.leave_group", LeaveGroup::VARIANTS),
     ("telemetry.log_format", LogFormat::VARIANTS),
@@ -964,6 +978,7 @@ mod tests {
             let back = match *key {
                 "input.format" | "output.format" => names::<Format>(spellings),
                 "model.device" => names::<DevicePreference>(spellings),
+                "model.cuda.conv_algorithm_search" => names::<ConvAlgorithmSearch>(spellings),
                 "batching.mode" => names::<BatchMode>(spellings),
                 "shutdown.leave_group" => names::<LeaveGroup>(spellings),
                 "telemetry.log_format" => names::<LogFormat>(spellings),
@@ -1384,14 +1399,24 @@ mod tests {
     #[test]
     fn every_integer_setting_is_declared() {
         let defaults = serde_json::to_value(Settings::load_with_env(None, false).unwrap()).unwrap();
-        let mut integers = Vec::new();
-        for (section, table) in defaults.as_object().unwrap() {
-            for (name, value) in table.as_object().unwrap() {
-                if value.is_u64() || value.is_i64() {
-                    integers.push(format!("{section}.{name}"));
+        fn walk(path: &str, value: &serde_json::Value, integers: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(table) => {
+                    for (name, value) in table {
+                        let path = if path.is_empty() {
+                            name.clone()
+                        } else {
+                            format!("{path}.{name}")
+                        };
+                        walk(&path, value, integers);
+                    }
                 }
+                v if v.is_u64() || v.is_i64() => integers.push(path.to_owned()),
+                _ => {}
             }
         }
+        let mut integers = Vec::new();
+        walk("", &defaults, &mut integers);
         let mut declared: Vec<String> = RANGES.iter().map(|r| r.key.to_owned()).collect();
         integers.sort();
         declared.sort();

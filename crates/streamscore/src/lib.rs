@@ -47,7 +47,8 @@ pub use codec::{Format, confluent_frame};
 pub use features::FeaturePlan;
 pub use inference::Runtime;
 pub use inference::session::{
-    Device, DevicePreference, InferenceError, ModelSession, init_runtime,
+    ConvAlgorithmSearch, CudaOptions, Device, DevicePreference, InferenceError, ModelSession,
+    init_runtime,
 };
 pub use model::VerifiedModel;
 pub use transform::Transform;

@@ -5,4 +5,7 @@ pub(crate) mod worker;
 
 /// A loaded ONNX Runtime (its environment); one per process.
 pub use ort::environment::Environment as Runtime;
-pub(crate) use session::{Device, DevicePreference, InferenceError, ModelSession, init_runtime};
+pub(crate) use session::{
+    ConvAlgorithmSearch, CudaOptions, Device, DevicePreference, InferenceError, ModelSession,
+    init_runtime,
+};

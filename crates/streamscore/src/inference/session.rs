@@ -51,6 +51,42 @@ pub enum DevicePreference {
     Auto,
 }
 
+/// The CUDA execution provider's options (`[model.cuda]`); the CPU ignores them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CudaOptions {
+    /// The GPU, as CUDA numbers them (after `CUDA_VISIBLE_DEVICES`).
+    pub device_id: u32,
+    /// Most bytes ONNX Runtime's CUDA memory arena may hold; 0: no limit.
+    pub memory_limit_bytes: u64,
+    pub conv_algorithm_search: ConvAlgorithmSearch,
+}
+
+impl Default for CudaOptions {
+    fn default() -> Self {
+        Self {
+            device_id: 0,
+            memory_limit_bytes: 0,
+            conv_algorithm_search: ConvAlgorithmSearch::Default,
+        }
+    }
+}
+
+/// How cuDNN picks convolution algorithms. `default` searches nothing: right
+/// for MLPs and tree ensembles, which have no convolutions, so the first
+/// batch of each shape does not pay for a search. ONNX Runtime's own default
+/// is `exhaustive` (every algorithm benchmarked on first use).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, strum::VariantNames,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum ConvAlgorithmSearch {
+    Default,
+    Heuristic,
+    Exhaustive,
+}
+
 /// Where a session actually runs, after any fallback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Device {
@@ -103,13 +139,31 @@ pub struct ModelSession {
 }
 
 impl ModelSession {
-    /// Builds a session. `auto` and `cuda` try the CUDA execution provider and
-    /// fall back to CPU with a log line when it does not load.
+    /// [`ModelSession::open_with`] the CUDA provider's default options.
     pub fn open(
         env: &Environment,
         model: &VerifiedModel,
         preference: DevicePreference,
         intra_op_threads: usize,
+    ) -> Result<Self, InferenceError> {
+        Self::open_with(
+            env,
+            model,
+            preference,
+            intra_op_threads,
+            &CudaOptions::default(),
+        )
+    }
+
+    /// Builds a session. `auto` and `cuda` try the CUDA execution provider
+    /// (with `cuda`'s options) and `auto` falls back to CPU with a log line
+    /// when it does not load.
+    pub fn open_with(
+        env: &Environment,
+        model: &VerifiedModel,
+        preference: DevicePreference,
+        intra_op_threads: usize,
+        cuda: &CudaOptions,
     ) -> Result<Self, InferenceError> {
         let model_name = model.model_path.display().to_string();
         let err = |e: ort::Error| InferenceError::Session {
@@ -120,7 +174,7 @@ impl ModelSession {
             DevicePreference::Cpu => Device::Cpu,
             DevicePreference::Cuda | DevicePreference::Auto => Device::Cuda,
         };
-        let session = match (device, build(env, model, intra_op_threads, device)) {
+        let session = match (device, build(env, model, intra_op_threads, device, cuda)) {
             (_, Ok(session)) => Ok((session, device)),
             // A pod that reserved a GPU and runs on CPU is a silent waste (and
             // far slower than it was sized for): `cuda` is a promise, so a
@@ -132,7 +186,7 @@ impl ModelSession {
             }
             (Device::Cuda, Err(cuda_err)) => {
                 tracing::info!(reason = %cuda_err, "CUDA execution provider not available; model.device = \"auto\" falls back to CPU");
-                build(env, model, intra_op_threads, Device::Cpu).map(|s| (s, Device::Cpu))
+                build(env, model, intra_op_threads, Device::Cpu, cuda).map(|s| (s, Device::Cpu))
             }
             (Device::Cpu, Err(e)) => Err(e),
         };
@@ -218,6 +272,7 @@ fn build(
     model: &VerifiedModel,
     intra_op_threads: usize,
     device: Device,
+    cuda: &CudaOptions,
 ) -> ort::Result<Session> {
     let mut builder = Session::builder(env)?
         .with_optimization_level(GraphOptimizationLevel::Level3)?
@@ -227,8 +282,24 @@ fn build(
         .with_intra_op_spinning(false)?
         .with_inter_op_spinning(false)?;
     if device == Device::Cuda {
-        builder = builder
-            .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])?;
+        builder =
+            builder.with_execution_providers([cuda_provider(cuda).build().error_on_failure()])?;
     }
     builder.commit_from_file(&model.model_path)
+}
+
+fn cuda_provider(options: &CudaOptions) -> ort::ep::CUDA {
+    use ort::ep::cuda::ConvAlgorithmSearch as Search;
+    let search = match options.conv_algorithm_search {
+        ConvAlgorithmSearch::Default => Search::Default,
+        ConvAlgorithmSearch::Heuristic => Search::Heuristic,
+        ConvAlgorithmSearch::Exhaustive => Search::Exhaustive,
+    };
+    let provider = ort::ep::CUDA::default()
+        .with_device_id(i32::try_from(options.device_id).unwrap_or(i32::MAX))
+        .with_conv_algorithm_search(search);
+    match usize::try_from(options.memory_limit_bytes) {
+        Ok(0) | Err(_) => provider,
+        Ok(limit) => provider.with_memory_limit(limit),
+    }
 }

@@ -64,11 +64,12 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, PipelineError> {
     let runtime = inference::init_runtime(&settings.onnxruntime_library())?;
     let mut sessions = Vec::new();
     for _ in 0..settings.model.sessions {
-        let mut session = ModelSession::open(
+        let mut session = ModelSession::open_with(
             &runtime,
             &model,
             settings.model.device,
             settings.model.intra_op_threads as usize,
+            &settings.model.cuda,
         )?;
         session.warm_up(&warm_up_sizes(settings))?;
         sessions.push(session);
