@@ -43,22 +43,12 @@ const SCALE_TO_ZERO: Variant = Variant {
 
 const VARIANTS: [Variant; 2] = [DEFAULT, SCALE_TO_ZERO];
 
-fn tool(path: &str, what: &str) -> PathBuf {
-    let path = support::root().join(path);
-    assert!(
-        path.exists(),
-        "{} is missing: {what}; run `make setup`",
-        path.display()
-    );
-    path
-}
-
 fn promtool() -> PathBuf {
-    tool(".local/bin/promtool", "the alert tests need promtool")
+    support::tool(".local/bin/promtool", "the alert tests need promtool")
 }
 
 fn python() -> PathBuf {
-    tool(
+    support::tool(
         ".local/venv/bin/python",
         "the alert tests render the chart with helm-python-sdk",
     )

@@ -194,6 +194,17 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// A tool `make setup` installs under the repository, or a failure saying so.
+pub fn tool(path: &str, what: &str) -> PathBuf {
+    let path = root().join(path);
+    assert!(
+        path.exists(),
+        "{} is missing: {what}; run `make setup`",
+        path.display()
+    );
+    path
+}
+
 /// A fresh single-key keyring.
 pub fn keyring() -> Arc<Keyring> {
     Arc::new(Keyring::generate("test-key").unwrap().0)

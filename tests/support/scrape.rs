@@ -109,12 +109,7 @@ fn parse_labels(text: &str) -> BTreeMap<String, String> {
 /// Prometheus's naming lints, as a Prometheus server would meet them.
 pub fn assert_promtool_accepts(text: &str) {
     use std::io::Write;
-    let promtool = super::root().join(".local/bin/promtool");
-    assert!(
-        promtool.exists(),
-        "{} is missing; run `make setup`",
-        promtool.display()
-    );
+    let promtool = super::tool(".local/bin/promtool", "the scrape is checked with promtool");
     let mut child = std::process::Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
