@@ -240,10 +240,6 @@ impl Stats {
         self.dead_lettered.iter().map(get).sum()
     }
 
-    pub fn dead_lettered_for(&self, reason: Reason) -> u64 {
-        get(&self.dead_lettered[reason_index(reason)])
-    }
-
     /// Every record whose result (score or dead letter) is committed.
     pub fn committed(&self) -> u64 {
         self.scored() + self.dead_lettered()
@@ -273,11 +269,6 @@ impl Stats {
     /// The histogram of one step's durations, as /metrics shows it now.
     pub fn step(&self, step: Step) -> HistogramSnapshot {
         self.steps[step.index()].snapshot()
-    }
-
-    /// Record timestamp to commit, as /metrics shows it now.
-    pub fn end_to_end_latency(&self) -> HistogramSnapshot {
-        self.end_to_end.snapshot()
     }
 
     /// Returns the latencies recorded since the previous call and starts afresh.
@@ -406,6 +397,26 @@ mod tests {
     }
 
     #[test]
+    fn histograms_render_with_their_stage_labels() {
+        let c = Stats::default();
+        // The histograms: a stage's label on each series, every stage at 0
+        // from the start, one end-to-end latency per committed record.
+        c.timed(Step::Commit, std::time::Duration::from_millis(3));
+        c.end_to_end([40, 50].map(std::time::Duration::from_millis));
+        let mut text = String::new();
+        c.render(&mut text);
+        let commits = format!("{STAGE_DURATION}_count{{stage=\"commit\"}}");
+        assert_eq!(sample(&text, &commits), Some(1.0));
+        let decrypts = format!("{STAGE_DURATION}_count{{stage=\"decrypt\"}}");
+        assert_eq!(sample(&text, &decrypts), Some(0.0));
+        assert_eq!(
+            sample(&text, &format!("{END_TO_END_LATENCY}_count")),
+            Some(2.0)
+        );
+        assert_eq!(c.step(Step::Commit).count, 1);
+    }
+
+    #[test]
     fn what_the_stages_count_is_what_metrics_renders() {
         let c = Stats::default();
         for first in [true, true, true, false] {
@@ -476,6 +487,8 @@ mod tests {
             TRANSACTIONS,
             REBALANCES,
             BATCH_SIZE,
+            END_TO_END_LATENCY,
+            STAGE_DURATION,
         ] {
             assert_eq!(
                 text.matches(&format!("# TYPE {name} ")).count(),
