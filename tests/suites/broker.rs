@@ -16,6 +16,8 @@ mod support;
 mod cli;
 #[path = "../example_consumer.rs"]
 mod example_consumer;
+#[path = "../group_commit.rs"]
+mod group_commit;
 #[path = "../health.rs"]
 mod health;
 #[path = "../input_topics.rs"]

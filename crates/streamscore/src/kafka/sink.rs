@@ -164,10 +164,13 @@ impl ProducerFactory {
 
 /// The transaction being filled.
 struct OpenTransaction {
-    /// When its oldest record was read (its batch opened): the commit
-    /// interval counts from there, not from when the sink first saw it, so
-    /// batch wait, inference and queueing come out of the interval.
+    /// When its oldest record was read (its batch opened): at light load the
+    /// commit interval counts from there, not from when the sink first saw
+    /// it, so batch wait, inference and queueing come out of the interval.
     oldest_read: Instant,
+    /// When the sink began it: under load it stays open for a while of its
+    /// own whatever its records' age (group commit, see [`Sink::due`]).
+    began: Instant,
     /// Next offset to consume, per input partition.
     offsets: HashMap<(Arc<str>, i32), i64>,
     /// Record timestamps (ms), for end-to-end latency once committed.
@@ -262,9 +265,7 @@ impl Sink {
         loop {
             self.signals.beat(Stage::Sink);
             let wait = match &self.open {
-                Some(t) => {
-                    (t.oldest_read + self.fill_time()).saturating_duration_since(Instant::now())
-                }
+                Some(t) => self.due(t).saturating_duration_since(Instant::now()),
                 None => Duration::from_millis(100),
             };
             match results.recv_timeout(wait) {
@@ -275,13 +276,31 @@ impl Sink {
             if self
                 .open
                 .as_ref()
-                .is_some_and(|t| t.oldest_read.elapsed() >= self.fill_time())
+                .is_some_and(|t| Instant::now() >= self.due(t))
             {
                 self.commit()?;
             }
         }
         self.commit()?;
         Ok(())
+    }
+
+    /// When the open transaction closes: once its oldest record has waited
+    /// the fill time, but never before the transaction itself has been open
+    /// for half of it.
+    ///
+    /// The second bound is group commit. Records that queued while the
+    /// previous commit ran are already old when their transaction begins; a
+    /// transaction that closed on their age alone would commit after one
+    /// batch, the next batches would queue behind that commit and age in
+    /// turn, and a backlog would drain one batch per commit for good (the
+    /// collapse after a pause, issue 14). Counted from its own start, a
+    /// transaction takes everything that queued during the last commit plus
+    /// what arrives in its own time: small at light load, where the first
+    /// bound rules and latency stays within the interval, large under load.
+    fn due(&self, txn: &OpenTransaction) -> Instant {
+        let fill = self.fill_time();
+        (txn.oldest_read + fill).max(txn.began + fill / 2)
     }
 
     /// How long a transaction takes records, counted from its oldest record's
@@ -339,6 +358,7 @@ impl Sink {
             self.signals.set_transaction_open(true);
             self.open = Some(OpenTransaction {
                 oldest_read: read_at,
+                began: Instant::now(),
                 offsets: HashMap::new(),
                 timestamps: Vec::new(),
                 scored: 0,
