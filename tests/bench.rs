@@ -23,6 +23,7 @@ fn bench_prints_both_ceilings_the_sweep_and_its_last_line() {
             .current_dir(support::root())
             .args(["bench", "--events", "3000", "--levels", "2"])
             .args(["--level-seconds", "1", "--inference-seconds", "0.3"])
+            .args(["--light-rate", "500"])
             .arg("--config")
             .arg(&config)
             .arg("--out")
@@ -40,7 +41,18 @@ fn bench_prints_both_ceilings_the_sweep_and_its_last_line() {
         "| inference | batch | ",
         "| commit | transaction | ",
         "- pipeline: verified: 3000 produced, 3000 scored, 0 dead-lettered, 0 lost, 0 duplicated",
-        "- Throughput ≥ 50% of the kafka ceiling: ",
+        "- Throughput ≥ 85% of the kafka ceiling: ",
+        "### Scenarios: `streamscore run` as its own process",
+        "| 100 ms | ",
+        "| 10 ms | ",
+        "Pause: SIGSTOP for 1.5 s a third of the way through the backlog.",
+        "- cold backlog and steady ≥ 85% of the kafka ceiling: ",
+        "- commit_interval_ms = 10: p99 ≤ 30 ms at 500 rows/s: ",
+        "- idle ≤ 2% of a core: ",
+        "- ready ≤ 2 s: ",
+        "- service: verified: 4000 produced, 4000 scored, 0 dead-lettered, 0 lost, 0 duplicated",
+        "- pause: verified: 3000 produced, 3000 scored, 0 dead-lettered, 0 lost, 0 duplicated",
+        "- short: verified: 4000 produced, 4000 scored, 0 dead-lettered, 0 lost, 0 duplicated",
         "- p99 at 50% load ≤ commit interval 100 ms + 2 × max delay 5 ms + inference p99 = ",
     ] {
         assert!(

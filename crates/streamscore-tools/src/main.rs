@@ -67,6 +67,10 @@ enum Command {
         /// Seconds of standalone ONNX Runtime inference for its ceiling.
         #[arg(long, default_value_t = 3.0)]
         inference_seconds: f64,
+        /// Records/s of the light-load scenarios (latency and CPU per record
+        /// of the service as its own process).
+        #[arg(long, default_value_t = 5_000)]
+        light_rate: u64,
         /// TOML file layered over the defaults (batching, model, threads, …).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -158,14 +162,15 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             levels,
             level_seconds,
             inference_seconds,
+            light_rate,
             config,
             out,
             font,
         } => {
             logging::init(LogFormat::Human, "warn,librdkafka=error");
             anyhow::ensure!(
-                level_seconds > 0.0 && inference_seconds > 0.0 && events > 0,
-                "--events, --level-seconds and --inference-seconds must be positive"
+                level_seconds > 0.0 && inference_seconds > 0.0 && events > 0 && light_rate > 0,
+                "--events, --level-seconds, --inference-seconds and --light-rate must be positive"
             );
             bench(BenchOptions {
                 bootstrap,
@@ -173,6 +178,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 levels,
                 level_duration: Duration::from_secs_f64(level_seconds),
                 inference_duration: Duration::from_secs_f64(inference_seconds),
+                light_rate,
                 config,
                 out,
                 font,

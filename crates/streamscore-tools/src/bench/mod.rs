@@ -12,12 +12,17 @@
 
 mod inference_ceiling;
 mod kafka_ceiling;
+mod latency_reader;
 mod plot;
 mod report;
+mod scenario_report;
+mod scenarios;
+mod service;
 mod stages;
 
 pub use plot::draw as draw_plot;
 pub use report::{last_line, render as render_report};
+pub use scenarios::{Drain, Light, Recovery, Scenarios};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -67,6 +72,8 @@ pub enum BenchError {
     Plot { path: String, message: String },
     #[error("cannot write {path}: {error}")]
     Write { path: String, error: std::io::Error },
+    #[error("the service process: {0}")]
+    Service(String),
 }
 
 pub struct BenchOptions {
@@ -77,6 +84,8 @@ pub struct BenchOptions {
     pub levels: u32,
     pub level_duration: Duration,
     pub inference_duration: Duration,
+    /// Records/s of the light-load scenarios.
+    pub light_rate: u64,
     pub config: Option<PathBuf>,
     /// Where the table (results.md) and the plot (latency.png) go.
     pub out: PathBuf,
@@ -110,6 +119,7 @@ pub struct Results {
     pub mean_batch: f64,
     pub pipeline_stages: Snapshot,
     pub levels: Vec<Level>,
+    pub scenarios: Scenarios,
     pub verified: Vec<String>,
 }
 
@@ -135,6 +145,11 @@ pub async fn run(opts: BenchOptions) -> Result<Results, BenchError> {
             (topics.raw.as_str(), 4),
             (topics.scores.as_str(), 4),
             (topics.sweep_scores.as_str(), 4),
+            (topics.light.as_str(), 4),
+            (topics.short_light.as_str(), 4),
+            (topics.service_scores.as_str(), 4),
+            (topics.pause_scores.as_str(), 4),
+            (topics.short_scores.as_str(), 4),
             (topics.dead_letters.as_str(), 1),
         ],
     )
@@ -150,6 +165,12 @@ struct Topics {
     raw: String,
     scores: String,
     sweep_scores: String,
+    /// The light-load streams of the two service processes.
+    light: String,
+    short_light: String,
+    service_scores: String,
+    pause_scores: String,
+    short_scores: String,
     dead_letters: String,
 }
 
@@ -161,6 +182,11 @@ impl Topics {
             raw: format!("{run}.raw"),
             scores: format!("{run}.scores"),
             sweep_scores: format!("{run}.sweep-scores"),
+            light: format!("{run}.light"),
+            short_light: format!("{run}.short-light"),
+            service_scores: format!("{run}.service-scores"),
+            pause_scores: format!("{run}.pause-scores"),
+            short_scores: format!("{run}.short-scores"),
             dead_letters: format!("{run}.dead-letters"),
         }
     }
@@ -182,6 +208,8 @@ fn phase_settings(base: &Settings, name: &str, input: &str, scores: &str, dlq: &
 /// the one keyring, so each pipeline it starts can read every topic.
 struct Source {
     keyring: Arc<Keyring>,
+    /// The same keyring as the service process reads it.
+    keyring_json: String,
     format: Format,
     producer: publish::Publisher,
     /// The bench publishes bounded streams only; nothing ever stops one early.
@@ -190,10 +218,11 @@ struct Source {
 
 impl Source {
     fn new(settings: &Settings) -> Result<Self, BenchError> {
-        let keyring = Arc::new(Keyring::generate("bench-key-1")?.0);
+        let (keyring, keyring_json) = Keyring::generate("bench-key-1")?;
         let producer = publish::publisher(settings).map_err(publish_error)?;
         Ok(Self {
-            keyring,
+            keyring: Arc::new(keyring),
+            keyring_json,
             format: settings.input.format,
             producer,
             never: AtomicBool::new(false),
@@ -268,6 +297,9 @@ fn measure(
     let (device, inference) = bench.inference_ceiling()?;
     let full = bench.full_speed()?;
     let (levels, sweep_verified) = bench.sweep(full.throughput.rows_per_second())?;
+    let mut scenarios = bench.scenarios()?;
+    let mut verified = vec![full.verified, sweep_verified];
+    verified.append(&mut scenarios.verified);
     Ok(Results {
         machine: machine(),
         settings,
@@ -279,7 +311,8 @@ fn measure(
         mean_batch: full.mean_batch,
         pipeline_stages: full.stages,
         levels,
-        verified: vec![full.verified, sweep_verified],
+        scenarios,
+        verified,
     })
 }
 
