@@ -1,6 +1,6 @@
 //! `streamscore-tools bench` end to end on the test broker, at a size that fits a
-//! test run: the ceilings, the pipeline and the sweep all run, every measured
-//! run is verified exactly once, and the outputs have their promised shape.
+//! test run: the ceilings, the pipeline, the sweep, the scenarios and the
+//! Kafka Streams reference all run, every measured run is verified exactly once, and the outputs have their promised shape.
 //! No figure is asserted: speed is the bench's to report, not a test's.
 
 use crate::support;
@@ -53,6 +53,12 @@ fn bench_prints_both_ceilings_the_sweep_and_its_last_line() {
         "- service: verified: 4000 produced, 4000 scored, 0 dead-lettered, 0 lost, 0 duplicated",
         "- pause: verified: 3000 produced, 3000 scored, 0 dead-lettered, 0 lost, 0 duplicated",
         "- short: verified: 4000 produced, 4000 scored, 0 dead-lettered, 0 lost, 0 duplicated",
+        "### Kafka Streams reference (benches/kstreams)",
+        "| Kafka Streams | ",
+        "streamscore against Kafka Streams: ",
+        "- ≥ 4× Kafka Streams' throughput: ",
+        "- ≥ 5× less CPU a record than Kafka Streams: ",
+        "- kstreams reference: verified: 3000 produced, 3000 scored, 0 dead-lettered, 0 lost, 0 duplicated",
         "- p99 at 50% load ≤ commit interval 100 ms + 2 × max delay 5 ms + inference p99 = ",
     ] {
         assert!(

@@ -12,6 +12,7 @@
 
 mod inference_ceiling;
 mod kafka_ceiling;
+mod kstreams;
 mod latency_reader;
 mod plot;
 mod report;
@@ -20,6 +21,7 @@ mod scenarios;
 mod service;
 mod stages;
 
+pub use kstreams::ReferenceRun;
 pub use plot::draw as draw_plot;
 pub use report::{last_line, render as render_report};
 pub use scenarios::{Drain, Light, Recovery, Scenarios};
@@ -150,6 +152,7 @@ pub async fn run(opts: BenchOptions) -> Result<Results, BenchError> {
             (topics.service_scores.as_str(), 4),
             (topics.pause_scores.as_str(), 4),
             (topics.short_scores.as_str(), 4),
+            (topics.kstreams_scores.as_str(), 4),
             (topics.dead_letters.as_str(), 1),
         ],
     )
@@ -171,6 +174,8 @@ struct Topics {
     service_scores: String,
     pause_scores: String,
     short_scores: String,
+    /// The Kafka Streams reference's scores (it reads the backlog too).
+    kstreams_scores: String,
     dead_letters: String,
 }
 
@@ -187,6 +192,7 @@ impl Topics {
             service_scores: format!("{run}.service-scores"),
             pause_scores: format!("{run}.pause-scores"),
             short_scores: format!("{run}.short-scores"),
+            kstreams_scores: format!("{run}.kstreams-scores"),
             dead_letters: format!("{run}.dead-letters"),
         }
     }

@@ -17,6 +17,10 @@ const SHORT_THROUGHPUT_TARGET: f64 = 0.8;
 const LIGHT_CPU_TARGET: f64 = 2.0;
 const IDLE_TARGET: f64 = 0.02;
 const READY_TARGET_S: f64 = 2.0;
+/// Against the Kafka Streams reference on the same backlog: throughput at
+/// least this many times its own, CPU a record at most its own over this.
+const KSTREAMS_THROUGHPUT_TARGET: f64 = 4.0;
+const KSTREAMS_CPU_TARGET: f64 = 5.0;
 
 fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "missed" }
@@ -82,7 +86,58 @@ pub(super) fn render(out: &mut String, r: &Results) {
             stages.join(", ")
         );
     }
+    kstreams(out, r);
     targets(out, r, kafka);
+}
+
+/// The Kafka Streams reference beside the service's cold backlog: the same
+/// records, broker and exactly-once check, each its own process.
+fn kstreams(out: &mut String, r: &Results) {
+    let (d, k) = (&r.scenarios.default, &r.scenarios.kstreams);
+    let _ = writeln!(
+        out,
+        "\n### Kafka Streams reference (benches/kstreams)\n\n\
+         Kafka Streams 4.1, exactly_once_v2, the same commit interval, one ONNX Runtime Java call a record, on the same {}-record backlog: rows/s from ready (state RUNNING) to the last commit, CPU of the whole JVM over the same span.\n",
+        r.events
+    );
+    let _ = writeln!(
+        out,
+        "| system | ready s | cold rows/s | CPU µs/row | peak RSS MiB |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+    let rss = |m: Option<f64>| m.map_or("–".into(), |m| format!("{m:.0}"));
+    let _ = writeln!(
+        out,
+        "| streamscore | {:.2} | {:.0} | {:.1} | {} |",
+        d.ready_s,
+        d.cold_rows_per_s,
+        d.cpu_us_per_row,
+        rss(d.peak_rss_mib)
+    );
+    let _ = writeln!(
+        out,
+        "| Kafka Streams | {:.2} | {:.0} | {:.1} | {} |",
+        k.ready_s,
+        k.rows_per_s,
+        k.cpu_us_per_row,
+        rss(k.peak_rss_mib)
+    );
+    let _ = writeln!(
+        out,
+        "\nstreamscore against Kafka Streams: {:.2}× the throughput, {:.2}× less CPU a record.",
+        kstreams_throughput_ratio(r),
+        kstreams_cpu_ratio(r)
+    );
+}
+
+fn kstreams_throughput_ratio(r: &Results) -> f64 {
+    let s = &r.scenarios;
+    s.default.cold_rows_per_s / s.kstreams.rows_per_s.max(f64::MIN_POSITIVE)
+}
+
+fn kstreams_cpu_ratio(r: &Results) -> f64 {
+    let s = &r.scenarios;
+    s.kstreams.cpu_us_per_row / s.default.cpu_us_per_row.max(f64::MIN_POSITIVE)
 }
 
 fn row(out: &mut String, interval: u64, d: &Drain, l: &Light, kafka: f64) {
@@ -166,6 +221,20 @@ fn targets(out: &mut String, r: &Results, kafka: f64) {
         (
             format!("ready ≤ {READY_TARGET_S:.0} s: {:.2} s", d.ready_s),
             d.ready_s <= READY_TARGET_S,
+        ),
+        (
+            format!(
+                "≥ {KSTREAMS_THROUGHPUT_TARGET:.0}× Kafka Streams' throughput: {:.2}×",
+                kstreams_throughput_ratio(r)
+            ),
+            kstreams_throughput_ratio(r) >= KSTREAMS_THROUGHPUT_TARGET,
+        ),
+        (
+            format!(
+                "≥ {KSTREAMS_CPU_TARGET:.0}× less CPU a record than Kafka Streams: {:.2}×",
+                kstreams_cpu_ratio(r)
+            ),
+            kstreams_cpu_ratio(r) >= KSTREAMS_CPU_TARGET,
         ),
     ];
     for (line, met) in lines {

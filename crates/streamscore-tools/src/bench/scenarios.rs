@@ -13,7 +13,9 @@
 //! - **pause**: SIGSTOP for 1.5 s a third of the way through the backlog;
 //!   the rate before, and how long after SIGCONT until it is back;
 //! - **short interval**: the cold drain and the light load again with
-//!   `commit_interval_ms = 10`.
+//!   `commit_interval_ms = 10`;
+//! - **Kafka Streams**: the reference (benches/kstreams) drains the same
+//!   backlog as its own process, measured the same way ([`kstreams`]).
 //!
 //! Every process is checked exactly-once by the independent reader before
 //! its figures count.
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use streamscore::Settings;
 
+use crate::bench::kstreams::{self, ReferenceOptions, ReferenceRun};
 use crate::bench::latency_reader::{LatencyReader, now_ms};
 use crate::bench::service::Service;
 use crate::bench::{Bench, BenchError, STALL, check};
@@ -82,6 +85,8 @@ pub struct Scenarios {
     pub short_interval: Drain,
     pub short_light: Light,
     pub short_interval_ms: u64,
+    /// The Kafka Streams reference on the same backlog.
+    pub kstreams: ReferenceRun,
     pub verified: Vec<String>,
 }
 
@@ -146,6 +151,18 @@ impl Bench<'_> {
         let (drain, light, _) = self.drain_then_light(&short, "short", &t.short_light)?;
         (out.short_interval, out.short_light) = (drain, light);
         out.verified.push(check("short", &short)?);
+
+        out.kstreams = kstreams::run_reference_blocking(&ReferenceOptions {
+            settings: self.phase("kstreams", &t.backlog, &t.kstreams_scores),
+            input: t.backlog.clone(),
+            scores: t.kstreams_scores.clone(),
+            dead_letters: t.dead_letters.clone(),
+            keyring_json: self.source.keyring_json.clone(),
+            events,
+            dir: self.opts.out.clone(),
+            name: format!("{}.kstreams", self.run_id),
+        })?;
+        out.verified.push(out.kstreams.verified.clone());
         Ok(out)
     }
 

@@ -138,9 +138,7 @@ impl Service {
 
     /// CPU time the process has used, every thread together.
     pub(super) fn cpu(&self) -> Result<Duration, BenchError> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .map_err(|e| failed("cannot read the process's CPU time", e))?;
-        cpu_of(&stat).ok_or_else(|| failed("cannot parse /proc stat", stat))
+        process_cpu(self.child.id())
     }
 
     /// CPU time per thread name (librdkafka's broker threads under one
@@ -164,10 +162,7 @@ impl Service {
 
     /// The most resident memory the process has had, in MiB.
     pub(super) fn peak_rss_mib(&self) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib / 1024.0)
+        peak_rss_mib(self.child.id())
     }
 
     /// SIGSTOP (`true`) or SIGCONT (`false`): the whole process, every thread.
@@ -215,6 +210,22 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// CPU time process `pid` has used, every thread together (the Kafka
+/// Streams reference's too, bench/kstreams.rs).
+pub(super) fn process_cpu(pid: u32) -> Result<Duration, BenchError> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| failed("cannot read the process's CPU time", e))?;
+    cpu_of(&stat).ok_or_else(|| failed("cannot parse /proc stat", stat))
+}
+
+/// The most resident memory process `pid` has had, in MiB.
+pub(super) fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// User + system time from a /proc `stat` line.
