@@ -2,12 +2,21 @@
 //! into an [`Item`] (transform), groups items into batches and hands them on
 //! in order. It also answers the sink's rewinds and, before partitions are
 //! revoked, makes the sink commit everything read from them.
+//!
+//! Each wake drains what the consumer holds (up to [`DRAIN_MAX`] records)
+//! before transforming any of it, so that opening and decoding a large
+//! drain can be spread over the machine's cores (a rayon pool) while the
+//! records keep their order: the batcher takes them one by one, in the
+//! order read. A rebalance callback runs inside `poll`, in the middle of a
+//! drain; it transforms what was drained so far before its barrier, so the
+//! barrier still covers every record read.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use rayon::prelude::*;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -16,7 +25,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::batcher::Batcher;
 use crate::clock::unix_ms;
-use crate::item::{Barrier, BarrierOutcome, Batch, Item, Outcome, SourceRef};
+use crate::dead_letter::Rejection;
+use crate::item::{Barrier, BarrierOutcome, Batch, EventMeta, Item, Outcome, SourceRef};
 use crate::kafka::positions::{CommittedPositions, ReadSpans};
 use crate::pipeline::fan::{Closed, FanOut};
 use crate::telemetry::lag::Read;
@@ -29,6 +39,14 @@ pub(crate) type SourceConsumer = BaseConsumer<SourceContext>;
 
 /// Longest the loop sleeps in `poll` before checking for stop and rewinds.
 const IDLE_POLL: Duration = Duration::from_millis(100);
+
+/// Most records taken from the consumer in one wake before they are
+/// transformed and batched.
+const DRAIN_MAX: usize = 512;
+
+/// Fewest drained records worth handing to the worker pool: below this,
+/// waking the pool costs more than it saves.
+const PARALLEL_FROM: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -60,7 +78,26 @@ pub(crate) struct SourceStage {
     /// committed: together they say what a rewind must seek, and where.
     spans: ReadSpans,
     positions: Arc<CommittedPositions>,
+    /// Records read in this wake, not yet transformed.
+    drained: Vec<Drained>,
+    /// Opens and decodes large drains on every core; `None` on one core.
+    workers: Option<rayon::ThreadPool>,
 }
+
+/// A record taken from the consumer, owned: the consumer's own message is
+/// borrowed from the poll, and the next poll may run a rebalance callback
+/// that must transform this record before its barrier.
+struct Drained {
+    source: SourceRef,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    timestamp_ms: i64,
+    read_at: Instant,
+}
+
+/// What the transform made of a drained record: its identity, or why it
+/// goes to the dead-letter topic; the row is in the caller's buffer.
+type Transformed = Result<EventMeta, Rejection>;
 
 /// What the source stage shares with the rest of the pipeline.
 pub(crate) struct SourceLinks {
@@ -90,41 +127,100 @@ impl SourceStage {
             timeout,
             spans: ReadSpans::default(),
             positions: links.positions,
+            drained: Vec::with_capacity(DRAIN_MAX),
+            workers: transform_workers(),
         }
     }
 
-    fn on_message(&mut self, m: &BorrowedMessage<'_>) -> Result<(), Closed> {
+    /// Takes a record from the consumer: counted as read now, transformed
+    /// with the rest of the drain by [`Self::transform_drained`].
+    fn take(&mut self, m: &BorrowedMessage<'_>) {
         let source = SourceRef {
             topic: self.spans.read(m.topic(), m.partition(), m.offset()),
             partition: m.partition(),
             offset: m.offset(),
         };
-        let now = Instant::now();
-        self.signals.record_read(now);
+        let read_at = Instant::now();
+        self.signals.record_read(read_at);
         let timestamp_ms = m.timestamp().to_millis().unwrap_or_else(unix_ms);
         // Each record is consumed once; what a rewind reads again is a re-read.
         let read =
             (self.signals.lag).read(&source.topic, source.partition, source.offset, timestamp_ms);
         self.stats.read(read == Read::First);
-        self.row.clear();
-        let (outcome, has_row) = match self.transform.apply(m.payload(), m.key(), &mut self.row) {
-            Ok(meta) => (Outcome::Row(meta), true),
+        self.drained.push(Drained {
+            source,
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            timestamp_ms,
+            read_at,
+        });
+    }
+
+    /// Opens and decodes the drained records (on the worker pool when
+    /// there are enough of them) and batches them in the order read.
+    fn transform_drained(&mut self) -> Result<(), Closed> {
+        if self.drained.is_empty() {
+            return Ok(());
+        }
+        let mut drained = std::mem::take(&mut self.drained);
+        let result = match &self.workers {
+            Some(pool) if drained.len() >= PARALLEL_FROM => {
+                let transform = &self.transform;
+                let width = transform.width();
+                let done: Vec<(Transformed, Vec<f32>)> = pool.install(|| {
+                    drained
+                        .par_iter()
+                        .map(|d| {
+                            let mut row = Vec::with_capacity(width);
+                            let meta =
+                                transform.apply(d.payload.as_deref(), d.key.as_deref(), &mut row);
+                            (meta, row)
+                        })
+                        .collect()
+                });
+                drained
+                    .drain(..)
+                    .zip(done)
+                    .try_for_each(|(d, (meta, row))| self.push(d, meta, &row))
+            }
+            _ => drained.drain(..).try_for_each(|d| {
+                let mut row = std::mem::take(&mut self.row);
+                row.clear();
+                let meta = self
+                    .transform
+                    .apply(d.payload.as_deref(), d.key.as_deref(), &mut row);
+                let pushed = self.push(d, meta, &row);
+                self.row = row;
+                pushed
+            }),
+        };
+        // Keep the buffer's capacity for the next drain.
+        drained.clear();
+        self.drained = drained;
+        result
+    }
+
+    fn push(&mut self, d: Drained, meta: Transformed, row: &[f32]) -> Result<(), Closed> {
+        let (outcome, features) = match meta {
+            Ok(meta) => (Outcome::Row(meta), Some(row)),
             Err(rejection) => (
                 Outcome::Dead {
                     rejection,
-                    value: m.payload().map(<[u8]>::to_vec),
+                    value: d.payload,
                 },
-                false,
+                None,
             ),
         };
         let item = Item {
-            source,
-            key: m.key().map(<[u8]>::to_vec),
-            timestamp_ms,
+            source: d.source,
+            key: d.key,
+            timestamp_ms: d.timestamp_ms,
             outcome,
         };
-        let features = has_row.then_some(self.row.as_slice());
-        match self.batcher.push(item, features, self.generation, now) {
+        match self
+            .batcher
+            .push(item, features, self.generation, d.read_at)
+        {
             Some(batch) => self.dispatch.send(batch),
             None => Ok(()),
         }
@@ -138,10 +234,7 @@ impl SourceStage {
     }
 
     fn poll_timeout(&self) -> Duration {
-        match self.batcher.deadline() {
-            Some(due) => due.saturating_duration_since(Instant::now()).min(IDLE_POLL),
-            None => IDLE_POLL,
-        }
+        poll_wait(self.batcher.deadline(), Instant::now())
     }
 
     /// After the sink aborted: drop what is batched, adopt the new generation
@@ -231,6 +324,9 @@ impl SourceContext {
             if stage.dispatch.is_closed() {
                 return None;
             }
+            // Called inside a poll, mid-drain: what was drained is read, so
+            // it must be in this barrier's transaction.
+            stage.transform_drained().ok()?;
             if let Some(batch) = stage.batcher.flush() {
                 stage.dispatch.send(batch).ok()?;
             }
@@ -333,17 +429,24 @@ pub(crate) fn run(consumer: Arc<SourceConsumer>, stop: Arc<AtomicBool>) -> Resul
         while !stop.load(Ordering::Relaxed) {
             context.signals.beat(Stage::Source);
             let wait = context.lock().poll_timeout();
-            let message = consumer.poll(wait);
-            let mut stage = context.lock();
-            let sent = match message {
-                None => Ok(()),
-                Some(Ok(m)) => stage.on_message(&m),
-                Some(Err(e)) => {
-                    report_poll_error(&consumer, &e)?;
-                    Ok(())
+            let mut message = consumer.poll(wait);
+            // Drain what the consumer already holds before transforming it.
+            let mut taken = 0;
+            while let Some(polled) = message {
+                match polled {
+                    Ok(m) => {
+                        context.lock().take(&m);
+                        taken += 1;
+                    }
+                    Err(e) => report_poll_error(&consumer, &e)?,
                 }
-            };
-            if sent.is_err() {
+                if taken >= DRAIN_MAX {
+                    break;
+                }
+                message = consumer.poll(Duration::ZERO);
+            }
+            let mut stage = context.lock();
+            if stage.transform_drained().is_err() {
                 tracing::warn!("downstream stages stopped; the source stops too");
                 return Ok(());
             }
@@ -377,6 +480,37 @@ pub(crate) fn run(consumer: Arc<SourceConsumer>, stop: Arc<AtomicBool>) -> Resul
     result
 }
 
+/// How long to wait in `poll` for the open batch's deadline: in whole
+/// milliseconds, rounded up. librdkafka counts waits in milliseconds and
+/// rdkafka truncates, so a wait of 0.7 ms was a poll of 0 ms in a loop until
+/// the deadline: a core spinning for the last millisecond of every batch,
+/// most of the CPU a record cost at light load.
+fn poll_wait(deadline: Option<Instant>, now: Instant) -> Duration {
+    let Some(due) = deadline else {
+        return IDLE_POLL;
+    };
+    let left = due.saturating_duration_since(now);
+    let ms = left.as_nanos().div_ceil(1_000_000);
+    Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)).min(IDLE_POLL)
+}
+
+/// The pool that opens and decodes large drains: one thread a core the
+/// process may use, none where that is one.
+fn transform_workers() -> Option<rayon::ThreadPool> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    if cores < 2 {
+        return None;
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(cores)
+        .thread_name(|i| format!("transform-{i}"))
+        .build()
+        .inspect_err(
+            |e| tracing::warn!(error = %e, "no transform pool; the source thread transforms alone"),
+        )
+        .ok()
+}
+
 fn report_poll_error(consumer: &SourceConsumer, e: &KafkaError) -> Result<(), SourceError> {
     // Some fatal errors arrive with their own code (e.g. FencedInstanceId when
     // another instance took our group.instance.id); the client knows it is dead.
@@ -394,5 +528,29 @@ fn report_poll_error(consumer: &SourceConsumer, e: &KafkaError) -> Result<(), So
             tracing::warn!(error = %e, "consumer error (librdkafka retries)");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_for_a_deadline_is_whole_milliseconds_rounded_up() {
+        let now = Instant::now();
+        let at = |us: u64| poll_wait(Some(now + Duration::from_micros(us)), now);
+        // A fraction of a millisecond left: wait one, never zero (a spin).
+        assert_eq!(at(300), Duration::from_millis(1));
+        assert_eq!(at(1_700), Duration::from_millis(2));
+        assert_eq!(at(5_000), Duration::from_millis(5));
+        // Due already: poll without waiting, the batch goes out now.
+        assert_eq!(poll_wait(Some(now), now), Duration::ZERO);
+        assert_eq!(
+            poll_wait(Some(now), now + Duration::from_millis(3)),
+            Duration::ZERO
+        );
+        // Far off or nothing open: the idle wait.
+        assert_eq!(at(3_000_000), IDLE_POLL);
+        assert_eq!(poll_wait(None, now), IDLE_POLL);
     }
 }
