@@ -2,10 +2,19 @@
 //! Avro decode, feature building, score encoding, and ONNX Runtime inference
 //! by batch size. Each group
 //! reports throughput, so `cargo bench` prints records/s side by side.
+//!
+//! Avro decoding three ways, on the same plaintexts: `avro_decode` (to
+//! apache-avro `Value`s only), `avro_decode_values` (that and
+//! `FeaturePlan::extract`: the row and identity as the source thread built
+//! them before the compiled plans) and `avro_decode_plan` (the row and
+//! identity through the plan compiled for the writer schema, as the source
+//! thread builds them now: `Transform::decode`).
 
 use std::sync::Arc;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use apache_avro::Schema;
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 
 use streamscore::FeaturePlan;
 use streamscore::Keyring;
@@ -13,6 +22,7 @@ use streamscore::load_schema;
 use streamscore::{Decision, InputDecoder, ScoreEncoder, ScoreResult};
 use streamscore::{DevicePreference, Format};
 use streamscore::{ModelSession, VerifiedModel, init_runtime};
+use streamscore::{Transform, share};
 use streamscore_tools::events::EventFactory;
 
 /// The repository root: the owning crate is crates/<name>.
@@ -42,7 +52,7 @@ fn per_record(c: &mut Criterion) {
     let plan = FeaturePlan::new(&model.card)
         .for_avro_reader(&model.card, &schema)
         .unwrap();
-    let decoder = InputDecoder::avro([(1, schema.clone())].into(), schema);
+    let decoder = InputDecoder::avro([(1, schema.clone())].into(), schema.clone());
     let plaintexts: Vec<Vec<u8>> = records
         .iter()
         .map(|(k, v)| keyring.open(v, Some(k)).unwrap())
@@ -66,11 +76,12 @@ fn per_record(c: &mut Criterion) {
                 .sum::<usize>()
         })
     });
+    decode_to_rows(&mut g, &keyring, &schema, &plan, &decoder, &plaintexts);
+    let mut row = Vec::with_capacity(plan.width());
     let decoded: Vec<_> = plaintexts
         .iter()
         .map(|p| decoder.decode(p).unwrap())
         .collect();
-    let mut row = Vec::with_capacity(plan.width());
     g.bench_function("features", |b| {
         b.iter(|| {
             for fields in &decoded {
@@ -107,6 +118,43 @@ fn per_record(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// Plaintext to feature row and identity: through apache-avro `Value`s and
+/// `FeaturePlan::extract` as before, and through the plan compiled for the
+/// writer schema (`Transform::decode`), which the source thread runs now.
+fn decode_to_rows(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    keyring: &Arc<Keyring>,
+    schema: &Schema,
+    plan: &FeaturePlan,
+    decoder: &InputDecoder,
+    plaintexts: &[Vec<u8>],
+) {
+    let mut row = Vec::with_capacity(plan.width());
+    g.bench_function("avro_decode_values", |b| {
+        b.iter(|| {
+            for p in plaintexts {
+                row.clear();
+                plan.extract(&decoder.decode(p).unwrap(), &mut row).unwrap();
+            }
+        })
+    });
+    let transform = Transform::new(
+        share(keyring.clone()),
+        InputDecoder::avro([(1, schema.clone())].into(), schema.clone()),
+        plan.clone(),
+        1 << 20,
+        Arc::default(),
+    );
+    g.bench_function("avro_decode_plan", |b| {
+        b.iter(|| {
+            for p in plaintexts {
+                row.clear();
+                transform.decode(p, &mut row).unwrap();
+            }
+        })
+    });
 }
 
 fn inference(c: &mut Criterion) {

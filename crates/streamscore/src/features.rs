@@ -7,7 +7,7 @@ use crate::codec::Fields;
 use crate::item::EventMeta;
 use crate::model::ModelCard;
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum FeatureError {
     #[error("field {0:?} is missing")]
     Missing(String),
@@ -81,6 +81,11 @@ impl FeaturePlan {
         self.fields.len()
     }
 
+    /// The record field each feature reads, in row order.
+    pub(crate) fn fields(&self) -> &[String] {
+        &self.fields
+    }
+
     /// Appends this event's features to `row` (left unchanged on error).
     pub fn extract(&self, fields: &Fields, row: &mut Vec<f32>) -> Result<EventMeta, FeatureError> {
         let start = row.len();
@@ -108,21 +113,17 @@ impl FeaturePlan {
             }
         };
         let (id_pos, time_pos) = self.avro_meta.unzip();
-        let event_id = match get(id_pos, EVENT_ID_FIELD).map(unwrap_union) {
-            Some(AvroValue::String(s)) => s.clone(),
-            Some(other) => return Err(not_numeric(EVENT_ID_FIELD, other)),
-            None => return Err(FeatureError::Missing(EVENT_ID_FIELD.into())),
-        };
-        let event_time = match get(time_pos, EVENT_TIME_FIELD).map(unwrap_union) {
-            Some(AvroValue::Long(t) | AvroValue::TimestampMillis(t)) => *t,
-            Some(AvroValue::Int(t)) => i64::from(*t),
-            Some(other) => return Err(not_numeric(EVENT_TIME_FIELD, other)),
-            None => return Err(FeatureError::Missing(EVENT_TIME_FIELD.into())),
-        };
+        let event_id = get(id_pos, EVENT_ID_FIELD)
+            .ok_or_else(|| FeatureError::Missing(EVENT_ID_FIELD.into()))
+            .and_then(avro_event_id)?
+            .to_owned();
+        let event_time = get(time_pos, EVENT_TIME_FIELD)
+            .ok_or_else(|| FeatureError::Missing(EVENT_TIME_FIELD.into()))
+            .and_then(avro_event_time)?;
         for (i, field) in self.fields.iter().enumerate() {
             let pos = self.avro_positions.as_ref().map(|p| p[i]);
             let value = get(pos, field).ok_or_else(|| FeatureError::Missing(field.clone()))?;
-            row.push(avro_number(field, value)?);
+            row.push(avro_feature(field, value)?);
         }
         Ok(EventMeta {
             event_id,
@@ -171,7 +172,26 @@ fn unwrap_union(v: &AvroValue) -> &AvroValue {
     }
 }
 
-fn avro_number(field: &str, value: &AvroValue) -> Result<f32, FeatureError> {
+/// The event id from a resolved Avro value: a string, nothing else.
+pub(crate) fn avro_event_id(value: &AvroValue) -> Result<&str, FeatureError> {
+    match unwrap_union(value) {
+        AvroValue::String(s) => Ok(s),
+        other => Err(not_numeric(EVENT_ID_FIELD, other)),
+    }
+}
+
+/// The event time from a resolved Avro value: an int, a long or a timestamp in milliseconds.
+pub(crate) fn avro_event_time(value: &AvroValue) -> Result<i64, FeatureError> {
+    match unwrap_union(value) {
+        AvroValue::Long(t) | AvroValue::TimestampMillis(t) => Ok(*t),
+        AvroValue::Int(t) => Ok(i64::from(*t)),
+        other => Err(not_numeric(EVENT_TIME_FIELD, other)),
+    }
+}
+
+/// One feature from a resolved Avro value. Both Avro paths (decoded fields
+/// and the compiled plan) apply this, so they cannot drift apart.
+pub(crate) fn avro_feature(field: &str, value: &AvroValue) -> Result<f32, FeatureError> {
     let v = match unwrap_union(value) {
         AvroValue::Int(i) | AvroValue::Date(i) | AvroValue::TimeMillis(i) => f64::from(*i),
         AvroValue::Long(i) | AvroValue::TimestampMillis(i) | AvroValue::TimestampMicros(i) => {
@@ -186,7 +206,7 @@ fn avro_number(field: &str, value: &AvroValue) -> Result<f32, FeatureError> {
     finite(field, v)
 }
 
-fn finite(field: &str, v: f64) -> Result<f32, FeatureError> {
+pub(crate) fn finite(field: &str, v: f64) -> Result<f32, FeatureError> {
     let f = v as f32;
     if f.is_finite() {
         Ok(f)
@@ -197,9 +217,48 @@ fn finite(field: &str, v: f64) -> Result<f32, FeatureError> {
 
 fn not_numeric(field: &str, found: &impl std::fmt::Debug) -> FeatureError {
     let mut found = format!("{found:?}");
-    found.truncate(40);
+    // At a character boundary: the value is the sender's, any text at all.
+    found.truncate(found.floor_char_boundary(40));
     FeatureError::NotNumeric {
         field: field.to_owned(),
         found,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> FeaturePlan {
+        let model = crate::model::VerifiedModel::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../models/fraud_mlp.card.json"
+        )))
+        .unwrap();
+        FeaturePlan::new(&model.card)
+    }
+
+    /// The value quoted in the error is cut short, never inside a character
+    /// (it panicked when the 40th byte fell inside one).
+    #[test]
+    fn a_long_non_numeric_text_is_quoted_cut_at_a_character() {
+        let plan = plan();
+        let field = plan.fields()[0].clone();
+        let mut map = serde_json::Map::new();
+        map.insert(EVENT_ID_FIELD.into(), "e".into());
+        map.insert(EVENT_TIME_FIELD.into(), 1.into());
+        map.insert(field.clone(), "€".repeat(30).into());
+        let mut row = Vec::new();
+        match plan.extract(&Fields::Json(map), &mut row) {
+            Err(FeatureError::NotNumeric { field: f, found }) => {
+                assert_eq!(f, field);
+                assert!(
+                    found.len() <= 40 && found.starts_with("String(\"€"),
+                    "{found}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(row.is_empty());
     }
 }

@@ -57,6 +57,15 @@ impl InputDecoder {
         }
     }
 
+    pub(crate) fn format(&self) -> Format {
+        self.format
+    }
+
+    /// For Avro: the writer schemas by id and the reader schema.
+    pub(crate) fn avro_schemas(&self) -> Option<(&HashMap<u32, Schema>, &Schema)> {
+        self.reader.as_ref().map(|reader| (&self.writers, reader))
+    }
+
     pub fn decode(&self, plaintext: &[u8]) -> Result<Fields, DecodeError> {
         match self.format {
             Format::Avro => self.decode_avro(plaintext),

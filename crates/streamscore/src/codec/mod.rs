@@ -1,9 +1,16 @@
 //! Plaintext formats: Avro (Confluent framing) or JSON input events, and the
 //! score results written downstream.
 
+mod binary;
 pub(crate) mod input;
+mod plan;
+#[cfg(test)]
+mod plan_tests;
+pub(crate) mod rows;
+mod scalar;
 pub(crate) mod schemas;
 pub(crate) mod score;
+mod skip;
 
 use serde::{Deserialize, Serialize};
 
@@ -58,4 +65,20 @@ pub(crate) fn confluent_unframe(bytes: &[u8]) -> Option<(u32, &[u8])> {
         }
         _ => None,
     }
+}
+
+/// apache-avro's allocation limit in the unit tests, as prepare sets it from
+/// `input.max_record_bytes`, so the oracle of the plan's property tests
+/// refuses a hostile length before it allocates. The limit is process-wide
+/// and set once: every unit test that has apache-avro decode calls this
+/// first, and it fails loudly if one did not.
+#[cfg(test)]
+pub(crate) fn test_allocation_limit() -> usize {
+    let limit = apache_avro::util::max_allocation_bytes(64 * 1024);
+    assert_eq!(
+        limit,
+        64 * 1024,
+        "a test had apache-avro decode before setting its allocation limit"
+    );
+    limit
 }

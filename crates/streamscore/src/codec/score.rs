@@ -185,6 +185,7 @@ mod tests {
 
     #[test]
     fn avro_and_json_round_trip() {
+        crate::codec::test_allocation_limit();
         let schema = load_schema(std::path::Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../schemas/score_result.v1.avsc"

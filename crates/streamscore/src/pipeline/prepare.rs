@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use crate::codec::rows;
 use crate::codec::schemas::load_schema;
 use crate::codec::{InputDecoder, ScoreEncoder};
 use crate::config::{BatchMode, Format, Settings};
@@ -51,7 +52,15 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, PipelineError> {
                 writers.insert(id, load_schema(path)?);
             }
             let plan = plan.for_avro_reader(card, &reader)?;
-            (InputDecoder::avro(writers, reader), plan)
+            let decoder = InputDecoder::avro(writers, reader);
+            // Such a writer still works, at apache-avro's speed; say which and why.
+            for (id, why) in rows::fallbacks(&decoder, &plan) {
+                tracing::info!(
+                    schema_id = id,
+                    "input.avro_schemas.{id} is decoded through apache-avro values, not a compiled plan: the plan does not handle {why}"
+                );
+            }
+            (decoder, plan)
         }
         Format::Json => (InputDecoder::json(), plan),
     };

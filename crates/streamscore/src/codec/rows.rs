@@ -1,0 +1,85 @@
+//! Plaintext to feature row: the compiled plan of the record's writer schema
+//! where there is one, else decoded fields (`InputDecoder`) through the
+//! feature plan, as JSON always goes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::plan::{RecordPlan, Unsupported};
+use super::{DecodeError, Format, InputDecoder, confluent_unframe};
+use crate::features::{FeatureError, FeaturePlan};
+use crate::item::EventMeta;
+
+/// Why a plaintext gives no row.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub(crate) enum RowError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Features(#[from] FeatureError),
+}
+
+pub(crate) struct RowDecoder {
+    decoder: InputDecoder,
+    features: FeaturePlan,
+    plans: HashMap<u32, RecordPlan>,
+}
+
+impl RowDecoder {
+    pub(crate) fn new(decoder: InputDecoder, features: FeaturePlan) -> Self {
+        let (plans, _) = compile(&decoder, &features);
+        Self {
+            decoder,
+            features,
+            plans,
+        }
+    }
+
+    pub(crate) fn width(&self) -> usize {
+        self.features.width()
+    }
+
+    /// Appends the record's features to `row` (left unchanged on error) and returns its identity.
+    pub(crate) fn decode(
+        &self,
+        plaintext: &[u8],
+        row: &mut Vec<f32>,
+    ) -> Result<EventMeta, RowError> {
+        if self.decoder.format() == Format::Avro
+            && let Some((id, datum)) = confluent_unframe(plaintext)
+            && let Some(plan) = self.plans.get(&id)
+        {
+            return plan.run(datum, self.features.fields(), row);
+        }
+        let fields = self.decoder.decode(plaintext)?;
+        Ok(self.features.extract(&fields, row)?)
+    }
+}
+
+/// The writer schema ids that stay on the apache-avro path, and why.
+pub(crate) fn fallbacks(
+    decoder: &InputDecoder,
+    features: &FeaturePlan,
+) -> BTreeMap<u32, Unsupported> {
+    compile(decoder, features).1
+}
+
+fn compile(
+    decoder: &InputDecoder,
+    features: &FeaturePlan,
+) -> (HashMap<u32, RecordPlan>, BTreeMap<u32, Unsupported>) {
+    let mut plans = HashMap::new();
+    let mut fallbacks = BTreeMap::new();
+    if let Some((writers, reader)) = decoder.avro_schemas() {
+        for (&id, writer) in writers {
+            match RecordPlan::compile(writer, reader, features.fields()) {
+                Ok(plan) => {
+                    plans.insert(id, plan);
+                }
+                Err(why) => {
+                    fallbacks.insert(id, why);
+                }
+            }
+        }
+    }
+    (plans, fallbacks)
+}
