@@ -12,7 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use streamscore::Settings;
-use streamscore::telemetry::metrics::{DEAD_LETTERED, SCORED, STAGE_DURATION, TRANSACTIONS};
+use streamscore::telemetry::metrics::{
+    CONSUMED, DEAD_LETTERED, SCORED, STAGE_DURATION, TRANSACTIONS,
+};
 
 use crate::bench::BenchError;
 
@@ -90,10 +92,12 @@ impl Service {
         ))
     }
 
-    /// Records committed so far (scored and dead-lettered), as /metrics says.
-    pub(super) fn committed(&mut self) -> Result<u64, BenchError> {
+    /// Records read and records committed (scored and dead-lettered) so
+    /// far, from one /metrics read.
+    pub(super) fn progress(&mut self) -> Result<(u64, u64), BenchError> {
         let text = self.metrics()?;
-        Ok((sum(&text, SCORED) + sum(&text, DEAD_LETTERED)) as u64)
+        let committed = sum(&text, SCORED) + sum(&text, DEAD_LETTERED);
+        Ok((sum(&text, CONSUMED) as u64, committed as u64))
     }
 
     /// Per stage: how many were timed and their total seconds; and the
