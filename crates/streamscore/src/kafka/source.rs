@@ -170,6 +170,8 @@ impl SourceStage {
                 let done: Vec<(Transformed, Vec<f32>)> = pool.install(|| {
                     drained
                         .par_iter()
+                        // A share under this is not worth waking a thread for.
+                        .with_min_len(PARALLEL_FROM / 2)
                         .map(|d| {
                             let mut row = Vec::with_capacity(width);
                             let meta =
