@@ -78,7 +78,8 @@ impl<'a> Supervisor<'a> {
                     self.log.clone(),
                 ));
             }
-            std::thread::sleep(Duration::from_millis(200));
+            let left = until.saturating_duration_since(Instant::now());
+            std::thread::sleep(left.min(Duration::from_millis(200)));
         }
     }
 
@@ -204,13 +205,16 @@ fn hung_broker_for_30_seconds_keeps_memory_flat_and_loses_nothing() {
     // The whole input is written before the broker hangs, so the processor
     // holds a backlog when its output stops; the producer of the input is not
     // what this test is about.
-    let produced = support::stream(&settings, Arc::new(keyring), 20_000, 20_000, 3)
+    // Sized, and watched closely enough, that the processor cannot finish
+    // it between two looks: 20 000 records looked at every 200 ms were all committed
+    // before the hang once the source drained in parallel.
+    let produced = support::stream(&settings, Arc::new(keyring), 100_000, 100_000, 3)
         .join()
         .unwrap();
     let mut supervisor = Supervisor::start(config, &json, dir.path().join("p.log"));
     let mut committed = 0;
     while committed < 1000 {
-        supervisor.run_for(Duration::from_millis(200));
+        supervisor.run_for(Duration::from_millis(20));
         committed = support::committed_so_far(&settings);
     }
     // Nothing commits while the broker hangs, so this is the backlog it hangs on.
