@@ -19,7 +19,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use streamscore::clients::{Role, client_config};
 use streamscore::{Format, Settings};
 
-use crate::bench::service::{peak_rss_mib, process_cpu};
+use crate::bench::service::{peak_rss_mib, process_cpu, terminate};
 use crate::bench::{BenchError, STALL};
 use crate::verify;
 
@@ -436,10 +436,7 @@ impl Reference {
     /// SIGTERM: Kafka Streams closes (its last transaction committed) and
     /// the process exits 0.
     fn stop(&mut self) -> Result<(), BenchError> {
-        let pid = libc::pid_t::try_from(self.child.id()).map_err(|e| failed("pid", e))?;
-        // SAFETY: signals our own child, whose pid we hold and have not reaped.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let status = self.child.wait().map_err(|e| failed("wait", e))?;
+        let status = terminate(&mut self.child)?;
         if status.success() {
             Ok(())
         } else {

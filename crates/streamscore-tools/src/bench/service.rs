@@ -182,10 +182,7 @@ impl Service {
 
     /// SIGTERM, and waits for a clean exit (the last commit included).
     pub(super) fn stop(mut self) -> Result<(), BenchError> {
-        let pid = libc::pid_t::try_from(self.child.id()).map_err(|e| failed("pid", e))?;
-        // SAFETY: as in `pause`.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let status = self.child.wait().map_err(|e| failed("wait", e))?;
+        let status = terminate(&mut self.child)?;
         if status.success() {
             Ok(())
         } else {
@@ -214,6 +211,15 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// SIGTERM to a child of ours, then its exit status (the service's and the
+/// Kafka Streams reference's clean stop).
+pub(super) fn terminate(child: &mut Child) -> Result<std::process::ExitStatus, BenchError> {
+    let pid = libc::pid_t::try_from(child.id()).map_err(|e| failed("pid", e))?;
+    // SAFETY: signals our own child, whose pid we hold and have not reaped.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    child.wait().map_err(|e| failed("wait", e))
 }
 
 /// CPU time process `pid` has used, every thread together (the Kafka
