@@ -10,6 +10,7 @@ use crate::support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use streamscore::telemetry::Stats;
 use streamscore::{Faults, Format, Pipeline};
 use streamscore_tools::events::{EventFactory, OutRecord};
@@ -71,5 +72,42 @@ fn a_backlog_behind_a_slow_commit_drains_in_transactions_larger_than_one_batch()
         per_transaction > 3.0 * per_batch,
         "the backlog drained in transactions of {per_transaction:.0} records, batches of {per_batch:.0} rows ({batches} batches, {transactions} transactions): {}",
         counts(&stats)
+    );
+}
+
+/// A commit sends what the producer's `linger.ms` still holds (issue 14,
+/// point 4): the producer lingers between commits to send fewer, larger
+/// requests, and the wait for deliveries before a commit is librdkafka's
+/// flush, which sends at once. A wait that only watched the in-flight count
+/// ran out its whole patience with the record still lingering.
+#[test]
+fn the_wait_before_a_commit_sends_what_lingers() {
+    let mut settings = support::settings("flush-at-commit", Format::Avro, Format::Avro);
+    settings
+        .kafka
+        .producer
+        .insert("linger.ms".into(), "20000".into());
+    support::create(&settings);
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        streamscore::clients::producer_config(&settings)
+            .create()
+            .expect("producer");
+    let timeout = Duration::from_secs(30);
+    producer
+        .init_transactions(timeout)
+        .expect("init_transactions");
+    producer.begin_transaction().expect("begin_transaction");
+    producer
+        .send(BaseRecord::<[u8], [u8]>::to(&settings.output.topic).payload(b"lingers".as_slice()))
+        .map_err(|(e, _)| e)
+        .expect("enqueued");
+    streamscore::clients::await_deliveries(&producer, Duration::from_secs(5));
+    let left = producer.in_flight_count();
+    producer
+        .abort_transaction(timeout)
+        .expect("abort_transaction");
+    assert_eq!(
+        left, 0,
+        "{left} record(s) still lingering after the wait before a commit"
     );
 }
