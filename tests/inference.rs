@@ -92,3 +92,89 @@ fn wrong_row_width_is_an_error_not_a_panic() {
     assert!(session.score(&[1.0, 2.0, 3.0], 1, &mut scores).is_err());
     assert!(scores.is_empty());
 }
+
+/// Opens the shipped model under a card changed by `edit` (written beside a
+/// copy of the model) and returns why it was refused.
+fn refusal(edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let models = support::root().join("models");
+    let mut card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(models.join("fraud_mlp.card.json")).unwrap())
+            .unwrap();
+    edit(&mut card);
+    std::fs::copy(
+        models.join("fraud_mlp.onnx"),
+        dir.path().join("fraud_mlp.onnx"),
+    )
+    .unwrap();
+    let path = dir.path().join("card.json");
+    std::fs::write(&path, card.to_string()).unwrap();
+    let loaded = match VerifiedModel::load(&path) {
+        Ok(model) => model,
+        Err(e) => return e.to_string(),
+    };
+    match ModelSession::open(&runtime(), &loaded, DevicePreference::Cpu, 1) {
+        Ok(_) => panic!("a card that does not fit its graph was accepted: {card}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A card that does not describe its graph stops the start with one line
+/// naming the input or output and what is supported, never a wrong score or
+/// an error on every batch (issue 15).
+#[test]
+fn a_card_that_does_not_fit_its_graph_is_refused_naming_the_input_or_output() {
+    let text = refusal(|c| {
+        c["output"] =
+            serde_json::json!({"name": "probabilities", "kind": "zipmap", "positive_class": 1})
+    });
+    assert!(
+        text.contains("output \"probabilities\"")
+            && text.contains("Tensor<f32>")
+            && text.contains("supported"),
+        "{text}"
+    );
+
+    let text =
+        refusal(|c| c["output"] = serde_json::json!({"name": "probabilities", "kind": "score"}));
+    assert!(
+        text.contains("output \"probabilities\"") && text.contains("supported"),
+        "{text}"
+    );
+
+    let text = refusal(|c| c["output"]["positive_class_column"] = 2.into());
+    assert!(
+        text.contains("output \"probabilities\" has 2 columns")
+            && text.contains("positive_class_column is 2"),
+        "{text}"
+    );
+
+    let text = refusal(|c| c["output"]["name"] = "proba".into());
+    assert!(
+        text.contains("output \"proba\" is not in the graph")
+            && text.contains("\"probabilities\" Tensor<f32>"),
+        "{text}"
+    );
+
+    let text = refusal(|c| c["input"]["name"] = "features".into());
+    assert!(
+        text.contains("input \"features\" is not in the graph") && text.contains("\"X\""),
+        "{text}"
+    );
+
+    let text = refusal(|c| {
+        c["features"].as_array_mut().unwrap().pop();
+    });
+    assert!(
+        text.contains("input \"X\"")
+            && text.contains("23 features")
+            && text.contains("supported: one float32 tensor"),
+        "{text}"
+    );
+
+    let text = refusal(|c| c["output"]["kind"] = "logits".into());
+    assert!(
+        text.contains("kind \"logits\" is not one of probabilities, zipmap, score"),
+        "{text}"
+    );
+}

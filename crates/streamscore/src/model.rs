@@ -32,11 +32,117 @@ pub struct TensorSpec {
     pub name: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// The graph output the score is read from, and how.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "RawOutputSpec")]
 pub struct OutputSpec {
     pub name: String,
-    /// Column of the probability matrix holding the positive class.
-    pub positive_class_column: usize,
+    pub read: ScoreRead,
+}
+
+/// How a row's score sits in the output: the shapes the classifiers that
+/// data scientists export (scikit-learn through skl2onnx, LightGBM and
+/// XGBoost through onnxmltools, PyTorch) give it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScoreRead {
+    /// `kind = "probabilities"`: a float32 tensor [N, classes]; the score is
+    /// this column.
+    Column(usize),
+    /// `kind = "zipmap"`: a sequence of N maps class label → probability
+    /// (skl2onnx's and onnxmltools' default ZipMap); the score is the value
+    /// at this label.
+    Label(ClassLabel),
+    /// `kind = "score"`: a float32 tensor [N] or [N, 1] that is the score
+    /// itself (a regressor, or a classifier exported without its classes).
+    Value,
+}
+
+impl ScoreRead {
+    /// The card's `kind` for this read.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ScoreRead::Column(_) => "probabilities",
+            ScoreRead::Label(_) => "zipmap",
+            ScoreRead::Value => "score",
+        }
+    }
+}
+
+/// A class label as ZipMap keys it: int64 for classes that are integers,
+/// string otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ClassLabel {
+    Int(i64),
+    Text(String),
+}
+
+impl std::fmt::Display for ClassLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClassLabel::Int(i) => write!(f, "{i}"),
+            ClassLabel::Text(t) => write!(f, "{t:?}"),
+        }
+    }
+}
+
+/// The card's `output` as written; `kind` defaults to `probabilities`, which
+/// every card had before there were kinds.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutputSpec {
+    name: String,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    positive_class_column: Option<usize>,
+    #[serde(default)]
+    positive_class: Option<ClassLabel>,
+    /// Informational: the element type, as the card tool writes it.
+    #[serde(default)]
+    #[allow(dead_code)]
+    dtype: Option<String>,
+}
+
+impl TryFrom<RawOutputSpec> for OutputSpec {
+    type Error = String;
+
+    fn try_from(raw: RawOutputSpec) -> Result<Self, String> {
+        let kind = raw.kind.as_deref().unwrap_or("probabilities");
+        let read = match (kind, raw.positive_class_column, raw.positive_class) {
+            ("probabilities", Some(column), None) => ScoreRead::Column(column),
+            ("zipmap", None, Some(label)) => ScoreRead::Label(label),
+            ("score", None, None) => ScoreRead::Value,
+            ("probabilities", _, _) => {
+                return Err(format!(
+                    "output {:?}: kind \"probabilities\" needs positive_class_column (the column of the positive class) and no positive_class",
+                    raw.name
+                ));
+            }
+            ("zipmap", _, _) => {
+                return Err(format!(
+                    "output {:?}: kind \"zipmap\" needs positive_class (the positive class's label, as the map keys it) and no positive_class_column",
+                    raw.name
+                ));
+            }
+            ("score", _, _) => {
+                return Err(format!(
+                    "output {:?}: kind \"score\" is the score itself and takes neither positive_class nor positive_class_column",
+                    raw.name
+                ));
+            }
+            (other, _, _) => {
+                return Err(format!(
+                    "output {:?}: kind {other:?} is not one of probabilities, zipmap, score",
+                    raw.name
+                ));
+            }
+        };
+        Ok(Self {
+            name: raw.name,
+            read,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,6 +225,52 @@ mod tests {
         let model = VerifiedModel::load(Path::new(CARD)).unwrap();
         assert_eq!(model.card.name, "fraud_mlp");
         assert_eq!(model.card.features.len(), 24);
+    }
+
+    fn output(json: &str) -> Result<OutputSpec, String> {
+        serde_json::from_str(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn output_kinds_read_as_written_and_a_card_without_a_kind_reads_a_column() {
+        let legacy = output(r#"{"name": "p", "dtype": "float32", "positive_class_column": 1}"#);
+        assert_eq!(legacy.unwrap().read, ScoreRead::Column(1));
+        let zip =
+            output(r#"{"name": "output_probability", "kind": "zipmap", "positive_class": 1}"#);
+        assert_eq!(zip.unwrap().read, ScoreRead::Label(ClassLabel::Int(1)));
+        let text = output(r#"{"name": "o", "kind": "zipmap", "positive_class": "fraud"}"#);
+        assert_eq!(
+            text.unwrap().read,
+            ScoreRead::Label(ClassLabel::Text("fraud".into()))
+        );
+        let score = output(r#"{"name": "variable", "kind": "score", "dtype": "float32"}"#);
+        assert_eq!(score.unwrap().read, ScoreRead::Value);
+    }
+
+    #[test]
+    fn an_output_whose_fields_do_not_fit_its_kind_is_refused_saying_what_it_needs() {
+        for (json, says) in [
+            (r#"{"name": "p"}"#, "needs positive_class_column"),
+            (
+                r#"{"name": "p", "kind": "zipmap", "positive_class_column": 1}"#,
+                "needs positive_class",
+            ),
+            (
+                r#"{"name": "p", "kind": "score", "positive_class": 1}"#,
+                "takes neither",
+            ),
+            (
+                r#"{"name": "p", "kind": "logits"}"#,
+                "not one of probabilities, zipmap, score",
+            ),
+            (
+                r#"{"name": "p", "positive_class_colum": 1}"#,
+                "unknown field",
+            ),
+        ] {
+            let err = output(json).unwrap_err();
+            assert!(err.contains(says), "{json}: {err}");
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! ONNX Runtime sessions and the worker threads that run them.
 
+mod output;
 pub(crate) mod session;
+mod signature;
 pub(crate) mod worker;
 
 /// A loaded ONNX Runtime (its environment); one per process.

@@ -10,7 +10,8 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 
-use crate::model::VerifiedModel;
+use crate::inference::{output, signature};
+use crate::model::{ScoreRead, VerifiedModel};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InferenceError {
@@ -26,6 +27,8 @@ pub enum InferenceError {
         "model.device = \"cuda\" but the CUDA execution provider did not load ({reason}): install onnxruntime-gpu==1.31.1 with the CUDA and cuDNN libraries it needs and point onnxruntime.library at its libonnxruntime.so, or set model.device = \"auto\" to fall back to CPU"
     )]
     CudaUnavailable { reason: String },
+    #[error("model {model} cannot be served: {message}")]
+    Unsupported { model: String, message: String },
     #[error("inference failed on a batch of {rows} rows: {message}")]
     Run { rows: usize, message: String },
 }
@@ -134,7 +137,7 @@ pub struct ModelSession {
     output: String,
     input: String,
     width: usize,
-    positive_column: usize,
+    read: ScoreRead,
     device: Device,
 }
 
@@ -191,12 +194,18 @@ impl ModelSession {
             (Device::Cpu, Err(e)) => Err(e),
         };
         let (session, device) = session.map_err(err)?;
+        signature::check(session.inputs(), session.outputs(), &model.card).map_err(|message| {
+            InferenceError::Unsupported {
+                model: model_name.clone(),
+                message,
+            }
+        })?;
         Ok(Self {
             session,
             input: model.card.input.name.clone(),
             output: model.card.output.name.clone(),
             width: model.card.features.len(),
-            positive_column: model.card.output.positive_class_column,
+            read: model.card.output.read.clone(),
             device,
         })
     }
@@ -239,19 +248,11 @@ impl ModelSession {
         let value = outputs
             .get(self.output.as_str())
             .ok_or_else(|| run_err(format!("the model has no output named {:?}", self.output)))?;
-        let (shape, probs) = value
-            .try_extract_tensor::<f32>()
-            .map_err(|e| run_err(e.to_string()))?;
-        let columns = shape.get(1).copied().unwrap_or(1).max(1) as usize;
-        if probs.len() != rows * columns || self.positive_column >= columns {
-            return Err(run_err(format!("unexpected output shape {shape:?}")));
-        }
-        scores.extend(
-            probs
-                .chunks_exact(columns)
-                .map(|row| row[self.positive_column]),
-        );
-        Ok(())
+        let before = scores.len();
+        output::read_scores(value, &self.read, rows, scores).map_err(|message| {
+            scores.truncate(before);
+            run_err(message)
+        })
     }
 
     /// Runs each batch size once so ONNX Runtime has planned its shapes before
