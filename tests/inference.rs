@@ -18,17 +18,35 @@ fn runtime() -> Runtime {
         .expect("libonnxruntime from `make setup`")
 }
 
+/// Every fixture in models/fixtures, one model shape each (tensor
+/// probabilities, ZipMap, a single score column; an MLP, a logistic
+/// regression, LightGBM, XGBoost, a gradient-boosted regressor).
 #[test]
-fn batch_scores_equal_python_onnxruntime() {
-    let text =
-        std::fs::read_to_string(support::root().join("models/fixtures/fraud_mlp.expected.json"))
-            .unwrap();
-    let fixture: serde_json::Value = serde_json::from_str(&text).unwrap();
+fn batch_scores_equal_python_onnxruntime_for_every_model_shape() {
+    let dir = support::root().join("models/fixtures");
+    let mut fixtures: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".expected.json"))
+        .collect();
+    fixtures.sort();
+    assert!(fixtures.len() >= 6, "fixtures: {fixtures:?}");
+    for path in fixtures {
+        let fixture: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let card = fixture["card"]
+            .as_str()
+            .unwrap_or("models/fraud_mlp.card.json");
+        batch_scores_equal_python_onnxruntime(card, &fixture);
+    }
+}
+
+fn batch_scores_equal_python_onnxruntime(card: &str, fixture: &serde_json::Value) {
     let rows = fixture["rows"].as_array().unwrap();
-    let model = model();
+    let model = VerifiedModel::load(&support::root().join(card)).unwrap();
     assert_eq!(
         fixture["model_sha256"], model.card.sha256,
-        "fixture is for another model: rerun models/make_fixtures.py"
+        "{card}: the fixture is for another model: rerun its script"
     );
     let plan = FeaturePlan::new(&model.card);
     let mut features = Vec::new();
@@ -39,12 +57,12 @@ fn batch_scores_equal_python_onnxruntime() {
     let mut session = ModelSession::open(&runtime(), &model, DevicePreference::Cpu, 1).unwrap();
     let mut scores = Vec::new();
     session.score(&features, rows.len(), &mut scores).unwrap();
-    assert_eq!(scores.len(), rows.len());
+    assert_eq!(scores.len(), rows.len(), "{card}");
     for (row, got) in rows.iter().zip(&scores) {
         let want = row["score"].as_f64().unwrap();
         assert!(
             (f64::from(*got) - want).abs() < 1e-5,
-            "{}: {got} vs {want}",
+            "{card} {}: {got} vs {want}",
             row["event"]["event_id"]
         );
     }
@@ -53,7 +71,7 @@ fn batch_scores_equal_python_onnxruntime() {
     session
         .score(&features[..plan.width()], 1, &mut one)
         .unwrap();
-    assert!((one[0] - scores[0]).abs() < 1e-6);
+    assert!((one[0] - scores[0]).abs() < 1e-6, "{card}");
 }
 
 #[test]

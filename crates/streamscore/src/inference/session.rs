@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use ort::environment::Environment;
-use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session};
 use ort::value::TensorRef;
 
 use crate::inference::{output, signature};
@@ -138,6 +138,10 @@ pub struct ModelSession {
     input: String,
     width: usize,
     read: ScoreRead,
+    /// Only the card's output is computed: a classifier's label output costs
+    /// an ArgMax for nothing, and LightGBM's declares a fixed shape [1] that
+    /// ONNX Runtime warns about on every batch.
+    only_output: RunOptions<HasSelectedOutputs>,
     device: Device,
 }
 
@@ -200,7 +204,11 @@ impl ModelSession {
                 message,
             }
         })?;
+        let only_output = RunOptions::new()
+            .map_err(err)?
+            .with_outputs(OutputSelector::no_default().with(model.card.output.name.clone()));
         Ok(Self {
+            only_output,
             session,
             input: model.card.input.name.clone(),
             output: model.card.output.name.clone(),
@@ -243,7 +251,10 @@ impl ModelSession {
             .map_err(|e| run_err(e.to_string()))?;
         let outputs = self
             .session
-            .run(ort::inputs![self.input.as_str() => input])
+            .run_with_options(
+                ort::inputs![self.input.as_str() => input],
+                &self.only_output,
+            )
             .map_err(|e| run_err(e.to_string()))?;
         let value = outputs
             .get(self.output.as_str())
