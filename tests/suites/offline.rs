@@ -18,3 +18,5 @@ mod helm_chart;
 mod hostile_input;
 #[path = "../inference.rs"]
 mod inference;
+#[path = "../model_card.rs"]
+mod model_card;

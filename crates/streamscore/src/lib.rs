@@ -14,6 +14,7 @@
 #![warn(unreachable_pub)]
 
 mod batcher;
+mod card_writer;
 mod clock;
 mod codec;
 mod config;
@@ -51,6 +52,13 @@ pub use inference::session::{
     init_runtime,
 };
 pub use model::VerifiedModel;
+
+/// `streamscore model card`: writing the card a model is served by.
+pub mod model_card {
+    pub use crate::card_writer::{
+        CardRequest, CardWriteError, FeatureMapping, MlflowRun, write_card,
+    };
+}
 pub use transform::Transform;
 
 /// The dead-letter topic's reasons and record headers (docs/wire-format.md).

@@ -50,6 +50,75 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Model tools.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Write the card a model is served by: its SHA-256, the signature read
+    /// from the graph, each feature's Avro field with its type checked
+    /// against the reader schema, the version and the training record; the
+    /// card is loaded back and checked as `check` would.
+    Card(Box<CardArgs>),
+}
+
+#[derive(clap::Args)]
+struct CardArgs {
+    /// The ONNX model.
+    #[arg(long)]
+    model: PathBuf,
+    /// The matrix's columns in order: name (read from the field of that
+    /// name) or name=field, comma-separated or repeated.
+    #[arg(long, value_delimiter = ',')]
+    features: Vec<streamscore::model_card::FeatureMapping>,
+    /// The reader schema the features' fields are checked against [default: input.reader_schema of --config].
+    #[arg(long)]
+    schema: Option<PathBuf>,
+    /// The output holding the score [default: the one output that holds probabilities or a score].
+    #[arg(long)]
+    output: Option<String>,
+    /// The positive class: its label in a ZipMap, its column in a probability matrix.
+    #[arg(long, default_value = "1")]
+    positive_class: String,
+    /// Scores at or above it are flagged.
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f64,
+    /// The model's name [default: the file's stem].
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    version: String,
+    /// SHA-256 of the training data, recorded on the card.
+    #[arg(long)]
+    training_data_sha256: Option<String>,
+    /// An evaluation metric, key=value (repeat it); wins over --mlflow-run's.
+    #[arg(long = "metric", value_parser = metric)]
+    metrics: Vec<(String, f64)>,
+    /// An MLflow run folder (mlruns/<experiment id>/<run id>): its final
+    /// metrics and the run and model ids go on the card.
+    #[arg(long)]
+    mlflow_run: Option<PathBuf>,
+    /// Where the card goes [default: <model stem>.card.json beside the model].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Settings for the ONNX Runtime library and the default reader schema.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn metric(s: &str) -> Result<(String, f64), String> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: a metric is key=value"))?;
+    let value: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: the value of a metric is a number"))?;
+    Ok((key.trim().to_owned(), value))
 }
 
 /// Rotation is two steps so that no record is sealed with a key a processor
@@ -111,6 +180,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config } => run(config).await,
             Command::Keys { command } => keys(command),
+            Command::Model {
+                command: ModelCommand::Card(args),
+            } => model_card(*args),
             Command::Check { config } => tokio::task::spawn_blocking(move || check(config)).await?,
         }
     });
@@ -410,6 +482,47 @@ fn refusals_before_connecting(settings: &Settings) -> anyhow::Result<Keyring> {
     let keyring = settings.keys.load().context("cannot load the keyring")?;
     streamscore::clients::create_clients(settings)?;
     Ok(keyring)
+}
+
+fn model_card(args: CardArgs) -> anyhow::Result<()> {
+    let settings = Settings::load(args.config.as_deref())?;
+    logging::init(LogFormat::Human, "warn,ort=error");
+    let runtime = streamscore::init_runtime(&settings.onnxruntime_library())?;
+    let stem = args
+        .model
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let request = streamscore::model_card::CardRequest {
+        out: args
+            .out
+            .unwrap_or_else(|| args.model.with_file_name(format!("{stem}.card.json"))),
+        features: (!args.features.is_empty()).then_some(args.features),
+        schema: args.schema.unwrap_or(settings.input.reader_schema.clone()),
+        output: args.output,
+        positive_class: args.positive_class,
+        threshold: args.threshold,
+        name: args.name.unwrap_or(stem),
+        version: args.version,
+        training_data_sha256: args.training_data_sha256,
+        metrics: args.metrics,
+        mlflow_run: args.mlflow_run,
+        model: args.model,
+    };
+    let model = streamscore::model_card::write_card(&runtime, &request)?;
+    let card = &model.card;
+    println!(
+        "wrote {}: {} {}, SHA-256 {}, {} features from {}, score from output {:?} ({})",
+        request.out.display(),
+        card.name,
+        card.version,
+        card.sha256,
+        card.features.len(),
+        request.schema.display(),
+        card.output.name,
+        card.output.read.kind()
+    );
+    Ok(())
 }
 
 fn check(config: Option<PathBuf>) -> anyhow::Result<()> {

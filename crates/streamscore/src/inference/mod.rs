@@ -2,7 +2,7 @@
 
 mod output;
 pub(crate) mod session;
-mod signature;
+pub(crate) mod signature;
 pub(crate) mod worker;
 
 /// A loaded ONNX Runtime (its environment); one per process.

@@ -198,11 +198,14 @@ impl ModelSession {
             (Device::Cpu, Err(e)) => Err(e),
         };
         let (session, device) = session.map_err(err)?;
-        signature::check(session.inputs(), session.outputs(), &model.card).map_err(|message| {
-            InferenceError::Unsupported {
-                model: model_name.clone(),
-                message,
-            }
+        signature::check_ports(
+            &signature::ports(session.inputs()),
+            &signature::ports(session.outputs()),
+            &model.card,
+        )
+        .map_err(|message| InferenceError::Unsupported {
+            model: model_name.clone(),
+            message,
         })?;
         let only_output = RunOptions::new()
             .map_err(err)?

@@ -11,13 +11,17 @@ const SUPPORTED_INPUT: &str = "supported: one float32 tensor [N, features]";
 const SUPPORTED_OUTPUT: &str = "supported: kind \"probabilities\" (a float32 tensor [N, classes]), \"zipmap\" (a sequence of maps int64 or string → float32, ZipMap), \"score\" (a float32 tensor [N] or [N, 1])";
 
 /// `Err` is one line naming the input or output and what is supported.
-pub(crate) fn check(inputs: &[Outlet], outputs: &[Outlet], card: &ModelCard) -> Result<(), String> {
+pub(crate) fn check_ports(
+    inputs: &[Port],
+    outputs: &[Port],
+    card: &ModelCard,
+) -> Result<(), String> {
     check_input(inputs, &card.input.name, card.features.len())?;
     check_output(outputs, &card.output.name, &card.output.read)
 }
 
-fn check_input(inputs: &[Outlet], name: &str, width: usize) -> Result<(), String> {
-    let Some(input) = inputs.iter().find(|i| i.name() == name) else {
+fn check_input(inputs: &[Port], name: &str, width: usize) -> Result<(), String> {
+    let Some(input) = inputs.iter().find(|i| i.name == name) else {
         return Err(format!(
             "the card's input {name:?} is not in the graph, whose inputs are {}",
             list(inputs)
@@ -30,7 +34,7 @@ fn check_input(inputs: &[Outlet], name: &str, width: usize) -> Result<(), String
             list(inputs)
         ));
     }
-    let fits = match input.dtype() {
+    let fits = match &input.dtype {
         ValueType::Tensor { ty, shape, .. } => {
             *ty == TensorElementType::Float32
                 && shape.len() == 2
@@ -43,19 +47,19 @@ fn check_input(inputs: &[Outlet], name: &str, width: usize) -> Result<(), String
     } else {
         Err(format!(
             "input {name:?} is {}, and the card lists {width} features; {SUPPORTED_INPUT}",
-            input.dtype()
+            &input.dtype
         ))
     }
 }
 
-fn check_output(outputs: &[Outlet], name: &str, read: &ScoreRead) -> Result<(), String> {
-    let Some(output) = outputs.iter().find(|o| o.name() == name) else {
+fn check_output(outputs: &[Port], name: &str, read: &ScoreRead) -> Result<(), String> {
+    let Some(output) = outputs.iter().find(|o| o.name == name) else {
         return Err(format!(
             "the card's output {name:?} is not in the graph, whose outputs are {}",
             list(outputs)
         ));
     };
-    let dtype = output.dtype();
+    let dtype = &output.dtype;
     let problem = match (read, dtype) {
         (ScoreRead::Column(column), ValueType::Tensor { ty, shape, .. })
             if *ty == TensorElementType::Float32 && shape.len() == 2 =>
@@ -98,10 +102,55 @@ fn check_output(outputs: &[Outlet], name: &str, read: &ScoreRead) -> Result<(), 
     }
 }
 
-fn list(outlets: &[Outlet]) -> String {
-    let names: Vec<String> = outlets
+fn list(ports: &[Port]) -> String {
+    let names: Vec<String> = ports
         .iter()
-        .map(|o| format!("{:?} {}", o.name(), o.dtype()))
+        .map(|o| format!("{:?} {}", o.name, o.dtype))
         .collect();
     names.join(", ")
+}
+
+/// A session's inputs or outputs as ports.
+pub(crate) fn ports(outlets: &[Outlet]) -> Vec<Port> {
+    outlets
+        .iter()
+        .map(|o| Port {
+            name: o.name().to_owned(),
+            dtype: o.dtype().clone(),
+        })
+        .collect()
+}
+
+/// One input or output of a graph, as ONNX Runtime reads it.
+#[derive(Debug, Clone)]
+pub(crate) struct Port {
+    pub(crate) name: String,
+    pub(crate) dtype: ValueType,
+}
+
+/// A graph's inputs and outputs.
+#[derive(Debug, Clone)]
+pub(crate) struct GraphSignature {
+    pub(crate) inputs: Vec<Port>,
+    pub(crate) outputs: Vec<Port>,
+}
+
+/// Reads the signature of the model at `path` (a CPU session, opened and
+/// dropped): what the card tool describes.
+pub(crate) fn read_graph(
+    env: &ort::environment::Environment,
+    path: &std::path::Path,
+) -> Result<GraphSignature, super::InferenceError> {
+    let err = |e: ort::Error| super::InferenceError::Session {
+        model: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let session = ort::session::Session::builder(env)
+        .map_err(err)?
+        .commit_from_file(path)
+        .map_err(err)?;
+    Ok(GraphSignature {
+        inputs: ports(session.inputs()),
+        outputs: ports(session.outputs()),
+    })
 }

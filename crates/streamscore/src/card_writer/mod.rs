@@ -1,0 +1,240 @@
+//! `streamscore model card`: from an ONNX file, the reader schema and a
+//! feature mapping, the card the processor serves the model by. Everything
+//! the card states is read or checked here (the hash, the graph's signature,
+//! each feature's Avro field and type), and the written card is loaded back
+//! and its graph checked the way `run` and `check` will, so a card this
+//! writes is one they accept.
+
+mod fields;
+mod mlflow;
+mod output;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ort::value::{TensorElementType, ValueType};
+use serde::Serialize;
+
+use crate::inference::Runtime;
+use crate::inference::signature::{self, GraphSignature};
+use crate::model::{ClassLabel, ScoreRead, VerifiedModel};
+
+pub use fields::FeatureMapping;
+pub use mlflow::MlflowRun;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CardWriteError {
+    #[error(transparent)]
+    Graph(#[from] crate::inference::InferenceError),
+    #[error("input: {0}")]
+    Input(String),
+    #[error("{0}")]
+    Feature(String),
+    #[error("output: {0}")]
+    Output(String),
+    #[error("schema {path}: {message}")]
+    Schema { path: String, message: String },
+    #[error("MLflow run {path}: {message}")]
+    Mlflow { path: String, message: String },
+    #[error("{what} {path}: {error}")]
+    Io {
+        what: &'static str,
+        path: String,
+        error: std::io::Error,
+    },
+    #[error("the card written to {path} is not one `check` accepts: {message}")]
+    NotAccepted { path: String, message: String },
+}
+
+/// What the card tool is asked to write.
+#[derive(Debug, Clone)]
+pub struct CardRequest {
+    pub model: PathBuf,
+    /// The reader schema the processor resolves records against.
+    pub schema: PathBuf,
+    /// The matrix's columns in order; `None`: the names of a graph whose
+    /// inputs name them (one input per feature).
+    pub features: Option<Vec<FeatureMapping>>,
+    /// The output the score is read from; `None`: the one that holds
+    /// probabilities or a score, if there is exactly one.
+    pub output: Option<String>,
+    /// ZipMap: the positive class's label; probabilities: its column.
+    pub positive_class: String,
+    pub threshold: f64,
+    pub name: String,
+    pub version: String,
+    pub training_data_sha256: Option<String>,
+    pub metrics: Vec<(String, f64)>,
+    pub mlflow_run: Option<PathBuf>,
+    pub out: PathBuf,
+}
+
+/// The card as written (the processor reads the fields it needs from it;
+/// the rest is the record data scientists asked for).
+#[derive(Debug, Serialize)]
+struct CardDocument {
+    name: String,
+    version: String,
+    file: String,
+    sha256: String,
+    input: InputDocument,
+    output: output::OutputDocument,
+    features: Vec<fields::FeatureDocument>,
+    threshold: f64,
+    training: BTreeMap<String, serde_json::Value>,
+    evaluation: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+struct InputDocument {
+    name: String,
+    dtype: &'static str,
+    shape: Vec<i64>,
+}
+
+/// Writes the card and returns what `check` said of it: the loaded model.
+pub fn write_card(env: &Runtime, request: &CardRequest) -> Result<VerifiedModel, CardWriteError> {
+    let bytes = std::fs::read(&request.model).map_err(|error| CardWriteError::Io {
+        what: "cannot read the model",
+        path: request.model.display().to_string(),
+        error,
+    })?;
+    let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
+    let graph = signature::read_graph(env, &request.model)?;
+    let (input, width) = matrix_input(&graph)?;
+    let Some(mapping) = &request.features else {
+        return Err(CardWriteError::Input(format!(
+            "{:?} is one float32 matrix of {} columns, which the graph does not name: give them in order with --features name[=field],…",
+            input.name,
+            width.map_or("any number of".to_owned(), |w| w.to_string())
+        )));
+    };
+    if let Some(w) = width.filter(|&w| w != mapping.len()) {
+        return Err(CardWriteError::Input(format!(
+            "{:?} takes {w} columns and --features names {}",
+            input.name,
+            mapping.len()
+        )));
+    }
+    let schema = crate::codec::schemas::load_schema(&request.schema).map_err(|e| {
+        CardWriteError::Schema {
+            path: request.schema.display().to_string(),
+            message: e.to_string(),
+        }
+    })?;
+    let features = fields::check(mapping, &schema, &request.schema)?;
+    let output = output::choose(&graph, request.output.as_deref(), &request.positive_class)?;
+    let mut training = BTreeMap::new();
+    let mut evaluation = BTreeMap::new();
+    if let Some(hash) = &request.training_data_sha256 {
+        training.insert("data_sha256".into(), hash.clone().into());
+    }
+    if let Some(dir) = &request.mlflow_run {
+        let run = MlflowRun::read(dir)?;
+        training.insert("mlflow".into(), run.provenance());
+        for (k, v) in run.metrics {
+            evaluation.insert(k, v.into());
+        }
+    }
+    for (k, v) in &request.metrics {
+        evaluation.insert(k.clone(), (*v).into());
+    }
+    let document = CardDocument {
+        name: request.name.clone(),
+        version: request.version.clone(),
+        file: file_from(&request.out, &request.model),
+        sha256,
+        input: InputDocument {
+            name: input.name.clone(),
+            dtype: "float32",
+            shape: vec![-1, width.map_or(-1, |w| w as i64)],
+        },
+        output,
+        features,
+        threshold: request.threshold,
+        training,
+        evaluation,
+    };
+    let text =
+        serde_json::to_string_pretty(&document).map_err(|e| CardWriteError::NotAccepted {
+            path: request.out.display().to_string(),
+            message: e.to_string(),
+        })?;
+    std::fs::write(&request.out, text + "\n").map_err(|error| CardWriteError::Io {
+        what: "cannot write the card",
+        path: request.out.display().to_string(),
+        error,
+    })?;
+    accepted(&request.out, &graph).inspect_err(|_| {
+        // A card `check` would refuse is not left behind to be deployed.
+        let _ = std::fs::remove_file(&request.out);
+    })
+}
+
+/// The one input, a float32 matrix; its width when the graph fixes it.
+fn matrix_input(
+    graph: &GraphSignature,
+) -> Result<(&signature::Port, Option<usize>), CardWriteError> {
+    let [input] = graph.inputs.as_slice() else {
+        let names: Vec<&str> = graph.inputs.iter().map(|p| p.name.as_str()).collect();
+        return Err(CardWriteError::Input(format!(
+            "the graph has {} inputs ({}); streamscore feeds one float32 tensor [N, features]",
+            names.len(),
+            names.join(", ")
+        )));
+    };
+    match &input.dtype {
+        ValueType::Tensor { ty, shape, .. }
+            if *ty == TensorElementType::Float32 && shape.len() == 2 =>
+        {
+            Ok((input, usize::try_from(shape[1]).ok()))
+        }
+        other => Err(CardWriteError::Input(format!(
+            "{:?} is {other}; streamscore feeds one float32 tensor [N, features]",
+            input.name
+        ))),
+    }
+}
+
+/// The model file as the card names it: relative to the card's folder when
+/// it lies in it or below, else the path as given.
+fn file_from(card: &Path, model: &Path) -> String {
+    let folder = card.parent().unwrap_or(Path::new(""));
+    let model_abs = std::path::absolute(model).unwrap_or_else(|_| model.to_path_buf());
+    let folder_abs = std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf());
+    match model_abs.strip_prefix(&folder_abs) {
+        Ok(relative) => relative.display().to_string(),
+        Err(_) => model_abs.display().to_string(),
+    }
+}
+
+/// Loads the written card as `run` does and checks its graph against it.
+fn accepted(card: &Path, graph: &GraphSignature) -> Result<VerifiedModel, CardWriteError> {
+    let not_accepted = |message: String| CardWriteError::NotAccepted {
+        path: card.display().to_string(),
+        message,
+    };
+    let model = VerifiedModel::load(card).map_err(|e| not_accepted(e.to_string()))?;
+    signature::check_ports(&graph.inputs, &graph.outputs, &model.card).map_err(not_accepted)?;
+    Ok(model)
+}
+
+/// How `--positive-class` reads for each kind of output.
+fn read_for(kind: &ValueType, positive: &str) -> Result<ScoreRead, String> {
+    match kind {
+        ValueType::Sequence(inner) => match inner.as_ref() {
+            ValueType::Map { key, .. } if *key == TensorElementType::String => {
+                Ok(ScoreRead::Label(ClassLabel::Text(positive.to_owned())))
+            }
+            _ => positive
+                .parse()
+                .map(|l| ScoreRead::Label(ClassLabel::Int(l)))
+                .map_err(|_| format!("--positive-class {positive:?}: the map's labels are integers")),
+        },
+        ValueType::Tensor { shape, .. } if shape.len() == 2 && shape[1] != 1 => positive
+            .parse()
+            .map(ScoreRead::Column)
+            .map_err(|_| format!("--positive-class {positive:?}: a probability matrix's class is its column number")),
+        _ => Ok(ScoreRead::Value),
+    }
+}
