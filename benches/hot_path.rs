@@ -19,7 +19,7 @@ use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterio
 use streamscore::FeaturePlan;
 use streamscore::Keyring;
 use streamscore::load_schema;
-use streamscore::{Decision, InputDecoder, ScoreEncoder, ScoreResult};
+use streamscore::{Decision, FeatureRows, InputDecoder, ScoreEncoder, ScoreResult};
 use streamscore::{DevicePreference, Format};
 use streamscore::{ModelSession, VerifiedModel, init_runtime};
 use streamscore::{Transform, share};
@@ -77,7 +77,7 @@ fn per_record(c: &mut Criterion) {
         })
     });
     decode_to_rows(&mut g, &keyring, &schema, &plan, &decoder, &plaintexts);
-    let mut row = Vec::with_capacity(plan.width());
+    let mut row = FeatureRows::default();
     let decoded: Vec<_> = plaintexts
         .iter()
         .map(|p| decoder.decode(p).unwrap())
@@ -131,7 +131,7 @@ fn decode_to_rows(
     decoder: &InputDecoder,
     plaintexts: &[Vec<u8>],
 ) {
-    let mut row = Vec::with_capacity(plan.width());
+    let mut row = FeatureRows::default();
     g.bench_function("avro_decode_values", |b| {
         b.iter(|| {
             for p in plaintexts {

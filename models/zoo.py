@@ -6,8 +6,8 @@ models/zoo/<name>.card.json and its fixture models/fixtures/<name>.expected.json
     .local/train-venv/bin/pip install -r models/requirements-train.txt
     .local/train-venv/bin/python models/zoo.py
 
-The zoo (all take one float32 input "X" of shape [N, 24], features in the
-order of features.FEATURES):
+The zoo (all but country_pipeline take one float32 input "X" of shape [N, 24],
+features in the order of features.FEATURES):
     logreg_zipmap  StandardScaler + LogisticRegression, skl2onnx defaults:
                    output_label int64 [N], output_probability seq(map(int64, float))
     logreg_tensor  the same fitted model with zipmap off: label, probabilities float [N, 2]
@@ -15,6 +15,12 @@ order of features.FEATURES):
     xgboost        XGBClassifier via onnxmltools: label, probabilities float [N, 2]
     gbr_score      GradientBoostingRegressor fit to the 0/1 label: variable float [N, 1]
                    (a raw regression score: it can fall slightly outside [0, 1])
+    country_pipeline  Pipeline(ColumnTransformer(OneHotEncoder on the string feature
+                   merchant_country, StandardScaler on the 24), LogisticRegression):
+                   one input per feature, named like it (24 float [N, 1] and
+                   merchant_country string [N, 1]); label, probabilities float [N, 2].
+                   merchant_country is drawn here, not in features.py; a missing
+                   country is fed as "" (the processor feeds a null string as "").
 
 Deterministic (fixed seeds, single-threaded training): the same versions give
 the same files. The fixture scores are what onnxruntime (pinned to the version
@@ -31,16 +37,19 @@ import lightgbm
 import numpy as np
 import onnxmltools
 import onnxruntime as ort
+import pandas as pd
 import sklearn
 import skl2onnx
 import xgboost
 from onnxmltools.convert.common.data_types import FloatTensorType
 from skl2onnx import to_onnx
+from skl2onnx.common.data_types import FloatTensorType as SklFloatTensorType, StringTensorType
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import GradientBoostingRegressor
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from features import FEATURES, draw, matrix
 
@@ -81,9 +90,14 @@ def fixture_events():
     return matrix(cols), events
 
 
-def positive_scores(sess, output, x) -> np.ndarray:
+def single_input(x):
+    """The feed of the one-input models: the [N, 24] float32 matrix as "X"."""
+    return {"X": x}
+
+
+def positive_scores(sess, output, feed) -> np.ndarray:
     """The positive-class score that the card's output block describes."""
-    out = sess.run([output["name"]], {"X": x})[0]
+    out = sess.run([output["name"]], feed)[0]
     if output["kind"] == "zipmap":
         return np.array([row[output["positive_class"]] for row in out], dtype=np.float32)
     if output["kind"] == "probabilities":
@@ -91,8 +105,15 @@ def positive_scores(sess, output, x) -> np.ndarray:
     return out[:, 0]
 
 
-def publish(name, onx, output, architecture, library, split, reference=None):
-    """Writes the .onnx, its card and its fixture; checks and prints the model."""
+def publish(name, onx, output, architecture, library, split, reference=None, *, feed=single_input,
+            features=FEATURES, fixture=fixture_events):
+    """Writes the .onnx, its card and its fixture; checks and prints the model.
+
+    feed turns split's holdout (and fixture()'s table) into the session's inputs. A model
+    fed by single_input gets a card "input" block (one float32 [N, len(features)] "X");
+    any other gets "inputs", one block per graph input in the graph's order, each
+    naming the feature it carries (the inputs are named like the features).
+    """
     _, _, x_test, y_test, meta = split
     ZOO.mkdir(exist_ok=True)
     FIXTURES.mkdir(exist_ok=True)
@@ -106,8 +127,16 @@ def publish(name, onx, output, architecture, library, split, reference=None):
     path = ZOO / f"{name}.onnx"
     path.write_bytes(onx.SerializeToString())
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    assert [(i.name, i.type, i.shape[1]) for i in sess.get_inputs()] == [("X", "tensor(float)", len(FEATURES))]
-    scores = positive_scores(sess, output, x_test)
+    if feed is single_input:
+        assert [(i.name, i.type, i.shape[1]) for i in sess.get_inputs()] == [("X", "tensor(float)", len(features))]
+        inputs = {"input": {"name": "X", "dtype": "float32", "shape": [-1, len(features)]}}
+    else:
+        dtypes = {"tensor(float)": "float32", "tensor(string)": "string"}
+        assert [i.name for i in sess.get_inputs()] == [n for n, _, _ in features], "one input per feature"
+        assert all(i.shape[1] == 1 and i.type in dtypes for i in sess.get_inputs())
+        inputs = {"inputs": [{"name": i.name, "dtype": dtypes[i.type], "shape": [-1, 1], "features": [i.name]}
+                             for i in sess.get_inputs()]}
+    scores = positive_scores(sess, output, feed(x_test))
     if reference is not None:  # the converted graph must score like the trained model
         diff = float(np.abs(scores - reference(x_test)).max())
         assert diff < 1e-4, f"{name}: onnx differs from the trained model by {diff}"
@@ -117,9 +146,9 @@ def publish(name, onx, output, architecture, library, split, reference=None):
         "version": VERSION,
         "file": path.name,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "input": {"name": "X", "dtype": "float32", "shape": [-1, len(FEATURES)]},
+        **inputs,
         "output": output,
-        "features": [{"name": n, "field": f, "type": t} for n, f, t in FEATURES],
+        "features": [{"name": n, "field": f, "type": t} for n, f, t in features],
         "threshold": 0.5,
         "training": {"script": "models/zoo.py", **meta, "architecture": architecture, "library": library},
         "evaluation": {"holdout_rows": len(y_test), "holdout_auc": round(auc, 4)},
@@ -127,8 +156,11 @@ def publish(name, onx, output, architecture, library, split, reference=None):
     card_path = ZOO / f"{name}.card.json"
     card_path.write_text(json.dumps(card, indent=2) + "\n")
 
-    fx, events = fixture_events()
-    fscores = positive_scores(sess, output, fx)
+    fx, events = fixture()
+    fscores = positive_scores(sess, output, feed(fx))
+    if reference is not None:
+        diff = float(np.abs(fscores - reference(fx)).max())
+        assert diff < 1e-4, f"{name}: onnx differs from the trained model on the fixture by {diff}"
     assert len(set(fscores.tolist())) > 1, f"{name}: fixture scores are all equal"
     # The every-8th rows are far out in the risk features. Trees do not extrapolate past
     # the training range, so only ask that they score well above the ordinary rows.
@@ -198,6 +230,100 @@ def gbr_score(split):
             lambda x: model.predict(x).astype(np.float32))
 
 
+# country_pipeline: a string feature, drawn here (features.py is shared with train.py and
+# make_fixtures.py and stays as it is). ISO 3166 alpha-2 codes with rough card-volume weights,
+# and the chance that a country adds a fraud on top of features.draw's labels.
+COUNTRIES = {  # code: (weight, extra fraud probability for a non-fraud row)
+    "US": (0.30, 0.0), "GB": (0.10, 0.0), "DE": (0.09, 0.0), "FR": (0.08, 0.0),
+    "CA": (0.06, 0.0), "NL": (0.04, 0.0), "ES": (0.05, 0.0), "IT": (0.05, 0.0),
+    "BR": (0.05, 0.03), "MX": (0.04, 0.02), "IN": (0.05, 0.02), "JP": (0.04, 0.0),
+    "CN": (0.03, 0.015), "NG": (0.01, 0.08), "RU": (0.01, 0.05),
+}
+COUNTRY_MISSING = 0.03  # share of rows with no country (null): fed as ""
+COUNTRY_MISSING_FRAUD = 0.01  # a missing country is a little suspicious too
+COUNTRY_FEATURE = ("merchant_country", "merchant_country", "string")
+# Fixture countries (cycled): every code, "ZZ" (not in training: an all-zero one-hot) and None.
+FIXTURE_NULLS = (3, 16, 29, 42, 55)  # JSON null, scored with "" (16 is an extreme row)
+FIXTURE_UNKNOWN = (7, 24, 50)  # "ZZ" (24 is an extreme row)
+
+
+def country_frame(x, countries):
+    """The pipeline's training/scoring table: the 24 float32 columns and merchant_country,
+    a null country as "" (what the processor feeds for a null string)."""
+    table = {name: x[:, j] for j, (name, _, _) in enumerate(FEATURES)}
+    table["merchant_country"] = pd.Series(["" if c is None else c for c in countries], dtype=object)
+    return pd.DataFrame(table)
+
+
+def per_feature_feed(frame):
+    """One [N, 1] input per feature: float32 for the 24, a numpy object array of str for the country."""
+    feed = {name: frame[name].to_numpy(dtype=np.float32).reshape(-1, 1) for name, _, _ in FEATURES}
+    feed["merchant_country"] = frame["merchant_country"].to_numpy(dtype=object).reshape(-1, 1)
+    return feed
+
+
+def country_data():
+    """features.draw with the zoo's seed, plus merchant_country from an rng of its own (so the
+    24 columns are the other models' own) and labels bumped by country."""
+    cols, y = draw(np.random.default_rng(SEED), ROWS)
+    x = matrix(cols)
+    rng = np.random.default_rng([SEED, 3166])
+    codes = list(COUNTRIES)
+    weights = np.array([COUNTRIES[c][0] for c in codes])
+    drawn = rng.choice(len(codes), size=ROWS, p=weights / weights.sum())
+    missing = rng.random(ROWS) < COUNTRY_MISSING
+    countries = [None if m else codes[k] for k, m in zip(drawn, missing)]
+    bump = np.where(missing, COUNTRY_MISSING_FRAUD, np.array([COUNTRIES[c][1] for c in codes])[drawn])
+    y = np.where((y == 0) & (rng.random(ROWS) < bump), 1, y).astype(np.int64)
+    frame = country_frame(x, countries)
+    split = int(ROWS * 0.8)
+    country_bytes = "\n".join("" if c is None else c for c in countries).encode()
+    meta = {"seed": SEED, "rows": ROWS, "fraud_rate": float(y.mean()),
+            "data_sha256": hashlib.sha256(x.tobytes() + country_bytes + y.tobytes()).hexdigest(),
+            "merchant_country": {"draw": "numpy default_rng([seed, 3166]) after features.draw",
+                                 "missing_rate": COUNTRY_MISSING, "weights": {c: w for c, (w, _) in COUNTRIES.items()},
+                                 "fraud_bump": {**{c: b for c, (_, b) in COUNTRIES.items() if b}, "": COUNTRY_MISSING_FRAUD}}}
+    return frame.iloc[:split], y[:split], frame.iloc[split:].reset_index(drop=True), y[split:], meta
+
+
+def country_fixture():
+    """fixture_events' rows and events, each with a merchant_country (None for JSON null)."""
+    fx, events = fixture_events()
+    codes = list(COUNTRIES)
+    countries = [None if i in FIXTURE_NULLS else "ZZ" if i in FIXTURE_UNKNOWN else codes[i % len(codes)]
+                 for i in range(FIXTURE_ROWS)]
+    for event, country in zip(events, countries):
+        event["merchant_country"] = country
+    return country_frame(fx, countries), events
+
+
+def country_pipeline():
+    split = country_data()
+    x_train, y_train, x_test = split[0], split[1], split[2]
+    numeric = [name for name, _, _ in FEATURES]
+    model = Pipeline([
+        ("features", ColumnTransformer([
+            ("country", OneHotEncoder(handle_unknown="ignore"), ["merchant_country"]),
+            ("num", StandardScaler(), numeric),
+        ])),
+        ("classifier", LogisticRegression(max_iter=1000)),
+    ])
+    model.fit(x_train, y_train)
+    print(f"country_pipeline: fraud rate with the country bump {split[4]['fraud_rate']:.4f}, "
+          f"categories {model.named_steps['features'].named_transformers_['country'].categories_[0].tolist()}")
+    initial_types = [(name, SklFloatTensorType([None, 1])) for name in numeric]
+    initial_types.append(("merchant_country", StringTensorType([None, 1])))
+    onx = to_onnx(model, initial_types=initial_types, target_opset=OPSET, options={"zipmap": False})
+    publish("country_pipeline", onx, {"name": "probabilities", "kind": "probabilities", "dtype": "float32",
+                                      "positive_class_column": 1},
+            "ColumnTransformer(OneHotEncoder(handle_unknown=ignore) on merchant_country ('' for a null "
+            "country), StandardScaler on the 24 numeric features) -> LogisticRegression (lbfgs, L2, C=1); "
+            "one graph input per feature",
+            f"scikit-learn {sklearn.__version__}, skl2onnx {skl2onnx.__version__} (zipmap off), "
+            f"pandas {pd.__version__}", split, lambda frame: model.predict_proba(frame)[:, 1],
+            feed=per_feature_feed, features=FEATURES + [COUNTRY_FEATURE], fixture=country_fixture)
+
+
 def main() -> None:
     split = data()
     print(f"{ROWS} rows, seed {SEED}, fraud rate {split[4]['fraud_rate']:.4f}, onnxruntime {ort.__version__}")
@@ -205,6 +331,7 @@ def main() -> None:
     light_gbm(split)
     xg_boost(split)
     gbr_score(split)
+    country_pipeline()
 
 
 if __name__ == "__main__":

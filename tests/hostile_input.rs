@@ -66,9 +66,9 @@ fn world() -> World {
 }
 
 fn check(t: &Transform, value: &[u8], key: &[u8]) {
-    let mut row = Vec::new();
+    let mut row = streamscore::FeatureRows::default();
     match t.apply(Some(value), Some(key), &mut row) {
-        Ok(_) => assert_eq!(row.len(), t.width()),
+        Ok(_) => assert_eq!(row.numbers.len(), t.width()),
         Err(rejection) => {
             assert!(row.is_empty(), "a rejected record left a partial row");
             assert!(!rejection.message.is_empty());
@@ -122,7 +122,7 @@ proptest! {
         let mut sealed = w.keyring.seal(&w.avro_event, Some(b"k"));
         let i = at % sealed.len();
         sealed[i] ^= byte;
-        let mut row = Vec::new();
+        let mut row = streamscore::FeatureRows::default();
         prop_assert!(w.avro.apply(Some(&sealed), Some(b"k"), &mut row).is_err());
     }
 }
@@ -137,14 +137,14 @@ fn the_unmutated_events_are_accepted() {
     // Guards the properties above against testing only rejections.
     let w = world_once();
     for (t, event) in [(&w.avro, &w.avro_event), (&w.json, &w.json_event)] {
-        let mut row = Vec::new();
+        let mut row = streamscore::FeatureRows::default();
         t.apply(
             Some(&w.keyring.seal(event, Some(b"k"))),
             Some(b"k"),
             &mut row,
         )
         .unwrap();
-        assert_eq!(row.len(), 24);
+        assert_eq!(row.numbers.len(), 24);
     }
 }
 
@@ -157,7 +157,7 @@ fn each_edge_case_gets_its_documented_reason() {
     use apache_avro::types::Value as AvroValue;
     let w = world_once();
     let reason = |t: &Transform, value: &[u8]| {
-        let mut row = Vec::new();
+        let mut row = streamscore::FeatureRows::default();
         match t.apply(Some(value), Some(b"k"), &mut row) {
             Ok(_) => "accepted".to_owned(),
             Err(r) => r.reason.as_str().to_owned(),
@@ -251,7 +251,7 @@ fn each_edge_case_gets_its_documented_reason() {
 fn the_other_listed_edge_cases_get_their_documented_reasons() {
     let w = world_once();
     let reason = |t: &Transform, value: &[u8], key: &[u8]| {
-        let mut row = Vec::new();
+        let mut row = streamscore::FeatureRows::default();
         match t.apply(Some(value), Some(key), &mut row) {
             Ok(_) => "accepted".to_owned(),
             Err(r) => r.reason.as_str().to_owned(),

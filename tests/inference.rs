@@ -5,9 +5,9 @@
 use crate::support;
 
 use streamscore::DevicePreference;
-use streamscore::FeaturePlan;
 use streamscore::Fields;
 use streamscore::{Device, ModelSession, Runtime, VerifiedModel, init_runtime};
+use streamscore::{FeaturePlan, FeatureRows};
 
 fn model() -> VerifiedModel {
     VerifiedModel::load(&support::root().join("models/fraud_mlp.card.json")).unwrap()
@@ -49,14 +49,16 @@ fn batch_scores_equal_python_onnxruntime(card: &str, fixture: &serde_json::Value
         "{card}: the fixture is for another model: rerun its script"
     );
     let plan = FeaturePlan::new(&model.card);
-    let mut features = Vec::new();
+    let mut features = FeatureRows::default();
     for row in rows {
         let fields = Fields::Json(row["event"].as_object().unwrap().clone());
         plan.extract(&fields, &mut features).unwrap();
     }
     let mut session = ModelSession::open(&runtime(), &model, DevicePreference::Cpu, 1).unwrap();
     let mut scores = Vec::new();
-    session.score(&features, rows.len(), &mut scores).unwrap();
+    session
+        .score_rows(&features, rows.len(), &mut scores)
+        .unwrap();
     assert_eq!(scores.len(), rows.len(), "{card}");
     for (row, got) in rows.iter().zip(&scores) {
         let want = row["score"].as_f64().unwrap();
@@ -67,10 +69,12 @@ fn batch_scores_equal_python_onnxruntime(card: &str, fixture: &serde_json::Value
         );
     }
     // Batch composition must not change a row's score.
+    let first = FeatureRows {
+        numbers: features.numbers[..plan.width()].to_vec(),
+        texts: features.texts[..plan.text_width()].to_vec(),
+    };
     let mut one = Vec::new();
-    session
-        .score(&features[..plan.width()], 1, &mut one)
-        .unwrap();
+    session.score_rows(&first, 1, &mut one).unwrap();
     assert!((one[0] - scores[0]).abs() < 1e-6, "{card}");
 }
 
@@ -184,15 +188,47 @@ fn a_card_that_does_not_fit_its_graph_is_refused_naming_the_input_or_output() {
         c["features"].as_array_mut().unwrap().pop();
     });
     assert!(
-        text.contains("input \"X\"")
-            && text.contains("23 features")
-            && text.contains("supported: one float32 tensor"),
+        text.contains("input \"X\" is Tensor<f32>(dyn, 24)")
+            && text.contains("feeds it 23 float32 column(s)")
+            && text.contains("supported: float32 or string tensors"),
         "{text}"
     );
 
     let text = refusal(|c| c["output"]["kind"] = "logits".into());
     assert!(
         text.contains("kind \"logits\" is not one of probabilities, zipmap, score"),
+        "{text}"
+    );
+}
+
+/// A card's `inputs` must cover the graph and the features: string features
+/// feed string inputs, numbers float32 ones, each feature one input.
+#[test]
+fn a_card_whose_inputs_do_not_cover_the_graph_or_the_features_is_refused() {
+    let text = refusal(|c| {
+        c["inputs"] =
+            serde_json::json!([{"name": "X", "dtype": "float32", "features": ["amount"]}]);
+        c.as_object_mut().unwrap().remove("input");
+    });
+    assert!(
+        text.contains("feature \"amount_avg_30d\" feeds no input"),
+        "{text}"
+    );
+
+    let text = refusal(|c| {
+        c["features"][0]["type"] = "string".into();
+    });
+    assert!(
+        text.contains("feature \"amount\" is a string, and input \"X\" is one float32 matrix"),
+        "{text}"
+    );
+
+    let text = refusal(|c| {
+        c["inputs"] = serde_json::json!([{"name": "X", "dtype": "int64", "features": ["amount"]}]);
+        c.as_object_mut().unwrap().remove("input");
+    });
+    assert!(
+        text.contains("input \"X\" has dtype \"int64\"; supported: float32, string"),
         "{text}"
     );
 }

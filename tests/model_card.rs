@@ -64,6 +64,7 @@ fn the_card_tool_writes_a_card_check_accepts_for_every_shipped_model() {
         "models/zoo/lightgbm.card.json",
         "models/zoo/xgboost.card.json",
         "models/zoo/gbr_score.card.json",
+        "models/zoo/country_pipeline.card.json",
     ] {
         let shipped_path = support::root().join(shipped);
         let hand = json(&shipped_path);
@@ -71,25 +72,30 @@ fn the_card_tool_writes_a_card_check_accepts_for_every_shipped_model() {
         let written = dir
             .path()
             .join(format!("{}.card.json", hand["name"].as_str().unwrap()));
-        let out = streamscore(&[
+        // A graph with an input per feature names its features itself.
+        let per_input = hand.get("inputs").is_some();
+        let mut args = vec![
             "model",
             "card",
             "--model",
             model.to_str().unwrap(),
-            "--features",
-            &features,
             "--version",
             "7.0.0",
             "--metric",
             "holdout_auc=0.8",
             "--out",
             written.to_str().unwrap(),
-        ]);
+        ];
+        if !per_input {
+            args.extend(["--features", features.as_str()]);
+        }
+        let out = streamscore(&args);
         assert!(out.status.success(), "{shipped}: {}", text(&out));
         let card = json(&written);
         assert_eq!(card["sha256"], hand["sha256"], "{shipped}");
         assert_eq!(reads(&card), reads(&hand), "{shipped}");
         assert_eq!(card["input"], hand["input"], "{shipped}");
+        assert_eq!(card["inputs"], hand["inputs"], "{shipped}");
         assert_eq!(card["features"], hand["features"], "{shipped}");
         assert_eq!(card["version"], "7.0.0");
         assert_eq!(card["evaluation"]["holdout_auc"], 0.8);
@@ -258,4 +264,62 @@ fn the_card_tool_reads_metrics_and_ids_from_an_mlflow_run() {
         "{}",
         text(&out)
     );
+}
+
+/// A graph with an input per feature is matched by name; a string input
+/// must read a string field, and `--features` may only rename its inputs.
+#[test]
+fn per_feature_inputs_are_matched_by_name_and_a_string_input_needs_a_string_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_card = dir.path().join("card.json");
+    let mut names: Vec<String> = feature_list().split(',').map(str::to_owned).collect();
+    names.push("merchant_country=card_id".into());
+    let renamed = names.join(",");
+    names.pop();
+    names.push("merchant_country=amount".into());
+    let numeric = names.join(",");
+    for (features, says) in [
+        (renamed.as_str(), None),
+        (
+            numeric.as_str(),
+            Some("feature \"merchant_country\": field \"amount\" is double"),
+        ),
+        (
+            "amount",
+            Some("\"amount_avg_30d\" is an input of the graph, and --features does not name it"),
+        ),
+        (
+            &*format!("{},merchant_id", feature_list() + ",merchant_country"),
+            Some("--features names \"merchant_id\", which is not an input"),
+        ),
+    ] {
+        let out = streamscore(&[
+            "model",
+            "card",
+            "--model",
+            "models/zoo/country_pipeline.onnx",
+            "--features",
+            features,
+            "--version",
+            "1",
+            "--out",
+            out_card.to_str().unwrap(),
+        ]);
+        match says {
+            None => {
+                assert!(out.status.success(), "{}", text(&out));
+                let card = json(&out_card);
+                let last = &card["features"][24];
+                assert_eq!(
+                    (last["field"].as_str(), last["type"].as_str()),
+                    (Some("card_id"), Some("string")),
+                    "{card}"
+                );
+            }
+            Some(says) => {
+                assert!(!out.status.success());
+                assert!(text(&out).contains(says), "{}", text(&out));
+            }
+        }
+    }
 }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
-use streamscore::{DevicePreference, FeaturePlan, Fields, ModelSession, Settings, VerifiedModel};
+use streamscore::{
+    DevicePreference, FeaturePlan, FeatureRows, Fields, ModelSession, Settings, VerifiedModel,
+};
 
 /// Scores may differ from Python onnxruntime's by at most this much.
 pub const FIXTURE_TOLERANCE: f64 = 1e-5;
@@ -96,7 +98,7 @@ type Expected = Vec<(String, f64)>;
 fn fixture_rows(
     opts: &InferenceOptions,
     model: &VerifiedModel,
-) -> Result<(Vec<f32>, Expected), InferenceBenchError> {
+) -> Result<(FeatureRows, Expected), InferenceBenchError> {
     let path = opts.fixtures.display().to_string();
     let fail = |message: String| InferenceBenchError::Fixtures {
         path: path.clone(),
@@ -111,7 +113,7 @@ fn fixture_rows(
         ));
     }
     let plan = FeaturePlan::new(&model.card);
-    let (mut features, mut want) = (Vec::new(), Vec::new());
+    let (mut features, mut want) = (FeatureRows::default(), Vec::new());
     for row in fixture["rows"].as_array().into_iter().flatten() {
         let event = row["event"].as_object().cloned().unwrap_or_default();
         let id = event
@@ -136,11 +138,11 @@ fn fixture_rows(
 fn compare(
     session: &mut ModelSession,
     device: &'static str,
-    features: &[f32],
+    features: &FeatureRows,
     want: &[(String, f64)],
 ) -> Result<f64, InferenceBenchError> {
     let mut scores = Vec::with_capacity(want.len());
-    session.score(features, want.len(), &mut scores)?;
+    session.score_rows(features, want.len(), &mut scores)?;
     let mut worst = 0.0f64;
     for ((row, want), &got) in want.iter().zip(&scores) {
         let diff = (f64::from(got) - want).abs();

@@ -13,6 +13,8 @@ pub enum FeatureError {
     Missing(String),
     #[error("field {field:?} is not numeric or boolean ({found})")]
     NotNumeric { field: String, found: String },
+    #[error("field {field:?} is not a string ({found})")]
+    NotText { field: String, found: String },
     #[error("field {0:?} is not a finite number")]
     NotFinite(String),
     #[error("model feature {feature:?} reads field {field:?}, which the reader schema lacks")]
@@ -22,11 +24,48 @@ pub enum FeatureError {
 pub(crate) const EVENT_ID_FIELD: &str = "event_id";
 pub(crate) const EVENT_TIME_FIELD: &str = "event_time";
 
+/// The features of one or more rows, appended row by row: `numbers` holds
+/// every feature of a row in card order (a string feature's slot holds 0),
+/// `texts` the row's string features in card order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FeatureRows {
+    pub numbers: Vec<f32>,
+    pub texts: Vec<String>,
+}
+
+impl FeatureRows {
+    pub fn clear(&mut self) {
+        self.numbers.clear();
+        self.texts.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.numbers.is_empty() && self.texts.is_empty()
+    }
+
+    /// Appends `other`'s rows.
+    pub fn extend_from(&mut self, other: &FeatureRows) {
+        self.numbers.extend_from_slice(&other.numbers);
+        self.texts.extend_from_slice(&other.texts);
+    }
+
+    fn mark(&self) -> (usize, usize) {
+        (self.numbers.len(), self.texts.len())
+    }
+
+    fn truncate_to(&mut self, (numbers, texts): (usize, usize)) {
+        self.numbers.truncate(numbers);
+        self.texts.truncate(texts);
+    }
+}
+
 /// Where each feature comes from. For Avro the field positions in the reader
 /// schema are worked out once, so building a row does no name look-ups.
 #[derive(Debug, Clone)]
 pub struct FeaturePlan {
     fields: Vec<String>,
+    /// Which features are strings.
+    texts: Vec<bool>,
     avro_positions: Option<Vec<usize>>,
     avro_meta: Option<(usize, usize)>,
 }
@@ -35,6 +74,7 @@ impl FeaturePlan {
     pub fn new(card: &ModelCard) -> Self {
         Self {
             fields: card.features.iter().map(|f| f.field.clone()).collect(),
+            texts: card.features.iter().map(|f| f.is_text()).collect(),
             avro_positions: None,
             avro_meta: None,
         }
@@ -81,20 +121,29 @@ impl FeaturePlan {
         self.fields.len()
     }
 
+    /// String features per row.
+    pub fn text_width(&self) -> usize {
+        self.texts.iter().filter(|t| **t).count()
+    }
+
     /// The record field each feature reads, in row order.
     pub(crate) fn fields(&self) -> &[String] {
         &self.fields
     }
 
-    /// Appends this event's features to `row` (left unchanged on error).
-    pub fn extract(&self, fields: &Fields, row: &mut Vec<f32>) -> Result<EventMeta, FeatureError> {
-        let start = row.len();
+    /// Appends this event's features to `rows` (left unchanged on error).
+    pub fn extract(
+        &self,
+        fields: &Fields,
+        rows: &mut FeatureRows,
+    ) -> Result<EventMeta, FeatureError> {
+        let start = rows.mark();
         let result = match fields {
-            Fields::Avro(record) => self.extract_avro(record, row),
-            Fields::Json(map) => self.extract_json(map, row),
+            Fields::Avro(record) => self.extract_avro(record, rows),
+            Fields::Json(map) => self.extract_json(map, rows),
         };
         if result.is_err() {
-            row.truncate(start);
+            rows.truncate_to(start);
         }
         result
     }
@@ -102,7 +151,7 @@ impl FeaturePlan {
     fn extract_avro(
         &self,
         record: &[(String, AvroValue)],
-        row: &mut Vec<f32>,
+        rows: &mut FeatureRows,
     ) -> Result<EventMeta, FeatureError> {
         // Resolution against the reader schema yields fields in reader order;
         // check the name anyway so a mismatch can never read the wrong field.
@@ -123,7 +172,12 @@ impl FeaturePlan {
         for (i, field) in self.fields.iter().enumerate() {
             let pos = self.avro_positions.as_ref().map(|p| p[i]);
             let value = get(pos, field).ok_or_else(|| FeatureError::Missing(field.clone()))?;
-            row.push(avro_feature(field, value)?);
+            if self.texts[i] {
+                rows.texts.push(avro_text(field, value)?);
+                rows.numbers.push(0.0);
+            } else {
+                rows.numbers.push(avro_feature(field, value)?);
+            }
         }
         Ok(EventMeta {
             event_id,
@@ -134,7 +188,7 @@ impl FeaturePlan {
     fn extract_json(
         &self,
         map: &serde_json::Map<String, serde_json::Value>,
-        row: &mut Vec<f32>,
+        rows: &mut FeatureRows,
     ) -> Result<EventMeta, FeatureError> {
         use serde_json::Value;
         let event_id = match map.get(EVENT_ID_FIELD) {
@@ -149,14 +203,23 @@ impl FeaturePlan {
             Some(other) => return Err(not_numeric(EVENT_TIME_FIELD, other)),
             None => return Err(FeatureError::Missing(EVENT_TIME_FIELD.into())),
         };
-        for field in &self.fields {
+        for (field, &text) in self.fields.iter().zip(&self.texts) {
+            if text {
+                rows.texts.push(match map.get(field) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Null) | None => String::new(),
+                    Some(other) => return Err(not_text(field, other)),
+                });
+                rows.numbers.push(0.0);
+                continue;
+            }
             let v = match map.get(field) {
                 Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
                 Some(Value::Bool(b)) => f64::from(u8::from(*b)),
                 Some(other) => return Err(not_numeric(field, other)),
                 None => return Err(FeatureError::Missing(field.clone())),
             };
-            row.push(finite(field, v)?);
+            rows.numbers.push(finite(field, v)?);
         }
         Ok(EventMeta {
             event_id,
@@ -206,6 +269,25 @@ pub(crate) fn avro_feature(field: &str, value: &AvroValue) -> Result<f32, Featur
     finite(field, v)
 }
 
+/// A string feature from a resolved Avro value: a string or an enum's
+/// symbol; null (a missing optional field) is fed as "".
+pub(crate) fn avro_text(field: &str, value: &AvroValue) -> Result<String, FeatureError> {
+    match unwrap_union(value) {
+        AvroValue::String(s) | AvroValue::Enum(_, s) => Ok(s.clone()),
+        AvroValue::Null => Ok(String::new()),
+        other => Err(not_text(field, other)),
+    }
+}
+
+fn not_text(field: &str, found: &impl std::fmt::Debug) -> FeatureError {
+    let mut found = format!("{found:?}");
+    found.truncate(found.floor_char_boundary(40));
+    FeatureError::NotText {
+        field: field.to_owned(),
+        found,
+    }
+}
+
 pub(crate) fn finite(field: &str, v: f64) -> Result<f32, FeatureError> {
     let f = v as f32;
     if f.is_finite() {
@@ -248,7 +330,7 @@ mod tests {
         map.insert(EVENT_ID_FIELD.into(), "e".into());
         map.insert(EVENT_TIME_FIELD.into(), 1.into());
         map.insert(field.clone(), "€".repeat(30).into());
-        let mut row = Vec::new();
+        let mut row = FeatureRows::default();
         match plan.extract(&Fields::Json(map), &mut row) {
             Err(FeatureError::NotNumeric { field: f, found }) => {
                 assert_eq!(f, field);
@@ -260,5 +342,46 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(row.is_empty());
+    }
+
+    /// A string feature: a string as it is, null or absent as "" (a v1
+    /// writer has no merchant_country), anything else refused by name.
+    #[test]
+    fn a_string_feature_takes_strings_and_feeds_a_null_as_empty() {
+        let model = crate::model::VerifiedModel::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../models/zoo/country_pipeline.card.json"
+        )))
+        .unwrap();
+        let plan = FeaturePlan::new(&model.card);
+        let mut base = serde_json::Map::new();
+        base.insert(EVENT_ID_FIELD.into(), "e".into());
+        base.insert(EVENT_TIME_FIELD.into(), 1.into());
+        for f in &model.card.features {
+            base.insert(f.field.clone(), 1.into());
+        }
+        let mut rows = FeatureRows::default();
+        for (country, fed) in [
+            (Some(serde_json::json!("NG")), "NG"),
+            (Some(serde_json::Value::Null), ""),
+            (None, ""),
+        ] {
+            let mut event = base.clone();
+            match country {
+                Some(c) => event.insert("merchant_country".into(), c),
+                None => event.remove("merchant_country"),
+            };
+            plan.extract(&Fields::Json(event), &mut rows).unwrap();
+            assert_eq!(rows.texts.last().map(String::as_str), Some(fed));
+        }
+        assert_eq!((rows.numbers.len(), rows.texts.len()), (75, 3));
+        let mut event = base.clone();
+        event.insert("merchant_country".into(), 49.into());
+        let err = plan.extract(&Fields::Json(event), &mut rows).unwrap_err();
+        assert!(
+            matches!(&err, FeatureError::NotText { field, .. } if field == "merchant_country"),
+            "{err}"
+        );
+        assert_eq!((rows.numbers.len(), rows.texts.len()), (75, 3), "no partial row");
     }
 }

@@ -5,6 +5,7 @@ use std::sync::mpsc::SyncSender;
 use std::time::Instant;
 
 use crate::dead_letter::Rejection;
+use crate::features::FeatureRows;
 
 /// Identity of an event, read next to its features; the score record repeats it.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,8 +66,8 @@ pub(crate) struct Batch {
     /// Rewind generation the items were read in; the sink drops stale ones.
     pub generation: u64,
     pub items: Vec<Item>,
-    /// Row-major features, `rows × width`.
-    pub features: Vec<f32>,
+    /// Row-major features, `rows × width`, and the rows' string features.
+    pub features: FeatureRows,
     pub rows: usize,
     /// One per row, filled by inference.
     pub scores: Vec<f32>,
@@ -82,7 +83,7 @@ impl Batch {
         Batch {
             generation,
             items: Vec::new(),
-            features: Vec::new(),
+            features: FeatureRows::default(),
             rows: 0,
             scores: Vec::new(),
             opened_at: Instant::now(),

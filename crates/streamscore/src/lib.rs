@@ -45,7 +45,7 @@ pub use codec::input::{Fields, InputDecoder};
 pub use codec::schemas::load_schema;
 pub use codec::score::{Decision, ScoreEncoder, ScoreResult};
 pub use codec::{Format, confluent_frame};
-pub use features::FeaturePlan;
+pub use features::{FeaturePlan, FeatureRows};
 pub use inference::Runtime;
 pub use inference::session::{
     ConvAlgorithmSearch, CudaOptions, Device, DevicePreference, InferenceError, ModelSession,

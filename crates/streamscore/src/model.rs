@@ -32,6 +32,40 @@ pub struct TensorSpec {
     pub name: String,
 }
 
+/// A graph input as the card lists it (`inputs`): its name, element type and
+/// the features that are its columns, in order.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InputListing {
+    pub name: String,
+    pub dtype: String,
+    pub features: Vec<String>,
+}
+
+/// What a graph input takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputType {
+    Float32,
+    /// Strings: categorical features the graph encodes itself.
+    Text,
+}
+
+impl InputType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InputType::Float32 => "float32",
+            InputType::Text => "string",
+        }
+    }
+}
+
+/// One graph input, resolved: its columns are features of the card, by index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputSpec {
+    pub name: String,
+    pub dtype: InputType,
+    pub columns: Vec<usize>,
+}
+
 /// The graph output the score is read from, and how.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "RawOutputSpec")]
@@ -150,6 +184,16 @@ pub struct FeatureSpec {
     pub name: String,
     /// Field of the input record the value comes from.
     pub field: String,
+    /// The field's Avro type as the card states it; `string` makes it a text
+    /// feature (a null one is fed as ""), anything else a number.
+    #[serde(default, rename = "type")]
+    pub avro_type: Option<String>,
+}
+
+impl FeatureSpec {
+    pub fn is_text(&self) -> bool {
+        self.avro_type.as_deref() == Some("string")
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -158,10 +202,93 @@ pub struct ModelCard {
     pub version: String,
     pub file: String,
     pub sha256: String,
-    pub input: TensorSpec,
+    /// One float32 matrix of every feature, in order (`input`), or one
+    /// entry per graph input (`inputs`).
+    #[serde(default)]
+    pub input: Option<TensorSpec>,
+    #[serde(default)]
+    pub inputs: Option<Vec<InputListing>>,
     pub output: OutputSpec,
     pub features: Vec<FeatureSpec>,
     pub threshold: f64,
+}
+
+impl ModelCard {
+    /// The graph inputs with their columns; `Err` says what does not fit.
+    pub fn model_inputs(&self) -> Result<Vec<InputSpec>, String> {
+        match (&self.input, &self.inputs) {
+            (Some(matrix), None) => {
+                if let Some(text) = self.features.iter().find(|f| f.is_text()) {
+                    return Err(format!(
+                        "feature {:?} is a string, and input {:?} is one float32 matrix: a card with string features lists its graph's inputs (`inputs`)",
+                        text.name, matrix.name
+                    ));
+                }
+                Ok(vec![InputSpec {
+                    name: matrix.name.clone(),
+                    dtype: InputType::Float32,
+                    columns: (0..self.features.len()).collect(),
+                }])
+            }
+            (None, Some(listed)) => self.resolve_inputs(listed),
+            (Some(_), Some(_)) => Err("it has both `input` and `inputs`; keep one".into()),
+            (None, None) => Err("it has neither `input` nor `inputs`".into()),
+        }
+    }
+
+    fn resolve_inputs(&self, listed: &[InputListing]) -> Result<Vec<InputSpec>, String> {
+        let mut used = vec![false; self.features.len()];
+        let mut inputs = Vec::with_capacity(listed.len());
+        for input in listed {
+            let dtype = match input.dtype.as_str() {
+                "float32" => InputType::Float32,
+                "string" => InputType::Text,
+                other => {
+                    return Err(format!(
+                        "input {:?} has dtype {other:?}; supported: float32, string",
+                        input.name
+                    ));
+                }
+            };
+            let mut columns = Vec::with_capacity(input.features.len());
+            for name in &input.features {
+                let Some(k) = self.features.iter().position(|f| &f.name == name) else {
+                    return Err(format!(
+                        "input {:?} takes feature {name:?}, which `features` does not list",
+                        input.name
+                    ));
+                };
+                if std::mem::replace(&mut used[k], true) {
+                    return Err(format!("feature {name:?} feeds two inputs"));
+                }
+                if self.features[k].is_text() != (dtype == InputType::Text) {
+                    return Err(format!(
+                        "feature {name:?} is {} and input {:?} takes {}",
+                        if self.features[k].is_text() {
+                            "a string"
+                        } else {
+                            "a number"
+                        },
+                        input.name,
+                        dtype.as_str()
+                    ));
+                }
+                columns.push(k);
+            }
+            inputs.push(InputSpec {
+                name: input.name.clone(),
+                dtype,
+                columns,
+            });
+        }
+        match used.iter().position(|u| !u) {
+            Some(k) => Err(format!(
+                "feature {:?} feeds no input",
+                self.features[k].name
+            )),
+            None => Ok(inputs),
+        }
+    }
 }
 
 /// A card whose model file has been found and verified.
@@ -186,6 +313,7 @@ impl VerifiedModel {
         if card.features.is_empty() {
             return Err(format_err("it lists no features".into()));
         }
+        card.model_inputs().map_err(format_err)?;
         if !(0.0..=1.0).contains(&card.threshold) {
             return Err(format_err(format!(
                 "threshold {} is outside 0..=1",

@@ -13,7 +13,7 @@ use crate::codec::InputDecoder;
 use crate::codec::rows::{RowDecoder, RowError};
 use crate::dead_letter::{Reason, Rejection};
 use crate::envelope::SharedKeyring;
-use crate::features::FeaturePlan;
+use crate::features::{FeaturePlan, FeatureRows};
 use crate::item::EventMeta;
 use crate::telemetry::{Stats, Step};
 
@@ -46,20 +46,20 @@ impl Transform {
     }
 
     /// The decode step alone: an opened plaintext to its features, appended
-    /// to `row` (left unchanged on error), and its identity.
-    pub fn decode(&self, plaintext: &[u8], row: &mut Vec<f32>) -> Result<EventMeta, Rejection> {
-        self.rows.decode(plaintext, row).map_err(|e| match e {
+    /// to `rows` (left unchanged on error), and its identity.
+    pub fn decode(&self, plaintext: &[u8], rows: &mut FeatureRows) -> Result<EventMeta, Rejection> {
+        self.rows.decode(plaintext, rows).map_err(|e| match e {
             RowError::Decode(e) => e.into(),
             RowError::Features(e) => e.into(),
         })
     }
 
-    /// Appends the record's features to `row` and returns its identity, or says why it cannot be scored.
+    /// Appends the record's features to `rows` and returns its identity, or says why it cannot be scored.
     pub fn apply(
         &self,
         value: Option<&[u8]>,
         key: Option<&[u8]>,
-        row: &mut Vec<f32>,
+        rows: &mut FeatureRows,
     ) -> Result<EventMeta, Rejection> {
         let value = match value {
             Some(v) if !v.is_empty() => v,
@@ -85,7 +85,7 @@ impl Transform {
         let opened = Instant::now();
         self.stats.timed(Step::Decrypt, opened - started);
         let plaintext = plaintext?;
-        let meta = self.decode(&plaintext, row);
+        let meta = self.decode(&plaintext, rows);
         self.stats.timed(Step::Decode, opened.elapsed());
         meta
     }
@@ -119,7 +119,7 @@ mod tests {
     #[test]
     fn tombstone_and_empty_values_are_rejected_as_empty() {
         let (t, _) = transform();
-        let mut row = Vec::new();
+        let mut row = FeatureRows::default();
         for value in [None, Some(&b""[..])] {
             let r = t.apply(value, Some(b"k"), &mut row).unwrap_err();
             assert_eq!(r.reason, Reason::EmptyValue);
@@ -130,7 +130,7 @@ mod tests {
     #[test]
     fn oversized_value_is_too_large_before_any_decryption() {
         let (t, _) = transform();
-        let mut row = Vec::new();
+        let mut row = FeatureRows::default();
         let r = t
             .apply(Some(&[1u8; 4097]), Some(b"k"), &mut row)
             .unwrap_err();
@@ -150,7 +150,7 @@ mod tests {
             br#"{"event_id":"e","event_time":1,"amount":3.0}"#,
             Some(b"k"),
         );
-        let mut row = Vec::new();
+        let mut row = FeatureRows::default();
         let r = t.apply(Some(&sealed), Some(b"k"), &mut row).unwrap_err();
         assert_eq!(r.reason, Reason::InvalidFeatures);
         assert!(r.message.contains("amount_avg_30d"), "{}", r.message);

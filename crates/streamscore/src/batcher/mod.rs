@@ -9,6 +9,7 @@ pub(crate) mod adaptive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::features::FeatureRows;
 use crate::item::{Batch, Item};
 pub(crate) use adaptive::AdaptiveSize;
 
@@ -61,7 +62,7 @@ impl Batcher {
     pub(crate) fn push(
         &mut self,
         item: Item,
-        features: Option<&[f32]>,
+        features: Option<&FeatureRows>,
         generation: u64,
         now: Instant,
     ) -> Option<Batch> {
@@ -69,7 +70,10 @@ impl Batcher {
         let batch = self.open.get_or_insert_with(|| Batch {
             generation,
             items: Vec::new(),
-            features: Vec::with_capacity(rows * self.width),
+            features: FeatureRows {
+                numbers: Vec::with_capacity(rows * self.width),
+                texts: Vec::new(),
+            },
             rows: 0,
             scores: Vec::new(),
             opened_at: now,
@@ -77,7 +81,7 @@ impl Batcher {
             barrier: None,
         });
         if let Some(row) = features {
-            batch.features.extend_from_slice(row);
+            batch.features.extend_from(row);
             batch.rows += 1;
         }
         batch.items.push(item);
@@ -121,6 +125,13 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn nums(values: &[f32]) -> FeatureRows {
+        FeatureRows {
+            numbers: values.to_vec(),
+            texts: Vec::new(),
+        }
+    }
     use crate::dead_letter::{Reason, Rejection};
     use crate::item::{EventMeta, Outcome, SourceRef};
 
@@ -154,12 +165,20 @@ mod tests {
     fn full_batch_is_returned_with_rows_in_order() {
         let t0 = Instant::now();
         let mut b = Batcher::new(BatchSize::Fixed(3), 3, Duration::from_millis(10), 2);
-        assert!(b.push(item(0, false), Some(&[0.0, 0.5]), 1, t0).is_none());
+        assert!(
+            b.push(item(0, false), Some(&nums(&[0.0, 0.5])), 1, t0)
+                .is_none()
+        );
         assert!(b.push(item(1, true), None, 1, t0).is_none());
-        assert!(b.push(item(2, false), Some(&[2.0, 2.5]), 1, t0).is_none());
-        let batch = b.push(item(3, false), Some(&[3.0, 3.5]), 1, t0).unwrap();
+        assert!(
+            b.push(item(2, false), Some(&nums(&[2.0, 2.5])), 1, t0)
+                .is_none()
+        );
+        let batch = b
+            .push(item(3, false), Some(&nums(&[3.0, 3.5])), 1, t0)
+            .unwrap();
         assert_eq!(batch.rows, 3);
-        assert_eq!(batch.features, vec![0.0, 0.5, 2.0, 2.5, 3.0, 3.5]);
+        assert_eq!(batch.features.numbers, vec![0.0, 0.5, 2.0, 2.5, 3.0, 3.5]);
         let offsets: Vec<i64> = batch.items.iter().map(|i| i.source.offset).collect();
         assert_eq!(offsets, vec![0, 1, 2, 3]);
         assert!(b.flush().is_none());
@@ -170,10 +189,10 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Batcher::new(BatchSize::Fixed(100), 100, Duration::from_millis(10), 1);
         assert!(b.deadline().is_none());
-        b.push(item(0, false), Some(&[1.0]), 1, t0);
+        b.push(item(0, false), Some(&nums(&[1.0])), 1, t0);
         b.push(
             item(1, false),
-            Some(&[1.0]),
+            Some(&nums(&[1.0])),
             1,
             t0 + Duration::from_millis(8),
         );
@@ -192,17 +211,27 @@ mod tests {
             Duration::from_secs(1),
             1,
         );
-        assert!(b.push(item(0, false), Some(&[0.0]), 1, t0).is_none());
-        assert_eq!(b.push(item(1, false), Some(&[1.0]), 1, t0).unwrap().rows, 2);
+        assert!(b.push(item(0, false), Some(&nums(&[0.0])), 1, t0).is_none());
+        assert_eq!(
+            b.push(item(1, false), Some(&nums(&[1.0])), 1, t0)
+                .unwrap()
+                .rows,
+            2
+        );
         // Fast, full batches: the size grows, and the next batch is bigger.
         for _ in 0..adaptive::WINDOW {
             size.observe(2, Duration::from_millis(1));
         }
         assert_eq!(size.rows(), 3);
         for i in 2..4 {
-            assert!(b.push(item(i, false), Some(&[0.0]), 1, t0).is_none());
+            assert!(b.push(item(i, false), Some(&nums(&[0.0])), 1, t0).is_none());
         }
-        assert_eq!(b.push(item(4, false), Some(&[0.0]), 1, t0).unwrap().rows, 3);
+        assert_eq!(
+            b.push(item(4, false), Some(&nums(&[0.0])), 1, t0)
+                .unwrap()
+                .rows,
+            3
+        );
     }
 
     #[test]

@@ -43,8 +43,9 @@ pub(super) struct FeatureDocument {
 
 const NUMERIC: &str = "int, long, float, double or boolean (or a union of one with null)";
 
+/// Each feature with whether its input takes strings.
 pub(super) fn check(
-    mapping: &[FeatureMapping],
+    mapping: &[(FeatureMapping, bool)],
     schema: &Schema,
     path: &Path,
 ) -> Result<Vec<FeatureDocument>, CardWriteError> {
@@ -57,7 +58,7 @@ pub(super) fn check(
     let mut seen = std::collections::HashSet::new();
     mapping
         .iter()
-        .map(|m| {
+        .map(|(m, text)| {
             if !seen.insert(m.name.as_str()) {
                 return Err(CardWriteError::Feature(format!(
                     "feature {:?} is named twice in --features",
@@ -76,13 +77,19 @@ pub(super) fn check(
                         m.field
                     ))
                 })?;
-            let avro_type = numeric(&field.schema).ok_or_else(|| {
+            let (avro_type, takes) = if *text {
+                (string(&field.schema), STRING)
+            } else {
+                (numeric(&field.schema), NUMERIC)
+            };
+            let avro_type = avro_type.ok_or_else(|| {
                 CardWriteError::Feature(format!(
-                    "feature {:?}: field {:?} is {} in {}; a float32 input takes {NUMERIC}",
+                    "feature {:?}: field {:?} is {} in {}; a {} input takes {takes}",
                     m.name,
                     m.field,
                     type_name(&field.schema),
-                    path.display()
+                    path.display(),
+                    if *text { "string" } else { "float32" }
                 ))
             })?;
             Ok(FeatureDocument {
@@ -92,6 +99,23 @@ pub(super) fn check(
             })
         })
         .collect()
+}
+
+const STRING: &str = "string or enum (or a union of one with null: a null is fed as \"\")";
+
+/// The card's type of a field that can feed a string column.
+fn string(schema: &Schema) -> Option<&'static str> {
+    match schema {
+        Schema::String | Schema::Enum(_) => Some("string"),
+        Schema::Union(u) => {
+            let mut kinds = u.variants().iter().filter(|v| !matches!(v, Schema::Null));
+            match (kinds.next(), kinds.next()) {
+                (Some(one), None) => string(one),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 /// The Avro type of a field that can feed a float32 column.

@@ -77,12 +77,24 @@ struct CardDocument {
     version: String,
     file: String,
     sha256: String,
-    input: InputDocument,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<InputDocument>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inputs: Option<Vec<ListedInput>>,
     output: output::OutputDocument,
     features: Vec<fields::FeatureDocument>,
     threshold: f64,
     training: BTreeMap<String, serde_json::Value>,
     evaluation: BTreeMap<String, serde_json::Value>,
+}
+
+/// One input of a graph that takes a column per feature.
+#[derive(Debug, Serialize)]
+struct ListedInput {
+    name: String,
+    dtype: &'static str,
+    shape: [i64; 2],
+    features: [String; 1],
 }
 
 #[derive(Debug, Serialize)]
@@ -101,28 +113,14 @@ pub fn write_card(env: &Runtime, request: &CardRequest) -> Result<VerifiedModel,
     })?;
     let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
     let graph = signature::read_graph(env, &request.model)?;
-    let (input, width) = matrix_input(&graph)?;
-    let Some(mapping) = &request.features else {
-        return Err(CardWriteError::Input(format!(
-            "{:?} is one float32 matrix of {} columns, which the graph does not name: give them in order with --features name[=field],…",
-            input.name,
-            width.map_or("any number of".to_owned(), |w| w.to_string())
-        )));
-    };
-    if let Some(w) = width.filter(|&w| w != mapping.len()) {
-        return Err(CardWriteError::Input(format!(
-            "{:?} takes {w} columns and --features names {}",
-            input.name,
-            mapping.len()
-        )));
-    }
+    let (input, inputs, mapping) = layout(&graph, request.features.as_deref())?;
     let schema = crate::codec::schemas::load_schema(&request.schema).map_err(|e| {
         CardWriteError::Schema {
             path: request.schema.display().to_string(),
             message: e.to_string(),
         }
     })?;
-    let features = fields::check(mapping, &schema, &request.schema)?;
+    let features = fields::check(&mapping, &schema, &request.schema)?;
     let output = output::choose(&graph, request.output.as_deref(), &request.positive_class)?;
     let mut training = BTreeMap::new();
     let mut evaluation = BTreeMap::new();
@@ -144,11 +142,8 @@ pub fn write_card(env: &Runtime, request: &CardRequest) -> Result<VerifiedModel,
         version: request.version.clone(),
         file: file_from(&request.out, &request.model),
         sha256,
-        input: InputDocument {
-            name: input.name.clone(),
-            dtype: "float32",
-            shape: vec![-1, width.map_or(-1, |w| w as i64)],
-        },
+        input,
+        inputs,
         output,
         features,
         threshold: request.threshold,
@@ -171,29 +166,119 @@ pub fn write_card(env: &Runtime, request: &CardRequest) -> Result<VerifiedModel,
     })
 }
 
-/// The one input, a float32 matrix; its width when the graph fixes it.
-fn matrix_input(
+type Layout = (
+    Option<InputDocument>,
+    Option<Vec<ListedInput>>,
+    Vec<(FeatureMapping, bool)>,
+);
+
+/// How the graph takes its features: one float32 matrix whose columns
+/// `--features` names in order, or one [N, 1] input per feature (float32 or
+/// string), matched by name to the fields (or through `--features`
+/// name=field). Each mapping says whether its feature is a string.
+fn layout(
     graph: &GraphSignature,
-) -> Result<(&signature::Port, Option<usize>), CardWriteError> {
-    let [input] = graph.inputs.as_slice() else {
-        let names: Vec<&str> = graph.inputs.iter().map(|p| p.name.as_str()).collect();
-        return Err(CardWriteError::Input(format!(
-            "the graph has {} inputs ({}); streamscore feeds one float32 tensor [N, features]",
-            names.len(),
-            names.join(", ")
-        )));
+    features: Option<&[FeatureMapping]>,
+) -> Result<Layout, CardWriteError> {
+    let matrix = match graph.inputs.as_slice() {
+        [one] => matrix_width(one).map(|w| (one, w)),
+        _ => None,
     };
+    if let Some((input, width)) = matrix {
+        let Some(mapping) = features else {
+            return Err(CardWriteError::Input(format!(
+                "{:?} is one float32 matrix of {} columns, which the graph does not name: give them in order with --features name[=field],…",
+                input.name,
+                width.map_or("any number of".to_owned(), |w| w.to_string())
+            )));
+        };
+        if let Some(w) = width.filter(|&w| w != mapping.len()) {
+            return Err(CardWriteError::Input(format!(
+                "{:?} takes {w} columns and --features names {}",
+                input.name,
+                mapping.len()
+            )));
+        }
+        let document = InputDocument {
+            name: input.name.clone(),
+            dtype: "float32",
+            shape: vec![-1, width.map_or(-1, |w| w as i64)],
+        };
+        let mapping = mapping.iter().map(|m| (m.clone(), false)).collect();
+        return Ok((Some(document), None, mapping));
+    }
+    let mut listed = Vec::with_capacity(graph.inputs.len());
+    let mut mapping = Vec::with_capacity(graph.inputs.len());
+    for port in &graph.inputs {
+        let text = match &port.dtype {
+            ValueType::Tensor { ty, shape, .. }
+                if shape.len() == 2 && matches!(shape[1], 1 | -1) =>
+            {
+                match ty {
+                    TensorElementType::Float32 => false,
+                    TensorElementType::String => true,
+                    _ => return Err(per_feature(port)),
+                }
+            }
+            _ => return Err(per_feature(port)),
+        };
+        let field = match features {
+            None => port.name.clone(),
+            Some(given) => given
+                .iter()
+                .find(|m| m.name == port.name)
+                .map(|m| m.field.clone())
+                .ok_or_else(|| {
+                    CardWriteError::Input(format!(
+                        "{:?} is an input of the graph, and --features does not name it",
+                        port.name
+                    ))
+                })?,
+        };
+        listed.push(ListedInput {
+            name: port.name.clone(),
+            dtype: if text { "string" } else { "float32" },
+            shape: [-1, 1],
+            features: [port.name.clone()],
+        });
+        mapping.push((
+            FeatureMapping {
+                name: port.name.clone(),
+                field,
+            },
+            text,
+        ));
+    }
+    if let Some(extra) = features
+        .into_iter()
+        .flatten()
+        .find(|m| !graph.inputs.iter().any(|p| p.name == m.name))
+    {
+        return Err(CardWriteError::Input(format!(
+            "--features names {:?}, which is not an input of the graph",
+            extra.name
+        )));
+    }
+    Ok((None, Some(listed), mapping))
+}
+
+/// A float32 [N, F] input's width, when it is one (`Some(None)`: any width).
+fn matrix_width(input: &signature::Port) -> Option<Option<usize>> {
     match &input.dtype {
         ValueType::Tensor { ty, shape, .. }
             if *ty == TensorElementType::Float32 && shape.len() == 2 =>
         {
-            Ok((input, usize::try_from(shape[1]).ok()))
+            Some(usize::try_from(shape[1]).ok())
         }
-        other => Err(CardWriteError::Input(format!(
-            "{:?} is {other}; streamscore feeds one float32 tensor [N, features]",
-            input.name
-        ))),
+        _ => None,
     }
+}
+
+fn per_feature(port: &signature::Port) -> CardWriteError {
+    CardWriteError::Input(format!(
+        "{:?} is {}; streamscore feeds one float32 matrix [N, features], or one float32 or string [N, 1] input per feature",
+        port.name, port.dtype
+    ))
 }
 
 /// The model file as the card names it: relative to the card's folder when

@@ -21,6 +21,7 @@ use proptest::strategy::{Union, ValueTree};
 use super::rows::{self, RowDecoder, RowError};
 use super::{DecodeError, InputDecoder, confluent_frame, test_allocation_limit};
 use crate::features::FeaturePlan;
+use crate::features::FeatureRows;
 use crate::model::VerifiedModel;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
@@ -193,9 +194,15 @@ fn pairs() -> &'static [Pair] {
 /// feature error, and the decode error's variant (the plan's decoding and
 /// resolution messages are its own). Both leave `row` as found on error.
 fn agree(p: &Pair, plaintext: &[u8]) -> Result<(), TestCaseError> {
-    let mut fast_row = vec![-1.0];
+    let mut fast_row = FeatureRows {
+        numbers: vec![-1.0],
+        texts: Vec::new(),
+    };
     let fast = p.rows.decode(plaintext, &mut fast_row);
-    let mut old_row = vec![-1.0];
+    let mut old_row = FeatureRows {
+        numbers: vec![-1.0],
+        texts: Vec::new(),
+    };
     let old = p
         .oracle
         .decode(plaintext)
@@ -214,7 +221,12 @@ fn agree(p: &Pair, plaintext: &[u8]) -> Result<(), TestCaseError> {
         (Err(RowError::Decode(a)), Err(RowError::Decode(b))) => prop_assert_eq!(a, b, "{}", p.name),
         _ => prop_assert!(false, "{}: plan {fast:?}, oracle {old:?}", p.name),
     }
-    prop_assert_eq!(bits(&fast_row), bits(&old_row), "{}", p.name);
+    prop_assert_eq!(
+        bits(&fast_row.numbers),
+        bits(&old_row.numbers),
+        "{}",
+        p.name
+    );
     Ok(())
 }
 
@@ -581,7 +593,7 @@ fn the_written_records_reach_every_outcome() {
     let mut seen = std::collections::BTreeMap::<&str, usize>::new();
     for _ in 0..600 {
         let (p, record) = records().new_tree(&mut runner).unwrap().current();
-        let outcome = match p.rows.decode(&record, &mut Vec::new()) {
+        let outcome = match p.rows.decode(&record, &mut FeatureRows::default()) {
             Ok(_) => "row",
             Err(RowError::Decode(_)) => "decode",
             Err(RowError::Features(crate::features::FeatureError::Missing(_))) => "missing",
@@ -627,7 +639,7 @@ fn the_librarys_end_of_datum_nulls_are_accepted_alike() {
     let p = &pairs()[1];
     let whole = v2_record(None);
     let cut = &whole[..whole.len() - 1];
-    let mut row = Vec::new();
+    let mut row = FeatureRows::default();
     assert!(p.rows.decode(cut, &mut row).is_ok());
     agree(p, cut).unwrap();
     let whole = v2_record(Some("DE"));
@@ -776,7 +788,9 @@ fn hostile_lengths_anywhere_in_a_record_agree() {
                         let datum = Writer::new(p, sized, Some((at, h))).datum(&value);
                         let record = confluent_frame(p.id, &datum);
                         agree(p, &record).unwrap();
-                        rows += usize::from(p.rows.decode(&record, &mut Vec::new()).is_ok());
+                        rows += usize::from(
+                            p.rows.decode(&record, &mut FeatureRows::default()).is_ok(),
+                        );
                     }
                 }
             }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::plan::{RecordPlan, Unsupported};
 use super::{DecodeError, Format, InputDecoder, confluent_unframe};
-use crate::features::{FeatureError, FeaturePlan};
+use crate::features::{FeatureError, FeaturePlan, FeatureRows};
 use crate::item::EventMeta;
 
 /// Why a plaintext gives no row.
@@ -42,16 +42,16 @@ impl RowDecoder {
     pub(crate) fn decode(
         &self,
         plaintext: &[u8],
-        row: &mut Vec<f32>,
+        rows: &mut FeatureRows,
     ) -> Result<EventMeta, RowError> {
         if self.decoder.format() == Format::Avro
             && let Some((id, datum)) = confluent_unframe(plaintext)
             && let Some(plan) = self.plans.get(&id)
         {
-            return plan.run(datum, self.features.fields(), row);
+            return plan.run(datum, self.features.fields(), &mut rows.numbers);
         }
         let fields = self.decoder.decode(plaintext)?;
-        Ok(self.features.extract(&fields, row)?)
+        Ok(self.features.extract(&fields, rows)?)
     }
 }
 
@@ -71,6 +71,18 @@ fn compile(
     let mut fallbacks = BTreeMap::new();
     if let Some((writers, reader)) = decoder.avro_schemas() {
         for (&id, writer) in writers {
+            // The compiled plan writes numbers only; a model with string
+            // features decodes through apache-avro's values.
+            if features.text_width() > 0 {
+                fallbacks.insert(
+                    id,
+                    Unsupported(
+                        "the model has string features, which the compiled decoder does not read"
+                            .into(),
+                    ),
+                );
+                continue;
+            }
             match RecordPlan::compile(writer, reader, features.fields()) {
                 Ok(plan) => {
                     plans.insert(id, plan);

@@ -1,5 +1,6 @@
 //! ONNX Runtime sessions and the worker threads that run them.
 
+mod feed;
 mod output;
 pub(crate) mod session;
 pub(crate) mod signature;

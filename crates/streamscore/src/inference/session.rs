@@ -8,8 +8,9 @@ use std::sync::OnceLock;
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session};
-use ort::value::TensorRef;
 
+use crate::features::FeatureRows;
+use crate::inference::feed::Feed;
 use crate::inference::{output, signature};
 use crate::model::{ScoreRead, VerifiedModel};
 
@@ -135,8 +136,7 @@ pub fn init_runtime(library: &Path) -> Result<Environment, InferenceError> {
 pub struct ModelSession {
     session: Session,
     output: String,
-    input: String,
-    width: usize,
+    feed: Feed,
     read: ScoreRead,
     /// Only the card's output is computed: a classifier's label output costs
     /// an ArgMax for nothing, and LightGBM's declares a fixed shape [1] that
@@ -213,9 +213,11 @@ impl ModelSession {
         Ok(Self {
             only_output,
             session,
-            input: model.card.input.name.clone(),
+            feed: Feed::new(&model.card).map_err(|message| InferenceError::Unsupported {
+                model: model_name.clone(),
+                message,
+            })?,
             output: model.card.output.name.clone(),
-            width: model.card.features.len(),
             read: model.card.output.read.clone(),
             device,
         })
@@ -223,18 +225,39 @@ impl ModelSession {
 
     /// Features per row the model takes.
     pub fn width(&self) -> usize {
-        self.width
+        self.feed.width()
     }
 
     pub fn device(&self) -> Device {
         self.device
     }
 
-    /// Scores `rows` rows laid out row-major in `features`; appends one
-    /// positive-class probability per row to `scores`.
+    /// Scores `rows` rows of a model without string features, laid out
+    /// row-major in `features`; appends one score per row to `scores`.
     pub fn score(
         &mut self,
         features: &[f32],
+        rows: usize,
+        scores: &mut Vec<f32>,
+    ) -> Result<(), InferenceError> {
+        self.run(features, &[], rows, scores)
+    }
+
+    /// Scores `rows` rows (numbers and strings); appends one score per row
+    /// to `scores`.
+    pub fn score_rows(
+        &mut self,
+        features: &FeatureRows,
+        rows: usize,
+        scores: &mut Vec<f32>,
+    ) -> Result<(), InferenceError> {
+        self.run(&features.numbers, &features.texts, rows, scores)
+    }
+
+    fn run(
+        &mut self,
+        numbers: &[f32],
+        texts: &[String],
         rows: usize,
         scores: &mut Vec<f32>,
     ) -> Result<(), InferenceError> {
@@ -242,22 +265,10 @@ impl ModelSession {
         if rows == 0 {
             return Ok(());
         }
-        if features.len() != rows * self.width {
-            return Err(run_err(format!(
-                "expected {} values ({} features per row), got {}",
-                rows * self.width,
-                self.width,
-                features.len()
-            )));
-        }
-        let input = TensorRef::from_array_view(([rows, self.width], features))
-            .map_err(|e| run_err(e.to_string()))?;
+        let inputs = self.feed.inputs(numbers, texts, rows).map_err(run_err)?;
         let outputs = self
             .session
-            .run_with_options(
-                ort::inputs![self.input.as_str() => input],
-                &self.only_output,
-            )
+            .run_with_options(inputs, &self.only_output)
             .map_err(|e| run_err(e.to_string()))?;
         let value = outputs
             .get(self.output.as_str())
@@ -274,9 +285,9 @@ impl ModelSession {
     pub fn warm_up(&mut self, batch_sizes: &[usize]) -> Result<(), InferenceError> {
         let mut scores = Vec::new();
         for &rows in batch_sizes {
-            let zeros = vec![0.0f32; rows * self.width];
+            let zeros = self.feed.zeros(rows);
             scores.clear();
-            self.score(&zeros, rows, &mut scores)?;
+            self.score_rows(&zeros, rows, &mut scores)?;
         }
         Ok(())
     }

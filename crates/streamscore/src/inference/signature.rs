@@ -5,9 +5,10 @@
 
 use ort::value::{Outlet, TensorElementType, ValueType};
 
-use crate::model::{ClassLabel, ModelCard, ScoreRead};
+use crate::model::{ClassLabel, InputSpec, InputType, ModelCard, ScoreRead};
 
-const SUPPORTED_INPUT: &str = "supported: one float32 tensor [N, features]";
+const SUPPORTED_INPUT: &str =
+    "supported: float32 or string tensors [N, columns], each column a feature of the card";
 const SUPPORTED_OUTPUT: &str = "supported: kind \"probabilities\" (a float32 tensor [N, classes]), \"zipmap\" (a sequence of maps int64 or string → float32, ZipMap), \"score\" (a float32 tensor [N] or [N, 1])";
 
 /// `Err` is one line naming the input or output and what is supported.
@@ -16,40 +17,57 @@ pub(crate) fn check_ports(
     outputs: &[Port],
     card: &ModelCard,
 ) -> Result<(), String> {
-    check_input(inputs, &card.input.name, card.features.len())?;
+    let specs = card.model_inputs()?;
+    check_inputs(inputs, &specs)?;
     check_output(outputs, &card.output.name, &card.output.read)
 }
 
-fn check_input(inputs: &[Port], name: &str, width: usize) -> Result<(), String> {
-    let Some(input) = inputs.iter().find(|i| i.name == name) else {
-        return Err(format!(
-            "the card's input {name:?} is not in the graph, whose inputs are {}",
-            list(inputs)
-        ));
-    };
-    if inputs.len() > 1 {
-        return Err(format!(
-            "the graph has {} inputs ({}) and streamscore feeds only {name:?}; {SUPPORTED_INPUT}",
-            inputs.len(),
-            list(inputs)
-        ));
-    }
-    let fits = match &input.dtype {
-        ValueType::Tensor { ty, shape, .. } => {
-            *ty == TensorElementType::Float32
-                && shape.len() == 2
-                && (shape[1] == -1 || usize::try_from(shape[1]).is_ok_and(|w| w == width))
+fn check_inputs(inputs: &[Port], specs: &[InputSpec]) -> Result<(), String> {
+    for spec in specs {
+        let Some(input) = inputs.iter().find(|i| i.name == spec.name) else {
+            return Err(format!(
+                "the card's input {:?} is not in the graph, whose inputs are {}",
+                spec.name,
+                list(inputs)
+            ));
+        };
+        let element = match spec.dtype {
+            InputType::Float32 => TensorElementType::Float32,
+            InputType::Text => TensorElementType::String,
+        };
+        let width = spec.columns.len();
+        let fits = match &input.dtype {
+            ValueType::Tensor { ty, shape, .. } => {
+                *ty == element
+                    && shape.len() == 2
+                    && (shape[1] == -1 || usize::try_from(shape[1]).is_ok_and(|w| w == width))
+            }
+            _ => false,
+        };
+        if !fits {
+            return Err(format!(
+                "input {:?} is {}, and the card feeds it {width} {} column(s); {SUPPORTED_INPUT}",
+                spec.name,
+                input.dtype,
+                spec.dtype.as_str()
+            ));
         }
-        _ => false,
-    };
-    if fits {
-        Ok(())
-    } else {
-        Err(format!(
-            "input {name:?} is {}, and the card lists {width} features; {SUPPORTED_INPUT}",
-            &input.dtype
-        ))
     }
+    if let Some(unfed) = inputs
+        .iter()
+        .find(|i| !specs.iter().any(|s| s.name == i.name))
+    {
+        return Err(format!(
+            "the graph's input {:?} is not on the card, which feeds {}; every input needs its features",
+            unfed.name,
+            specs
+                .iter()
+                .map(|s| format!("{:?}", s.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(())
 }
 
 fn check_output(outputs: &[Port], name: &str, read: &ScoreRead) -> Result<(), String> {

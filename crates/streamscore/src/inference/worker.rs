@@ -78,7 +78,7 @@ fn score_batches(
                     message: "inference failure injected by a test".into(),
                 });
             }
-            session.score(&batch.features, batch.rows, &mut batch.scores)?;
+            session.score_rows(&batch.features, batch.rows, &mut batch.scores)?;
             let done = Instant::now();
             links.stats.timed(Step::Inference, done - started);
             links.stats.batch_scored(batch.rows);

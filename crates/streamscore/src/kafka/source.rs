@@ -26,6 +26,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use crate::batcher::Batcher;
 use crate::clock::unix_ms;
 use crate::dead_letter::Rejection;
+use crate::features::FeatureRows;
 use crate::item::{Barrier, BarrierOutcome, Batch, EventMeta, Item, Outcome, SourceRef};
 use crate::kafka::positions::{CommittedPositions, ReadSpans};
 use crate::pipeline::fan::{Closed, FanOut};
@@ -70,7 +71,7 @@ pub(crate) struct SourceStage {
     dispatch: FanOut,
     generation: u64,
     rewinds: Receiver<u64>,
-    row: Vec<f32>,
+    row: FeatureRows,
     stats: Arc<Stats>,
     signals: Arc<PipelineSignals>,
     timeout: Duration,
@@ -116,7 +117,10 @@ impl SourceStage {
         timeout: Duration,
     ) -> Self {
         Self {
-            row: Vec::with_capacity(transform.width()),
+            row: FeatureRows {
+                numbers: Vec::with_capacity(transform.width()),
+                texts: Vec::new(),
+            },
             transform,
             batcher,
             dispatch,
@@ -167,13 +171,16 @@ impl SourceStage {
             Some(pool) if drained.len() >= PARALLEL_FROM => {
                 let transform = &self.transform;
                 let width = transform.width();
-                let done: Vec<(Transformed, Vec<f32>)> = pool.install(|| {
+                let done: Vec<(Transformed, FeatureRows)> = pool.install(|| {
                     drained
                         .par_iter()
                         // A share under this is not worth waking a thread for.
                         .with_min_len(PARALLEL_FROM / 2)
                         .map(|d| {
-                            let mut row = Vec::with_capacity(width);
+                            let mut row = FeatureRows {
+                                numbers: Vec::with_capacity(width),
+                                texts: Vec::new(),
+                            };
                             let meta =
                                 transform.apply(d.payload.as_deref(), d.key.as_deref(), &mut row);
                             (meta, row)
@@ -202,7 +209,7 @@ impl SourceStage {
         result
     }
 
-    fn push(&mut self, d: Drained, meta: Transformed, row: &[f32]) -> Result<(), Closed> {
+    fn push(&mut self, d: Drained, meta: Transformed, row: &FeatureRows) -> Result<(), Closed> {
         let (outcome, features) = match meta {
             Ok(meta) => (Outcome::Row(meta), Some(row)),
             Err(rejection) => (
