@@ -1244,3 +1244,50 @@ fn keda_authenticates_to_a_sasl_tls_kafka_with_the_pods_credentials() {
     assert!(trigger["authenticationRef"].is_null());
     assert!(trigger["metadata"]["tls"].is_null());
 }
+
+/// A model of the team's own from a volume (issue 15): the volume is mounted
+/// read-only where the card names it, and the rendered config points there.
+#[test]
+fn a_model_volume_is_mounted_read_only_where_the_card_is() {
+    let volume = serde_json::json!({"persistentVolumeClaim": {"claimName": "fraud-models"}});
+    let r = render(
+        None,
+        serde_json::json!({"model": {"card": "/models/fraud-2.1.0.card.json", "volume": volume}}),
+    );
+    assert_clean(&r);
+    let pod = &one(&r, "StatefulSet")["spec"]["template"]["spec"];
+    let volumes = pod["volumes"].as_array().unwrap();
+    let model = volumes
+        .iter()
+        .find(|v| v["name"] == "model")
+        .expect("a model volume");
+    assert_eq!(
+        model["persistentVolumeClaim"],
+        volume["persistentVolumeClaim"]
+    );
+    let mounts = container(&r)["volumeMounts"].as_array().unwrap();
+    let mount = mounts
+        .iter()
+        .find(|m| m["name"] == "model")
+        .expect("a model mount");
+    assert_eq!(
+        (mount["mountPath"].as_str(), mount["readOnly"].as_bool()),
+        (Some("/models"), Some(true))
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = rendered_config(&r, &dir);
+    assert!(
+        config.contains("card = \"/models/fraud-2.1.0.card.json\""),
+        "{config}"
+    );
+
+    let plain = render(None, serde_json::json!({}));
+    let pod = &one(&plain, "StatefulSet")["spec"]["template"]["spec"];
+    assert!(
+        !pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "model")
+    );
+}

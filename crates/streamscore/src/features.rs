@@ -382,6 +382,10 @@ mod tests {
             matches!(&err, FeatureError::NotText { field, .. } if field == "merchant_country"),
             "{err}"
         );
-        assert_eq!((rows.numbers.len(), rows.texts.len()), (75, 3), "no partial row");
+        assert_eq!(
+            (rows.numbers.len(), rows.texts.len()),
+            (75, 3),
+            "no partial row"
+        );
     }
 }
