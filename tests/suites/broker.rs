@@ -28,6 +28,8 @@ mod keys;
 mod lag;
 #[path = "../logs.rs"]
 mod logs;
+#[path = "../model_swap.rs"]
+mod model_swap;
 #[path = "../pipeline.rs"]
 mod pipeline;
 #[path = "../preflight.rs"]

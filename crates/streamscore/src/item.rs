@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::dead_letter::Rejection;
 use crate::features::FeatureRows;
+use crate::pipeline::model_swap::ModelRelease;
 
 /// Identity of an event, read next to its features; the score record repeats it.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +73,9 @@ pub(crate) struct Batch {
     /// One per row, filled by inference.
     pub scores: Vec<f32>,
     pub opened_at: Instant,
+    /// The model release that scores it, stamped when the batch opened
+    /// (`None` for a barrier alone, and in tests without models).
+    pub model: Option<Arc<ModelRelease>>,
     /// When the batcher closed it (full, due, or flushed); the time after
     /// this, until inference starts, is queueing behind earlier batches.
     pub closed_at: Instant,
@@ -87,6 +91,7 @@ impl Batch {
             rows: 0,
             scores: Vec::new(),
             opened_at: Instant::now(),
+            model: None,
             closed_at: Instant::now(),
             barrier: Some(barrier),
         }

@@ -38,7 +38,9 @@ pub use config::{
 };
 pub use envelope::{Keyring, KeyringError, SharedKeyring, random_key, share};
 pub use faults::Faults;
-pub use pipeline::{Pipeline, PipelineError, Prepared, prepare, warm_up_sizes};
+pub use pipeline::{
+    ModelSwap, ModelSwapper, Pipeline, PipelineError, Prepared, prepare, warm_up_sizes,
+};
 
 // The stages' parts, each usable alone (tools, tests, the hot-path bench).
 pub use codec::input::{Fields, InputDecoder};

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::features::FeatureRows;
 use crate::item::{Batch, Item};
+use crate::pipeline::model_swap::ModelSwitch;
 pub(crate) use adaptive::AdaptiveSize;
 
 /// Where the size at which a batch closes comes from.
@@ -44,6 +45,8 @@ pub(crate) struct Batcher {
     max_delay: Duration,
     width: usize,
     open: Option<Batch>,
+    /// Stamps each batch with the release that scores it.
+    models: Option<Arc<ModelSwitch>>,
 }
 
 impl Batcher {
@@ -55,7 +58,14 @@ impl Batcher {
             max_delay,
             width,
             open: None,
+            models: None,
         }
+    }
+
+    /// Batches opened from now on carry the switch's current release.
+    pub(crate) fn with_models(mut self, models: Arc<ModelSwitch>) -> Self {
+        self.models = Some(models);
+        self
     }
 
     /// Adds an item (with its features if it is a row); returns a batch when one is full.
@@ -77,6 +87,7 @@ impl Batcher {
             rows: 0,
             scores: Vec::new(),
             opened_at: now,
+            model: self.models.as_ref().map(|m| m.current()),
             closed_at: now,
             barrier: None,
         });

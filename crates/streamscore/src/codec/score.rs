@@ -132,9 +132,11 @@ impl ScoreRecords {
         meta: &EventMeta,
         score: f32,
         scored_at: i64,
+        model: Option<&ModelIdentity>,
     ) -> Result<Vec<u8>, ScoreCodecError> {
         let score = f64::from(score);
-        let model = &self.model;
+        // A batch names the model that scored it; the one started with otherwise.
+        let model = model.unwrap_or(&self.model);
         self.encoder.encode(&ScoreResult {
             event_id: meta.event_id.clone(),
             record_key: (item.key.as_deref()).map(|k| String::from_utf8_lossy(k).into_owned()),

@@ -65,7 +65,21 @@ fn score_batches(
     output: &SyncSender<Batch>,
     links: &WorkerLinks,
 ) -> Result<(), InferenceError> {
+    // The release this worker's session belongs to: the one it started with.
+    let mut epoch = 0;
     while let Ok(mut batch) = input.recv() {
+        if let Some(release) = batch.model.as_ref().filter(|r| r.epoch > epoch) {
+            // The first batch of a swapped-in model: its warm session takes
+            // over here, and the old one is dropped.
+            session = release.take_session().ok_or_else(|| InferenceError::Run {
+                rows: batch.rows,
+                message: format!(
+                    "model {} {} has no session left for this worker",
+                    release.identity.name, release.identity.version
+                ),
+            })?;
+            epoch = release.epoch;
+        }
         if batch.rows > 0 {
             let started = Instant::now();
             links

@@ -17,6 +17,7 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use crate::clock::unix_ms;
 use crate::codec::ScoreRecords;
+use crate::codec::score::ModelIdentity;
 use crate::dead_letter::{DeadLetter, Omitted, Reason, Rejection};
 use crate::faults::Faults;
 use crate::item::{BarrierOutcome, Batch, Item, Outcome};
@@ -177,6 +178,8 @@ struct OpenTransaction {
     timestamps: Vec<i64>,
     scored: u64,
     dead: HashMap<Reason, u64>,
+    /// The model release whose scores it holds (one per transaction).
+    epoch: u64,
 }
 
 /// Where the sink reports to: the stats and the
@@ -323,16 +326,31 @@ impl Sink {
             return Ok(());
         }
         if !batch.items.is_empty() {
+            let model = batch.model.clone();
+            let epoch = model.as_ref().map_or(0, |m| m.epoch);
+            if self.open.as_ref().is_some_and(|t| t.epoch != epoch) {
+                // A swapped-in model's first batch: what the previous model
+                // scored commits first, so a transaction holds one model's
+                // scores and the swap is a transaction boundary.
+                if self.commit()? == BarrierOutcome::Aborted {
+                    // Everything since the last commit, this batch too, is read again.
+                    if let Some(barrier) = batch.barrier {
+                        let _ = barrier.done.send(BarrierOutcome::Aborted);
+                    }
+                    return Ok(());
+                }
+            }
             let started = Instant::now();
-            self.begin(batch.opened_at)?;
+            self.begin(batch.opened_at, epoch)?;
             let scored_at = unix_ms();
+            let identity = model.as_deref().map(|m| &m.identity);
             let mut scores = batch.scores.iter();
             for item in &batch.items {
                 let score = match item.outcome {
                     Outcome::Row(_) => scores.next().copied(),
                     Outcome::Dead { .. } => None,
                 };
-                if let Err(failure) = self.write(item, score, scored_at)? {
+                if let Err(failure) = self.write(item, score, scored_at, identity)? {
                     // The rest of this batch is read again after the rewind.
                     let outcome = self.abort_and_rewind(failure)?;
                     if let Some(barrier) = batch.barrier {
@@ -350,7 +368,7 @@ impl Sink {
         Ok(())
     }
 
-    fn begin(&mut self, read_at: Instant) -> Result<(), SinkError> {
+    fn begin(&mut self, read_at: Instant, epoch: u64) -> Result<(), SinkError> {
         if self.open.is_none() {
             self.producer
                 .begin_transaction()
@@ -363,6 +381,7 @@ impl Sink {
                 timestamps: Vec::new(),
                 scored: 0,
                 dead: HashMap::new(),
+                epoch,
             });
         }
         Ok(())
@@ -375,6 +394,7 @@ impl Sink {
         item: &Item,
         score: Option<f32>,
         scored_at: i64,
+        model: Option<&ModelIdentity>,
     ) -> Result<Result<(), Failure>, SinkError> {
         if self.open.is_none() {
             return Err(SinkError::NoTransaction);
@@ -382,7 +402,7 @@ impl Sink {
         let written = match (&item.outcome, score) {
             (Outcome::Row(meta), Some(score)) => {
                 let payload = (self.records)
-                    .value(item, meta, score, scored_at)
+                    .value(item, meta, score, scored_at, model)
                     .map_err(|e| SinkError::Encode(e.to_string()))?;
                 match self.send_score(item, &payload) {
                     Err(e)

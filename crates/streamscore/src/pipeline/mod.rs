@@ -8,6 +8,7 @@
 //! ```
 
 pub(crate) mod fan;
+pub(crate) mod model_swap;
 mod prepare;
 
 use std::sync::Arc;
@@ -41,10 +42,12 @@ use crate::kafka::source::{
 };
 use crate::model::{CardError, ModelCard};
 use crate::telemetry::Stats;
-use crate::telemetry::metrics::{BATCH_TARGET_SIZE, MODEL_INFO};
+use crate::telemetry::metrics::BATCH_TARGET_SIZE;
 use crate::telemetry::signals::PipelineSignals;
 use crate::transform::Transform;
 use fan::{FanIn, FanOut};
+use model_swap::{ModelRelease, ModelSwitch};
+pub use model_swap::{ModelSwap, ModelSwapper};
 pub use prepare::{Prepared, prepare, warm_up_sizes};
 
 /// Batches queued per inference worker, in and out: enough to overlap the
@@ -89,6 +92,10 @@ pub enum PipelineError {
     Thread(std::io::Error),
     #[error("the {0} thread panicked")]
     Panicked(&'static str),
+    #[error(
+        "the new model card changes the features ({0}): a swap keeps the feature row; a change of features takes a restart"
+    )]
+    SwapFeatures(String),
 }
 
 // The variants that carry a cause say it in their message and do not also
@@ -124,6 +131,7 @@ pub struct Pipeline {
     /// Static members only (a dynamic member always leaves on close): the
     /// group.instance.id and whether a clean stop leaves the group.
     static_member: Option<(String, LeaveGroup)>,
+    swapper: ModelSwapper,
 }
 
 /// How long a static member's leave may take before the stop goes on
@@ -152,7 +160,8 @@ impl Pipeline {
     ) -> Result<Self, PipelineError> {
         let prepared = prepare(settings)?;
         let (card, device) = (&prepared.model.card, prepared.device());
-        publish_model_info(card, device);
+        let swapper = first_release(settings, &prepared, &stats);
+        let models = swapper.models.clone();
 
         let (producer, factory) = transactional_producer(settings)?;
         // Output topics the broker would refuse abort every transaction: say so now instead.
@@ -172,7 +181,7 @@ impl Pipeline {
             stats.clone(),
         );
         let source_stage = SourceStage::new(
-            batcher(settings, adaptive.clone(), transform.width()),
+            batcher(settings, adaptive.clone(), transform.width()).with_models(models),
             transform,
             FanOut::new(lanes.inputs),
             SourceLinks {
@@ -228,12 +237,19 @@ impl Pipeline {
             device,
             signals,
             static_member,
+            swapper,
         })
     }
 
     /// What /healthz and /readyz read.
     pub fn signals(&self) -> Arc<PipelineSignals> {
         self.signals.clone()
+    }
+
+    /// Swaps in the model `model.card` names now (SIGHUP, a changed card
+    /// file): see [`ModelSwapper::swap`].
+    pub fn model_swapper(&self) -> ModelSwapper {
+        self.swapper.clone()
     }
 
     pub fn device(&self) -> Device {
@@ -409,6 +425,24 @@ fn score_records(
     )
 }
 
+/// The model started with, serving (its sessions are the workers' own), and
+/// the swapper that replaces it.
+fn first_release(settings: &Settings, prepared: &Prepared, stats: &Arc<Stats>) -> ModelSwapper {
+    let first = ModelRelease::new(
+        0,
+        &prepared.model,
+        settings.model.threshold,
+        prepared.device(),
+        Vec::new(),
+    );
+    first.publish_info(true);
+    ModelSwapper {
+        models: Arc::new(ModelSwitch::new(first)),
+        settings: Arc::new(settings.clone()),
+        stats: stats.clone(),
+    }
+}
+
 fn sink_config(settings: &Settings) -> SinkConfig {
     SinkConfig {
         score_topic: settings.output.topic.clone(),
@@ -453,13 +487,6 @@ fn spawn_workers(
         })?);
     }
     Ok(workers)
-}
-
-/// `model_info` (value 1): which model, and on which device, this instance serves.
-fn publish_model_info(card: &ModelCard, device: Device) {
-    metrics::gauge!(MODEL_INFO, "name" => card.name.clone(), "version" => card.version.clone(),
-        "sha256" => card.sha256.clone(), "device" => device.as_str())
-    .set(1.0);
 }
 
 fn log_started(settings: &Settings, card: &ModelCard, device: Device) {

@@ -70,19 +70,7 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, PipelineError> {
         settings.output.avro_schema_id,
     );
 
-    let runtime = inference::init_runtime(&settings.onnxruntime_library())?;
-    let mut sessions = Vec::new();
-    for _ in 0..settings.model.sessions {
-        let mut session = ModelSession::open_with(
-            &runtime,
-            &model,
-            settings.model.device,
-            settings.model.intra_op_threads as usize,
-            &settings.model.cuda,
-        )?;
-        session.warm_up(&warm_up_sizes(settings))?;
-        sessions.push(session);
-    }
+    let sessions = open_sessions(settings, &model)?;
     Ok(Prepared {
         model,
         decoder,
@@ -90,6 +78,28 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, PipelineError> {
         encoder,
         sessions,
     })
+}
+
+/// `model.sessions` sessions of `model` on the configured device, each
+/// warmed up: at start, and for a model swapped in while running.
+pub(crate) fn open_sessions(
+    settings: &Settings,
+    model: &VerifiedModel,
+) -> Result<Vec<ModelSession>, PipelineError> {
+    let runtime = inference::init_runtime(&settings.onnxruntime_library())?;
+    let mut sessions = Vec::new();
+    for _ in 0..settings.model.sessions {
+        let mut session = ModelSession::open_with(
+            &runtime,
+            model,
+            settings.model.device,
+            settings.model.intra_op_threads as usize,
+            &settings.model.cuda,
+        )?;
+        session.warm_up(&warm_up_sizes(settings))?;
+        sessions.push(session);
+    }
+    Ok(sessions)
 }
 
 /// Batch sizes to run once before ready (ONNX Runtime plans each new shape,

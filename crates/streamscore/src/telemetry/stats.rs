@@ -13,7 +13,8 @@ use hdrhistogram::Histogram;
 use super::histogram::{HistogramSnapshot, LatencyHistogram};
 use super::metrics::{
     BATCH_SIZE, CONSUMED, DEAD_LETTER_VALUES_OMITTED, DEAD_LETTERED, END_TO_END_LATENCY,
-    INFERENCE_ERRORS, PRODUCERS_REPLACED, REBALANCES, REREAD, SCORED, STAGE_DURATION, TRANSACTIONS,
+    INFERENCE_ERRORS, MODEL_SWAP_FAILURES, MODEL_SWAPS, PRODUCERS_REPLACED, REBALANCES, REREAD,
+    SCORED, STAGE_DURATION, TRANSACTIONS,
 };
 use crate::dead_letter::Reason;
 
@@ -99,6 +100,8 @@ pub struct Stats {
     producers_replaced: AtomicU64,
     values_omitted: AtomicU64,
     inference_errors: AtomicU64,
+    model_swaps: AtomicU64,
+    model_swap_failures: AtomicU64,
     /// Indexed like [`Rebalance::ALL`].
     rebalances: [AtomicU64; 3],
     /// Batches scored, by `BATCH_BUCKETS` (not cumulative), their count and rows.
@@ -125,6 +128,8 @@ impl Default for Stats {
             producers_replaced: AtomicU64::new(0),
             values_omitted: AtomicU64::new(0),
             inference_errors: AtomicU64::new(0),
+            model_swaps: AtomicU64::new(0),
+            model_swap_failures: AtomicU64::new(0),
             rebalances: Default::default(),
             batch_buckets: Default::default(),
             batches: AtomicU64::new(0),
@@ -187,6 +192,19 @@ impl Stats {
 
     pub(crate) fn inference_failed(&self) {
         add(&self.inference_errors, 1);
+    }
+
+    /// Models swapped in while running, and swaps that failed.
+    pub fn model_swaps(&self) -> (u64, u64) {
+        (get(&self.model_swaps), get(&self.model_swap_failures))
+    }
+
+    pub(crate) fn model_swapped(&self) {
+        add(&self.model_swaps, 1);
+    }
+
+    pub(crate) fn model_swap_failed(&self) {
+        add(&self.model_swap_failures, 1);
     }
 
     pub(crate) fn rebalanced(&self, event: Rebalance) {
@@ -288,6 +306,8 @@ impl Stats {
             (INFERENCE_ERRORS, &self.inference_errors),
             (PRODUCERS_REPLACED, &self.producers_replaced),
             (DEAD_LETTER_VALUES_OMITTED, &self.values_omitted),
+            (MODEL_SWAPS, &self.model_swaps),
+            (MODEL_SWAP_FAILURES, &self.model_swap_failures),
         ];
         for (name, counter) in plain {
             family(out, name, "counter");
@@ -367,6 +387,12 @@ fn help(name: &str) -> &'static str {
         }
         PRODUCERS_REPLACED => {
             "Transactional producers replaced after a commit or abort that could not finish (the new one fences the old)."
+        }
+        MODEL_SWAPS => {
+            "Model cards loaded, verified and warmed while running, that took over scoring."
+        }
+        MODEL_SWAP_FAILURES => {
+            "Model cards that failed to load, verify or warm while running; the model serving kept serving."
         }
         DEAD_LETTER_VALUES_OMITTED => {
             "Dead letters written without the original value because it did not fit kafka.max_message_bytes."
