@@ -323,3 +323,60 @@ fn per_feature_inputs_are_matched_by_name_and_a_string_input_needs_a_string_fiel
         }
     }
 }
+
+/// Review findings: a card written in the current folder names its model
+/// relative to it (an absolute path broke the card once copied into an
+/// image); a refused card leaves the card that was at --out; an MLflow
+/// metric whose key has "/" in it (a folder in the file store) is read.
+#[test]
+fn a_card_in_the_current_folder_names_its_model_relatively_and_a_refusal_keeps_the_old_card() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        support::root().join("models/fraud_mlp.onnx"),
+        dir.path().join("m.onnx"),
+    )
+    .unwrap();
+    let metrics = dir.path().join("run/metrics/holdout");
+    std::fs::create_dir_all(&metrics).unwrap();
+    std::fs::write(metrics.join("auc"), "1 0.5 0\n2 0.75 3\n3 0.6 1\n").unwrap();
+    let schema = support::root().join("schemas/card_transaction.v2.avsc");
+    let run = |extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_streamscore"));
+        c.current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .env(
+                "ORT_DYLIB_PATH",
+                support::root().join(".local/onnxruntime/lib/libonnxruntime.so"),
+            )
+            .args(["model", "card", "--model", "m.onnx", "--version", "1"])
+            .args(["--features", &feature_list(), "--schema"])
+            .arg(&schema)
+            .args(["--out", "m.card.json"])
+            .args(extra);
+        c.output().unwrap()
+    };
+    let out = run(&["--mlflow-run", "run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let card = json(&dir.path().join("m.card.json"));
+    assert_eq!(card["file"], "m.onnx", "{card}");
+    assert_eq!(card["evaluation"]["holdout/auc"], 0.75, "{card}");
+
+    let out = run(&["--threshold", "5"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("threshold 5 is outside 0..=1"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        json(&dir.path().join("m.card.json")),
+        card,
+        "the refused card replaced the old one"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("draft"))
+        .collect();
+    assert!(left.is_empty(), "drafts left behind: {left:?}");
+}

@@ -19,6 +19,14 @@ pub enum FeatureError {
     NotFinite(String),
     #[error("model feature {feature:?} reads field {field:?}, which the reader schema lacks")]
     SchemaLacksField { feature: String, field: String },
+    #[error(
+        "model feature {feature:?} is {wanted} and reads field {field:?}, which the reader schema types otherwise: every record would be dead-lettered"
+    )]
+    SchemaFieldType {
+        feature: String,
+        field: String,
+        wanted: &'static str,
+    },
 }
 
 pub(crate) const EVENT_ID_FIELD: &str = "event_id";
@@ -109,6 +117,20 @@ impl FeaturePlan {
             .iter()
             .map(|f| position(&f.name, &f.field))
             .collect::<Result<Vec<_>, _>>()?;
+        if let Schema::Record(record) = reader {
+            for (f, &p) in card.features.iter().zip(&positions) {
+                let Some(field) = record.fields.get(p) else {
+                    continue;
+                };
+                if !reads_as(&field.schema, f.is_text()) {
+                    return Err(FeatureError::SchemaFieldType {
+                        feature: f.name.clone(),
+                        field: f.field.clone(),
+                        wanted: if f.is_text() { "a string" } else { "a number" },
+                    });
+                }
+            }
+        }
         self.avro_meta = Some((
             position(EVENT_ID_FIELD, EVENT_ID_FIELD)?,
             position(EVENT_TIME_FIELD, EVENT_TIME_FIELD)?,
@@ -206,7 +228,7 @@ impl FeaturePlan {
         for (field, &text) in self.fields.iter().zip(&self.texts) {
             if text {
                 rows.texts.push(match map.get(field) {
-                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::String(s)) => checked_text(field, s)?,
                     Some(Value::Null) | None => String::new(),
                     Some(other) => return Err(not_text(field, other)),
                 });
@@ -225,6 +247,35 @@ impl FeaturePlan {
             event_id,
             event_time,
         })
+    }
+}
+
+/// Whether a reader field's values can feed a feature: strings and enums a
+/// string one, numbers and booleans (logical types of them too) a number;
+/// a union with null as well (a null number is refused per record).
+fn reads_as(schema: &Schema, text: bool) -> bool {
+    match schema {
+        Schema::Union(u) => {
+            let mut branches = u
+                .variants()
+                .iter()
+                .filter(|v| !matches!(v, Schema::Null))
+                .peekable();
+            branches.peek().is_some() && branches.all(|b| reads_as(b, text))
+        }
+        Schema::String | Schema::Enum(_) => text,
+        // A named type used again by name: resolved per record.
+        Schema::Ref { .. } => true,
+        Schema::Int
+        | Schema::Long
+        | Schema::Float
+        | Schema::Double
+        | Schema::Boolean
+        | Schema::Date
+        | Schema::TimeMillis
+        | Schema::TimestampMillis
+        | Schema::TimestampMicros => !text,
+        _ => false,
     }
 }
 
@@ -273,10 +324,20 @@ pub(crate) fn avro_feature(field: &str, value: &AvroValue) -> Result<f32, Featur
 /// symbol; null (a missing optional field) is fed as "".
 pub(crate) fn avro_text(field: &str, value: &AvroValue) -> Result<String, FeatureError> {
     match unwrap_union(value) {
-        AvroValue::String(s) | AvroValue::Enum(_, s) => Ok(s.clone()),
+        AvroValue::String(s) | AvroValue::Enum(_, s) => checked_text(field, s),
         AvroValue::Null => Ok(String::new()),
         other => Err(not_text(field, other)),
     }
+}
+
+/// ONNX Runtime takes strings as C strings: one with a NUL inside would fail
+/// the whole batch's inference and stop the pipeline, on every restart; it
+/// is this record's fault, so it is refused here and dead-lettered.
+fn checked_text(field: &str, s: &str) -> Result<String, FeatureError> {
+    if s.contains('\0') {
+        return Err(not_text(field, &s));
+    }
+    Ok(s.to_owned())
 }
 
 fn not_text(field: &str, found: &impl std::fmt::Debug) -> FeatureError {
@@ -376,6 +437,12 @@ mod tests {
         }
         assert_eq!((rows.numbers.len(), rows.texts.len()), (75, 3));
         let mut event = base.clone();
+        event.insert("merchant_country".into(), "US\u{0}".into());
+        let err = plan.extract(&Fields::Json(event), &mut rows).unwrap_err();
+        assert!(matches!(&err, FeatureError::NotText { .. }), "{err}");
+        let nul = AvroValue::Union(1, Box::new(AvroValue::String("US\u{0}".into())));
+        assert!(avro_text("merchant_country", &nul).is_err());
+        let mut event = base.clone();
         event.insert("merchant_country".into(), 49.into());
         let err = plan.extract(&Fields::Json(event), &mut rows).unwrap_err();
         assert!(
@@ -386,6 +453,52 @@ mod tests {
             (rows.numbers.len(), rows.texts.len()),
             (75, 3),
             "no partial row"
+        );
+    }
+
+    /// A feature whose field the reader schema types otherwise would
+    /// dead-letter every record while the service looks healthy: refused at
+    /// start instead.
+    #[test]
+    fn a_feature_whose_field_has_another_type_is_refused_at_start() {
+        let reader = crate::codec::schemas::load_schema(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../schemas/card_transaction.v2.avsc"
+        )))
+        .unwrap();
+        let model = crate::model::VerifiedModel::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../models/fraud_mlp.card.json"
+        )))
+        .unwrap();
+        let mut card = model.card.clone();
+        assert!(
+            FeaturePlan::new(&card)
+                .for_avro_reader(&card, &reader)
+                .is_ok()
+        );
+        card.features[0].field = "card_id".into();
+        let err = FeaturePlan::new(&card)
+            .for_avro_reader(&card, &reader)
+            .unwrap_err();
+        assert!(
+            matches!(&err, FeatureError::SchemaFieldType { field, wanted: "a number", .. } if field == "card_id"),
+            "{err}"
+        );
+        let mut card = model.card.clone();
+        card.features[0].avro_type = Some("string".into());
+        let err = FeaturePlan::new(&card)
+            .for_avro_reader(&card, &reader)
+            .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                FeatureError::SchemaFieldType {
+                    wanted: "a string",
+                    ..
+                }
+            ),
+            "{err}"
         );
     }
 }

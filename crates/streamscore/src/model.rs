@@ -250,6 +250,9 @@ impl ModelCard {
                     ));
                 }
             };
+            if input.features.is_empty() {
+                return Err(format!("input {:?} lists no features", input.name));
+            }
             let mut columns = Vec::with_capacity(input.features.len());
             for name in &input.features {
                 let Some(k) = self.features.iter().position(|f| &f.name == name) else {

@@ -121,6 +121,10 @@ fn string(schema: &Schema) -> Option<&'static str> {
 /// The Avro type of a field that can feed a float32 column.
 fn numeric(schema: &Schema) -> Option<&'static str> {
     match schema {
+        Schema::Date => Some("date"),
+        Schema::TimeMillis => Some("time-millis"),
+        Schema::TimestampMillis => Some("timestamp-millis"),
+        Schema::TimestampMicros => Some("timestamp-micros"),
         Schema::Int => Some("int"),
         Schema::Long => Some("long"),
         Schema::Float => Some("float"),

@@ -96,47 +96,54 @@ fn read_yaml(path: &Path) -> Result<Option<Meta>, String> {
         .map_err(|e| format!("{} is not valid YAML: {e}", path.display()))
 }
 
-/// One file per metric key, one line per logged value: "timestamp value
-/// step"; the value at the highest step (the latest timestamp within it).
+/// One file per metric key (a key with "/" in it is a path of folders),
+/// one line per logged value: "timestamp value step"; the value at the
+/// highest step (the latest timestamp within it), as MLflow reads it.
 fn read_metrics(folder: &Path) -> Result<BTreeMap<String, f64>, String> {
     let mut metrics = BTreeMap::new();
-    let entries =
-        std::fs::read_dir(folder).map_err(|e| format!("cannot list {}: {e}", folder.display()))?;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if !path.is_file() {
-            continue;
-        }
-        let key = entry.file_name().to_string_lossy().into_owned();
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mut last: Option<((i64, i64), f64)> = None;
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let parts: Vec<&str> = line.split_whitespace().collect();
-            let parsed = match parts.as_slice() {
-                [ts, value, step] => ts
-                    .parse()
-                    .ok()
-                    .zip(value.parse().ok())
-                    .zip(step.parse().ok()),
-                [ts, value] => ts.parse().ok().zip(value.parse().ok()).map(|t| (t, 0)),
-                _ => None,
-            };
-            let Some(((ts, value), step)) = parsed else {
-                return Err(format!(
-                    "{}: {line:?} is not \"timestamp value step\"",
-                    path.display()
-                ));
-            };
-            if last.is_none_or(|(at, _)| (step, ts) >= at) {
-                last = Some(((step, ts), value));
+    let mut folders = vec![(folder.to_path_buf(), String::new())];
+    while let Some((dir, prefix)) = folders.pop() {
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let key = format!("{prefix}{}", entry.file_name().to_string_lossy());
+            if path.is_dir() {
+                folders.push((path, format!("{key}/")));
+            } else if let Some(value) = last_value(&path)? {
+                metrics.insert(key, value);
             }
-        }
-        if let Some((_, value)) = last {
-            metrics.insert(key, value);
         }
     }
     Ok(metrics)
+}
+
+fn last_value(path: &Path) -> Result<Option<f64>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut last: Option<((i64, i64), f64)> = None;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let parsed = match parts.as_slice() {
+            [ts, value, step, ..] => ts
+                .parse()
+                .ok()
+                .zip(value.parse().ok())
+                .zip(step.parse().ok()),
+            [ts, value] => ts.parse().ok().zip(value.parse().ok()).map(|t| (t, 0)),
+            _ => None,
+        };
+        let Some(((ts, value), step)) = parsed else {
+            return Err(format!(
+                "{}: {line:?} is not \"timestamp value step\"",
+                path.display()
+            ));
+        };
+        if last.is_none_or(|(at, _)| (step, ts) >= at) {
+            last = Some(((step, ts), value));
+        }
+    }
+    Ok(last.map(|(_, value)| value))
 }
 
 /// The run's logged model: `MLmodel` in the run folder or under its

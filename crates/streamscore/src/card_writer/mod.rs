@@ -155,15 +155,34 @@ pub fn write_card(env: &Runtime, request: &CardRequest) -> Result<VerifiedModel,
             path: request.out.display().to_string(),
             message: e.to_string(),
         })?;
-    std::fs::write(&request.out, text + "\n").map_err(|error| CardWriteError::Io {
+    // Written beside its place (its `file` is relative to its folder) and
+    // moved there only once accepted: a refused card neither lands nor
+    // removes the card that was there.
+    let draft = draft_path(&request.out);
+    std::fs::write(&draft, text + "\n").map_err(|error| CardWriteError::Io {
         what: "cannot write the card",
-        path: request.out.display().to_string(),
+        path: draft.display().to_string(),
         error,
     })?;
-    accepted(&request.out, &graph).inspect_err(|_| {
-        // A card `check` would refuse is not left behind to be deployed.
-        let _ = std::fs::remove_file(&request.out);
-    })
+    let model = accepted(env, &draft, &graph).and_then(|model| {
+        std::fs::rename(&draft, &request.out).map_err(|error| CardWriteError::Io {
+            what: "cannot move the card into place",
+            path: request.out.display().to_string(),
+            error,
+        })?;
+        Ok(model)
+    });
+    if model.is_err() {
+        let _ = std::fs::remove_file(&draft);
+    }
+    model
+}
+
+fn draft_path(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map_or("card.json".into(), |n| n.to_string_lossy().into_owned());
+    out.with_file_name(format!(".{name}.draft-{}", std::process::id()))
 }
 
 type Layout = (
@@ -284,7 +303,11 @@ fn per_feature(port: &signature::Port) -> CardWriteError {
 /// The model file as the card names it: relative to the card's folder when
 /// it lies in it or below, else the path as given.
 fn file_from(card: &Path, model: &Path) -> String {
-    let folder = card.parent().unwrap_or(Path::new(""));
+    // A bare name's parent is "": the current folder.
+    let folder = card
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let model_abs = std::path::absolute(model).unwrap_or_else(|_| model.to_path_buf());
     let folder_abs = std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf());
     match model_abs.strip_prefix(&folder_abs) {
@@ -293,14 +316,31 @@ fn file_from(card: &Path, model: &Path) -> String {
     }
 }
 
-/// Loads the written card as `run` does and checks its graph against it.
-fn accepted(card: &Path, graph: &GraphSignature) -> Result<VerifiedModel, CardWriteError> {
+/// Loads the written card as `run` does, checks its graph against it, and
+/// scores a row and two, as `check`'s warm-up does (a ZipMap without the
+/// positive label, a column beyond the classes, a fixed batch size show only
+/// when it runs).
+fn accepted(
+    env: &Runtime,
+    card: &Path,
+    graph: &GraphSignature,
+) -> Result<VerifiedModel, CardWriteError> {
     let not_accepted = |message: String| CardWriteError::NotAccepted {
         path: card.display().to_string(),
         message,
     };
     let model = VerifiedModel::load(card).map_err(|e| not_accepted(e.to_string()))?;
     signature::check_ports(&graph.inputs, &graph.outputs, &model.card).map_err(not_accepted)?;
+    let mut session = crate::inference::ModelSession::open(
+        env,
+        &model,
+        crate::inference::DevicePreference::Cpu,
+        1,
+    )
+    .map_err(|e| not_accepted(e.to_string()))?;
+    session
+        .warm_up(&[1, 2])
+        .map_err(|e| not_accepted(e.to_string()))?;
     Ok(model)
 }
 
