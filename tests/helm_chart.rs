@@ -852,13 +852,20 @@ fn rendering_refuses_what_the_processors_cross_field_rules_refuse() {
     ];
     const NOT_READ: &[&str] = &["input.topics", "output.topic", "output.dead_letter_topic"];
     const DIFFER: &[&str] = &["output.dead_letter_topic", "output.topic"];
+    const SHADOW: &[&str] = &[
+        "model.shadow_card",
+        "output.shadow_topic",
+        "output.topic",
+        "output.dead_letter_topic",
+        "input.topics",
+    ];
     const LEAVE: &[&str] = &[
         "shutdown.leave_group",
         "kafka.group_instance_id",
         "kafka.consumer.group.protocol",
     ];
     type Keys = Option<&'static [&'static str]>;
-    let cases: [(Keys, Value, &[&str]); 10] = [
+    let cases: [(Keys, Value, &[&str]); 12] = [
         (
             Some(COMMIT),
             serde_json::json!({"transactions": {"commitIntervalMs": 30001}}),
@@ -902,6 +909,19 @@ fn rendering_refuses_what_the_processors_cross_field_rules_refuse() {
             Some(DIFFER),
             serde_json::json!({"output": {"deadLetterTopic": "scores"}}),
             &["output.deadLetterTopic = scores", "other than output.topic"],
+        ),
+        (
+            Some(SHADOW),
+            serde_json::json!({"model": {"shadowCard": "models/zoo/logreg_tensor.card.json"}, "output": {"shadowTopic": "scores-dlq"}}),
+            &[
+                "output.shadowTopic = scores-dlq",
+                "other than output.topic and output.deadLetterTopic",
+            ],
+        ),
+        (
+            Some(SHADOW),
+            serde_json::json!({"model": {"shadowCard": "models/zoo/logreg_tensor.card.json"}, "input": {"topics": ["transactions", "scores-shadow"]}}),
+            &["output.shadowTopic = scores-shadow", "would loop"],
         ),
         (
             Some(LEAVE),

@@ -40,5 +40,7 @@ mod python_producer;
 mod request_errors;
 #[path = "../reread.rs"]
 mod reread;
+#[path = "../shadow.rs"]
+mod shadow;
 #[path = "../tls.rs"]
 mod tls;

@@ -167,6 +167,9 @@ pub fn create_inputs(settings: &Settings, partitions: &[i32]) {
         .collect();
     topics.push((settings.output.topic.as_str(), 3));
     topics.push((settings.output.dead_letter_topic.as_str(), 1));
+    if settings.model.shadow_card.is_some() {
+        topics.push((settings.output.shadow_topic.as_str(), 3));
+    }
     block_on(create_topics(settings, &topics)).expect("topics can be created");
 }
 

@@ -181,6 +181,17 @@ pub const CROSS_FIELD_RULES: &[CrossFieldRule] = &[
         check: Settings::check_outputs_differ,
     },
     CrossFieldRule {
+        keys: &[
+            "model.shadow_card",
+            "output.shadow_topic",
+            "output.topic",
+            "output.dead_letter_topic",
+            "input.topics",
+        ],
+        rule: "with model.shadow_card set, output.shadow_topic differs from output.topic and output.dead_letter_topic and is not in input.topics",
+        check: Settings::check_shadow_topic,
+    },
+    CrossFieldRule {
         keys: &["keys.file", "keys.env"],
         rule: "keys.file or keys.env is not empty",
         check: Settings::check_key_source,
@@ -286,6 +297,8 @@ pub struct OutputSettings {
     pub format: Format,
     pub avro_schema_id: u32,
     pub avro_schema: PathBuf,
+    /// The challenger's results, with `model.shadow_card`.
+    pub shadow_topic: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -319,6 +332,9 @@ pub struct ModelSettings {
     pub sessions: u32,
     pub intra_op_threads: u32,
     pub threshold: Option<f64>,
+    /// A challenger model scored on the same rows (shadow scoring); `""` leaves it unset.
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub shadow_card: Option<PathBuf>,
     /// With `device` cuda or auto only.
     pub cuda: CudaOptions,
 }
@@ -703,6 +719,30 @@ impl Settings {
                 "output.dead_letter_topic",
                 &self.output.dead_letter_topic,
                 "a topic other than output.topic, so scores and dead letters stay apart",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Shadow results in the score or dead-letter topic would read as
+    /// duplicates there; read back as input, they would loop.
+    fn check_shadow_topic(&self) -> Result<(), ConfigError> {
+        if self.model.shadow_card.is_none() {
+            return Ok(());
+        }
+        let topic = &self.output.shadow_topic;
+        if topic == &self.output.topic || topic == &self.output.dead_letter_topic {
+            return Err(invalid(
+                "output.shadow_topic",
+                topic,
+                "a topic other than output.topic and output.dead_letter_topic, so the challenger's results stay apart",
+            ));
+        }
+        if self.input.topics.contains(topic) {
+            return Err(invalid(
+                "output.shadow_topic",
+                topic,
+                "a topic input.topics does not contain: scoring the challenger's results would loop",
             ));
         }
         Ok(())

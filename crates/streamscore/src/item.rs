@@ -72,6 +72,8 @@ pub(crate) struct Batch {
     pub rows: usize,
     /// One per row, filled by inference.
     pub scores: Vec<f32>,
+    /// One per row from the challenger, when there is one (shadow scoring).
+    pub shadow_scores: Vec<f32>,
     pub opened_at: Instant,
     /// The model release that scores it, stamped when the batch opened
     /// (`None` for a barrier alone, and in tests without models).
@@ -90,6 +92,7 @@ impl Batch {
             features: FeatureRows::default(),
             rows: 0,
             scores: Vec::new(),
+            shadow_scores: Vec::new(),
             opened_at: Instant::now(),
             model: None,
             closed_at: Instant::now(),

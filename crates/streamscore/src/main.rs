@@ -565,6 +565,17 @@ fn check(config: Option<PathBuf>) -> anyhow::Result<()> {
         card.sha256,
         card.features.len(),
     );
+    if let Some(shadow) = &prepared.shadow {
+        let card = &shadow.model.card;
+        println!(
+            "shadow: {} {} at {}: SHA-256 {} verified, same features, warmed up; its results go to {}",
+            card.name,
+            card.version,
+            shadow.model.model_path.display(),
+            card.sha256,
+            settings.output.shadow_topic,
+        );
+    }
     let card_text = std::fs::read_to_string(&settings.model.card)?;
     let card_json: serde_json::Value = serde_json::from_str(&card_text)?;
     println!("model card: {}", serde_json::to_string_pretty(&card_json)?);

@@ -28,6 +28,14 @@ the key, its value, what is allowed. */}}
 {{- if eq $v.output.topic $v.output.deadLetterTopic }}
 {{- fail (printf "config: output.deadLetterTopic = %s is not allowed: a topic other than output.topic, so scores and dead letters stay apart" $v.output.deadLetterTopic) }}
 {{- end }}
+{{- if $v.model.shadowCard }}
+{{- if or (eq $v.output.shadowTopic $v.output.topic) (eq $v.output.shadowTopic $v.output.deadLetterTopic) }}
+{{- fail (printf "config: output.shadowTopic = %s is not allowed: a topic other than output.topic and output.deadLetterTopic, so the challenger's results stay apart" $v.output.shadowTopic) }}
+{{- end }}
+{{- if has $v.output.shadowTopic $v.input.topics }}
+{{- fail (printf "config: output.shadowTopic = %s is not allowed: a topic input.topics does not contain: scoring the challenger's results would loop" $v.output.shadowTopic) }}
+{{- end }}
+{{- end }}
 {{- /* With SASL on, the chart writes these two itself: a second one would be a duplicate TOML key the pod cannot read. */}}
 {{- if $v.kafka.sasl.enabled }}
 {{- range $k, $val := $v.kafka.properties }}

@@ -86,6 +86,7 @@ impl Batcher {
             },
             rows: 0,
             scores: Vec::new(),
+            shadow_scores: Vec::new(),
             opened_at: now,
             model: self.models.as_ref().map(|m| m.current()),
             closed_at: now,

@@ -119,11 +119,31 @@ pub(crate) struct ModelIdentity {
 pub(crate) struct ScoreRecords {
     encoder: ScoreEncoder,
     model: ModelIdentity,
+    /// The challenger, with shadow scoring.
+    shadow: Option<ModelIdentity>,
 }
 
 impl ScoreRecords {
     pub(crate) fn new(encoder: ScoreEncoder, model: ModelIdentity) -> Self {
-        Self { encoder, model }
+        Self {
+            encoder,
+            model,
+            shadow: None,
+        }
+    }
+
+    pub(crate) fn with_shadow(mut self, shadow: Option<ModelIdentity>) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
+    pub(crate) fn shadow(&self) -> Option<&ModelIdentity> {
+        self.shadow.as_ref()
+    }
+
+    /// The served model's identity for a batch stamped with `model`.
+    pub(crate) fn serving<'a>(&'a self, model: Option<&'a ModelIdentity>) -> &'a ModelIdentity {
+        model.unwrap_or(&self.model)
     }
 
     pub(crate) fn value(

@@ -28,6 +28,7 @@ pub(crate) struct WorkerLinks {
 /// (a GPU fault) is not trusted again in this process.
 pub(crate) fn run(
     session: ModelSession,
+    shadow: Option<ModelSession>,
     input: Receiver<Batch>,
     output: SyncSender<Batch>,
     links: WorkerLinks,
@@ -36,7 +37,7 @@ pub(crate) fn run(
     // by the guard while a panic unwinds): the sink must never see the
     // hang-up before it can tell a failure from a shutdown.
     let guard = FailOnPanic(&links.failed);
-    let result = score_batches(session, &input, &output, &links);
+    let result = score_batches(session, shadow, &input, &output, &links);
     if let Err(e) = &result {
         links.stats.inference_failed();
         tracing::error!(error = %e, "inference failed; the pipeline stops without committing what is open");
@@ -61,6 +62,7 @@ impl Drop for FailOnPanic<'_> {
 /// what the batch size is tuned on.
 fn score_batches(
     mut session: ModelSession,
+    mut shadow: Option<ModelSession>,
     input: &Receiver<Batch>,
     output: &SyncSender<Batch>,
     links: &WorkerLinks,
@@ -93,6 +95,12 @@ fn score_batches(
                 });
             }
             session.score_rows(&batch.features, batch.rows, &mut batch.scores)?;
+            // The challenger scores the same rows; its results ride in the
+            // same transaction, so a failure of it stops the pipeline too.
+            if let Some(challenger) = &mut shadow {
+                batch.shadow_scores.reserve_exact(batch.rows);
+                challenger.score_rows(&batch.features, batch.rows, &mut batch.shadow_scores)?;
+            }
             let done = Instant::now();
             links.stats.timed(Step::Inference, done - started);
             links.stats.batch_scored(batch.rows);

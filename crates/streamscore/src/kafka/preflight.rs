@@ -124,14 +124,19 @@ pub(crate) fn check_output_topics(settings: &Settings) -> Result<(), PreflightEr
     Ok(())
 }
 
-fn output_topics(settings: &Settings) -> [(&'static str, &str); 2] {
-    [
+fn output_topics(settings: &Settings) -> Vec<(&'static str, &str)> {
+    let mut topics = vec![
         ("output.topic", settings.output.topic.as_str()),
         (
             "output.dead_letter_topic",
             settings.output.dead_letter_topic.as_str(),
         ),
-    ]
+    ];
+    // The challenger's results, with shadow scoring.
+    if settings.model.shadow_card.is_some() {
+        topics.push(("output.shadow_topic", settings.output.shadow_topic.as_str()));
+    }
+    topics
 }
 
 /// `answer`: None when the broker did not mention the topic at all, else the

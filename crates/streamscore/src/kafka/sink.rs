@@ -17,13 +17,16 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use crate::clock::unix_ms;
 use crate::codec::ScoreRecords;
+use crate::codec::score::Decision;
 use crate::codec::score::ModelIdentity;
 use crate::dead_letter::{DeadLetter, Omitted, Reason, Rejection};
 use crate::faults::Faults;
+use crate::item::EventMeta;
 use crate::item::{BarrierOutcome, Batch, Item, Outcome};
 use crate::kafka::positions::CommittedPositions;
 use crate::kafka::source::SourceConsumer;
 use crate::pipeline::fan::FanIn;
+use crate::telemetry::shadow::ShadowTally;
 use crate::telemetry::signals::{PipelineSignals, Stage};
 use crate::telemetry::{Stats, Step};
 
@@ -135,6 +138,8 @@ pub(crate) struct SinkConfig {
     /// transactions before the sink gives up (the broker has long since
     /// aborted the old transaction by then).
     pub transaction_timeout: Duration,
+    /// With shadow scoring: where the challenger's results go.
+    pub shadow_topic: Option<String>,
 }
 
 /// What the sink shares with the other stages.
@@ -180,6 +185,17 @@ struct OpenTransaction {
     dead: HashMap<Reason, u64>,
     /// The model release whose scores it holds (one per transaction).
     epoch: u64,
+    /// The challenger against the model serving, counted at commit.
+    shadow: ShadowTally,
+}
+
+/// One record's results as the sink writes them: its score (none for a
+/// dead letter), the challenger's, when, and by which model.
+struct Scored<'a> {
+    score: Option<f32>,
+    shadow: Option<f32>,
+    at: i64,
+    model: Option<&'a ModelIdentity>,
 }
 
 /// Where the sink reports to: the stats and the
@@ -345,12 +361,19 @@ impl Sink {
             let scored_at = unix_ms();
             let identity = model.as_deref().map(|m| &m.identity);
             let mut scores = batch.scores.iter();
+            let mut shadow_scores = batch.shadow_scores.iter();
             for item in &batch.items {
-                let score = match item.outcome {
-                    Outcome::Row(_) => scores.next().copied(),
-                    Outcome::Dead { .. } => None,
+                let (score, shadow) = match item.outcome {
+                    Outcome::Row(_) => (scores.next().copied(), shadow_scores.next().copied()),
+                    Outcome::Dead { .. } => (None, None),
                 };
-                if let Err(failure) = self.write(item, score, scored_at, identity)? {
+                let result = Scored {
+                    score,
+                    shadow,
+                    at: scored_at,
+                    model: identity,
+                };
+                if let Err(failure) = self.write(item, &result)? {
                     // The rest of this batch is read again after the rewind.
                     let outcome = self.abort_and_rewind(failure)?;
                     if let Some(barrier) = batch.barrier {
@@ -382,6 +405,7 @@ impl Sink {
                 scored: 0,
                 dead: HashMap::new(),
                 epoch,
+                shadow: ShadowTally::default(),
             });
         }
         Ok(())
@@ -392,10 +416,9 @@ impl Sink {
     fn write(
         &mut self,
         item: &Item,
-        score: Option<f32>,
-        scored_at: i64,
-        model: Option<&ModelIdentity>,
+        scored: &Scored<'_>,
     ) -> Result<Result<(), Failure>, SinkError> {
+        let (score, scored_at, model) = (scored.score, scored.at, scored.model);
         if self.open.is_none() {
             return Err(SinkError::NoTransaction);
         }
@@ -418,7 +441,7 @@ impl Sink {
                             .map_err(produce_failure(&self.config.dead_letter_topic))
                     }
                     Err(error) => Err(produce_failure(&self.config.score_topic)(error)),
-                    Ok(()) => Ok(None),
+                    Ok(()) => self.write_shadow(item, meta, score, scored)?.map(|()| None),
                 }
             }
             (Outcome::Dead { rejection, value }, _) => self
@@ -453,9 +476,44 @@ impl Sink {
         Ok(Ok(()))
     }
 
+    /// With shadow scoring, the challenger's result for a record whose
+    /// score was written: to the shadow topic, in the same transaction.
+    fn write_shadow(
+        &mut self,
+        item: &Item,
+        meta: &EventMeta,
+        served: f32,
+        scored: &Scored<'_>,
+    ) -> Result<Result<(), Failure>, SinkError> {
+        let (Some(topic), Some(challenger), Some(shadow)) = (
+            self.config.shadow_topic.as_deref(),
+            self.records.shadow(),
+            scored.shadow,
+        ) else {
+            return Ok(Ok(()));
+        };
+        let payload = (self.records)
+            .value(item, meta, shadow, scored.at, Some(challenger))
+            .map_err(|e| SinkError::Encode(e.to_string()))?;
+        if let Err(error) = self.send_to(topic, item, &payload) {
+            return Ok(Err(produce_failure(topic)(error)));
+        }
+        let serving = self.records.serving(scored.model);
+        let (served, shadow) = (f64::from(served), f64::from(shadow));
+        let agree =
+            Decision::at(served, serving.threshold) == Decision::at(shadow, challenger.threshold);
+        if let Some(txn) = self.open.as_mut() {
+            txn.shadow.compare(served, shadow, agree);
+        }
+        Ok(Ok(()))
+    }
+
     fn send_score(&self, item: &Item, payload: &[u8]) -> Result<(), KafkaError> {
-        let mut record: BaseRecord<'_, [u8], [u8]> =
-            BaseRecord::to(&self.config.score_topic).payload(payload);
+        self.send_to(&self.config.score_topic, item, payload)
+    }
+
+    fn send_to(&self, topic: &str, item: &Item, payload: &[u8]) -> Result<(), KafkaError> {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(payload);
         if let Some(k) = item.key.as_deref() {
             record = record.key(k);
         }
@@ -810,6 +868,7 @@ impl Sink {
         self.signals.committed();
         self.stats.timed(Step::Commit, took);
         (self.stats).committed_transaction(txn.scored, txn.dead.iter().map(|(r, n)| (*r, *n)));
+        self.stats.shadow_compared(&txn.shadow);
         let now = unix_ms();
         self.stats.end_to_end(
             (txn.timestamps.iter()).map(|&ts| Duration::from_millis((now - ts).max(0) as u64)),

@@ -48,7 +48,7 @@ use crate::transform::Transform;
 use fan::{FanIn, FanOut};
 use model_swap::{ModelRelease, ModelSwitch};
 pub use model_swap::{ModelSwap, ModelSwapper};
-pub use prepare::{Prepared, prepare, warm_up_sizes};
+pub use prepare::{Prepared, Shadow, prepare, warm_up_sizes};
 
 /// Batches queued per inference worker, in and out: enough to overlap the
 /// stages, small enough that a stall stops consumption quickly.
@@ -96,6 +96,10 @@ pub enum PipelineError {
         "the new model card changes the features ({0}): a swap keeps the feature row; a change of features takes a restart"
     )]
     SwapFeatures(String),
+    #[error(
+        "model.shadow_card's features differ from model.card's ({0}): a challenger scores the same feature row"
+    )]
+    ShadowFeatures(String),
 }
 
 // The variants that carry a cause say it in their message and do not also
@@ -171,7 +175,9 @@ impl Pipeline {
         let signals = Arc::new(PipelineSignals::default());
         let (rewind_tx, rewind_rx) = channel();
         let positions = Arc::new(CommittedPositions::default());
-        let lanes = WorkerLanes::new(prepared.sessions);
+        let (shadow_model, shadow_sessions) =
+            prepared.shadow.map(|s| (s.model, s.sessions)).unzip();
+        let lanes = WorkerLanes::new(prepared.sessions, shadow_sessions);
         let adaptive = adaptive_size(settings);
         let transform = Transform::new(
             keyring,
@@ -206,7 +212,7 @@ impl Pipeline {
                 upstream_failed: upstream_failed.clone(),
                 faults: faults.clone(),
             },
-            score_records(settings, card, prepared.encoder),
+            score_records(settings, card, shadow_model.as_ref(), prepared.encoder),
             sink_config(settings),
             Reporting {
                 stats: stats.clone(),
@@ -315,11 +321,20 @@ impl Pipeline {
 struct WorkerLanes {
     inputs: Vec<SyncSender<Batch>>,
     outputs: Vec<Receiver<Batch>>,
-    workers: Vec<(ModelSession, Receiver<Batch>, SyncSender<Batch>)>,
+    workers: Vec<WorkerEnds>,
 }
 
+/// A worker's sessions (the model's, the challenger's) and its channels.
+type WorkerEnds = (
+    ModelSession,
+    Option<ModelSession>,
+    Receiver<Batch>,
+    SyncSender<Batch>,
+);
+
 impl WorkerLanes {
-    fn new(sessions: Vec<ModelSession>) -> Self {
+    fn new(sessions: Vec<ModelSession>, shadows: Option<Vec<ModelSession>>) -> Self {
+        let mut shadows = shadows.map(Vec::into_iter);
         let mut lanes = WorkerLanes {
             inputs: Vec::new(),
             outputs: Vec::new(),
@@ -330,7 +345,8 @@ impl WorkerLanes {
             let (out_tx, out_rx) = sync_channel(QUEUE_DEPTH);
             lanes.inputs.push(in_tx);
             lanes.outputs.push(out_rx);
-            lanes.workers.push((session, in_rx, out_tx));
+            let shadow = shadows.as_mut().and_then(Iterator::next);
+            lanes.workers.push((session, shadow, in_rx, out_tx));
         }
         lanes
     }
@@ -412,17 +428,18 @@ fn subscribed_consumer(
 fn score_records(
     settings: &Settings,
     card: &ModelCard,
+    shadow: Option<&crate::model::VerifiedModel>,
     encoder: crate::codec::ScoreEncoder,
 ) -> ScoreRecords {
-    ScoreRecords::new(
-        encoder,
-        ModelIdentity {
-            name: card.name.clone(),
-            version: card.version.clone(),
-            sha256: card.sha256.clone(),
-            threshold: settings.model.threshold.unwrap_or(card.threshold),
-        },
-    )
+    let identity = |card: &ModelCard, threshold: Option<f64>| ModelIdentity {
+        name: card.name.clone(),
+        version: card.version.clone(),
+        sha256: card.sha256.clone(),
+        threshold: threshold.unwrap_or(card.threshold),
+    };
+    // model.threshold is the served model's; the challenger keeps its card's.
+    ScoreRecords::new(encoder, identity(card, settings.model.threshold))
+        .with_shadow(shadow.map(|s| identity(&s.card, None)))
 }
 
 /// The model started with, serving (its sessions are the workers' own), and
@@ -450,6 +467,11 @@ fn sink_config(settings: &Settings) -> SinkConfig {
         commit_interval: settings.transactions.commit_interval,
         timeout: settings.kafka.request_timeout,
         transaction_timeout: settings.kafka.transaction_timeout,
+        shadow_topic: settings
+            .model
+            .shadow_card
+            .as_ref()
+            .map(|_| settings.output.shadow_topic.clone()),
     }
 }
 
@@ -476,14 +498,14 @@ fn spawn<T: Send + 'static>(
 }
 
 fn spawn_workers(
-    ends: Vec<(ModelSession, Receiver<Batch>, SyncSender<Batch>)>,
+    ends: Vec<WorkerEnds>,
     links: &WorkerLinks,
 ) -> Result<Vec<JoinHandle<Result<(), InferenceError>>>, PipelineError> {
     let mut workers = Vec::new();
-    for (i, (session, input, output)) in ends.into_iter().enumerate() {
+    for (i, (session, shadow, input, output)) in ends.into_iter().enumerate() {
         let links = links.clone();
         workers.push(spawn(format!("inference-{i}"), move || {
-            inference::worker::run(session, input, output, links)
+            inference::worker::run(session, shadow, input, output, links)
         })?);
     }
     Ok(workers)

@@ -208,7 +208,7 @@ impl ModelSwapper {
 /// A swap keeps the feature row the source builds: the same features, read
 /// from the same fields, with the same types, in the same order. The graph
 /// behind them (its inputs, its output) may change.
-fn same_features(current: &ModelCard, next: &ModelCard) -> Result<(), String> {
+pub(crate) fn same_features(current: &ModelCard, next: &ModelCard) -> Result<(), String> {
     let row = |card: &ModelCard| {
         card.features
             .iter()

@@ -23,6 +23,14 @@ pub struct Prepared {
     pub plan: FeaturePlan,
     pub encoder: ScoreEncoder,
     pub sessions: Vec<ModelSession>,
+    /// The challenger of `model.shadow_card`, one warm session per worker.
+    pub shadow: Option<Shadow>,
+}
+
+/// A challenger model, scored on the same rows as the model serving.
+pub struct Shadow {
+    pub model: VerifiedModel,
+    pub sessions: Vec<ModelSession>,
 }
 
 impl Prepared {
@@ -71,12 +79,26 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, PipelineError> {
     );
 
     let sessions = open_sessions(settings, &model)?;
+    let shadow = match &settings.model.shadow_card {
+        None => None,
+        Some(card) => {
+            let challenger = VerifiedModel::load(card)?;
+            super::model_swap::same_features(&model.card, &challenger.card)
+                .map_err(PipelineError::ShadowFeatures)?;
+            let sessions = open_sessions(settings, &challenger)?;
+            Some(Shadow {
+                model: challenger,
+                sessions,
+            })
+        }
+    };
     Ok(Prepared {
         model,
         decoder,
         plan,
         encoder,
         sessions,
+        shadow,
     })
 }
 

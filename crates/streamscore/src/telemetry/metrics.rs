@@ -27,6 +27,8 @@ pub const LAST_COMMIT_TIMESTAMP: &str = "streamscore_last_commit_timestamp_secon
 pub const CONSECUTIVE_ABORTS: &str = "streamscore_transactions_consecutive_aborts";
 pub const PRODUCERS_REPLACED: &str = "streamscore_producers_replaced_total";
 pub const DEAD_LETTER_VALUES_OMITTED: &str = "streamscore_dead_letter_values_omitted_total";
+pub const SHADOW_DECISIONS: &str = "streamscore_shadow_decisions_total";
+pub const SHADOW_SCORE_DIFFERENCE: &str = "streamscore_shadow_score_difference";
 pub const MODEL_SWAPS: &str = "streamscore_model_swaps_total";
 pub const MODEL_SWAP_FAILURES: &str = "streamscore_model_swap_failures_total";
 

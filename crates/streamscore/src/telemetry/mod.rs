@@ -7,6 +7,7 @@ mod http;
 pub(crate) mod lag;
 pub mod logging;
 pub mod metrics;
+pub(crate) mod shadow;
 pub(crate) mod signals;
 mod stats;
 mod summary;

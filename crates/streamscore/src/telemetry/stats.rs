@@ -16,6 +16,7 @@ use super::metrics::{
     INFERENCE_ERRORS, MODEL_SWAP_FAILURES, MODEL_SWAPS, PRODUCERS_REPLACED, REBALANCES, REREAD,
     SCORED, STAGE_DURATION, TRANSACTIONS,
 };
+use super::shadow::{ShadowStats, ShadowTally};
 use crate::dead_letter::Reason;
 
 /// Upper bounds of `streamscore_batch_size`'s buckets (rows).
@@ -102,6 +103,7 @@ pub struct Stats {
     inference_errors: AtomicU64,
     model_swaps: AtomicU64,
     model_swap_failures: AtomicU64,
+    shadow: ShadowStats,
     /// Indexed like [`Rebalance::ALL`].
     rebalances: [AtomicU64; 3],
     /// Batches scored, by `BATCH_BUCKETS` (not cumulative), their count and rows.
@@ -130,6 +132,7 @@ impl Default for Stats {
             inference_errors: AtomicU64::new(0),
             model_swaps: AtomicU64::new(0),
             model_swap_failures: AtomicU64::new(0),
+            shadow: ShadowStats::default(),
             rebalances: Default::default(),
             batch_buckets: Default::default(),
             batches: AtomicU64::new(0),
@@ -197,6 +200,17 @@ impl Stats {
     /// Models swapped in while running, and swaps that failed.
     pub fn model_swaps(&self) -> (u64, u64) {
         (get(&self.model_swaps), get(&self.model_swap_failures))
+    }
+
+    /// A committed transaction's shadow comparisons.
+    pub(crate) fn shadow_compared(&self, tally: &ShadowTally) {
+        self.shadow.add(tally);
+    }
+
+    /// With shadow scoring: committed records whose challenger decided
+    /// like the model serving, and those whose did not.
+    pub fn shadow_decisions(&self) -> (u64, u64) {
+        self.shadow.decisions()
     }
 
     pub(crate) fn model_swapped(&self) {
@@ -313,6 +327,7 @@ impl Stats {
             family(out, name, "counter");
             let _ = writeln!(out, "{name} {}", get(counter));
         }
+        self.shadow.render(out);
         let reasons = Reason::ALL.iter().map(|r| r.as_str());
         labelled(
             out,
