@@ -136,6 +136,9 @@ fn the_final_stage_runs_non_root_with_model_schemas_and_a_health_check() {
         let copied = context_copies(last);
         for needed in [
             "schemas",
+            // The default model (config/default.toml) and the GPU example.
+            "models/fraud_gbm.onnx",
+            "models/fraud_gbm.card.json",
             "models/fraud_mlp.onnx",
             "models/fraud_mlp.card.json",
         ] {

@@ -58,6 +58,7 @@ fn the_card_tool_writes_a_card_check_accepts_for_every_shipped_model() {
     let features = feature_list();
     let (_, keyring) = Keyring::generate("k").unwrap();
     for shipped in [
+        "models/fraud_gbm.card.json",
         "models/fraud_mlp.card.json",
         "models/zoo/logreg_zipmap.card.json",
         "models/zoo/logreg_tensor.card.json",

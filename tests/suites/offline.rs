@@ -10,6 +10,8 @@ mod support;
 
 #[path = "../alerts.rs"]
 mod alerts;
+#[path = "../default_model.rs"]
+mod default_model;
 #[path = "../docker.rs"]
 mod docker;
 #[path = "../helm_chart.rs"]

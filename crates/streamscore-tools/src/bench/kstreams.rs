@@ -498,7 +498,7 @@ mod tests {
         assert_eq!(value_of(&args, "--dead-letters"), ["run.dead-letters"]);
         assert_eq!(value_of(&args, "--application-id"), ["run.kstreams"]);
         assert_eq!(value_of(&args, "--keyring"), ["/tmp/k.json"]);
-        assert_eq!(value_of(&args, "--model"), ["models/fraud_mlp.card.json"]);
+        assert_eq!(value_of(&args, "--model"), ["models/fraud_gbm.card.json"]);
         assert_eq!(
             value_of(&args, "--writer-schema"),
             [

@@ -292,6 +292,19 @@ async fn verify_and_report(settings: Settings) -> anyhow::Result<Report> {
             reasons.join(", ")
         }
     );
+    let flagged = (report.scores.iter())
+        .filter(|s| s.decision == streamscore::Decision::Flag)
+        .count();
+    let scored = report.scores.len().max(1);
+    let models: std::collections::BTreeSet<String> = (report.scores.iter())
+        .map(|s| format!("{} {}", s.model_name, s.model_version))
+        .collect();
+    println!(
+        "demo: decisions: FLAG {flagged} ({:.2} % of scored), PASS {}; by {}",
+        100.0 * flagged as f64 / scored as f64,
+        report.scores.len() - flagged,
+        models.into_iter().collect::<Vec<_>>().join(", ")
+    );
     println!(
         "demo: committed offsets {} the input end offsets",
         if report.offsets_committed_to_end() {
