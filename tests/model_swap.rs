@@ -128,3 +128,97 @@ fn a_swapped_model_takes_over_under_load_exactly_once_and_a_bad_card_leaves_it_s
     );
     assert_eq!(stats.model_swaps(), (1, 2), "swaps, failed swaps");
 }
+
+/// Waits until `/metrics` at `addr` satisfies `ok`; the text it saw.
+fn metrics_until(addr: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = support::scrape::metrics_text(addr);
+        if ok(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{what}: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The running binary swaps when its card file changes (as a refreshed
+/// ConfigMap or volume changes it) and looks again on SIGHUP; model_info and
+/// the swap counters say what happened, and scores name the new model.
+#[test]
+fn the_binary_swaps_on_a_changed_card_file_and_reloads_on_sighup() {
+    use streamscore::Keyring;
+    use support::process::{Processor, config_file};
+    use support::scrape::value_with;
+
+    let dir = tempfile::tempdir().unwrap();
+    install("models/fraud_mlp.card.json", dir.path(), |_| {});
+    let settings = support::settings("swap-bin", Format::Avro, Format::Avro);
+    support::create(&settings);
+    let (keyring, json) = Keyring::generate("swap-key").unwrap();
+    let card = dir.path().join("card.json");
+    let config = config_file(
+        dir.path(),
+        "p",
+        &settings,
+        &format!("[model]\ncard = {:?}\n", card.display().to_string()),
+    );
+    let processor = Processor::start(&config, &json, dir.path().join("p.log"));
+    let addr = processor.wait_address(Duration::from_secs(60));
+    let info = |text: &str, name: &str| value_with(text, "streamscore_model_info", "name", name);
+    metrics_until(&addr, "the MLP serves", |t| {
+        info(t, "fraud_mlp") == Some(1.0)
+    });
+
+    install("models/zoo/logreg_tensor.card.json", dir.path(), |_| {});
+    let text = metrics_until(&addr, "the changed card file was swapped in", |t| {
+        support::scrape::value(t, "streamscore_model_swaps_total") == Some(1.0)
+    });
+    assert_eq!(info(&text, "logreg_tensor"), Some(1.0), "{text}");
+    assert_eq!(info(&text, "fraud_mlp"), Some(0.0), "{text}");
+
+    // SIGHUP with the card unchanged: looked at, nothing swapped.
+    processor.signal("HUP");
+    let log = || std::fs::read_to_string(dir.path().join("p.log")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log().contains("model card unchanged") {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload the card: {}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        log().contains("SIGHUP: loading model.card again"),
+        "{}",
+        log()
+    );
+
+    let mut factory = EventFactory::new(Arc::new(keyring), Format::Avro, "swap-bin", 5);
+    let records: Vec<OutRecord> = (0..300).map(|_| factory.next(None)).collect();
+    support::publish_all(&settings, &records);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let report = loop {
+        let report = support::verify_topics(&settings);
+        if report.scored == 300 || Instant::now() > deadline {
+            break report;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(report.exactly_once(), "{}", report.line());
+    assert_eq!(report.scored, 300, "{}", report.line());
+    assert!(
+        report
+            .scores
+            .iter()
+            .all(|s| s.model_name == "logreg_tensor")
+    );
+    let text = support::scrape::metrics_text(&addr);
+    assert_eq!(
+        support::scrape::value(&text, "streamscore_model_swaps_total"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(processor.terminate(Duration::from_secs(60)).success());
+}

@@ -297,6 +297,9 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     .with_context(|| format!("cannot listen on telemetry.listen = {listen}"))?;
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
 
+    // Before the start reads the card: a card changed while the pipeline
+    // starts is then seen as changed, and swapped in once it runs.
+    let card_loaded = streamscore::keyring_watch::modified(&settings.model.card);
     let (pipeline, stop_requested) =
         match start_pipeline(&settings, &keys, stats.clone(), &mut signals).await? {
             Ok(started) => started,
@@ -304,7 +307,15 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
         };
     // Whether the pipeline stopped on its own (a failure), not on a signal.
     let stopped_on_its_own = !stop_requested
-        && serve_until_stopped(&pipeline, &health, stats, &keys, &settings, &mut signals).await;
+        && serve_until_stopped(
+            &pipeline,
+            &health,
+            stats,
+            &keys,
+            (&settings, card_loaded),
+            &mut signals,
+        )
+        .await;
     health.ready.store(false, Ordering::Relaxed);
     pipeline.stop();
     let grace = settings.shutdown.grace_period;
@@ -364,12 +375,12 @@ async fn serve_until_stopped(
     health: &Health,
     stats: Arc<Stats>,
     keys: &Keys,
-    settings: &Settings,
+    (settings, card_loaded): (&Settings, Option<std::time::SystemTime>),
     signals: &mut Signals,
 ) -> bool {
     let swapper = pipeline.model_swapper();
     let card = settings.model.card.clone();
-    let mut card_seen = streamscore::keyring_watch::modified(&card);
+    let mut card_seen = card_loaded;
     health.attach(pipeline.signals());
     health.ready.store(true, Ordering::Relaxed);
     let mut check = tokio::time::interval(Duration::from_millis(200));
