@@ -64,6 +64,15 @@ fn a_swapped_model_takes_over_under_load_exactly_once_and_a_bad_card_leaves_it_s
 
     // The same card again: nothing to do.
     assert_eq!(swapper.swap().unwrap(), ModelSwap::Unchanged);
+    // The same model under a corrected card (another output column) is a
+    // change, not "unchanged" (a review finding: only the hash was compared).
+    install("models/fraud_mlp.card.json", dir.path(), |c| {
+        c["output"]["positive_class_column"] = 0.into();
+    });
+    assert!(
+        matches!(swapper.swap().unwrap(), ModelSwap::Swapped { .. }),
+        "a changed card for the same model"
+    );
     // A card whose model is not the one it describes: refused, the MLP serves on.
     install("models/zoo/logreg_tensor.card.json", dir.path(), |c| {
         c["sha256"] = "00".repeat(32).into();
@@ -126,7 +135,7 @@ fn a_swapped_model_takes_over_under_load_exactly_once_and_a_bad_card_leaves_it_s
             && seen.get("logreg_tensor").copied().unwrap_or(0) > 0,
         "both models scored: {seen:?}"
     );
-    assert_eq!(stats.model_swaps(), (1, 2), "swaps, failed swaps");
+    assert_eq!(stats.model_swaps(), (2, 2), "swaps, failed swaps");
 }
 
 /// Waits until `/metrics` at `addr` satisfies `ok`; the text it saw.

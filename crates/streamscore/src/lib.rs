@@ -39,7 +39,8 @@ pub use config::{
 pub use envelope::{Keyring, KeyringError, SharedKeyring, random_key, share};
 pub use faults::Faults;
 pub use pipeline::{
-    ModelSwap, ModelSwapper, Pipeline, PipelineError, Prepared, Shadow, prepare, warm_up_sizes,
+    CardWatch, ModelSwap, ModelSwapper, Pipeline, PipelineError, Prepared, Shadow, prepare,
+    warm_up_sizes,
 };
 
 // The stages' parts, each usable alone (tools, tests, the hot-path bench).

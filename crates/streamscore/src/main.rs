@@ -299,7 +299,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
 
     // Before the start reads the card: a card changed while the pipeline
     // starts is then seen as changed, and swapped in once it runs.
-    let card_loaded = streamscore::keyring_watch::modified(&settings.model.card);
+    let card_watch = streamscore::CardWatch::new(&settings.model.card);
     let (pipeline, stop_requested) =
         match start_pipeline(&settings, &keys, stats.clone(), &mut signals).await? {
             Ok(started) => started,
@@ -307,15 +307,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
         };
     // Whether the pipeline stopped on its own (a failure), not on a signal.
     let stopped_on_its_own = !stop_requested
-        && serve_until_stopped(
-            &pipeline,
-            &health,
-            stats,
-            &keys,
-            (&settings, card_loaded),
-            &mut signals,
-        )
-        .await;
+        && serve_until_stopped(&pipeline, &health, stats, &keys, card_watch, &mut signals).await;
     health.ready.store(false, Ordering::Relaxed);
     pipeline.stop();
     let grace = settings.shutdown.grace_period;
@@ -375,12 +367,10 @@ async fn serve_until_stopped(
     health: &Health,
     stats: Arc<Stats>,
     keys: &Keys,
-    (settings, card_loaded): (&Settings, Option<std::time::SystemTime>),
+    mut card_watch: streamscore::CardWatch,
     signals: &mut Signals,
 ) -> bool {
     let swapper = pipeline.model_swapper();
-    let card = settings.model.card.clone();
-    let mut card_seen = card_loaded;
     health.attach(pipeline.signals());
     health.ready.store(true, Ordering::Relaxed);
     let mut check = tokio::time::interval(Duration::from_millis(200));
@@ -393,29 +383,17 @@ async fn serve_until_stopped(
             _ = signals.interrupt.recv() => { tracing::info!("SIGINT: committing and stopping"); return false; }
             _ = signals.hangup.recv() => {
                 keys.on_hangup();
-                swap_model(&swapper, "SIGHUP");
+                swapper.request("SIGHUP");
             }
             _ = check.tick() => {
                 if pipeline.has_stopped() { return true; }
-                let now = streamscore::keyring_watch::modified(&card);
-                if now != card_seen {
-                    card_seen = now;
-                    swap_model(&swapper, "the model card file changed");
+                if card_watch.changed() {
+                    swapper.request("the model card file changed");
                 }
             }
             _ = minute.tick() => summary.log(),
         }
     }
-}
-
-/// Loads `model.card` again off the async threads (verifying and warming
-/// take a while); the swapper logs what it did, and one swap runs at a time.
-fn swap_model(swapper: &streamscore::ModelSwapper, why: &'static str) {
-    tracing::info!("{why}: loading model.card again");
-    let swapper = swapper.clone();
-    tokio::task::spawn_blocking(move || {
-        let _ = swapper.swap();
-    });
 }
 
 /// After stopping on an error, keeps serving /metrics (unready, not alive)

@@ -27,14 +27,14 @@ pub enum CardError {
     },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct TensorSpec {
     pub name: String,
 }
 
 /// A graph input as the card lists it (`inputs`): its name, element type and
 /// the features that are its columns, in order.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct InputListing {
     pub name: String,
     pub dtype: String,
@@ -179,7 +179,7 @@ impl TryFrom<RawOutputSpec> for OutputSpec {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct FeatureSpec {
     pub name: String,
     /// Field of the input record the value comes from.
@@ -196,7 +196,7 @@ impl FeatureSpec {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ModelCard {
     pub name: String,
     pub version: String,
@@ -299,6 +299,10 @@ impl ModelCard {
 pub struct VerifiedModel {
     pub card: ModelCard,
     pub model_path: PathBuf,
+    /// The bytes whose SHA-256 was checked: sessions are built from these,
+    /// never from the path again, so a file replaced in between (a hot swap
+    /// makes that routine) cannot serve a graph other than the one verified.
+    pub bytes: std::sync::Arc<[u8]>,
 }
 
 impl VerifiedModel {
@@ -338,7 +342,11 @@ impl VerifiedModel {
                 actual,
             });
         }
-        Ok(Self { card, model_path })
+        Ok(Self {
+            card,
+            model_path,
+            bytes: bytes.into(),
+        })
     }
 }
 

@@ -311,7 +311,7 @@ fn build(
         builder =
             builder.with_execution_providers([cuda_provider(cuda).build().error_on_failure()])?;
     }
-    builder.commit_from_file(&model.model_path)
+    builder.commit_from_memory(&model.bytes)
 }
 
 fn cuda_provider(options: &CudaOptions) -> ort::ep::CUDA {

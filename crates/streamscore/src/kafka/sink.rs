@@ -495,8 +495,19 @@ impl Sink {
         let payload = (self.records)
             .value(item, meta, shadow, scored.at, Some(challenger))
             .map_err(|e| SinkError::Encode(e.to_string()))?;
-        if let Err(error) = self.send_to(topic, item, &payload) {
-            return Ok(Err(produce_failure(topic)(error)));
+        match self.send_to(topic, item, &payload) {
+            // A shadow record the broker would never take (the score fitted,
+            // a longer challenger name did not) must not wedge the partition
+            // by aborting for ever: it is left out, said, and not compared.
+            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
+                tracing::warn!(
+                    topic, event_id = %meta.event_id, bytes = payload.len(),
+                    "a shadow result is over kafka.max_message_bytes and is left out"
+                );
+                return Ok(Ok(()));
+            }
+            Err(error) => return Ok(Err(produce_failure(topic)(error))),
+            Ok(()) => {}
         }
         let serving = self.records.serving(scored.model);
         let (served, shadow) = (f64::from(served), f64::from(shadow));

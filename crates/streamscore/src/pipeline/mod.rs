@@ -46,8 +46,8 @@ use crate::telemetry::metrics::BATCH_TARGET_SIZE;
 use crate::telemetry::signals::PipelineSignals;
 use crate::transform::Transform;
 use fan::{FanIn, FanOut};
+pub use model_swap::{CardWatch, ModelSwap, ModelSwapper};
 use model_swap::{ModelRelease, ModelSwitch};
-pub use model_swap::{ModelSwap, ModelSwapper};
 pub use prepare::{Prepared, Shadow, prepare, warm_up_sizes};
 
 /// Batches queued per inference worker, in and out: enough to overlap the
@@ -457,6 +457,7 @@ fn first_release(settings: &Settings, prepared: &Prepared, stats: &Arc<Stats>) -
         models: Arc::new(ModelSwitch::new(first)),
         settings: Arc::new(settings.clone()),
         stats: stats.clone(),
+        requests: Arc::default(),
     }
 }
 

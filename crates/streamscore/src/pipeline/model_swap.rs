@@ -11,7 +11,9 @@
 //! batch of another release, so a transaction holds one model's scores, and
 //! every score names the model that made it.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
@@ -135,9 +137,56 @@ pub struct ModelSwapper {
     pub(crate) models: Arc<ModelSwitch>,
     pub(crate) settings: Arc<crate::config::Settings>,
     pub(crate) stats: Arc<crate::telemetry::Stats>,
+    pub(crate) requests: Arc<Mutex<Requests>>,
+}
+
+/// Whether a swap thread runs, and whether it must look once more.
+#[derive(Debug, Default)]
+pub(crate) struct Requests {
+    running: bool,
+    again: bool,
 }
 
 impl ModelSwapper {
+    /// Swaps on a thread of its own, one at a time: requests made while one
+    /// runs (a file rewritten often, a burst of SIGHUPs) become one more
+    /// look, not a queue of swaps each hashing the model.
+    pub fn request(&self, why: &str) {
+        tracing::info!("{why}: loading model.card again");
+        {
+            let mut requests = self
+                .requests
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if requests.running {
+                requests.again = true;
+                return;
+            }
+            requests.running = true;
+        }
+        let swapper = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("model-swap".into())
+            .spawn(move || {
+                loop {
+                    let _ = swapper.swap();
+                    let mut requests = (swapper.requests.lock())
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if !std::mem::take(&mut requests.again) {
+                        requests.running = false;
+                        return;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the model swap thread");
+            self.requests
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .running = false;
+        }
+    }
+
     /// A card that fails to load, verify or warm (or that changes the
     /// features) leaves the model serving, with an error line and
     /// `model_swap_failures_total`; the error is returned too.
@@ -178,11 +227,9 @@ impl ModelSwapper {
             .model
             .threshold
             .unwrap_or(model.card.threshold);
-        if model.card.sha256 == current.card.sha256
-            && model.card.name == current.card.name
-            && model.card.version == current.card.version
-            && threshold == current.identity.threshold
-        {
+        // The whole card, not only its model: a corrected card for the same
+        // model file (another output column, other inputs) is a change.
+        if model.card == current.card && threshold == current.identity.threshold {
             return Ok(ModelSwap::Unchanged);
         }
         same_features(&current.card, &model.card).map_err(super::PipelineError::SwapFeatures)?;
@@ -234,4 +281,112 @@ pub(crate) fn same_features(current: &ModelCard, next: &ModelCard) -> Result<(),
         now.get(differs)
             .map_or("none".into(), |f| format!("{:?} from {:?}", f.0, f.1)),
     ))
+}
+
+/// What the card watch compares: the card's modification time and that of
+/// the model file it names (a model replaced after its card is a change too).
+type Stamps = (Option<SystemTime>, Option<SystemTime>);
+
+/// Watches `model.card` for a swap: a change counts once it has held for
+/// one look, so a card caught half written is not loaded (and failed); a
+/// card that is gone for a moment is waited for.
+pub struct CardWatch {
+    card: PathBuf,
+    seen: Stamps,
+    pending: Option<Stamps>,
+}
+
+impl CardWatch {
+    /// Taken before the start reads the card, so a change during the start
+    /// is seen once the pipeline runs.
+    pub fn new(card: &Path) -> Self {
+        Self {
+            card: card.to_path_buf(),
+            seen: stamps(card),
+            pending: None,
+        }
+    }
+
+    /// Whether the card (or its model) changed and has held since the last look.
+    pub fn changed(&mut self) -> bool {
+        let now = stamps(&self.card);
+        if now == self.seen || now.0.is_none() {
+            self.pending = None;
+            return false;
+        }
+        if self.pending == Some(now) {
+            self.seen = now;
+            self.pending = None;
+            return true;
+        }
+        self.pending = Some(now);
+        false
+    }
+}
+
+fn stamps(card: &Path) -> Stamps {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let model = std::fs::read(card)
+        .ok()
+        .and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok())
+        .and_then(|card_json| card_json["file"].as_str().map(str::to_owned))
+        .map(|file| card.parent().unwrap_or(Path::new(".")).join(file));
+    (modified(card), model.as_deref().and_then(modified))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn touch(path: &Path, at: SystemTime) {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(at)
+            .unwrap();
+    }
+
+    /// Review finding: a card caught half written was loaded (a failed
+    /// swap, an alert) and the complete one then missed; a model replaced
+    /// after its card was never swapped in.
+    #[test]
+    fn a_change_counts_once_it_has_held_and_a_missing_card_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let card = dir.path().join("card.json");
+        let model = dir.path().join("m.onnx");
+        std::fs::write(&card, r#"{"file": "m.onnx"}"#).unwrap();
+        std::fs::write(&model, b"graph").unwrap();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        touch(&card, t0);
+        touch(&model, t0);
+        let mut watch = CardWatch::new(&card);
+        assert!(!watch.changed(), "nothing changed");
+
+        touch(&card, t0 + Duration::from_secs(1));
+        assert!(!watch.changed(), "a change not yet seen to hold");
+        assert!(watch.changed(), "the change held for one look");
+        assert!(!watch.changed(), "counted once");
+
+        std::fs::remove_file(&card).unwrap();
+        assert!(
+            !watch.changed() && !watch.changed(),
+            "a missing card is waited for"
+        );
+        std::fs::write(&card, r#"{"file": "m.onnx"}"#).unwrap();
+        touch(&card, t0 + Duration::from_secs(2));
+        assert!(!watch.changed());
+        assert!(watch.changed(), "the card back, changed");
+
+        touch(&model, t0 + Duration::from_secs(3));
+        assert!(!watch.changed());
+        assert!(watch.changed(), "the model the card names was replaced");
+
+        touch(&card, t0 + Duration::from_secs(4));
+        assert!(!watch.changed());
+        touch(&card, t0 + Duration::from_secs(5));
+        assert!(!watch.changed(), "still being written");
+        assert!(watch.changed(), "then held");
+    }
 }

@@ -27,7 +27,12 @@ impl ShadowTally {
             self.disagree += 1;
         }
         let difference = (served - challenger).abs();
-        let bucket = DIFFERENCE_BUCKETS.partition_point(|&upper| upper < difference);
+        // A NaN is no agreement at all: the last bucket, not the first.
+        let bucket = if difference.is_nan() {
+            DIFFERENCE_BUCKETS.len()
+        } else {
+            DIFFERENCE_BUCKETS.partition_point(|&upper| upper < difference)
+        };
         self.buckets[bucket] += 1;
         if difference.is_finite() {
             self.sum += difference;
