@@ -298,7 +298,8 @@ fn inference_alone_checks_the_fixtures_and_measures_each_batch_size() {
 /// A fixture score the model does not reproduce fails the run, naming the row.
 #[test]
 fn inference_alone_fails_on_a_score_that_differs_from_python() {
-    let path = support::root().join("models/fixtures/fraud_mlp.expected.json");
+    // The default model's own fixture (models/fraud_gbm).
+    let path = support::root().join("models/fixtures/fraud_gbm.expected.json");
     let mut fixture: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let score = fixture["rows"][3]["score"].as_f64().unwrap();

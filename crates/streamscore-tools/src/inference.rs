@@ -94,6 +94,19 @@ pub fn run(opts: &InferenceOptions) -> Result<Sweep, InferenceBenchError> {
 /// Each fixture row's event id and Python onnxruntime's score of it.
 type Expected = Vec<(String, f64)>;
 
+/// The fixture a model's card has: `fixtures/<name>.expected.json` beside the
+/// card `<name>.card.json` (models/fixtures/fraud_gbm.expected.json for the
+/// default model).
+pub fn fixtures_of(card: &std::path::Path) -> PathBuf {
+    let file = card
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = file.strip_suffix(".card.json").unwrap_or(&file);
+    card.with_file_name("fixtures")
+        .join(format!("{name}.expected.json"))
+}
+
 /// The fixture rows as one feature matrix, and what Python scored them.
 fn fixture_rows(
     opts: &InferenceOptions,
@@ -109,7 +122,7 @@ fn fixture_rows(
         serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
     if fixture["model_sha256"] != model.card.sha256.as_str() {
         return Err(fail(
-            "made for another model: rerun models/make_fixtures.py".into(),
+            "made for another model: rerun the script that wrote it (models/make_fixtures.py, models/train_default.py, models/zoo.py)".into(),
         ));
     }
     let plan = FeaturePlan::new(&model.card);

@@ -106,9 +106,10 @@ enum Command {
         /// Seconds of calls at each batch size (at least ten calls).
         #[arg(long, default_value_t = 1.0)]
         seconds: f64,
-        /// Rows with Python onnxruntime's scores.
-        #[arg(long, default_value = "models/fixtures/fraud_mlp.expected.json")]
-        fixtures: PathBuf,
+        /// Rows with Python onnxruntime's scores [default: the model's own,
+        /// fixtures/<card name>.expected.json beside its card].
+        #[arg(long)]
+        fixtures: Option<PathBuf>,
     },
 }
 
@@ -198,8 +199,10 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         } => {
             logging::init(LogFormat::Human, "warn");
             anyhow::ensure!(seconds > 0.0, "--seconds must be positive");
+            let settings = Settings::load(config.as_deref())?;
+            let fixtures = fixtures.unwrap_or_else(|| inference::fixtures_of(&settings.model.card));
             let opts = InferenceOptions {
-                settings: Settings::load(config.as_deref())?,
+                settings,
                 devices,
                 batches,
                 per_batch: Duration::from_secs_f64(seconds),
