@@ -231,3 +231,81 @@ fn the_binary_swaps_on_a_changed_card_file_and_reloads_on_sighup() {
     );
     assert!(processor.terminate(Duration::from_secs(60)).success());
 }
+
+/// Three workers, two swaps back to back (a worker may see no batch of the
+/// first and go straight to the second) and aborted commits around them:
+/// every record still ends exactly once, and each partition moves forward
+/// through the models, never back.
+#[test]
+fn swaps_with_several_workers_skipped_releases_and_aborts_stay_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    install("models/fraud_mlp.card.json", dir.path(), |_| {});
+    let mut settings = support::settings("swap-many", Format::Avro, Format::Avro);
+    settings.model.card = dir.path().join("card.json");
+    settings.model.sessions = 3;
+    settings.batching.max_batch_size = 64;
+    support::create(&settings);
+    let keyring = support::keyring();
+    let mut factory = EventFactory::new(keyring.clone(), Format::Avro, "swap-many", 7);
+    let records: Vec<OutRecord> = (0..6_000).map(|_| factory.next(None)).collect();
+    let stats = Arc::new(Stats::default());
+    let faults = Arc::new(streamscore::Faults::default());
+    let pipeline = Pipeline::start_with_faults(
+        &settings,
+        streamscore::share(keyring),
+        stats.clone(),
+        faults.clone(),
+    )
+    .expect("pipeline starts");
+    let swapper = pipeline.model_swapper();
+    let publisher = {
+        let (settings, records) = (settings.clone(), records.clone());
+        std::thread::spawn(move || {
+            for chunk in records.chunks(100) {
+                support::publish_all(&settings, chunk);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    wait_for(&stats, &pipeline, 1_000);
+    faults.abort_next_commits(2);
+    install("models/zoo/logreg_tensor.card.json", dir.path(), |_| {});
+    assert!(matches!(swapper.swap().unwrap(), ModelSwap::Swapped { .. }));
+    install("models/zoo/xgboost.card.json", dir.path(), |_| {});
+    assert!(matches!(swapper.swap().unwrap(), ModelSwap::Swapped { .. }));
+    faults.abort_next_commits(1);
+    publisher.join().unwrap();
+    wait_for(&stats, &pipeline, records.len() as u64);
+    pipeline.stop();
+    pipeline.join().expect("pipeline stops cleanly");
+
+    let report = support::verify_topics(&settings);
+    assert!(report.exactly_once(), "{}", report.line());
+    assert_eq!(report.scored, records.len() as u64, "{}", report.line());
+    let rank = |name: &str| match name {
+        "fraud_mlp" => 0,
+        "logreg_tensor" => 1,
+        "xgboost" => 2,
+        other => panic!("scored by {other}"),
+    };
+    let mut by_partition: HashMap<i32, Vec<(i64, u8)>> = HashMap::new();
+    for s in &report.scores {
+        by_partition
+            .entry(s.source_partition)
+            .or_default()
+            .push((s.source_offset, rank(&s.model_name)));
+    }
+    for (partition, mut scores) in by_partition {
+        scores.sort_unstable();
+        assert!(
+            scores.windows(2).all(|w| w[0].1 <= w[1].1),
+            "partition {partition}: a model came back after its successor"
+        );
+    }
+    assert!(
+        report.scores.iter().any(|s| s.model_name == "xgboost"),
+        "the last model scored"
+    );
+    assert_eq!(stats.model_swaps(), (2, 0));
+    assert!(stats.transactions_aborted() >= 1, "{}", counts(&stats));
+}
