@@ -123,14 +123,16 @@ fn label_value(text: &str) -> String {
 /// half-way, which would count a failed reload and page someone for nothing.
 /// A Secret update (an atomic symlink swap) waits one interval more. SIGHUP
 /// reads at once: the operator says the file is ready.
-struct ChangeGate {
-    seen: Option<SystemTime>,
-    /// The changed modification time waiting to hold for an interval.
-    pending: Option<Option<SystemTime>>,
+/// Generic over what is compared: the keyring's modification time, or the
+/// model card's and its model's (`pipeline::model_swap::CardWatch`).
+pub(crate) struct ChangeGate<T = Option<SystemTime>> {
+    seen: T,
+    /// The changed version waiting to hold for an interval.
+    pending: Option<T>,
 }
 
-impl ChangeGate {
-    fn new(seen: Option<SystemTime>) -> Self {
+impl<T: PartialEq + Clone> ChangeGate<T> {
+    pub(crate) fn new(seen: T) -> Self {
         Self {
             seen,
             pending: None,
@@ -139,7 +141,7 @@ impl ChangeGate {
 
     /// Whether to load the file now, given its modification time at this
     /// poll and whether SIGHUP asked.
-    fn should_load(&mut self, now: Option<SystemTime>, asked: bool) -> bool {
+    pub(crate) fn should_load(&mut self, now: T, asked: bool) -> bool {
         if asked {
             self.seen = now;
             self.pending = None;
@@ -149,13 +151,18 @@ impl ChangeGate {
             self.pending = None;
             return false;
         }
-        if self.pending == Some(now) {
+        if self.pending.as_ref() == Some(&now) {
             self.seen = now;
             self.pending = None;
             return true;
         }
         self.pending = Some(now);
         false
+    }
+
+    /// Forgets a change waiting to hold (the file is gone for a moment).
+    pub(crate) fn reset(&mut self) {
+        self.pending = None;
     }
 }
 

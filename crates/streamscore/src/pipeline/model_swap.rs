@@ -19,6 +19,7 @@ use arc_swap::ArcSwap;
 
 use crate::codec::score::ModelIdentity;
 use crate::inference::{Device, ModelSession};
+use crate::keywatch::ChangeGate;
 use crate::model::{ModelCard, VerifiedModel};
 use crate::telemetry::metrics::MODEL_INFO;
 
@@ -292,8 +293,7 @@ type Stamps = (Option<SystemTime>, Option<SystemTime>);
 /// card that is gone for a moment is waited for.
 pub struct CardWatch {
     card: PathBuf,
-    seen: Stamps,
-    pending: Option<Stamps>,
+    gate: ChangeGate<Stamps>,
 }
 
 impl CardWatch {
@@ -302,25 +302,19 @@ impl CardWatch {
     pub fn new(card: &Path) -> Self {
         Self {
             card: card.to_path_buf(),
-            seen: stamps(card),
-            pending: None,
+            gate: ChangeGate::new(stamps(card)),
         }
     }
 
     /// Whether the card (or its model) changed and has held since the last look.
     pub fn changed(&mut self) -> bool {
         let now = stamps(&self.card);
-        if now == self.seen || now.0.is_none() {
-            self.pending = None;
+        // A card that is gone is waited for, not loaded (and failed).
+        if now.0.is_none() {
+            self.gate.reset();
             return false;
         }
-        if self.pending == Some(now) {
-            self.seen = now;
-            self.pending = None;
-            return true;
-        }
-        self.pending = Some(now);
-        false
+        self.gate.should_load(now, false)
     }
 }
 
