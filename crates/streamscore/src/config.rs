@@ -15,6 +15,11 @@ use crate::envelope::{Keyring, KeyringError};
 pub(crate) use crate::inference::DevicePreference;
 use crate::inference::{ConvAlgorithmSearch, CudaOptions};
 
+mod registry;
+pub use registry::{
+    OutputRegistrySettings, RegistryMode, SchemaRegistrySettings, SubjectNameStrategy,
+};
+
 /// The shipped defaults, compiled in so the binary runs from any directory.
 pub(crate) const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 
@@ -99,6 +104,19 @@ pub(crate) const RANGES: &[Range] = &[
     range("shutdown.grace_period_ms", 1_000, 600_000),
     range("telemetry.stall_timeout_ms", 10_000, 3_600_000),
     range("telemetry.exit_linger_ms", 0, 600_000),
+    range("input.schema_registry.request_timeout_ms", 100, 60_000),
+    Range {
+        key: "input.schema_registry.max_wait_ms",
+        min: 1_000,
+        max: Max::Value(240_000),
+        why: "under the consumer's max.poll.interval.ms of 300000, so a wait does not cost the partitions",
+    },
+    Range {
+        key: "input.schema_registry.cache_max_bytes",
+        min: 1 << 16,
+        max: Max::Value(1 << 34),
+        why: "bytes",
+    },
 ];
 
 /// `model.threshold`, the one fractional setting with a range.
@@ -287,6 +305,8 @@ pub struct InputSettings {
     /// Writer schemas by Confluent id (the TOML table's keys are the ids).
     #[serde(default, deserialize_with = "schema_ids")]
     pub avro_schemas: BTreeMap<u32, PathBuf>,
+    /// Writer schemas by id from a registry, for the ids `avro_schemas` does not name.
+    pub schema_registry: SchemaRegistrySettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -299,6 +319,8 @@ pub struct OutputSettings {
     pub avro_schema: PathBuf,
     /// The challenger's results, with `model.shadow_card`.
     pub shadow_topic: String,
+    /// Whether the score schema's id comes from the registry.
+    pub schema_registry: OutputRegistrySettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -507,7 +529,36 @@ const CHOICES: &[(&str, &[&str])] = &[
     ("batching.mode", BatchMode::VARIANTS),
     ("shutdown.leave_group", LeaveGroup::VARIANTS),
     ("telemetry.log_format", LogFormat::VARIANTS),
+    ("output.schema_registry.mode", RegistryMode::VARIANTS),
+    (
+        "output.schema_registry.subject_name_strategy",
+        SubjectNameStrategy::VARIANTS,
+    ),
 ];
+
+/// The operator's layers over `builder`: the config file, then the
+/// environment (`STREAMSCORE__SECTION__KEY`).
+fn user_layers(
+    mut builder: config::ConfigBuilder<config::builder::DefaultState>,
+    file: Option<&Path>,
+    use_env: bool,
+) -> config::ConfigBuilder<config::builder::DefaultState> {
+    if let Some(path) = file {
+        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+    }
+    if use_env {
+        builder = builder.add_source(
+            config::Environment::with_prefix("STREAMSCORE")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("input.topics")
+                .with_list_parse_key("input.schema_registry.urls"),
+        );
+    }
+    builder
+}
 
 /// `"a"`, `"a" or "b"`, `"a", "b" or "c"`: what a refusal says is allowed.
 fn one_of(spellings: &[&str]) -> String {
@@ -592,35 +643,37 @@ impl Settings {
     /// As [`Settings::load`], optionally ignoring the environment (the demo
     /// and tests build their own settings and must not pick up stray variables).
     pub fn load_with_env(file: Option<&Path>, use_env: bool) -> Result<Self, ConfigError> {
-        let mut builder = config::Config::builder().add_source(config::File::from_str(
+        if let Some(path) = file
+            && !path.is_file()
+        {
+            return Err(ConfigError::Load(format!(
+                "config file {} does not exist",
+                path.display()
+            )));
+        }
+        let defaults = config::Config::builder().add_source(config::File::from_str(
             DEFAULT_TOML,
             config::FileFormat::Toml,
         ));
-        if let Some(path) = file {
-            if !path.is_file() {
-                return Err(ConfigError::Load(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
-            }
-            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
-        }
-        if use_env {
-            builder = builder.add_source(
-                config::Environment::with_prefix("STREAMSCORE")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true)
-                    .list_separator(",")
-                    .with_list_parse_key("input.topics"),
-            );
-        }
         let load_error = |e: config::ConfigError| ConfigError::Load(one_line(&e.to_string()));
-        let layers = builder.build().map_err(load_error)?;
+        let layers = user_layers(defaults, file, use_env)
+            .build()
+            .map_err(load_error)?;
         check_integer_types(&layers)?;
         check_choices(&layers)?;
         check_schema_ids(&layers)?;
-        let settings: Settings = layers.try_deserialize().map_err(load_error)?;
+        let mut settings: Settings = layers.try_deserialize().map_err(load_error)?;
+        // The default file mapping (ids 1 and 2) would win over a
+        // registry's ids 1 and 2: with a registry, only the ids the
+        // operator maps are files.
+        if settings.input.schema_registry.enabled() {
+            let own = user_layers(config::Config::builder(), file, use_env)
+                .build()
+                .map_err(load_error)?;
+            if own.get_table("input.avro_schemas").is_err() {
+                settings.input.avro_schemas.clear();
+            }
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -648,13 +701,21 @@ impl Settings {
                 "a non-empty list of topic names of 1..=249 characters from [a-zA-Z0-9._-]",
             ));
         }
-        if self.input.format == Format::Avro && self.input.avro_schemas.is_empty() {
+        if self.input.format == Format::Avro
+            && self.input.avro_schemas.is_empty()
+            && !self.input.schema_registry.enabled()
+        {
             return Err(invalid(
                 "input.avro_schemas",
                 "{}",
-                "at least one schema id mapped to a schema file when input.format = \"avro\"",
+                "at least one schema id mapped to a schema file when input.format = \"avro\" and input.schema_registry.urls is empty",
             ));
         }
+        registry::check(
+            &self.input.schema_registry,
+            &self.output.schema_registry,
+            self.output.format == Format::Avro,
+        )?;
         for (key, topic) in [
             ("output.topic", &self.output.topic),
             ("output.dead_letter_topic", &self.output.dead_letter_topic),
@@ -1022,6 +1083,10 @@ mod tests {
                 "batching.mode" => names::<BatchMode>(spellings),
                 "shutdown.leave_group" => names::<LeaveGroup>(spellings),
                 "telemetry.log_format" => names::<LogFormat>(spellings),
+                "output.schema_registry.mode" => names::<RegistryMode>(spellings),
+                "output.schema_registry.subject_name_strategy" => {
+                    names::<SubjectNameStrategy>(spellings)
+                }
                 other => panic!("{other} has no enum in this test"),
             };
             assert_eq!(back, spellings.to_vec(), "{key}");

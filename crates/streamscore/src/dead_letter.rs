@@ -113,7 +113,7 @@ impl From<EnvelopeError> for Rejection {
 impl From<DecodeError> for Rejection {
     fn from(e: DecodeError) -> Self {
         let reason = match e {
-            DecodeError::UnknownSchema(_) => Reason::UnknownSchema,
+            DecodeError::UnknownSchema(_) | DecodeError::Registry(_) => Reason::UnknownSchema,
             _ => Reason::DecodeFailed,
         };
         Rejection {

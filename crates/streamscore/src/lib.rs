@@ -28,13 +28,15 @@ mod kafka;
 mod keywatch;
 mod model;
 mod pipeline;
+mod registry;
 mod transform;
 
 pub mod telemetry;
 
 // The processor: settings, the keyring, the pipeline.
 pub use config::{
-    BatchMode, CROSS_FIELD_RULES, ConfigError, LeaveGroup, LogFormat, PINNED_PROPERTIES, Settings,
+    BatchMode, CROSS_FIELD_RULES, ConfigError, LeaveGroup, LogFormat, OutputRegistrySettings,
+    PINNED_PROPERTIES, RegistryMode, SchemaRegistrySettings, Settings, SubjectNameStrategy,
 };
 pub use envelope::{Keyring, KeyringError, SharedKeyring, random_key, share};
 pub use faults::Faults;
@@ -62,7 +64,7 @@ pub mod model_card {
         CardRequest, CardWriteError, FeatureMapping, MlflowRun, write_card,
     };
 }
-pub use transform::Transform;
+pub use transform::{Transform, Unscored};
 
 /// The dead-letter topic's reasons and record headers (docs/wire-format.md).
 pub mod dead_letters {
@@ -70,6 +72,13 @@ pub mod dead_letters {
         HEADER_KEY_OMITTED, HEADER_MESSAGE, HEADER_REASON, HEADER_SOURCE_OFFSET,
         HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC, HEADER_VALUE_OMITTED, Reason,
     };
+}
+
+/// The schema registry client (Confluent API) the processor uses, for the
+/// tools that register and read schemas.
+pub mod schema_registry {
+    pub use crate::codec::registry_writers::{RegistryWriters, WriterError};
+    pub use crate::registry::{RegisteredSchema, RegistryClient, RegistryError, RegistryStatus};
 }
 
 /// Keyring rotation while running: the watcher and what it reports.

@@ -9,13 +9,44 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::codec::DecodeError;
 use crate::codec::InputDecoder;
+use crate::codec::registry_writers::WriterError;
 use crate::codec::rows::{RowDecoder, RowError};
 use crate::dead_letter::{Reason, Rejection};
 use crate::envelope::SharedKeyring;
 use crate::features::{FeaturePlan, FeatureRows};
 use crate::item::EventMeta;
 use crate::telemetry::{Stats, Step};
+
+/// Why a record gives no row.
+#[derive(Debug, thiserror::Error)]
+pub enum Unscored {
+    /// The record cannot be scored: it goes to the dead-letter topic.
+    #[error("{}: {}", .0.reason.as_str(), .0.message)]
+    Rejected(Rejection),
+    /// Its writer schema is not to be had now (the schema registry does not
+    /// answer, or the pipeline is stopping): not the record's fault, so it
+    /// must not be dead-lettered; the processor stops and reads it again.
+    #[error(transparent)]
+    SchemaUnavailable(WriterError),
+}
+
+impl Unscored {
+    /// The dead-letter reason and message, for a record that has them.
+    pub fn rejection(&self) -> Option<&Rejection> {
+        match self {
+            Self::Rejected(r) => Some(r),
+            Self::SchemaUnavailable(_) => None,
+        }
+    }
+}
+
+impl From<Rejection> for Unscored {
+    fn from(r: Rejection) -> Self {
+        Self::Rejected(r)
+    }
+}
 
 pub struct Transform {
     keyring: SharedKeyring,
@@ -47,10 +78,13 @@ impl Transform {
 
     /// The decode step alone: an opened plaintext to its features, appended
     /// to `rows` (left unchanged on error), and its identity.
-    pub fn decode(&self, plaintext: &[u8], rows: &mut FeatureRows) -> Result<EventMeta, Rejection> {
+    pub fn decode(&self, plaintext: &[u8], rows: &mut FeatureRows) -> Result<EventMeta, Unscored> {
         self.rows.decode(plaintext, rows).map_err(|e| match e {
-            RowError::Decode(e) => e.into(),
-            RowError::Features(e) => e.into(),
+            RowError::Decode(DecodeError::Registry(
+                e @ (WriterError::Unavailable { .. } | WriterError::Stopped(_)),
+            )) => Unscored::SchemaUnavailable(e),
+            RowError::Decode(e) => Unscored::Rejected(e.into()),
+            RowError::Features(e) => Unscored::Rejected(e.into()),
         })
     }
 
@@ -60,31 +94,31 @@ impl Transform {
         value: Option<&[u8]>,
         key: Option<&[u8]>,
         rows: &mut FeatureRows,
-    ) -> Result<EventMeta, Rejection> {
+    ) -> Result<EventMeta, Unscored> {
         let value = match value {
             Some(v) if !v.is_empty() => v,
             _ => {
-                return Err(Rejection {
+                return Err(Unscored::Rejected(Rejection {
                     reason: Reason::EmptyValue,
                     message: "record has no value (tombstone or empty)".into(),
-                });
+                }));
             }
         };
         if value.len() > self.max_record_bytes {
-            return Err(Rejection {
+            return Err(Unscored::Rejected(Rejection {
                 reason: Reason::TooLarge,
                 message: format!(
                     "record value is {} bytes, over input.max_record_bytes = {}",
                     value.len(),
                     self.max_record_bytes
                 ),
-            });
+            }));
         }
         let started = Instant::now();
         let plaintext = self.keyring.load().open(value, key);
         let opened = Instant::now();
         self.stats.timed(Step::Decrypt, opened - started);
-        let plaintext = plaintext?;
+        let plaintext = plaintext.map_err(Rejection::from)?;
         let meta = self.decode(&plaintext, rows);
         self.stats.timed(Step::Decode, opened.elapsed());
         meta
@@ -122,6 +156,7 @@ mod tests {
         let mut row = FeatureRows::default();
         for value in [None, Some(&b""[..])] {
             let r = t.apply(value, Some(b"k"), &mut row).unwrap_err();
+            let r = r.rejection().unwrap();
             assert_eq!(r.reason, Reason::EmptyValue);
         }
         assert!(row.is_empty());
@@ -134,10 +169,13 @@ mod tests {
         let r = t
             .apply(Some(&[1u8; 4097]), Some(b"k"), &mut row)
             .unwrap_err();
+        let r = r.rejection().unwrap();
         assert_eq!(r.reason, Reason::TooLarge);
         assert!(
             t.apply(Some(&[1u8; 4096]), Some(b"k"), &mut row)
                 .unwrap_err()
+                .rejection()
+                .unwrap()
                 .reason
                 != Reason::TooLarge
         );
@@ -152,6 +190,7 @@ mod tests {
         );
         let mut row = FeatureRows::default();
         let r = t.apply(Some(&sealed), Some(b"k"), &mut row).unwrap_err();
+        let r = r.rejection().unwrap();
         assert_eq!(r.reason, Reason::InvalidFeatures);
         assert!(r.message.contains("amount_avg_30d"), "{}", r.message);
         assert!(row.is_empty());

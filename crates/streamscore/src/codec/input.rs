@@ -1,12 +1,14 @@
 //! Decoding the plaintext of an envelope into named fields.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use apache_avro::Schema;
 use apache_avro::types::Value as AvroValue;
 
 use crate::codec::Format;
 use crate::codec::confluent_unframe;
+use crate::codec::registry_writers::{RegistryWriters, WriterError};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DecodeError {
@@ -14,6 +16,10 @@ pub enum DecodeError {
     NotFramed,
     #[error("unknown Avro schema id {0}")]
     UnknownSchema(u32),
+    /// From the schema registry: an unknown or unreadable id (the record's
+    /// fault), or no answer (not the record's: it must not be dead-lettered).
+    #[error(transparent)]
+    Registry(WriterError),
     #[error("Avro decoding failed: {0}")]
     Avro(String),
     #[error("Avro datum has {0} trailing bytes")]
@@ -38,6 +44,8 @@ pub struct InputDecoder {
     format: Format,
     writers: HashMap<u32, Schema>,
     reader: Option<Schema>,
+    /// Writer schemas for the ids `writers` does not name.
+    registry: Option<Arc<RegistryWriters>>,
 }
 
 impl InputDecoder {
@@ -46,7 +54,18 @@ impl InputDecoder {
             format: Format::Avro,
             writers,
             reader: Some(reader),
+            registry: None,
         }
+    }
+
+    /// Ids `writers` does not name are looked up in this registry.
+    pub fn with_registry(mut self, registry: Arc<RegistryWriters>) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    pub(crate) fn registry(&self) -> Option<&RegistryWriters> {
+        self.registry.as_deref()
     }
 
     pub fn json() -> Self {
@@ -54,6 +73,7 @@ impl InputDecoder {
             format: Format::Json,
             writers: HashMap::new(),
             reader: None,
+            registry: None,
         }
     }
 
@@ -78,11 +98,24 @@ impl InputDecoder {
     }
 
     fn decode_avro(&self, plaintext: &[u8]) -> Result<Fields, DecodeError> {
-        let (id, mut datum) = confluent_unframe(plaintext).ok_or(DecodeError::NotFramed)?;
-        let writer = self
-            .writers
-            .get(&id)
+        let (id, datum) = confluent_unframe(plaintext).ok_or(DecodeError::NotFramed)?;
+        if let Some(writer) = self.writers.get(&id) {
+            return self.decode_datum(writer, datum);
+        }
+        let registry = self
+            .registry
+            .as_ref()
             .ok_or(DecodeError::UnknownSchema(id))?;
+        let writer = registry.get(id, &|_| None).map_err(DecodeError::Registry)?;
+        self.decode_datum(&writer.schema, datum)
+    }
+
+    /// One Avro datum written with `writer`, resolved against the reader schema.
+    pub(crate) fn decode_datum(
+        &self,
+        writer: &Schema,
+        mut datum: &[u8],
+    ) -> Result<Fields, DecodeError> {
         let value = apache_avro::from_avro_datum(writer, &mut datum, self.reader.as_ref())
             .map_err(|e| DecodeError::Avro(e.to_string()))?;
         if !datum.is_empty() {

@@ -6,6 +6,7 @@ pub(crate) mod input;
 mod plan;
 #[cfg(test)]
 mod plan_tests;
+pub(crate) mod registry_writers;
 pub(crate) mod rows;
 mod scalar;
 pub(crate) mod schemas;

@@ -46,13 +46,45 @@ impl RowDecoder {
     ) -> Result<EventMeta, RowError> {
         if self.decoder.format() == Format::Avro
             && let Some((id, datum)) = confluent_unframe(plaintext)
-            && let Some(plan) = self.plans.get(&id)
         {
-            return plan.run(datum, self.features.fields(), &mut rows.numbers);
+            if let Some(plan) = self.plans.get(&id) {
+                return plan.run(datum, self.features.fields(), &mut rows.numbers);
+            }
+            if let Some((writers, reader)) = self.decoder.avro_schemas()
+                && !writers.contains_key(&id)
+                && let Some(registry) = self.decoder.registry()
+            {
+                // A registry's schema: its plan is compiled once, when fetched.
+                let features = &self.features;
+                let writer = registry
+                    .get(id, &|writer| compile_one(writer, reader, features).ok())
+                    .map_err(DecodeError::Registry)?;
+                if let Some(plan) = &writer.plan {
+                    return plan.run(datum, features.fields(), &mut rows.numbers);
+                }
+                let fields = self.decoder.decode_datum(&writer.schema, datum)?;
+                return Ok(self.features.extract(&fields, rows)?);
+            }
         }
         let fields = self.decoder.decode(plaintext)?;
         Ok(self.features.extract(&fields, rows)?)
     }
+}
+
+/// The compiled plan of one writer schema, or why it stays on apache-avro's path.
+fn compile_one(
+    writer: &apache_avro::Schema,
+    reader: &apache_avro::Schema,
+    features: &FeaturePlan,
+) -> Result<RecordPlan, Unsupported> {
+    // The compiled plan writes numbers only; a model with string
+    // features decodes through apache-avro's values.
+    if features.text_width() > 0 {
+        return Err(Unsupported(
+            "the model has string features, which the compiled decoder does not read".into(),
+        ));
+    }
+    RecordPlan::compile(writer, reader, features.fields())
 }
 
 /// The writer schema ids that stay on the apache-avro path, and why.
@@ -71,19 +103,7 @@ fn compile(
     let mut fallbacks = BTreeMap::new();
     if let Some((writers, reader)) = decoder.avro_schemas() {
         for (&id, writer) in writers {
-            // The compiled plan writes numbers only; a model with string
-            // features decodes through apache-avro's values.
-            if features.text_width() > 0 {
-                fallbacks.insert(
-                    id,
-                    Unsupported(
-                        "the model has string features, which the compiled decoder does not read"
-                            .into(),
-                    ),
-                );
-                continue;
-            }
-            match RecordPlan::compile(writer, reader, features.fields()) {
+            match compile_one(writer, reader, features) {
                 Ok(plan) => {
                     plans.insert(id, plan);
                 }

@@ -25,7 +25,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::batcher::Batcher;
 use crate::clock::unix_ms;
-use crate::dead_letter::Rejection;
+use crate::codec::registry_writers::WriterError;
 use crate::features::FeatureRows;
 use crate::item::{Barrier, BarrierOutcome, Batch, EventMeta, Item, Outcome, SourceRef};
 use crate::kafka::positions::{CommittedPositions, ReadSpans};
@@ -33,7 +33,7 @@ use crate::pipeline::fan::{Closed, FanOut};
 use crate::telemetry::lag::Read;
 use crate::telemetry::signals::{PipelineSignals, Stage};
 use crate::telemetry::{self, Stats};
-use crate::transform::Transform;
+use crate::transform::{Transform, Unscored};
 
 /// The consumer this stage polls; shared with the sink for group metadata.
 pub(crate) type SourceConsumer = BaseConsumer<SourceContext>;
@@ -53,6 +53,10 @@ const PARALLEL_FROM: usize = 64;
 pub enum SourceError {
     #[error("Kafka consumer failed fatally: {0}")]
     Fatal(KafkaError),
+    /// A record's writer schema could not be had: it was not read past,
+    /// and the restart reads it again.
+    #[error("{0}; stopping so that the restart reads the record again")]
+    Schema(WriterError),
     #[error("cannot rewind to the last committed offsets: {0}")]
     Rewind(KafkaError),
     #[error("cannot rewind {topic} [{partition}] to offset {offset}: {error}")]
@@ -83,6 +87,24 @@ pub(crate) struct SourceStage {
     drained: Vec<Drained>,
     /// Opens and decodes large drains on every core; `None` on one core.
     workers: Option<rayon::ThreadPool>,
+    /// Set when a record's writer schema could not be had: nothing after
+    /// it may be batched (its offset would commit past the record), and
+    /// the loop stops.
+    halted: Option<WriterError>,
+}
+
+/// Why the source stage hands nothing more on.
+enum Halt {
+    /// A downstream stage is gone.
+    Closed,
+    /// A record's writer schema could not be had.
+    Schema,
+}
+
+impl From<Closed> for Halt {
+    fn from(_: Closed) -> Self {
+        Self::Closed
+    }
 }
 
 /// A record taken from the consumer, owned: the consumer's own message is
@@ -97,8 +119,9 @@ struct Drained {
 }
 
 /// What the transform made of a drained record: its identity, or why it
-/// goes to the dead-letter topic; the row is in the caller's buffer.
-type Transformed = Result<EventMeta, Rejection>;
+/// goes to the dead-letter topic (or cannot be decided now); the row is in
+/// the caller's buffer.
+type Transformed = Result<EventMeta, Unscored>;
 
 /// What the source stage shares with the rest of the pipeline.
 pub(crate) struct SourceLinks {
@@ -133,6 +156,7 @@ impl SourceStage {
             positions: links.positions,
             drained: Vec::with_capacity(DRAIN_MAX),
             workers: transform_workers(),
+            halted: None,
         }
     }
 
@@ -162,7 +186,12 @@ impl SourceStage {
 
     /// Opens and decodes the drained records (on the worker pool when
     /// there are enough of them) and batches them in the order read.
-    fn transform_drained(&mut self) -> Result<(), Closed> {
+    fn transform_drained(&mut self) -> Result<(), Halt> {
+        if self.halted.is_some() {
+            // Read after the record that halted the stage: read again at the restart.
+            self.drained.clear();
+            return Err(Halt::Schema);
+        }
         if self.drained.is_empty() {
             return Ok(());
         }
@@ -209,10 +238,20 @@ impl SourceStage {
         result
     }
 
-    fn push(&mut self, d: Drained, meta: Transformed, row: &FeatureRows) -> Result<(), Closed> {
+    fn push(&mut self, d: Drained, meta: Transformed, row: &FeatureRows) -> Result<(), Halt> {
         let (outcome, features) = match meta {
             Ok(meta) => (Outcome::Row(meta), Some(row)),
-            Err(rejection) => (
+            Err(Unscored::SchemaUnavailable(e)) => {
+                tracing::error!(
+                    topic = %d.source.topic,
+                    partition = d.source.partition,
+                    offset = d.source.offset,
+                    "{e}"
+                );
+                self.halted = Some(e);
+                return Err(Halt::Schema);
+            }
+            Err(Unscored::Rejected(rejection)) => (
                 Outcome::Dead {
                     rejection,
                     value: d.payload,
@@ -230,7 +269,7 @@ impl SourceStage {
             .batcher
             .push(item, features, self.generation, d.read_at)
         {
-            Some(batch) => self.dispatch.send(batch),
+            Some(batch) => Ok(self.dispatch.send(batch)?),
             None => Ok(()),
         }
     }
@@ -455,9 +494,17 @@ pub(crate) fn run(consumer: Arc<SourceConsumer>, stop: Arc<AtomicBool>) -> Resul
                 message = consumer.poll(Duration::ZERO);
             }
             let mut stage = context.lock();
-            if stage.transform_drained().is_err() {
-                tracing::warn!("downstream stages stopped; the source stops too");
-                return Ok(());
+            match stage.transform_drained() {
+                Ok(()) => {}
+                Err(Halt::Closed) => {
+                    tracing::warn!("downstream stages stopped; the source stops too");
+                    return Ok(());
+                }
+                Err(Halt::Schema) => {
+                    return Err(SourceError::Schema(
+                        stage.halted.clone().unwrap_or(WriterError::Stopped(0)),
+                    ));
+                }
             }
             stage.apply_rewinds(&consumer)?;
             if stage.on_tick(Instant::now()).is_err() {

@@ -66,6 +66,8 @@ pub enum PipelineError {
     Features(FeatureError),
     #[error(transparent)]
     Inference(#[from] InferenceError),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
     #[error("cannot create the Kafka {client}: {error}")]
     KafkaClient {
         client: &'static str,
@@ -136,6 +138,8 @@ pub struct Pipeline {
     /// group.instance.id and whether a clean stop leaves the group.
     static_member: Option<(String, LeaveGroup)>,
     swapper: ModelSwapper,
+    /// Its waits end when the pipeline stops.
+    registry: Option<Arc<crate::registry::RegistryStatus>>,
 }
 
 /// How long a static member's leave may take before the stop goes on
@@ -173,6 +177,10 @@ impl Pipeline {
             .map_err(|e| PipelineError::Preflight(Box::new(e)))?;
 
         let signals = Arc::new(PipelineSignals::default());
+        let registry = prepared.registry.clone();
+        if let Some(status) = &registry {
+            signals.watch_registry(status.clone());
+        }
         let (rewind_tx, rewind_rx) = channel();
         let positions = Arc::new(CommittedPositions::default());
         let (shadow_model, shadow_sessions) =
@@ -244,6 +252,7 @@ impl Pipeline {
             signals,
             static_member,
             swapper,
+            registry,
         })
     }
 
@@ -265,6 +274,9 @@ impl Pipeline {
     /// Asks the pipeline to commit what it has read and stop.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+        if let Some(registry) = &self.registry {
+            registry.stop();
+        }
     }
 
     /// True once any stage has ended (normally only after [`Pipeline::stop`]).

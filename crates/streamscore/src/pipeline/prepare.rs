@@ -3,7 +3,9 @@
 //! and warmed-up sessions. `streamscore check` runs exactly this.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use crate::codec::registry_writers::RegistryWriters;
 use crate::codec::rows;
 use crate::codec::schemas::load_schema;
 use crate::codec::{InputDecoder, ScoreEncoder};
@@ -11,6 +13,7 @@ use crate::config::{BatchMode, Format, Settings};
 use crate::features::FeaturePlan;
 use crate::inference::{self, Device, ModelSession};
 use crate::model::VerifiedModel;
+use crate::registry::{self, RegistryClient, RegistryStatus};
 
 use super::PipelineError;
 
@@ -25,6 +28,8 @@ pub struct Prepared {
     pub sessions: Vec<ModelSession>,
     /// The challenger of `model.shadow_card`, one warm session per worker.
     pub shadow: Option<Shadow>,
+    /// Whether the schema registry answers, with `input.schema_registry`.
+    pub registry: Option<Arc<RegistryStatus>>,
 }
 
 /// A challenger model, scored on the same rows as the model serving.
@@ -52,6 +57,11 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, PipelineError> {
     let card = &model.card;
 
     let plan = FeaturePlan::new(card);
+    let registry = &settings.input.schema_registry;
+    let client = || RegistryClient::new(registry);
+    let status = registry
+        .enabled()
+        .then(|| Arc::new(RegistryStatus::default()));
     let (decoder, plan) = match settings.input.format {
         Format::Avro => {
             let reader = load_schema(&settings.input.reader_schema)?;
@@ -60,7 +70,15 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, PipelineError> {
                 writers.insert(id, load_schema(path)?);
             }
             let plan = plan.for_avro_reader(card, &reader)?;
-            let decoder = InputDecoder::avro(writers, reader);
+            let mut decoder = InputDecoder::avro(writers, reader);
+            if let Some(status) = &status {
+                decoder = decoder.with_registry(Arc::new(RegistryWriters::new(
+                    client()?,
+                    status.clone(),
+                    registry.max_wait,
+                    registry.cache_max_bytes,
+                )));
+            }
             // Such a writer still works, at apache-avro's speed; say which and why.
             for (id, why) in rows::fallbacks(&decoder, &plan) {
                 tracing::info!(
@@ -72,11 +90,11 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, PipelineError> {
         }
         Format::Json => (InputDecoder::json(), plan),
     };
-    let encoder = ScoreEncoder::new(
-        settings.output.format,
-        load_schema(&settings.output.avro_schema)?,
-        settings.output.avro_schema_id,
-    );
+    let score_schema = load_schema(&settings.output.avro_schema)?;
+    let output_client = registry.enabled().then(client).transpose()?;
+    let score_schema_id =
+        registry::score_schema_id(settings, &score_schema, output_client.as_ref())?;
+    let encoder = ScoreEncoder::new(settings.output.format, score_schema, score_schema_id);
 
     let sessions = open_sessions(settings, &model)?;
     let shadow = match &settings.model.shadow_card {
@@ -99,6 +117,7 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, PipelineError> {
         encoder,
         sessions,
         shadow,
+        registry: status,
     })
 }
 

@@ -15,7 +15,11 @@
 //!   of a group with fewer partitions than replicas is healthy). The body's
 //!   `assigned_partitions` and `group_state` follow the rebalance callbacks
 //!   as they happen, and an assignment proves a broker answers. 503 while
-//!   starting, while a broker is unreachable, and from the moment shutdown begins.
+//!   starting, while a broker is unreachable, while the schema registry
+//!   (`input.schema_registry`) does not answer, and from the moment shutdown
+//!   begins. Records waiting on the registry for a writer schema are not a
+//!   wedge for /healthz: they wait at most `input.schema_registry.max_wait_ms`,
+//!   then the processor stops.
 //!
 //! Both answer a JSON body with the signals behind the answer.
 
@@ -96,6 +100,7 @@ impl Health {
                 "last_commit_age_seconds": view.last_commit_age_seconds,
                 "last_commit_unix_seconds": view.last_commit_unix_seconds,
                 "consecutive_aborts": view.consecutive_aborts,
+                "schema_registry_waiting": view.schema_registry_waiting,
             }),
         )
     }
@@ -116,13 +121,15 @@ impl Health {
             );
         };
         let view = signals.view();
-        let ready = warmed && view.broker_reachable;
+        let registry_answers = view.schema_registry_reachable != Some(false);
+        let ready = warmed && view.broker_reachable && registry_answers;
         (
             ready,
             serde_json::json!({
                 "ready": ready,
                 "model_warmed": warmed,
                 "broker_reachable": view.broker_reachable,
+                "schema_registry_reachable": view.schema_registry_reachable,
                 "group_state": view.group_state,
                 "assigned_partitions": view.assigned_partitions,
             }),

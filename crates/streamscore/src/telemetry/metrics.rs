@@ -31,6 +31,8 @@ pub const SHADOW_DECISIONS: &str = "streamscore_shadow_decisions_total";
 pub const SHADOW_SCORE_DIFFERENCE: &str = "streamscore_shadow_score_difference";
 pub const MODEL_SWAPS: &str = "streamscore_model_swaps_total";
 pub const MODEL_SWAP_FAILURES: &str = "streamscore_model_swap_failures_total";
+pub const SCHEMA_REGISTRY_UP: &str = "streamscore_schema_registry_up";
+pub const SCHEMA_REGISTRY_FETCHES: &str = "streamscore_schema_registry_fetches_total";
 
 /// Stage label values of `stage_duration_seconds`.
 pub mod stage {
@@ -104,6 +106,14 @@ fn describe() {
         "Transactions aborted since the last commit (0 while commits succeed)."
     );
     describe_gauge!(MODEL_INFO, "The model being served (value 1).");
+    describe_gauge!(
+        SCHEMA_REGISTRY_UP,
+        "1 while the schema registry answers (or none is used); 0 from a request it did not answer until one it did."
+    );
+    metrics::describe_counter!(
+        SCHEMA_REGISTRY_FETCHES,
+        "Writer schemas asked of the schema registry by id, by outcome (found, not_found, invalid, unanswered)."
+    );
     describe_gauge!(
         BATCH_TARGET_SIZE,
         "Rows at which a batch closes now (fixed: max_batch_size; adaptive: the current size)."

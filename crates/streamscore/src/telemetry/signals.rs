@@ -7,8 +7,8 @@
 //! Written with relaxed atomics on the hot path (a beat is one store); read
 //! only by the HTTP handlers.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::statistics::Statistics;
@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::lag::LagTable;
 use super::metrics::{ASSIGNED_PARTITIONS, CONSECUTIVE_ABORTS, LAST_COMMIT_TIMESTAMP};
+use crate::registry::RegistryStatus;
 
 /// No record waits for a commit.
 const NOT_WAITING: u64 = u64::MAX;
@@ -64,6 +65,8 @@ pub struct PipelineSignals {
     gauges: CommitGauges,
     /// Consumer lag per owned partition, rendered by /metrics.
     pub lag: LagTable,
+    /// With `input.schema_registry`: whether it answers, and whether records wait on it.
+    schema_registry: OnceLock<Arc<RegistryStatus>>,
 }
 
 #[derive(Debug)]
@@ -98,6 +101,7 @@ impl Default for PipelineSignals {
                 assigned_partitions: metrics::gauge!(ASSIGNED_PARTITIONS),
             },
             lag: LagTable::default(),
+            schema_registry: OnceLock::new(),
         }
     }
 }
@@ -124,6 +128,12 @@ pub struct SignalsView {
     pub last_commit_unix_seconds: Option<f64>,
     /// Transactions aborted since the last commit.
     pub consecutive_aborts: u64,
+    /// Whether the schema registry answers; None without one.
+    pub schema_registry_reachable: Option<bool>,
+    /// Records wait for a writer schema from a registry that does not
+    /// answer: the source stage is held, not stuck (a restart would not
+    /// bring the registry back), until `input.schema_registry.max_wait_ms`.
+    pub schema_registry_waiting: bool,
 }
 
 impl PipelineSignals {
@@ -241,6 +251,11 @@ impl PipelineSignals {
         join_state.clone_into(&mut group.join_state);
     }
 
+    /// Reports the schema registry's state with the pipeline's.
+    pub fn watch_registry(&self, status: Arc<RegistryStatus>) {
+        let _ = self.schema_registry.set(status);
+    }
+
     pub fn view(&self) -> SignalsView {
         let now = self.origin.elapsed().as_millis() as u64;
         let idle = |beat: &AtomicU64| {
@@ -263,6 +278,8 @@ impl PipelineSignals {
                 ms => Some(ms as f64 / 1000.0),
             },
             consecutive_aborts: self.consecutive_aborts.load(Ordering::Relaxed),
+            schema_registry_reachable: self.schema_registry.get().map(|r| r.reachable()),
+            schema_registry_waiting: self.schema_registry.get().is_some_and(|r| r.waiting()),
         }
     }
 
@@ -292,11 +309,18 @@ impl SignalsView {
     /// consumer that never rejoins after a session timeout, or a sink that
     /// aborts every transaction, is as stuck as a thread that never returns.
     pub fn longest_stall(&self) -> Duration {
+        // A source held by the schema registry, and the records behind it,
+        // wait for the registry (bounded by max_wait_ms), not on a wedge.
+        let (source, progress) = if self.schema_registry_waiting {
+            (0.0, 0.0)
+        } else {
+            (self.source_idle_seconds, self.progress_stall_seconds)
+        };
         Duration::from_secs_f64(
-            self.source_idle_seconds
+            source
                 .max(self.sink_idle_seconds)
                 .max(self.group_unsteady_seconds)
-                .max(self.progress_stall_seconds),
+                .max(progress),
         )
     }
 }
