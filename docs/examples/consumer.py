@@ -10,6 +10,13 @@ schemas/score_result.v1.avsc) or as JSON, as the processor's
     python3 consumer.py --bootstrap 127.0.0.1:9092 --topic scores --format avro
     python3 consumer.py ... -X security.protocol=SSL -X ssl.ca.location=ca.pem
 
+With a schema registry (the processor's output.schema_registry registers
+the score schema there, and frames the id it gives), the stock Confluent
+deserializer decodes each score by the id in its framing instead:
+
+    pip install "confluent-kafka[avro,schemaregistry]"
+    python3 consumer.py ... --schema-registry http://registry:8081
+
 It stores a record's offset only after printing it, so a restart resumes
 after the last score printed (at least once; the output's source_topic,
 source_partition and source_offset identify a score if you must deduplicate).
@@ -72,6 +79,9 @@ def main() -> None:
     ap.add_argument("--format", choices=["avro", "json"], default="avro", help="the processor's output.format")
     ap.add_argument("--schema", default=os.path.join(os.path.dirname(__file__), "../../schemas/score_result.v1.avsc"))
     ap.add_argument("--schema-id", type=int, default=101, help="the processor's output.avro_schema_id")
+    ap.add_argument("--schema-registry", metavar="URL", default=None,
+                    help="decode with confluent_kafka's AvroDeserializer, fetching each schema by the "
+                         "id in the framing from this Confluent-API registry (ignores --schema and --schema-id)")
     ap.add_argument("--idle-timeout", type=float, default=None,
                     help="exit after this many seconds without a record (default: run until Ctrl-C)")
     ap.add_argument("-X", dest="properties", action="append", default=[], metavar="KEY=VALUE",
@@ -83,6 +93,22 @@ def main() -> None:
 
     with open(args.schema) as f:
         schema = parse_schema(json.load(f))
+    deserialize = None
+    if args.schema_registry:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+        from confluent_kafka.schema_registry.avro import AvroDeserializer
+        from confluent_kafka.serialization import MessageField, SerializationContext
+
+        stock = AvroDeserializer(SchemaRegistryClient({"url": args.schema_registry}))
+
+        def deserialize(msg):
+            try:
+                record = stock(msg.value(), SerializationContext(msg.topic(), MessageField.VALUE))
+            except Exception as e:  # the deserializer's errors: framing, unknown id, Avro
+                raise NotAScore(f"the Confluent deserializer refused it: {e}") from None
+            if not isinstance(record, dict):
+                raise NotAScore("not a record")
+            return {k: millis(v) for k, v in record.items()}
     config = {
         "bootstrap.servers": args.bootstrap,
         "group.id": args.group,
@@ -117,7 +143,9 @@ def main() -> None:
                 continue
             last = time.monotonic()
             try:
-                if args.format == "avro":
+                if deserialize is not None:
+                    score = deserialize(msg)
+                elif args.format == "avro":
                     score = decode_avro(msg.value() or b"", schema, args.schema_id)
                 else:
                     score = decode_json(msg.value() or b"")

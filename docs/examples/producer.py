@@ -7,6 +7,14 @@ in the version-1 envelope with AES-256-GCM, and publishes them to Kafka.
     python3 producer.py --bootstrap 127.0.0.1:9092 --topic transactions \
         --keyring keyring.json --count 100
     python3 producer.py --check-vector     # reproduce the spec's test vector
+
+With a schema registry (the processor's input.schema_registry), the schema
+id comes from the registry instead of --schema-id: --register registers
+--schema under the topic's subject (<topic>-value) and uses the id it gives;
+without --register it must be registered there already.
+
+    pip install "confluent-kafka[schemaregistry]" fastavro cryptography
+    python3 producer.py ... --schema-registry http://registry:8081 --register
 """
 import argparse
 import base64
@@ -86,6 +94,20 @@ def check_vector() -> None:
     print("test vector: ok")
 
 
+def registry_id(url: str, subject: str, schema_text: str, register: bool) -> int:
+    """The id of the schema under the subject, registering it first if asked."""
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
+
+    client = SchemaRegistryClient({"url": url})
+    schema = Schema(schema_text, "AVRO")
+    try:
+        if register:
+            return client.register_schema(subject, schema)
+        return client.lookup_schema(subject, schema).schema_id
+    except SchemaRegistryError as e:
+        raise SystemExit(f"schema registry {url}, subject {subject}: {e}") from None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bootstrap")
@@ -93,6 +115,10 @@ def main() -> None:
     ap.add_argument("--keyring", help='JSON file {"active": ID, "keys": {ID: BASE64}}')
     ap.add_argument("--schema", default=os.path.join(os.path.dirname(__file__), "../../schemas/card_transaction.v1.avsc"))
     ap.add_argument("--schema-id", type=int, default=1)
+    ap.add_argument("--schema-registry", metavar="URL", default=None,
+                    help="take the schema id from this Confluent-API registry (subject <topic>-value)")
+    ap.add_argument("--register", action="store_true",
+                    help="with --schema-registry: register --schema first (an identical one gives its id)")
     ap.add_argument("--count", type=int, default=100)
     ap.add_argument("--timeout", type=float, default=60,
                     help="seconds a record may wait for the broker's acknowledgement (message.timeout.ms)")
@@ -109,7 +135,10 @@ def main() -> None:
     key_id = keyring["active"]
     key = base64.b64decode(keyring["keys"][key_id])
     with open(args.schema) as f:
-        schema = parse_schema(json.load(f))
+        schema_text = f.read()
+    schema = parse_schema(json.loads(schema_text))
+    if args.schema_registry:
+        args.schema_id = registry_id(args.schema_registry, f"{args.topic}-value", schema_text, args.register)
     producer = Producer({
         "bootstrap.servers": args.bootstrap,
         "enable.idempotence": True,

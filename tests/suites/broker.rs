@@ -40,6 +40,8 @@ mod python_producer;
 mod request_errors;
 #[path = "../reread.rs"]
 mod reread;
+#[path = "../schema_registry.rs"]
+mod schema_registry;
 #[path = "../shadow.rs"]
 mod shadow;
 #[path = "../tls.rs"]

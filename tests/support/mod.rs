@@ -7,6 +7,7 @@
 pub mod broker;
 pub mod group;
 pub mod process;
+pub mod registry;
 pub mod scrape;
 
 use std::path::PathBuf;

@@ -97,7 +97,13 @@ pub struct EventFactory {
     run: String,
     seq: u64,
     world: World,
+    /// The Confluent id framed in front of good records.
+    schema_id: u32,
+    /// Writing with schemas/card_transaction.v2.avsc (v1 and merchant_country).
+    v2: bool,
 }
+
+pub const SCHEMA_V2: &str = include_str!("../../../schemas/card_transaction.v2.avsc");
 
 pub const SCHEMA_V1: &str = include_str!("../../../schemas/card_transaction.v1.avsc");
 
@@ -116,7 +122,23 @@ impl EventFactory {
             run: run.to_owned(),
             seq: 0,
             world: World::new(),
+            schema_id: INPUT_SCHEMA_ID,
+            v2: false,
         }
+    }
+
+    /// Frames good records with this schema id (a registry's id for v1).
+    pub fn with_schema_id(mut self, schema_id: u32) -> Self {
+        self.schema_id = schema_id;
+        self
+    }
+
+    /// Writes with schema v2 (v1 and merchant_country), framed with `schema_id`.
+    pub fn writing_v2(mut self, schema_id: u32) -> Self {
+        self.schema = Schema::parse_str(SCHEMA_V2).expect("the shipped schema parses");
+        self.schema_id = schema_id;
+        self.v2 = true;
+        self
     }
 
     /// The plaintext fields of a synthetic transaction, in schema order.
@@ -131,10 +153,22 @@ impl EventFactory {
             ),
         ];
         fields.extend(txn.fields());
+        if self.v2 {
+            let country = if self.rng.random_bool(0.5) {
+                "US"
+            } else {
+                "DE"
+            };
+            fields.push((
+                "merchant_country".into(),
+                AvroValue::Union(1, Box::new(AvroValue::String(country.into()))),
+            ));
+        }
         fields
     }
 
-    /// Encodes fields as the configured plaintext format (Avro: with schema v1).
+    /// Encodes fields as the configured plaintext format (Avro: with schema
+    /// v1, or v2 after [`Self::writing_v2`]).
     pub fn encode(&self, fields: Vec<(String, AvroValue)>, schema_id: u32) -> Vec<u8> {
         match self.format {
             Format::Avro => encode_avro(&self.schema, fields, schema_id)
@@ -168,7 +202,7 @@ impl EventFactory {
         let card = format!("card-{:05}", self.rng.random_range(0..5000));
         let key = card.clone().into_bytes();
         let fields = self.fields(&event_id, &card);
-        let plaintext = self.encode(fields, INPUT_SCHEMA_ID);
+        let plaintext = self.encode(fields, self.schema_id);
         let value = match bad {
             None => Some(self.keyring.seal(&plaintext, Some(&key))),
             Some(BadKind::Tampered) => {

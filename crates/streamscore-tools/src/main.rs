@@ -45,8 +45,19 @@ enum Command {
         #[arg(long, default_value = "card_id")]
         key_field: String,
         /// Confluent schema id to write with (default: the id mapped to input.reader_schema).
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["register", "lookup"])]
         schema_id: Option<u32>,
+        /// Register the writer schema in input.schema_registry under the
+        /// topic's subject (<topic>-value) and write with the id it gives.
+        #[arg(long, conflicts_with = "lookup")]
+        register: bool,
+        /// Look the writer schema up in input.schema_registry under the
+        /// topic's subject and write with its id (it must be registered).
+        #[arg(long)]
+        lookup: bool,
+        /// The writer schema for --register and --lookup (default: input.reader_schema).
+        #[arg(long)]
+        writer_schema: Option<PathBuf>,
     },
     /// Benchmark end to end on a broker, exactly-once on: the raw Kafka path
     /// and ONNX Runtime alone as ceilings, the pipeline's maximum throughput,
@@ -145,6 +156,52 @@ fn main() -> ExitCode {
     }
 }
 
+/// The writer schema `produce` encodes with, and the id it frames.
+fn writer_schema(
+    settings: &Settings,
+    topic: &str,
+    writer_id: WriterId,
+) -> anyhow::Result<(apache_avro::Schema, u32)> {
+    use streamscore::load_schema;
+    use streamscore::schema_registry::RegistryClient;
+
+    let (register, path) = match writer_id {
+        WriterId::Mapped(schema_id) => {
+            let ids = settings.input.avro_schemas.clone();
+            let (id, path) = match schema_id {
+                Some(id) => ids.into_iter().find(|(i, _)| *i == id),
+                None => ids.into_iter().find(|(_, p)| *p == settings.input.reader_schema),
+            }
+            .context("no schema id to write with: pass --schema-id, or map input.reader_schema in input.avro_schemas, or use --register with input.schema_registry")?;
+            return Ok((load_schema(&path)?, id));
+        }
+        WriterId::Register(path) => (true, path),
+        WriterId::Lookup(path) => (false, path),
+    };
+    let registry = &settings.input.schema_registry;
+    anyhow::ensure!(
+        registry.enabled(),
+        "--register and --lookup need input.schema_registry.urls in the config"
+    );
+    let path = path.unwrap_or_else(|| settings.input.reader_schema.clone());
+    let schema = load_schema(&path)?;
+    // As the file is written: the registry then holds what the team wrote.
+    let text = std::fs::read_to_string(&path)?;
+    let subject = format!("{topic}-value");
+    let client = RegistryClient::new(registry)?;
+    let id = if register {
+        client.register(&subject, &text)?
+    } else {
+        client.lookup(&subject, &text)?.with_context(|| {
+            format!(
+                "{} is not registered under subject {subject} (use --register)",
+                path.display()
+            )
+        })?
+    };
+    Ok((schema, id))
+}
+
 async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Produce {
@@ -153,8 +210,19 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             topic,
             key_field,
             schema_id,
+            register,
+            lookup,
+            writer_schema,
         } => {
-            tokio::task::spawn_blocking(move || produce(config, file, topic, &key_field, schema_id))
+            let writer = match (register, lookup) {
+                (true, _) => WriterId::Register(writer_schema),
+                (_, true) => WriterId::Lookup(writer_schema),
+                _ if writer_schema.is_some() => {
+                    anyhow::bail!("--writer-schema goes with --register or --lookup")
+                }
+                _ => WriterId::Mapped(schema_id),
+            };
+            tokio::task::spawn_blocking(move || produce(config, file, topic, &key_field, writer))
                 .await?
         }
         Command::Bench {
@@ -245,33 +313,34 @@ async fn bench(opts: BenchOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where `produce` gets the schema id it frames records with.
+enum WriterId {
+    /// An id of input.avro_schemas (default: the one mapped to input.reader_schema).
+    Mapped(Option<u32>),
+    /// The writer schema (default: input.reader_schema) registered under the topic's subject.
+    Register(Option<PathBuf>),
+    /// The writer schema's id under the topic's subject.
+    Lookup(Option<PathBuf>),
+}
+
 fn produce(
     config: Option<PathBuf>,
     file: Option<PathBuf>,
     topic: Option<String>,
     key_field: &str,
-    schema_id: Option<u32>,
+    writer_id: WriterId,
 ) -> anyhow::Result<()> {
-    use streamscore::load_schema;
     use streamscore_tools::produce::LineEncoder;
     use streamscore_tools::publish;
 
     let settings = Settings::load(config.as_deref())?;
     let keyring = settings.keys.load().context("cannot load the keyring")?;
     let format = settings.input.format;
+    let topic = topic.unwrap_or_else(|| settings.input.topics[0].clone());
     let writer = match format {
         Format::Json => None,
-        Format::Avro => {
-            let ids = settings.input.avro_schemas.clone();
-            let (id, path) = match schema_id {
-                Some(id) => ids.into_iter().find(|(i, _)| *i == id),
-                None => ids.into_iter().find(|(_, p)| *p == settings.input.reader_schema),
-            }
-            .context("no schema id to write with: pass --schema-id, or map input.reader_schema in input.avro_schemas")?;
-            Some((load_schema(&path)?, id))
-        }
+        Format::Avro => Some(writer_schema(&settings, &topic, writer_id)?),
     };
-    let topic = topic.unwrap_or_else(|| settings.input.topics[0].clone());
     let encoder = LineEncoder {
         format,
         avro: writer.as_ref().map(|(s, id)| (s, *id)),
@@ -300,6 +369,9 @@ fn produce(
         }
     }
     let delivered = publish::flush(&producer).with_context(|| format!("producing to {topic}"))?;
+    if let Some((_, id)) = &writer {
+        eprintln!("wrote with schema id {id}");
+    }
     eprintln!(
         "produced {delivered} records to {topic} (key {})",
         keyring.active_id()

@@ -96,7 +96,17 @@ pub fn verify_settings(settings: &Settings, timeout: Duration) -> Result<Report,
     let format = settings.output.format;
     let schema =
         load_schema(&settings.output.avro_schema).map_err(|e| VerifyError::Setup(e.to_string()))?;
-    let encoder = ScoreEncoder::new(format, schema, settings.output.avro_schema_id);
+    // With a registry, the id the scores carry is the one it holds for
+    // the score schema under the score topic's subject.
+    let registry = &settings.input.schema_registry;
+    let client = registry
+        .enabled()
+        .then(|| streamscore::schema_registry::RegistryClient::new(registry))
+        .transpose()
+        .map_err(|e| VerifyError::Setup(e.to_string()))?;
+    let id = streamscore::schema_registry::score_schema_id(settings, client.as_ref(), true)
+        .map_err(|e| VerifyError::Setup(e.to_string()))?;
+    let encoder = ScoreEncoder::new(format, schema, id);
     verify(
         settings,
         &Topics {

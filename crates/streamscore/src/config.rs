@@ -670,9 +670,14 @@ impl Settings {
             let own = user_layers(config::Config::builder(), file, use_env)
                 .build()
                 .map_err(load_error)?;
-            if own.get_table("input.avro_schemas").is_err() {
-                settings.input.avro_schemas.clear();
-            }
+            let own_ids: Vec<u32> = own
+                .get_table("input.avro_schemas")
+                .map(|t| t.keys().filter_map(|k| k.trim().parse().ok()).collect())
+                .unwrap_or_default();
+            settings
+                .input
+                .avro_schemas
+                .retain(|id, _| own_ids.contains(id));
         }
         settings.validate()?;
         Ok(settings)
@@ -1050,6 +1055,30 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(toml.as_bytes()).unwrap();
         Settings::load_with_env(Some(f.path()), false)
+    }
+
+    /// With a registry, the defaults' file mapping (ids 1 and 2) would
+    /// shadow the registry's ids 1 and 2: only the operator's own mapping stays.
+    #[test]
+    fn a_registry_drops_the_default_file_mapping_but_not_the_operators() {
+        let registry = "[input.schema_registry]\nurls = [\"http://r:8081\"]\n";
+        let s = with_file(registry).unwrap();
+        assert!(
+            s.input.avro_schemas.is_empty(),
+            "{:?}",
+            s.input.avro_schemas
+        );
+        let s = with_file(&format!(
+            "{registry}[input.avro_schemas]\n7 = \"schemas/card_transaction.v2.avsc\"\n"
+        ))
+        .unwrap();
+        assert_eq!(s.input.avro_schemas.keys().collect::<Vec<_>>(), [&7]);
+        let s = with_file("").unwrap();
+        assert_eq!(
+            s.input.avro_schemas.len(),
+            2,
+            "no registry: the defaults stay"
+        );
     }
 
     /// Every spelling [`CHOICES`] lets through (strum's names of each enum)

@@ -78,7 +78,9 @@ pub mod dead_letters {
 /// tools that register and read schemas.
 pub mod schema_registry {
     pub use crate::codec::registry_writers::{RegistryWriters, WriterError};
-    pub use crate::registry::{RegisteredSchema, RegistryClient, RegistryError, RegistryStatus};
+    pub use crate::registry::{
+        RegisteredSchema, RegistryClient, RegistryError, RegistryStatus, score_schema_id,
+    };
 }
 
 /// Keyring rotation while running: the watcher and what it reports.

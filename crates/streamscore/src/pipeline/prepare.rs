@@ -92,8 +92,7 @@ pub fn prepare(settings: &Settings) -> Result<Prepared, PipelineError> {
     };
     let score_schema = load_schema(&settings.output.avro_schema)?;
     let output_client = registry.enabled().then(client).transpose()?;
-    let score_schema_id =
-        registry::score_schema_id(settings, &score_schema, output_client.as_ref())?;
+    let score_schema_id = registry::score_schema_id(settings, output_client.as_ref(), false)?;
     let encoder = ScoreEncoder::new(settings.output.format, score_schema, score_schema_id);
 
     let sessions = open_sessions(settings, &model)?;

@@ -7,5 +7,5 @@ mod output;
 mod status;
 
 pub use client::{RegisteredSchema, RegistryClient, RegistryError};
-pub(crate) use output::score_schema_id;
+pub use output::score_schema_id;
 pub use status::RegistryStatus;

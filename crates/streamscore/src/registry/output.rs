@@ -10,11 +10,15 @@ use crate::config::{RegistryMode, Settings};
 /// Registers (or looks up) the score schema under the subject of every
 /// topic scores are written to, and returns its id; `output.avro_schema_id`
 /// when no registry is asked. `check` calls this as `run` does, so a
-/// registry that refuses the schema refuses it there first.
-pub(crate) fn score_schema_id(
+/// registry that refuses the schema refuses it there first. A reader of the
+/// scores passes `readers_lookup`: it looks the id up, never registers.
+///
+/// The schema is registered as its file is written (not re-serialised), so
+/// a team that registers or looks up the same file meets the same schema.
+pub fn score_schema_id(
     settings: &Settings,
-    schema: &Schema,
     client: Option<&RegistryClient>,
+    readers_lookup: bool,
 ) -> Result<u32, RegistryError> {
     let output = &settings.output;
     let mode = match output.schema_registry.mode {
@@ -26,13 +30,28 @@ pub(crate) fn score_schema_id(
         RegistryMode::Auto => RegistryMode::Off,
         mode => mode,
     };
+    let mode = match mode {
+        RegistryMode::Register if readers_lookup => RegistryMode::Lookup,
+        mode => mode,
+    };
     let client = match (mode, client) {
         (RegistryMode::Off, _) | (_, None) => return Ok(output.avro_schema_id),
         (_, Some(client)) => client,
     };
-    let text = serde_json::to_string(schema)
-        .map_err(|e| RegistryError::Setup(format!("cannot write the score schema: {e}")))?;
-    let record_name = match schema {
+    let path = &output.avro_schema;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        RegistryError::Setup(format!(
+            "cannot read output.avro_schema {}: {e}",
+            path.display()
+        ))
+    })?;
+    let schema = Schema::parse_str(&text).map_err(|e| {
+        RegistryError::Setup(format!(
+            "output.avro_schema {} is not valid: {e}",
+            path.display()
+        ))
+    })?;
+    let record_name = match &schema {
         Schema::Record(r) => r.name.fullname(None),
         _ => String::new(),
     };

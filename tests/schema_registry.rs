@@ -1,0 +1,126 @@
+//! A real schema registry in and out (Apicurio Registry, serving the
+//! Confluent API; scripts/registry): writer schemas fetched by the id in each
+//! record's framing and resolved against the reader schema, the score schema
+//! registered under the score topic's subject and its id framed, and scores
+//! read back by the stock Confluent deserializer pointed at the registry.
+
+use crate::support;
+use crate::support::registry::OwnRegistry;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use streamscore::{Format, PipelineError};
+use streamscore_tools::events::{BadKind, EventFactory};
+
+#[test]
+fn writers_from_the_registry_are_resolved_and_scores_carry_its_id() {
+    let registry = OwnRegistry::start("sr-e2e");
+    let mut settings = support::settings("sr-e2e", Format::Avro, Format::Avro);
+    registry.attach(&mut settings);
+    support::create(&settings);
+    let topic = settings.input.topics[0].clone();
+    let subject = format!("{topic}-value");
+    let v1 = registry.register(&subject, "card_transaction.v1.avsc");
+    let v2 = registry.register(&subject, "card_transaction.v2.avsc");
+    assert_ne!(v1, v2, "two versions, two ids");
+
+    let (keyring, keyring_json) = streamscore::Keyring::generate("sr-2026").unwrap();
+    let keyring = std::sync::Arc::new(keyring);
+    let mut old = EventFactory::new(keyring.clone(), Format::Avro, "v1", 1).with_schema_id(v1);
+    let mut new = EventFactory::new(keyring.clone(), Format::Avro, "v2", 2).writing_v2(v2);
+    let mut records: Vec<_> = (0..60).map(|_| old.next(None)).collect();
+    records.extend((0..60).map(|_| new.next(None)));
+    // Id 999 is not in the registry, and it says so: dead-lettered.
+    records.extend((0..4).map(|_| old.next(Some(BadKind::UnknownSchema))));
+    support::publish_all(&settings, &records);
+
+    // The Python example producer takes its id from the registry too.
+    let dir = tempfile::tempdir().unwrap();
+    let keyring_path = dir.path().join("keyring.json");
+    std::fs::write(&keyring_path, keyring_json).unwrap();
+    let out = support::run_ok(
+        Command::new(support::python(
+            "the producer needs confluent-kafka[schemaregistry]",
+        ))
+        .arg(support::root().join("docs/examples/producer.py"))
+        .args(["--bootstrap", &settings.kafka.bootstrap_servers])
+        .args(["--topic", &topic, "--count", "15"])
+        .arg("--keyring")
+        .arg(&keyring_path)
+        .args(["--schema-registry", &registry.url, "--register"]),
+    );
+    assert!(out.contains("produced 15 records"), "{out}");
+
+    let report = support::run_and_verify(&settings, keyring, records.len() as u64 + 15);
+    assert!(report.exactly_once(), "{}", report.line());
+    assert_eq!(report.scored, 135, "{:?}", report.dead_letter_reasons);
+    assert_eq!(
+        report.dead_letter_reasons,
+        BTreeMap::from([("unknown_schema".to_owned(), 4)])
+    );
+    // v2 writers were resolved against the v2 reader: both versions scored.
+    for prefix in ["v1-", "v2-", "py-"] {
+        assert!(
+            report.scores.iter().any(|s| s.event_id.starts_with(prefix)),
+            "no score for the {prefix} writer"
+        );
+    }
+
+    // The score schema is registered under <score topic>-value, and that id
+    // (not output.avro_schema_id) is in the framing the verifier just read.
+    let score_text = std::fs::read_to_string(&settings.output.avro_schema).unwrap();
+    let score_id = registry
+        .client()
+        .lookup(&format!("{}-value", settings.output.topic), &score_text)
+        .unwrap()
+        .expect("the processor registered the score schema");
+    assert_ne!(score_id, settings.output.avro_schema_id);
+
+    // A downstream team's stock Confluent deserializer reads every score.
+    let out = support::run_ok(
+        Command::new(support::python(
+            "the consumer needs confluent-kafka[avro,schemaregistry]",
+        ))
+        .arg(support::root().join("docs/examples/consumer.py"))
+        .args(["--bootstrap", &settings.kafka.bootstrap_servers])
+        .args(["--topic", &settings.output.topic])
+        .args(["--group", &format!("{}-reader", settings.kafka.group_id)])
+        .args(["--schema-registry", &registry.url, "--idle-timeout", "8"]),
+    );
+    let printed: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(printed.len(), 135, "every score, once");
+    let mut ids: Vec<&str> = printed
+        .iter()
+        .map(|s| s["event_id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 135);
+}
+
+/// The registry refuses the score schema (incompatible with what its subject
+/// holds): the start stops with the registry's own message, and `check`
+/// says the same.
+#[test]
+fn a_score_schema_the_registry_refuses_stops_the_start_with_its_message() {
+    let registry = OwnRegistry::start("sr-refuse");
+    let mut settings = support::settings("sr-refuse", Format::Avro, Format::Avro);
+    registry.attach(&mut settings);
+    let subject = format!("{}-value", settings.output.topic);
+    registry.set_compatibility(&subject, "BACKWARD");
+    let older = r#"{"type":"record","name":"ScoreResult","namespace":"streamscore","fields":[{"name":"event_id","type":"int"}]}"#;
+    registry.client().register(&subject, older).unwrap();
+
+    let err = match streamscore::prepare(&settings) {
+        Err(PipelineError::Registry(e)) => e.to_string(),
+        Err(other) => panic!("expected the registry's refusal, got: {other}"),
+        Ok(_) => panic!("an incompatible score schema was accepted"),
+    };
+    assert!(err.contains("HTTP 409"), "{err}");
+    assert!(err.contains(&subject), "{err}");
+    assert!(err.to_lowercase().contains("incompatible"), "{err}");
+}
