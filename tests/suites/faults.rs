@@ -16,3 +16,5 @@ mod chaos;
 mod never_wedge;
 #[path = "../rebalance.rs"]
 mod rebalance;
+#[path = "../registry_outage.rs"]
+mod registry_outage;
