@@ -1315,3 +1315,103 @@ fn a_model_volume_is_mounted_read_only_where_the_card_is() {
             .any(|v| v["name"] == "model")
     );
 }
+
+/// The schema registry's values reach the processor: its URL, the password
+/// and the CA and client certificate as mounted files (never in the
+/// ConfigMap), and the output's registration; the rendered config loads.
+/// Values the processor would refuse are refused at render time.
+#[test]
+fn schema_registry_values_reach_the_processor_with_secrets_as_files() {
+    let set = serde_json::json!({
+        "schemaRegistry": {
+            "urls": ["https://registry.data:8081"],
+            "basicAuthUser": "streamscore",
+            "tlsSecret": "registry-client-tls",
+            "clientCertificate": true,
+            "maxWaitMs": 60000,
+            "outputMode": "lookup",
+        },
+        "secrets": {"create": true, "keyring": "{}", "schemaRegistryPassword": "s3cret-pw"},
+    });
+    let r = render(None, set);
+    assert_clean(&r);
+    let dir = tempfile::tempdir().unwrap();
+    let (config, path) = rendered_config(&r, &dir);
+    assert!(!config.contains("s3cret-pw"), "{config}");
+    let s = streamscore::Settings::load_with_env(Some(&path), false)
+        .unwrap_or_else(|e| panic!("the processor refuses the rendered config: {e}\n{config}"));
+    let sr = &s.input.schema_registry;
+    assert_eq!(sr.urls, ["https://registry.data:8081"]);
+    assert_eq!(sr.basic_auth_user.as_deref(), Some("streamscore"));
+    assert_eq!(
+        sr.basic_auth_password_file.as_deref(),
+        Some(std::path::Path::new(
+            "/etc/streamscore/keys/schema-registry-password"
+        ))
+    );
+    assert_eq!(
+        sr.ca_file.as_deref(),
+        Some(std::path::Path::new("/etc/streamscore/registry-tls/ca.crt"))
+    );
+    assert!(sr.certificate_file.is_some() && sr.key_file.is_some());
+    assert_eq!(sr.max_wait, std::time::Duration::from_secs(60));
+    assert_eq!(
+        s.output.schema_registry.mode,
+        streamscore::RegistryMode::Lookup
+    );
+    assert!(
+        s.input.avro_schemas.is_empty(),
+        "with a registry, the image's default id mapping does not shadow its ids"
+    );
+
+    let pod = &one(&r, "StatefulSet")["spec"]["template"]["spec"];
+    let volumes = pod["volumes"].as_array().unwrap();
+    let keys = volumes.iter().find(|v| v["name"] == "keys").unwrap();
+    assert!(
+        field_strings(&keys["secret"]["items"], "key").contains(&"schema-registry-password"),
+        "{keys}"
+    );
+    let tls = volumes
+        .iter()
+        .find(|v| v["name"] == "registry-tls")
+        .expect("the registry's TLS Secret is a volume");
+    assert_eq!(tls["secret"]["secretName"], "registry-client-tls");
+    let mounts = container(&r)["volumeMounts"].as_array().unwrap();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m["name"] == "registry-tls"
+                && m["mountPath"] == "/etc/streamscore/registry-tls")
+    );
+    let secret = one(&r, "Secret");
+    assert!(
+        secret["data"]["schema-registry-password"].is_string(),
+        "{secret}"
+    );
+
+    for (set, says) in [
+        (
+            serde_json::json!({"schemaRegistry": {"outputMode": "register"}}),
+            "config: schemaRegistry.outputMode = register is not allowed: auto or off when schemaRegistry.urls is empty",
+        ),
+        (
+            serde_json::json!({"schemaRegistry": {"urls": ["http://r:8081"], "outputMode": "lookup"}, "output": {"format": "json"}}),
+            "config: schemaRegistry.outputMode = lookup is not allowed: auto or off when output.format = json",
+        ),
+        (
+            serde_json::json!({"schemaRegistry": {"urls": ["http://r:8081"], "basicAuthUser": "u", "bearerToken": true}}),
+            "config: schemaRegistry.bearerToken = true is not allowed",
+        ),
+        (
+            serde_json::json!({"schemaRegistry": {"urls": ["http://r:8081"], "clientCertificate": true}}),
+            "config: schemaRegistry.clientCertificate = true is not allowed",
+        ),
+        (
+            serde_json::json!({"schemaRegistry": {"urls": ["http://user:pw@r:8081"]}}),
+            "/schemaRegistry/urls/0",
+        ),
+    ] {
+        let refused = refusal(set.clone());
+        assert!(refused.contains(says), "{set}: {refused}");
+    }
+}

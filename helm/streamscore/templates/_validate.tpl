@@ -36,6 +36,20 @@ the key, its value, what is allowed. */}}
 {{- fail (printf "config: output.shadowTopic = %s is not allowed: a topic input.topics does not contain: scoring the challenger's results would loop" $v.output.shadowTopic) }}
 {{- end }}
 {{- end }}
+{{- /* The schema registry: the processor's own rules (config/registry.rs). */}}
+{{- $sr := $v.schemaRegistry }}
+{{- if and (has $sr.outputMode (list "register" "lookup")) (not $sr.urls) }}
+{{- fail (printf "config: schemaRegistry.outputMode = %s is not allowed: auto or off when schemaRegistry.urls is empty: the score schema is registered in that registry" $sr.outputMode) }}
+{{- end }}
+{{- if and (has $sr.outputMode (list "register" "lookup")) (eq $v.output.format "json") }}
+{{- fail (printf "config: schemaRegistry.outputMode = %s is not allowed: auto or off when output.format = json: only Avro scores carry a schema id" $sr.outputMode) }}
+{{- end }}
+{{- if and $sr.basicAuthUser $sr.bearerToken }}
+{{- fail "config: schemaRegistry.bearerToken = true is not allowed: false when schemaRegistry.basicAuthUser is set: one way to authenticate" }}
+{{- end }}
+{{- if and $sr.clientCertificate (not $sr.tlsSecret) }}
+{{- fail "config: schemaRegistry.clientCertificate = true is not allowed: a client certificate comes from schemaRegistry.tlsSecret (tls.crt, tls.key), which is empty" }}
+{{- end }}
 {{- /* With SASL on, the chart writes these two itself: a second one would be a duplicate TOML key the pod cannot read. */}}
 {{- if $v.kafka.sasl.enabled }}
 {{- range $k, $val := $v.kafka.properties }}
