@@ -124,3 +124,60 @@ fn a_score_schema_the_registry_refuses_stops_the_start_with_its_message() {
     assert!(err.contains(&subject), "{err}");
     assert!(err.to_lowercase().contains("incompatible"), "{err}");
 }
+
+/// `check` against a registry with basic auth from the environment: it
+/// registers the score schema as `run` would and says which id scores
+/// carry; the password appears nowhere in what it prints, even at trace level.
+#[test]
+fn check_speaks_to_the_registry_and_never_prints_its_password() {
+    let registry = OwnRegistry::start("sr-check");
+    let mut settings = support::settings("sr-check", Format::Avro, Format::Avro);
+    registry.attach(&mut settings);
+    let dir = tempfile::tempdir().unwrap();
+    let password = "pw-5f1d9c3e-never-logged";
+    let extra = format!(
+        "[input.schema_registry]\nurls = [\"{}\"]\nbasic_auth_user = \"streamscore\"\nbasic_auth_password_env = \"SR_PASSWORD\"\n",
+        registry.url
+    );
+    let config = support::process::config_file(dir.path(), "check", &settings, &extra);
+    let out = Command::new(env!("CARGO_BIN_EXE_streamscore"))
+        .current_dir(support::root())
+        .env("RUST_LOG", "trace")
+        .env("SR_PASSWORD", password)
+        .env(
+            "STREAMSCORE_KEYRING",
+            streamscore::Keyring::generate("k").unwrap().1,
+        )
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("check: ok"), "{stdout}");
+    let score_text = std::fs::read_to_string(&settings.output.avro_schema).unwrap();
+    let id = registry
+        .client()
+        .lookup(&format!("{}-value", settings.output.topic), &score_text)
+        .unwrap()
+        .expect("check registered the score schema");
+    assert!(
+        stdout.contains(&format!("framed with schema id {id}")),
+        "{stdout}"
+    );
+    for text in [&stdout, &stderr] {
+        assert!(
+            !text.contains(password),
+            "the password was printed:\n{text}"
+        );
+        let encoded = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("streamscore:{password}"),
+        );
+        assert!(
+            !text.contains(&encoded),
+            "the Authorization header was printed"
+        );
+    }
+}

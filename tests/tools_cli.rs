@@ -67,6 +67,69 @@ fn produce_json_lines_sealed_with_a_keyring_file_that_get_scored() {
     assert_eq!(report.scored, 25, "{:?}", report.dead_letter_reasons);
 }
 
+/// `produce --register` registers the writer schema (v2 here) under the
+/// topic's subject and frames the id the registry gives; `--lookup` finds
+/// it; the processor, reading ids from the same registry, scores them all.
+/// Without a registry configured, both refuse in one line.
+#[test]
+fn produce_takes_its_schema_id_from_the_registry() {
+    let registry = support::registry::OwnRegistry::start("cli-sr");
+    let dir = tempfile::tempdir().unwrap();
+    let (keyring, json) = Keyring::generate("2026-12").unwrap();
+    let mut settings = support::settings("cli-sr", Format::Avro, Format::Avro);
+    registry.attach(&mut settings);
+    support::create(&settings);
+    let lines_path = dir.path().join("events.jsonl");
+    std::fs::write(&lines_path, event_lines(12).join("\n")).unwrap();
+    let extra = format!("[input.schema_registry]\nurls = [\"{}\"]\n", registry.url);
+    let config = support::process::config_file(dir.path(), "produce", &settings, &extra);
+    let produce = |how: &str| {
+        let out = tools()
+            .args(["produce", "--config"])
+            .arg(&config)
+            .arg("--file")
+            .arg(&lines_path)
+            .arg(how)
+            .args(["--writer-schema", "schemas/card_transaction.v2.avsc"])
+            .env("STREAMSCORE_KEYRING", &json)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{how}: {stderr}");
+        stderr
+    };
+    let registered = produce("--register");
+    let subject = format!("{}-value", settings.input.topics[0]);
+    let v2 = registry.register(&subject, "card_transaction.v2.avsc");
+    assert!(
+        registered.contains(&format!("wrote with schema id {v2}")),
+        "{registered}"
+    );
+    let looked_up = produce("--lookup");
+    assert!(
+        looked_up.contains(&format!("wrote with schema id {v2}")),
+        "{looked_up}"
+    );
+
+    let report = support::run_and_verify(&settings, Arc::new(keyring), 24);
+    assert!(report.exactly_once(), "{}", report.line());
+    assert_eq!(report.scored, 24, "{:?}", report.dead_letter_reasons);
+
+    let plain = support::settings("cli-sr-none", Format::Avro, Format::Avro);
+    let config = support::process::config_file(dir.path(), "plain", &plain, "");
+    let (code, err) = refuse(
+        tools()
+            .args(["produce", "--config"])
+            .arg(&config)
+            .arg("--file")
+            .arg(&lines_path)
+            .arg("--register")
+            .env("STREAMSCORE_KEYRING", &json),
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("need input.schema_registry.urls"), "{err}");
+}
+
 /// `count` JSON lines of valid events, as `produce` reads them.
 fn event_lines(count: usize) -> Vec<String> {
     let mut factory = EventFactory::new(

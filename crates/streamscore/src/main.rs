@@ -565,6 +565,18 @@ fn check(config: Option<PathBuf>) -> anyhow::Result<()> {
             settings.output.shadow_topic,
         );
     }
+    if settings.input.schema_registry.enabled() {
+        println!(
+            "schema registry: {} (writer schemas of the ids input.avro_schemas does not map)",
+            settings.input.schema_registry.urls.join(", "),
+        );
+    }
+    if settings.output.format == streamscore::Format::Avro {
+        println!(
+            "scores: Avro, framed with schema id {}",
+            prepared.encoder.schema_id()
+        );
+    }
     let card_text = std::fs::read_to_string(&settings.model.card)?;
     let card_json: serde_json::Value = serde_json::from_str(&card_text)?;
     println!("model card: {}", serde_json::to_string_pretty(&card_json)?);

@@ -60,6 +60,11 @@ pub struct ScoreEncoder {
 }
 
 impl ScoreEncoder {
+    /// The id framed in front of Avro scores.
+    pub fn schema_id(&self) -> u32 {
+        self.schema_id
+    }
+
     pub fn new(format: Format, schema: Schema, schema_id: u32) -> Self {
         Self {
             format,
