@@ -56,7 +56,7 @@ pub enum SourceError {
     /// A record's writer schema could not be had: it was not read past,
     /// and the restart reads it again.
     #[error("{0}; stopping so that the restart reads the record again")]
-    Schema(WriterError),
+    Schema(Box<WriterError>),
     #[error("cannot rewind to the last committed offsets: {0}")]
     Rewind(KafkaError),
     #[error("cannot rewind {topic} [{partition}] to offset {offset}: {error}")]
@@ -501,9 +501,9 @@ pub(crate) fn run(consumer: Arc<SourceConsumer>, stop: Arc<AtomicBool>) -> Resul
                     return Ok(());
                 }
                 Err(Halt::Schema) => {
-                    return Err(SourceError::Schema(
+                    return Err(SourceError::Schema(Box::new(
                         stage.halted.clone().unwrap_or(WriterError::Stopped(0)),
-                    ));
+                    )));
                 }
             }
             stage.apply_rewinds(&consumer)?;

@@ -66,8 +66,9 @@ pub enum PipelineError {
     Features(FeatureError),
     #[error(transparent)]
     Inference(#[from] InferenceError),
+    /// Boxed, as `Preflight` is: its messages are the registry's own.
     #[error(transparent)]
-    Registry(#[from] crate::registry::RegistryError),
+    Registry(Box<crate::registry::RegistryError>),
     #[error("cannot create the Kafka {client}: {error}")]
     KafkaClient {
         client: &'static str,
@@ -110,6 +111,12 @@ pub enum PipelineError {
 impl From<FeatureError> for PipelineError {
     fn from(e: FeatureError) -> Self {
         Self::Features(e)
+    }
+}
+
+impl From<crate::registry::RegistryError> for PipelineError {
+    fn from(e: crate::registry::RegistryError) -> Self {
+        Self::Registry(Box::new(e))
     }
 }
 
@@ -176,11 +183,7 @@ impl Pipeline {
         preflight::check_output_topics(settings)
             .map_err(|e| PipelineError::Preflight(Box::new(e)))?;
 
-        let signals = Arc::new(PipelineSignals::default());
-        let registry = prepared.registry.clone();
-        if let Some(status) = &registry {
-            signals.watch_registry(status.clone());
-        }
+        let signals = Arc::new(PipelineSignals::watching(prepared.registry.clone()));
         let (rewind_tx, rewind_rx) = channel();
         let positions = Arc::new(CommittedPositions::default());
         let (shadow_model, shadow_sessions) =
@@ -252,7 +255,7 @@ impl Pipeline {
             signals,
             static_member,
             swapper,
-            registry,
+            registry: prepared.registry,
         })
     }
 

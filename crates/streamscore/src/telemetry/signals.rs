@@ -251,9 +251,13 @@ impl PipelineSignals {
         join_state.clone_into(&mut group.join_state);
     }
 
-    /// Reports the schema registry's state with the pipeline's.
-    pub fn watch_registry(&self, status: Arc<RegistryStatus>) {
-        let _ = self.schema_registry.set(status);
+    /// Signals that also report the schema registry's state, when there is one.
+    pub fn watching(registry: Option<Arc<RegistryStatus>>) -> Self {
+        let signals = Self::default();
+        if let Some(status) = registry {
+            let _ = signals.schema_registry.set(status);
+        }
+        signals
     }
 
     pub fn view(&self) -> SignalsView {
