@@ -174,7 +174,8 @@ fn a_registry_silent_past_max_wait_stops_the_processor_and_the_restart_scores_ev
     assert_eq!(support::committed_so_far(&settings), 60);
 
     registry.act("restart");
-    let report = support::run_and_verify(&settings, keyring, 140);
+    // The restart commits the 80 left (the stats count this run's commits).
+    let report = support::run_and_verify(&settings, keyring, 80);
     assert!(report.exactly_once(), "{}", report.line());
     assert_eq!(report.scored, 140, "{:?}", report.dead_letter_reasons);
     assert_eq!(report.dead_lettered, 0);
@@ -183,4 +184,47 @@ fn a_registry_silent_past_max_wait_stops_the_processor_and_the_restart_scores_ev
         "{:?}",
         report.committed_vs_end
     );
+}
+
+/// A stop (SIGTERM) while a record waits on the registry is a clean stop:
+/// the wait ends at once, what was read before the record is committed, and
+/// the record is read again at the next start.
+#[test]
+fn a_stop_while_a_record_waits_on_the_registry_is_clean() {
+    let (registry, settings, v1, v2) = registry_settings("sr-stop");
+    let keyring = support::keyring();
+    support::publish_all(&settings, &records(&keyring, "first", None, v1, 30));
+    let stats = Arc::new(Stats::default());
+    let pipeline = Pipeline::start(
+        &settings,
+        streamscore::share(keyring.clone()),
+        stats.clone(),
+    )
+    .expect("pipeline starts");
+    wait_for("the v1 records committed", Duration::from_secs(60), || {
+        stats.committed() >= 30
+    });
+    registry.act("crash");
+    support::publish_all(&settings, &records(&keyring, "second", Some(v2), v1, 20));
+    wait_for(
+        "a record waiting on the registry",
+        Duration::from_secs(30),
+        || pipeline.signals().view().schema_registry_waiting,
+    );
+    let asked = Instant::now();
+    pipeline.stop();
+    pipeline
+        .join()
+        .expect("a stop while waiting is a clean stop");
+    assert!(
+        asked.elapsed() < Duration::from_secs(30),
+        "the wait ended with the stop ({:?})",
+        asked.elapsed()
+    );
+    assert_eq!(support::committed_so_far(&settings), 30);
+
+    registry.act("restart");
+    let report = support::run_and_verify(&settings, keyring, 20);
+    assert!(report.exactly_once(), "{}", report.line());
+    assert_eq!(report.scored, 50, "{:?}", report.dead_letter_reasons);
 }

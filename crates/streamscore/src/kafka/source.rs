@@ -501,9 +501,20 @@ pub(crate) fn run(consumer: Arc<SourceConsumer>, stop: Arc<AtomicBool>) -> Resul
                     return Ok(());
                 }
                 Err(Halt::Schema) => {
-                    return Err(SourceError::Schema(Box::new(
-                        stage.halted.clone().unwrap_or(WriterError::Stopped(0)),
-                    )));
+                    return match stage.halted.clone() {
+                        // Asked to stop while a record waited: a clean stop;
+                        // the record and those after it are read again.
+                        Some(WriterError::Stopped(id)) => {
+                            tracing::warn!(
+                                schema_id = id,
+                                "stopping while a record waits for the schema registry; the next start reads it again"
+                            );
+                            Ok(())
+                        }
+                        halted => Err(SourceError::Schema(Box::new(
+                            halted.unwrap_or(WriterError::Stopped(0)),
+                        ))),
+                    };
                 }
             }
             stage.apply_rewinds(&consumer)?;
