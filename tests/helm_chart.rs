@@ -868,8 +868,48 @@ fn rendering_refuses_what_the_processors_cross_field_rules_refuse() {
         "kafka.group_instance_id",
         "kafka.consumer.group.protocol",
     ];
+    const REGISTRY_MODE: &[&str] = &[
+        "output.schema_registry.mode",
+        "input.schema_registry.urls",
+        "output.format",
+    ];
+    const REGISTRY_AUTH: &[&str] = &[
+        "input.schema_registry.basic_auth_user",
+        "input.schema_registry.bearer_token_file",
+        "input.schema_registry.bearer_token_env",
+    ];
+    const REGISTRY_WAIT: &[&str] = &[
+        "input.schema_registry.max_wait_ms",
+        "kafka.consumer.max.poll.interval.ms",
+    ];
     type Keys = Option<&'static [&'static str]>;
-    let cases: [(Keys, Value, &[&str]); 12] = [
+    let cases: [(Keys, Value, &[&str]); 16] = [
+        (
+            Some(REGISTRY_MODE),
+            serde_json::json!({"schemaRegistry": {"outputMode": "register"}}),
+            &[
+                "schemaRegistry.outputMode = register",
+                "schemaRegistry.urls is empty",
+            ],
+        ),
+        (
+            Some(REGISTRY_MODE),
+            serde_json::json!({"schemaRegistry": {"urls": ["http://r:8081"], "outputMode": "lookup"}, "output": {"format": "json"}}),
+            &["schemaRegistry.outputMode = lookup", "output.format = json"],
+        ),
+        (
+            Some(REGISTRY_AUTH),
+            serde_json::json!({"schemaRegistry": {"urls": ["http://r:8081"], "basicAuthUser": "u", "bearerToken": true}}),
+            &["schemaRegistry.bearerToken = true", "basicAuthUser"],
+        ),
+        (
+            Some(REGISTRY_WAIT),
+            serde_json::json!({"schemaRegistry": {"maxWaitMs": 120000}, "kafka": {"consumer": {"max.poll.interval.ms": 150000}}}),
+            &[
+                "schemaRegistry.maxWaitMs = 120000",
+                "max.poll.interval.ms (150000) less 60000",
+            ],
+        ),
         (
             Some(COMMIT),
             serde_json::json!({"transactions": {"commitIntervalMs": 30001}}),

@@ -228,3 +228,48 @@ fn a_stop_while_a_record_waits_on_the_registry_is_clean() {
     assert!(report.exactly_once(), "{}", report.line());
     assert_eq!(report.scored, 50, "{:?}", report.dead_letter_reasons);
 }
+
+/// A URL that is not the Confluent API (the base path forgotten) answers
+/// 404 without the API's "no such schema" code (40403): that says nothing
+/// about the id, so records wait (and /readyz says 503) instead of going to
+/// the dead-letter topic as unknown_schema.
+#[test]
+fn a_404_that_is_not_the_apis_no_such_schema_dead_letters_nothing() {
+    let (registry, mut settings, v1, _) = registry_settings("sr-wrongpath");
+    let base = registry.url.trim_end_matches("/apis/ccompat/v7").to_owned();
+    settings.input.schema_registry.urls = vec![format!("{base}/apis/wrong")];
+    settings.output.schema_registry.mode = streamscore::RegistryMode::Off;
+    let keyring = support::keyring();
+    support::publish_all(&settings, &records(&keyring, "lost-path", None, v1, 20));
+    let stats = Arc::new(Stats::default());
+    let pipeline = Pipeline::start(
+        &settings,
+        streamscore::share(keyring.clone()),
+        stats.clone(),
+    )
+    .expect("pipeline starts");
+    let health = Health::new(Duration::from_secs(10));
+    health.attach(pipeline.signals());
+    health
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    wait_for(
+        "a record waiting on the registry",
+        Duration::from_secs(30),
+        || pipeline.signals().view().schema_registry_waiting,
+    );
+    assert!(!health.readiness().0, "{}", health.readiness().1);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(stats.dead_lettered(), 0, "{}", support::counts(&stats));
+    assert_eq!(stats.committed(), 0);
+    pipeline.stop();
+    pipeline
+        .join()
+        .expect("a stop while waiting is a clean stop");
+
+    // The right base path: every record scored, none dead-lettered.
+    settings.input.schema_registry.urls = vec![registry.url.clone()];
+    let report = support::run_and_verify(&settings, keyring, 20);
+    assert!(report.exactly_once(), "{}", report.line());
+    assert_eq!(report.scored, 20, "{:?}", report.dead_letter_reasons);
+}

@@ -33,6 +33,13 @@ fn writers_from_the_registry_are_resolved_and_scores_carry_its_id() {
     records.extend((0..60).map(|_| new.next(None)));
     // Id 999 is not in the registry, and it says so: dead-lettered.
     records.extend((0..4).map(|_| old.next(Some(BadKind::UnknownSchema))));
+    // An id the config maps to a file wins over the registry (which has no 777).
+    settings.input.avro_schemas.insert(
+        777,
+        support::root().join("schemas/card_transaction.v1.avsc"),
+    );
+    let mut filed = EventFactory::new(keyring.clone(), Format::Avro, "file", 3).with_schema_id(777);
+    records.extend((0..5).map(|_| filed.next(None)));
     support::publish_all(&settings, &records);
 
     // The Python example producer takes its id from the registry too.
@@ -54,13 +61,13 @@ fn writers_from_the_registry_are_resolved_and_scores_carry_its_id() {
 
     let report = support::run_and_verify(&settings, keyring, records.len() as u64 + 15);
     assert!(report.exactly_once(), "{}", report.line());
-    assert_eq!(report.scored, 135, "{:?}", report.dead_letter_reasons);
+    assert_eq!(report.scored, 140, "{:?}", report.dead_letter_reasons);
     assert_eq!(
         report.dead_letter_reasons,
         BTreeMap::from([("unknown_schema".to_owned(), 4)])
     );
     // v2 writers were resolved against the v2 reader: both versions scored.
-    for prefix in ["v1-", "v2-", "py-"] {
+    for prefix in ["v1-", "v2-", "py-", "file-"] {
         assert!(
             report.scores.iter().any(|s| s.event_id.starts_with(prefix)),
             "no score for the {prefix} writer"
@@ -92,14 +99,14 @@ fn writers_from_the_registry_are_resolved_and_scores_carry_its_id() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
-    assert_eq!(printed.len(), 135, "every score, once");
+    assert_eq!(printed.len(), 140, "every score, once");
     let mut ids: Vec<&str> = printed
         .iter()
         .map(|s| s["event_id"].as_str().unwrap())
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    assert_eq!(ids.len(), 135);
+    assert_eq!(ids.len(), 140);
 }
 
 /// The registry refuses the score schema (incompatible with what its subject

@@ -113,7 +113,7 @@ pub(crate) const RANGES: &[Range] = &[
     },
     Range {
         key: "input.schema_registry.cache_max_bytes",
-        min: 1 << 16,
+        min: 1 << 20,
         max: Max::Value(1 << 34),
         why: "bytes",
     },
@@ -230,6 +230,32 @@ pub const CROSS_FIELD_RULES: &[CrossFieldRule] = &[
         ],
         rule: "shutdown.leave_group = \"never\" when kafka.group_instance_id is set and group.protocol = \"consumer\"",
         check: Settings::check_leave_group,
+    },
+    CrossFieldRule {
+        keys: &[
+            "output.schema_registry.mode",
+            "input.schema_registry.urls",
+            "output.format",
+        ],
+        rule: "output.schema_registry.mode is \"auto\" or \"off\" when input.schema_registry.urls is empty or output.format = \"json\"",
+        check: registry::check_output_mode,
+    },
+    CrossFieldRule {
+        keys: &[
+            "input.schema_registry.basic_auth_user",
+            "input.schema_registry.bearer_token_file",
+            "input.schema_registry.bearer_token_env",
+        ],
+        rule: "no bearer token when input.schema_registry.basic_auth_user is set",
+        check: registry::check_one_authentication,
+    },
+    CrossFieldRule {
+        keys: &[
+            "input.schema_registry.max_wait_ms",
+            "kafka.consumer.max.poll.interval.ms",
+        ],
+        rule: "input.schema_registry.max_wait_ms + 60000 <= the consumer's max.poll.interval.ms (300000 unless set)",
+        check: registry::check_max_wait,
     },
 ];
 
@@ -716,11 +742,7 @@ impl Settings {
                 "at least one schema id mapped to a schema file when input.format = \"avro\" and input.schema_registry.urls is empty",
             ));
         }
-        registry::check(
-            &self.input.schema_registry,
-            &self.output.schema_registry,
-            self.output.format == Format::Avro,
-        )?;
+        registry::check_connection(&self.input.schema_registry)?;
         for (key, topic) in [
             ("output.topic", &self.output.topic),
             ("output.dead_letter_topic", &self.output.dead_letter_topic),
@@ -906,13 +928,20 @@ impl Settings {
 
     /// The consumer's `group.protocol` as the librdkafka property tables set it.
     fn consumer_group_protocol(&self) -> String {
+        self.consumer_property("group.protocol")
+            .map(|v| v.to_ascii_lowercase())
+            .unwrap_or_default()
+    }
+
+    /// A librdkafka property of the consumer as the tables set it (the
+    /// consumer table wins), spelled with dots or underscores.
+    pub(crate) fn consumer_property(&self, name: &str) -> Option<String> {
         [&self.kafka.properties, &self.kafka.consumer]
             .into_iter()
             .flat_map(|t| t.iter())
-            .filter(|(key, _)| librdkafka_name(key) == "group.protocol")
-            .map(|(_, v)| v.to_ascii_lowercase())
+            .filter(|(key, _)| librdkafka_name(key) == name)
+            .map(|(_, v)| v.trim().to_owned())
             .next_back()
-            .unwrap_or_default()
     }
 
     /// The ONNX Runtime library: the config key, else `ORT_DYLIB_PATH`, else the set-up copy.

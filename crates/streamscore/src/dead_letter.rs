@@ -6,6 +6,7 @@
 use rdkafka::message::{Header, OwnedHeaders};
 
 use crate::codec::DecodeError;
+use crate::codec::registry_writers::WriterError;
 use crate::envelope::EnvelopeError;
 use crate::features::FeatureError;
 use crate::item::SourceRef;
@@ -113,7 +114,11 @@ impl From<EnvelopeError> for Rejection {
 impl From<DecodeError> for Rejection {
     fn from(e: DecodeError) -> Self {
         let reason = match e {
-            DecodeError::UnknownSchema(_) | DecodeError::Registry(_) => Reason::UnknownSchema,
+            // Only an id no schema answers to is unknown; a schema the
+            // registry holds that cannot be read here fails the decoding.
+            DecodeError::UnknownSchema(_) | DecodeError::Registry(WriterError::NotFound(_)) => {
+                Reason::UnknownSchema
+            }
             _ => Reason::DecodeFailed,
         };
         Rejection {

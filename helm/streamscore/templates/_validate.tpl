@@ -47,6 +47,17 @@ the key, its value, what is allowed. */}}
 {{- if and $sr.basicAuthUser $sr.bearerToken }}
 {{- fail "config: schemaRegistry.bearerToken = true is not allowed: false when schemaRegistry.basicAuthUser is set: one way to authenticate" }}
 {{- end }}
+{{- $poll := 300000 }}
+{{- range $table := list $v.kafka.properties $v.kafka.consumer }}
+{{- range $k, $val := $table }}
+{{- if eq (replace "_" "." $k) "max.poll.interval.ms" }}
+{{- $poll = atoi (include "streamscore.propertyValue" $val | trim) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if gt (add (int64 $sr.maxWaitMs) 60000) (int64 $poll) }}
+{{- fail (printf "config: schemaRegistry.maxWaitMs = %d is not allowed: at most the consumer's max.poll.interval.ms (%d) less 60000: the source polls nothing while a record waits" (int64 $sr.maxWaitMs) (int64 $poll)) }}
+{{- end }}
 {{- if and $sr.clientCertificate (not $sr.tlsSecret) }}
 {{- fail "config: schemaRegistry.clientCertificate = true is not allowed: a client certificate comes from schemaRegistry.tlsSecret (tls.crt, tls.key), which is empty" }}
 {{- end }}

@@ -39,8 +39,10 @@ pub(crate) struct Writer {
 #[derive(Clone)]
 enum Cached {
     Found(Arc<Writer>),
-    /// The registry's schema under this id cannot be read here.
-    Invalid(Arc<str>),
+    /// The registry's schema under this id cannot be read here (believed
+    /// for [`NOT_FOUND_FOR`] too: a fixed registry, or a reference
+    /// registered late, is asked again).
+    Invalid(Arc<str>, Instant),
     /// The registry answered that it has no schema with this id.
     NotFound(Instant),
 }
@@ -54,7 +56,7 @@ impl quick_cache::Weighter<u32, Cached> for Weight {
     fn weight(&self, _id: &u32, value: &Cached) -> u64 {
         match value {
             Cached::Found(w) => 512 + 8 * w.text_bytes as u64,
-            Cached::Invalid(m) => 64 + m.len() as u64,
+            Cached::Invalid(m, _) => 64 + m.len() as u64,
             Cached::NotFound(_) => 64,
         }
     }
@@ -98,7 +100,21 @@ impl RegistryWriters {
     ) -> Self {
         Self {
             client,
-            cache: quick_cache::sync::Cache::with_weighter(1024, max_bytes, Weight),
+            cache: quick_cache::sync::Cache::with_options(
+                quick_cache::OptionsBuilder::new()
+                    // One shard: the whole bound for every schema (each
+                    // shard holds only its share, and a schema heavier
+                    // than that share would never be cached). Lookups are
+                    // a read lock, and a drain's records mostly share an id.
+                    .shards(1)
+                    .estimated_items_capacity(256)
+                    .weight_capacity(max_bytes)
+                    .build()
+                    .expect("every option is set"),
+                Weight,
+                quick_cache::DefaultHashBuilder::default(),
+                quick_cache::sync::DefaultLifecycle::default(),
+            ),
             fetching: Mutex::new(()),
             status,
             max_wait,
@@ -115,6 +131,9 @@ impl RegistryWriters {
         if let Some(known) = self.cached(id) {
             return known;
         }
+        // From here the caller waits on the registry (or on another
+        // thread's request to it): the source stage is held, not stuck.
+        let _waiting = self.status.wait();
         let _one_at_a_time = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(known) = self.cached(id) {
             return known;
@@ -136,13 +155,13 @@ impl RegistryWriters {
                         schema_id = id,
                         "schema id {id} in the schema registry cannot be read: {reason}; its records go to the dead-letter topic"
                     );
-                    Cached::Invalid(reason.into())
+                    Cached::Invalid(reason.into(), Instant::now())
                 }
             },
         };
         let outcome = match &entry {
             Cached::Found(_) => "found",
-            Cached::Invalid(_) => "invalid",
+            Cached::Invalid(..) => "invalid",
             Cached::NotFound(_) => "not_found",
         };
         metrics::counter!(SCHEMA_REGISTRY_FETCHES, "outcome" => outcome).increment(1);
@@ -152,7 +171,7 @@ impl RegistryWriters {
 
     fn cached(&self, id: u32) -> Option<Result<Arc<Writer>, WriterError>> {
         match self.cache.get(&id)? {
-            Cached::NotFound(at) if at.elapsed() >= NOT_FOUND_FOR => None,
+            Cached::NotFound(at) | Cached::Invalid(_, at) if at.elapsed() >= NOT_FOUND_FOR => None,
             entry => Some(answer(id, entry)),
         }
     }
@@ -163,8 +182,20 @@ impl RegistryWriters {
     fn fetch(&self, id: u32) -> Result<Option<crate::registry::RegisteredSchema>, WriterError> {
         let started = Instant::now();
         let mut backoff = BACKOFF_FIRST;
-        let mut waiting = None;
+        let mut warned = false;
         loop {
+            // Checked before every request: a thread that queued behind one
+            // that gave up (or behind a stop) does not wait its own round.
+            if self.status.stopping() {
+                return Err(WriterError::Stopped(id));
+            }
+            if self.status.given_up() {
+                return Err(WriterError::Unavailable {
+                    id,
+                    waited_ms: started.elapsed().as_millis(),
+                    last: "an earlier record's wait for the registry reached max_wait_ms".into(),
+                });
+            }
             let last: RegistryError = match self.client.schema_by_id(id) {
                 Ok(answer) => {
                     self.status.answered();
@@ -173,15 +204,15 @@ impl RegistryWriters {
                 Err(e) => e,
             };
             self.status.unanswered();
-            if waiting.is_none() {
+            if !warned {
                 tracing::warn!(
                     schema_id = id,
                     "waiting for the schema registry (schema id {id} is not cached): {last}"
                 );
-                waiting = Some(self.status.wait());
+                warned = true;
             }
             let waited = started.elapsed();
-            if waited + backoff > self.max_wait || self.status.given_up() {
+            if waited + backoff > self.max_wait {
                 self.status.give_up();
                 metrics::counter!(SCHEMA_REGISTRY_FETCHES, "outcome" => "unanswered").increment(1);
                 return Err(WriterError::Unavailable {
@@ -213,7 +244,7 @@ impl RegistryWriters {
 fn answer(id: u32, entry: Cached) -> Result<Arc<Writer>, WriterError> {
     match entry {
         Cached::Found(w) => Ok(w),
-        Cached::Invalid(reason) => Err(WriterError::Invalid { id, reason }),
+        Cached::Invalid(reason, _) => Err(WriterError::Invalid { id, reason }),
         Cached::NotFound(_) => Err(WriterError::NotFound(id)),
     }
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, empty_as_none, invalid, millis};
+use super::{ConfigError, Format, Settings, empty_as_none, invalid, millis};
+
+const KEY: &str = "input.schema_registry";
 
 /// A registry speaking the Confluent Schema Registry API (Confluent,
 /// Apicurio's `/apis/ccompat/v7`, Karapace, Redpanda). Secrets come from
@@ -99,13 +101,9 @@ pub struct OutputRegistrySettings {
     pub subject_name_strategy: SubjectNameStrategy,
 }
 
-/// Each key whose value the registry client checks beyond its type, in order.
-pub(super) fn check(
-    registry: &SchemaRegistrySettings,
-    output: &OutputRegistrySettings,
-    output_avro: bool,
-) -> Result<(), ConfigError> {
-    const KEY: &str = "input.schema_registry";
+/// The connection's own keys: URLs, one source per secret, a user with a
+/// password, a certificate with its key.
+pub(super) fn check_connection(registry: &SchemaRegistrySettings) -> Result<(), ConfigError> {
     for url in &registry.urls {
         check_url(url)?;
     }
@@ -136,7 +134,6 @@ pub(super) fn check(
     )?;
     let password =
         registry.basic_auth_password_file.is_some() || registry.basic_auth_password_env.is_some();
-    let token = registry.bearer_token_file.is_some() || registry.bearer_token_env.is_some();
     if registry.basic_auth_user.is_some() != password {
         return Err(invalid(
             &format!("{KEY}.basic_auth_user"),
@@ -144,13 +141,6 @@ pub(super) fn check(
             &format!(
                 "set together with {KEY}.basic_auth_password_file or {KEY}.basic_auth_password_env"
             ),
-        ));
-    }
-    if password && token {
-        return Err(invalid(
-            &format!("{KEY}.bearer_token_file"),
-            "(set)",
-            "empty when basic auth is set: one way to authenticate",
         ));
     }
     if registry.certificate_file.is_some() != registry.key_file.is_some() {
@@ -167,19 +157,68 @@ pub(super) fn check(
             &format!("set together with {KEY}.certificate_file, for mutual TLS"),
         ));
     }
-    match output.mode {
-        RegistryMode::Register | RegistryMode::Lookup if !registry.enabled() => Err(invalid(
-            "output.schema_registry.mode",
-            format!("{:?}", output.mode).to_lowercase(),
-            "\"auto\" or \"off\" when input.schema_registry.urls is empty: the score schema is registered in that registry",
-        )),
-        RegistryMode::Register | RegistryMode::Lookup if !output_avro => Err(invalid(
-            "output.schema_registry.mode",
-            format!("{:?}", output.mode).to_lowercase(),
-            "\"auto\" or \"off\" when output.format = \"json\": only Avro scores carry a schema id",
-        )),
+    Ok(())
+}
+
+/// Basic auth or a bearer token, not both.
+pub(super) fn check_one_authentication(settings: &Settings) -> Result<(), ConfigError> {
+    let registry = &settings.input.schema_registry;
+    let token = registry.bearer_token_file.is_some() || registry.bearer_token_env.is_some();
+    if registry.basic_auth_user.is_some() && token {
+        return Err(invalid(
+            &format!("{KEY}.bearer_token_file"),
+            "(set)",
+            "empty when basic auth is set: one way to authenticate",
+        ));
+    }
+    Ok(())
+}
+
+/// Registering or looking up the score schema needs a registry and Avro scores.
+pub(super) fn check_output_mode(settings: &Settings) -> Result<(), ConfigError> {
+    let mode = settings.output.schema_registry.mode;
+    let named = || format!("{mode:?}").to_lowercase();
+    match mode {
+        RegistryMode::Register | RegistryMode::Lookup
+            if !settings.input.schema_registry.enabled() =>
+        {
+            Err(invalid(
+                "output.schema_registry.mode",
+                named(),
+                "\"auto\" or \"off\" when input.schema_registry.urls is empty: the score schema is registered in that registry",
+            ))
+        }
+        RegistryMode::Register | RegistryMode::Lookup if settings.output.format == Format::Json => {
+            Err(invalid(
+                "output.schema_registry.mode",
+                named(),
+                "\"auto\" or \"off\" when output.format = \"json\": only Avro scores carry a schema id",
+            ))
+        }
         _ => Ok(()),
     }
+}
+
+/// The source polls nothing while a record waits on the registry: past the
+/// consumer's `max.poll.interval.ms` it would leave the group, and its
+/// partitions with it, mid-wait. A minute is kept for the requests
+/// themselves and the records behind the waiting one.
+pub(super) fn check_max_wait(settings: &Settings) -> Result<(), ConfigError> {
+    let wait = settings.input.schema_registry.max_wait.as_millis();
+    let poll = settings
+        .consumer_property("max.poll.interval.ms")
+        .and_then(|v| v.parse::<u128>().ok())
+        .unwrap_or(300_000);
+    if wait + 60_000 > poll {
+        return Err(invalid(
+            &format!("{KEY}.max_wait_ms"),
+            wait,
+            &format!(
+                "at most the consumer's max.poll.interval.ms ({poll}) less 60000: the source polls nothing while a record waits"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// An http(s) base URL with no credentials, query or fragment in it.
@@ -225,26 +264,19 @@ mod tests {
     use super::*;
 
     fn registry(urls: &[&str]) -> SchemaRegistrySettings {
-        SchemaRegistrySettings {
-            urls: urls.iter().map(|u| (*u).to_owned()).collect(),
-            basic_auth_user: None,
-            basic_auth_password_file: None,
-            basic_auth_password_env: None,
-            bearer_token_file: None,
-            bearer_token_env: None,
-            ca_file: None,
-            certificate_file: None,
-            key_file: None,
-            request_timeout: Duration::from_secs(5),
-            max_wait: Duration::from_secs(60),
-            cache_max_bytes: 1 << 20,
-        }
+        let mut r = Settings::load_with_env(None, false)
+            .unwrap()
+            .input
+            .schema_registry;
+        r.urls = urls.iter().map(|u| (*u).to_owned()).collect();
+        r
     }
 
-    const OUT: OutputRegistrySettings = OutputRegistrySettings {
-        mode: RegistryMode::Auto,
-        subject_name_strategy: SubjectNameStrategy::TopicName,
-    };
+    fn settings(urls: &[&str]) -> Settings {
+        let mut s = Settings::load_with_env(None, false).unwrap();
+        s.input.schema_registry = registry(urls);
+        s
+    }
 
     #[test]
     fn subjects_follow_the_confluent_strategies() {
@@ -265,7 +297,7 @@ mod tests {
 
     #[test]
     fn urls_with_credentials_or_other_schemes_are_refused() {
-        check(&registry(&["http://r:8080/apis/ccompat/v7"]), &OUT, true).unwrap();
+        check_connection(&registry(&["http://r:8080/apis/ccompat/v7"])).unwrap();
         for bad in [
             "ftp://r/",
             "http://u:p@r:8080/",
@@ -273,57 +305,66 @@ mod tests {
             "http://r/?a=1",
             "",
         ] {
-            let err = check(&registry(&[bad]), &OUT, true)
-                .unwrap_err()
-                .to_string();
+            let err = check_connection(&registry(&[bad])).unwrap_err().to_string();
             assert!(
                 err.starts_with("config: input.schema_registry.urls = "),
                 "{bad}: {err}"
             );
-            assert!(
-                !err.contains(":p@"),
-                "a password is never echoed whole: {err}"
-            );
+            assert!(!err.contains(":p@"), "a password is never echoed: {err}");
         }
     }
 
     #[test]
     fn secrets_have_one_source_and_a_user_needs_a_password() {
-        let mut r = registry(&["http://r/"]);
+        let mut s = settings(&["http://r/"]);
+        let r = &mut s.input.schema_registry;
         r.basic_auth_user = Some("u".into());
-        let err = check(&r, &OUT, true).unwrap_err().to_string();
+        let err = check_connection(r).unwrap_err().to_string();
         assert!(
             err.contains("input.schema_registry.basic_auth_user"),
             "{err}"
         );
         r.basic_auth_password_env = Some("P".into());
-        check(&r, &OUT, true).unwrap();
+        check_connection(r).unwrap();
         r.basic_auth_password_file = Some("/p".into());
-        let err = check(&r, &OUT, true).unwrap_err().to_string();
+        let err = check_connection(r).unwrap_err().to_string();
         assert!(err.contains("basic_auth_password_env"), "{err}");
         r.basic_auth_password_file = None;
         r.bearer_token_env = Some("T".into());
-        let err = check(&r, &OUT, true).unwrap_err().to_string();
+        let err = check_one_authentication(&s).unwrap_err().to_string();
         assert!(err.contains("bearer_token_file"), "{err}");
     }
 
     #[test]
     fn registering_needs_a_registry_and_avro_scores() {
-        let register = OutputRegistrySettings {
-            mode: RegistryMode::Register,
-            ..OUT
-        };
-        let err = check(&registry(&[]), &register, true)
-            .unwrap_err()
-            .to_string();
+        let mut s = settings(&[]);
+        s.output.schema_registry.mode = RegistryMode::Register;
+        let err = check_output_mode(&s).unwrap_err().to_string();
         assert!(
             err.starts_with("config: output.schema_registry.mode = register"),
             "{err}"
         );
-        let err = check(&registry(&["http://r/"]), &register, false)
-            .unwrap_err()
-            .to_string();
+        s.input.schema_registry = registry(&["http://r/"]);
+        check_output_mode(&s).unwrap();
+        s.output.format = Format::Json;
+        let err = check_output_mode(&s).unwrap_err().to_string();
         assert!(err.contains("output.format = \"json\""), "{err}");
-        check(&registry(&["http://r/"]), &register, true).unwrap();
+    }
+
+    #[test]
+    fn a_wait_stays_under_the_consumers_poll_interval() {
+        let mut s = settings(&["http://r/"]);
+        s.input.schema_registry.max_wait = std::time::Duration::from_secs(240);
+        check_max_wait(&s).unwrap();
+        s.kafka
+            .consumer
+            .insert("max_poll_interval_ms".into(), "120000".into());
+        let err = check_max_wait(&s).unwrap_err().to_string();
+        assert!(
+            err.starts_with("config: input.schema_registry.max_wait_ms = 240000 is not allowed: at most the consumer's max.poll.interval.ms (120000) less 60000"),
+            "{err}"
+        );
+        s.input.schema_registry.max_wait = std::time::Duration::from_secs(60);
+        check_max_wait(&s).unwrap();
     }
 }

@@ -373,8 +373,14 @@ impl SourceContext {
                 return None;
             }
             // Called inside a poll, mid-drain: what was drained is read, so
-            // it must be in this barrier's transaction.
-            stage.transform_drained().ok()?;
+            // it must be in this barrier's transaction. After a record whose
+            // schema could not be had, what was batched before it (in order,
+            // so no partition's offset passes it) is still committed here:
+            // the partitions may be leaving, and their open records with them.
+            match stage.transform_drained() {
+                Ok(()) | Err(Halt::Schema) => {}
+                Err(Halt::Closed) => return None,
+            }
             if let Some(batch) = stage.batcher.flush() {
                 stage.dispatch.send(batch).ok()?;
             }
