@@ -188,3 +188,43 @@ fn check_speaks_to_the_registry_and_never_prints_its_password() {
         );
     }
 }
+
+/// A registry that speaks only https and wants a client certificate: with
+/// `ca_file`, `certificate_file` and `key_file` the processor registers the
+/// score schema, reads writer schemas and scores; without the client
+/// certificate the registry refuses the connection and the start stops
+/// saying so.
+#[test]
+fn a_registry_behind_mutual_tls_is_reached_with_the_client_certificate() {
+    let registry = OwnRegistry::start_mtls("sr-mtls");
+    let mut settings = support::settings("sr-mtls", Format::Avro, Format::Avro);
+    registry.attach(&mut settings);
+    support::create(&settings);
+    let subject = format!("{}-value", settings.input.topics[0]);
+    let v2 = registry.register(&subject, "card_transaction.v2.avsc");
+    let keyring = support::keyring();
+    let mut factory = EventFactory::new(keyring.clone(), Format::Avro, "tls", 9).writing_v2(v2);
+    let records: Vec<_> = (0..30).map(|_| factory.next(None)).collect();
+    support::publish_all(&settings, &records);
+    let report = support::run_and_verify(&settings, keyring, 30);
+    assert!(report.exactly_once(), "{}", report.line());
+    assert_eq!(report.scored, 30, "{:?}", report.dead_letter_reasons);
+
+    let mut anonymous = settings.clone();
+    anonymous.input.schema_registry.certificate_file = None;
+    anonymous.input.schema_registry.key_file = None;
+    let err = match streamscore::prepare(&anonymous) {
+        Err(PipelineError::Registry(e)) => e.to_string(),
+        Err(other) => panic!("expected the registry's refusal, got: {other}"),
+        Ok(_) => panic!("a registry that wants a client certificate took a client without one"),
+    };
+    assert!(err.contains("did not answer"), "{err}");
+
+    let mut untrusted = settings.clone();
+    untrusted.input.schema_registry.ca_file = None;
+    let err = match streamscore::prepare(&untrusted) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a certificate the built-in roots do not know was trusted"),
+    };
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}

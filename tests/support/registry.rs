@@ -1,6 +1,7 @@
 //! A real schema registry of a test's own (Apicurio Registry, Confluent API,
 //! run by scripts/registry under a unique name); deleted on drop.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use streamscore::schema_registry::RegistryClient;
@@ -10,13 +11,43 @@ pub struct OwnRegistry {
     pub name: String,
     /// The Confluent-compatible base URL.
     pub url: String,
+    /// With mutual TLS: the CA that signed the registry's certificate, and a
+    /// client certificate and key it signed too.
+    pub tls: Option<RegistryTls>,
+}
+
+pub struct RegistryTls {
+    pub ca: PathBuf,
+    pub certificate: PathBuf,
+    pub key: PathBuf,
 }
 
 impl OwnRegistry {
     pub fn start(name: &str) -> Self {
         let name = format!("{name}-{}", std::process::id());
         let url = registry(&["start", &name]).trim().to_owned();
-        Self { name, url }
+        Self {
+            name,
+            url,
+            tls: None,
+        }
+    }
+
+    /// https only, and only for clients with a certificate its test CA signed.
+    pub fn start_mtls(name: &str) -> Self {
+        let name = format!("{name}-{}", std::process::id());
+        let url = registry(&["start", &name, "--mtls"]).trim().to_owned();
+        let state = super::root().join(".local/registry-run").join(&name);
+        let tls = RegistryTls {
+            ca: state.join("ca.pem"),
+            certificate: state.join("client.pem"),
+            key: state.join("client.key"),
+        };
+        Self {
+            name,
+            url,
+            tls: Some(tls),
+        }
     }
 
     /// crash (SIGKILL, data kept), halt or restart (see scripts/registry).
@@ -28,6 +59,12 @@ impl OwnRegistry {
     /// registry, with no writer schema files: every id comes from it.
     pub fn attach(&self, settings: &mut Settings) {
         settings.input.schema_registry.urls = vec![self.url.clone()];
+        if let Some(tls) = &self.tls {
+            let r = &mut settings.input.schema_registry;
+            r.ca_file = Some(tls.ca.clone());
+            r.certificate_file = Some(tls.certificate.clone());
+            r.key_file = Some(tls.key.clone());
+        }
         settings.input.avro_schemas.clear();
         settings.validate().expect("registry settings are valid");
     }
@@ -38,7 +75,12 @@ impl OwnRegistry {
             .input
             .schema_registry;
         s.urls = vec![self.url.clone()];
-        RegistryClient::new(&s).expect("a client for a plain http registry")
+        if let Some(tls) = &self.tls {
+            s.ca_file = Some(tls.ca.clone());
+            s.certificate_file = Some(tls.certificate.clone());
+            s.key_file = Some(tls.key.clone());
+        }
+        RegistryClient::new(&s).expect("a client for the test registry")
     }
 
     /// Registers a schema file of schemas/ under `subject`; its id.
