@@ -8,6 +8,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+#[path = "../acls.rs"]
+mod acls;
 #[path = "../broker_faults.rs"]
 mod broker_faults;
 #[path = "../chaos.rs"]

@@ -11,6 +11,8 @@ pub struct OwnBroker {
     pub bootstrap: String,
     /// TLS listener and the CA that signed its certificate, when started with TLS.
     pub tls: Option<(String, PathBuf)>,
+    /// SASL/SCRAM listener, when started with SASL.
+    pub sasl: Option<String>,
 }
 
 impl OwnBroker {
@@ -21,6 +23,54 @@ impl OwnBroker {
     /// With an extra TLS listener (self-signed certificate, SAN 127.0.0.1).
     pub fn start_tls(name: &str) -> Self {
         Self::launch(name, true, None)
+    }
+
+    /// With a SASL/SCRAM-SHA-512 listener and the StandardAuthorizer (no ACL
+    /// means denied); the plaintext listener is the tests' super user.
+    pub fn start_sasl(name: &str) -> Self {
+        let name = format!("{name}-{}", std::process::id());
+        let bootstrap = kafka(&["start", &name, "--sasl"]).trim().to_owned();
+        let state = super::root().join(".local/kafka-run").join(&name);
+        let sasl = std::fs::read_to_string(state.join("bootstrap-sasl")).unwrap();
+        Self {
+            name,
+            bootstrap,
+            tls: None,
+            sasl: Some(sasl.trim().to_owned()),
+        }
+    }
+
+    /// A SCRAM-SHA-512 user, made with the broker's own ConfigCommand.
+    pub fn add_user(&self, user: &str, password: &str) {
+        kafka(&["user", &self.name, user, password]);
+    }
+
+    /// The broker's own AclCommand (e.g. `--add --allow-principal User:u --operation Read --topic t`).
+    pub fn acl(&self, args: &[&str]) {
+        let mut all = vec!["acl", self.name.as_str()];
+        all.extend_from_slice(args);
+        kafka(&all);
+    }
+
+    /// `plain` pointed at the SASL listener as `user`.
+    pub fn sasl_settings(
+        &self,
+        plain: &streamscore::Settings,
+        user: &str,
+        password: &str,
+    ) -> streamscore::Settings {
+        let mut s = plain.clone();
+        s.kafka.bootstrap_servers = self.sasl.clone().expect("a SASL listener");
+        s.kafka.request_timeout = Duration::from_millis(10_000);
+        for (k, v) in [
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", user),
+            ("sasl.password", password),
+        ] {
+            s.kafka.properties.insert(k.into(), v.into());
+        }
+        s
     }
 
     /// For a test that pauses it (SIGSTOP) for less than a minute: its
@@ -50,6 +100,7 @@ impl OwnBroker {
             name,
             bootstrap,
             tls,
+            sasl: None,
         }
     }
 

@@ -13,6 +13,7 @@
 
 #![warn(unreachable_pub)]
 
+pub mod acls;
 mod batcher;
 mod card_writer;
 mod clock;

@@ -45,6 +45,27 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Print the least Kafka ACLs the processor's principal needs for this
+    /// config: Read on the input topics and the group, Write on the score and
+    /// dead-letter (and shadow) topics and on the transactional id; as
+    /// kafka-acls commands or a Strimzi KafkaUser.
+    Acls {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The principal, e.g. User:streamscore (kafka-acls) or the user name (Strimzi).
+        #[arg(long, default_value = "User:streamscore")]
+        principal: String,
+        /// Grant the transactional id by this prefix (one id per replica,
+        /// as the chart's kafka.transactionalIdPrefix + pod name) instead of
+        /// kafka.transactional_id.
+        #[arg(long)]
+        transactional_id_prefix: Option<String>,
+        #[arg(long, value_enum, default_value = "kafka-acls")]
+        format: AclFormat,
+        /// The Strimzi Kafka cluster the KafkaUser belongs to.
+        #[arg(long, default_value = "my-cluster")]
+        strimzi_cluster: String,
+    },
     /// Keyring tools.
     Keys {
         #[command(subcommand)]
@@ -55,6 +76,12 @@ enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AclFormat {
+    KafkaAcls,
+    Strimzi,
 }
 
 #[derive(Subcommand)]
@@ -180,6 +207,35 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config } => run(config).await,
             Command::Keys { command } => keys(command),
+            Command::Acls {
+                config,
+                principal,
+                transactional_id_prefix,
+                format,
+                strimzi_cluster,
+            } => {
+                let settings = Settings::load(config.as_deref())?;
+                let acls =
+                    streamscore::acls::minimal(&settings, transactional_id_prefix.as_deref());
+                match format {
+                    AclFormat::KafkaAcls => print!(
+                        "{}",
+                        streamscore::acls::as_kafka_acls(
+                            &acls,
+                            &principal,
+                            &settings.kafka.bootstrap_servers
+                        )
+                    ),
+                    AclFormat::Strimzi => {
+                        let user = principal.strip_prefix("User:").unwrap_or(&principal);
+                        print!(
+                            "{}",
+                            streamscore::acls::as_strimzi(&acls, user, &strimzi_cluster)
+                        );
+                    }
+                }
+                Ok(())
+            }
             Command::Model {
                 command: ModelCommand::Card(args),
             } => model_card(*args),

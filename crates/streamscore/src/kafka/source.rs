@@ -57,6 +57,9 @@ pub enum SourceError {
     /// and the restart reads it again.
     #[error("{0}; stopping so that the restart reads the record again")]
     Schema(Box<WriterError>),
+    /// The principal lacks an ACL the consumer needs: retrying cannot help.
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("cannot rewind to the last committed offsets: {0}")]
     Rewind(KafkaError),
     #[error("cannot rewind {topic} [{partition}] to offset {offset}: {error}")]
@@ -348,14 +351,17 @@ pub(crate) struct SourceContext {
     stage: Mutex<SourceStage>,
     signals: Arc<PipelineSignals>,
     stats: Arc<Stats>,
+    /// For a refusal that names the group.
+    group_id: String,
 }
 
 impl SourceContext {
-    pub(crate) fn new(stage: SourceStage, signals: Arc<PipelineSignals>) -> Self {
+    pub(crate) fn new(stage: SourceStage, signals: Arc<PipelineSignals>, group_id: String) -> Self {
         Self {
             stats: stage.stats.clone(),
             stage: Mutex::new(stage),
             signals,
+            group_id,
         }
     }
 
@@ -593,6 +599,29 @@ fn report_poll_error(consumer: &SourceConsumer, e: &KafkaError) -> Result<(), So
     }
     match e.rdkafka_error_code() {
         Some(RDKafkaErrorCode::Fatal) => Err(SourceError::Fatal(e.clone())),
+        // Without its ACLs the consumer would retry for ever, scoring
+        // nothing while every loop turns: say which one, and stop.
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed) => {
+            let topics = consumer
+                .subscription()
+                .map(|s| {
+                    s.elements()
+                        .iter()
+                        .map(|e| e.topic().to_owned())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            Err(SourceError::Unauthorized(format!(
+                "the principal may not Read input topic(s) {topics} (TOPIC_AUTHORIZATION_FAILED: {e}): grant Read on each, as `streamscore acls` prints"
+            )))
+        }
+        Some(RDKafkaErrorCode::GroupAuthorizationFailed) => {
+            Err(SourceError::Unauthorized(format!(
+                "the principal may not Read group {} (GROUP_AUTHORIZATION_FAILED: {e}): grant Read on the group, as `streamscore acls` prints",
+                consumer.context().group_id
+            )))
+        }
         Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
             tracing::error!(error = %e, "an input topic does not exist: create it, or fix input.topics");
             Ok(())

@@ -81,6 +81,10 @@ pub enum PipelineError {
         bootstrap: String,
         error: KafkaError,
     },
+    #[error(
+        "the principal may not Write transactional id {id} (TRANSACTIONAL_ID_AUTHORIZATION_FAILED): grant Write on it, as `streamscore acls` prints"
+    )]
+    TransactionalIdUnauthorized { id: String },
     /// Boxed: its variants carry topic names and remedies, and every
     /// `Result<_, PipelineError>` would grow by them.
     #[error(transparent)]
@@ -384,9 +388,19 @@ fn transactional_producer(
         })?;
     producer
         .init_transactions(settings.kafka.request_timeout)
-        .map_err(|error| PipelineError::InitTransactions {
-            bootstrap: settings.kafka.bootstrap_servers.clone(),
-            error,
+        .map_err(|error| {
+            if error.rdkafka_error_code()
+                == Some(rdkafka::types::RDKafkaErrorCode::TransactionalIdAuthorizationFailed)
+            {
+                PipelineError::TransactionalIdUnauthorized {
+                    id: settings.kafka.transactional_id.clone(),
+                }
+            } else {
+                PipelineError::InitTransactions {
+                    bootstrap: settings.kafka.bootstrap_servers.clone(),
+                    error,
+                }
+            }
         })?;
     Ok((producer, factory))
 }
@@ -425,7 +439,11 @@ fn subscribed_consumer(
     signals: Arc<PipelineSignals>,
 ) -> Result<Arc<SourceConsumer>, PipelineError> {
     let consumer: SourceConsumer = consumer_config(settings)
-        .create_with_context(SourceContext::new(stage, signals))
+        .create_with_context(SourceContext::new(
+            stage,
+            signals,
+            settings.kafka.group_id.clone(),
+        ))
         .map_err(|error| PipelineError::KafkaClient {
             client: "consumer",
             error,

@@ -1,0 +1,167 @@
+//! Least privilege on a real broker with SASL/SCRAM-SHA-512 and the KRaft
+//! StandardAuthorizer (`allow.everyone.if.no.acl.found=false`): the processor
+//! scores exactly once with exactly the ACLs `streamscore acls` prints, and
+//! with any one of them removed it refuses to start or stops, in one line
+//! naming the resource and the operation it lacks.
+
+use crate::support;
+use crate::support::broker::OwnBroker;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use streamscore::acls::{Acl, minimal};
+use streamscore::telemetry::Stats;
+use streamscore::{Pipeline, Settings};
+use streamscore_tools::events::EventFactory;
+
+const USER: &str = "scorer";
+const PASSWORD: &str = "scorer-pw-7c1e";
+
+/// A SASL broker with its topics, the user, and records to score; the
+/// super user's settings (plaintext) and the processor's (SASL as USER).
+fn secured(
+    name: &str,
+    records: usize,
+) -> (OwnBroker, Settings, Settings, Arc<streamscore::Keyring>) {
+    let broker = OwnBroker::start_sasl(name);
+    let admin = broker.settings(name);
+    broker.add_user(USER, PASSWORD);
+    let keyring = support::keyring();
+    let mut factory = EventFactory::new(keyring.clone(), streamscore::Format::Avro, name, 4);
+    let batch: Vec<_> = (0..records).map(|_| factory.next(None)).collect();
+    support::publish_all(&admin, &batch);
+    let scorer = broker.sasl_settings(&admin, USER, PASSWORD);
+    (broker, admin, scorer, keyring)
+}
+
+fn grant(broker: &OwnBroker, acls: &[Acl]) {
+    for acl in acls {
+        let mut args = vec![
+            "--add".to_owned(),
+            "--allow-principal".to_owned(),
+            format!("User:{USER}"),
+        ];
+        args.extend(acl.kafka_acls_args());
+        broker.acl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn the_printed_acls_are_enough_to_score_exactly_once() {
+    let (broker, admin, scorer, keyring) = secured("acl-all", 200);
+    grant(&broker, &minimal(&scorer, None));
+    let report = {
+        let stats = Arc::new(Stats::default());
+        let pipeline = Pipeline::start(&scorer, streamscore::share(keyring), stats.clone())
+            .expect("the pipeline starts with the minimal ACLs");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while stats.committed() < 200 && Instant::now() < deadline && !pipeline.has_stopped() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        pipeline.stop();
+        pipeline.join().expect("a clean stop");
+        support::verify_topics(&admin)
+    };
+    assert!(report.exactly_once(), "{}", report.line());
+    assert_eq!(report.scored, 200, "{:?}", report.dead_letter_reasons);
+    assert!(
+        report.offsets_committed_to_end(),
+        "{:?}",
+        report.committed_vs_end
+    );
+}
+
+/// Each ACL of the set removed in turn (each case on its own topics, group
+/// and transactional id): the start is refused, or the pipeline stops, with
+/// one line naming the operation and the resource.
+#[test]
+fn each_missing_acl_is_named_not_retried_for_ever() {
+    let broker = OwnBroker::start_sasl("acl-each");
+    broker.add_user(USER, PASSWORD);
+    let keyring = support::keyring();
+    let cases = minimal(&broker.settings("acl-probe"), None).len();
+    for case in 0..cases {
+        let admin = broker.settings(&format!("acl-each-{case}"));
+        let mut factory = EventFactory::new(keyring.clone(), streamscore::Format::Avro, "acl", 4);
+        let batch: Vec<_> = (0..10).map(|_| factory.next(None)).collect();
+        support::publish_all(&admin, &batch);
+        let scorer = broker.sasl_settings(&admin, USER, PASSWORD);
+        let mut acls = minimal(&scorer, None);
+        let missing = acls.remove(case);
+        grant(&broker, &acls);
+        let started = Instant::now();
+        let said = match Pipeline::start(
+            &scorer,
+            streamscore::share(keyring.clone()),
+            Arc::default(),
+        ) {
+            Err(e) => e.to_string(),
+            Ok(pipeline) => {
+                while !pipeline.has_stopped() && started.elapsed() < Duration::from_secs(60) {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                pipeline.stop();
+                match pipeline.join() {
+                    Err(e) => e.to_string(),
+                    Ok(()) => panic!(
+                        "without {} on {} {} the pipeline ran on (or stopped without an error) for {:?}",
+                        missing.operation,
+                        missing.resource.as_str(),
+                        missing.name,
+                        started.elapsed()
+                    ),
+                }
+            }
+        };
+        assert!(
+            said.to_lowercase()
+                .contains(&missing.operation.to_lowercase())
+                && said.contains(&missing.name),
+            "without {} on {} {}, the refusal does not name both: {said}",
+            missing.operation,
+            missing.resource.as_str(),
+            missing.name
+        );
+        assert!(!said.contains('\n'), "one line: {said}");
+        assert!(!said.contains(PASSWORD), "{said}");
+    }
+
+    // A principal that may read the scores (a downstream reader's rights)
+    // but not the input is refused on the input.
+    let admin = broker.settings("acl-reader");
+    support::publish_all(
+        &admin,
+        &[EventFactory::new(keyring.clone(), streamscore::Format::Avro, "r", 1).next(None)],
+    );
+    let scorer = broker.sasl_settings(&admin, USER, PASSWORD);
+    broker.acl(&[
+        "--add",
+        "--allow-principal",
+        &format!("User:{USER}"),
+        "--operation",
+        "Read",
+        "--topic",
+        &scorer.output.topic,
+    ]);
+    let acls: Vec<Acl> = minimal(&scorer, None)
+        .into_iter()
+        .filter(|a| !scorer.input.topics.contains(&a.name))
+        .collect();
+    grant(&broker, &acls);
+    let pipeline = Pipeline::start(&scorer, streamscore::share(keyring), Arc::default())
+        .expect("the start does not read the input");
+    let started = Instant::now();
+    while !pipeline.has_stopped() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    pipeline.stop();
+    let said = pipeline
+        .join()
+        .expect_err("refused on the input")
+        .to_string();
+    assert!(
+        said.contains("may not Read input topic") && said.contains(&scorer.input.topics[0]),
+        "{said}"
+    );
+}
