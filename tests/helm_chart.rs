@@ -21,7 +21,8 @@ const GPU_VALUES: &str = "helm/streamscore/ci/gpu-autoscaling-values.yaml";
 /// The chart's kubeVersion floor, and the newest schemas kubernetes-validate has.
 const KUBE_VERSIONS: [&str; 2] = ["1.27.0", "1.37.0"];
 /// Custom resources: no Kubernetes schema; checked field by field below.
-const CUSTOM_KINDS: [&str; 4] = [
+const CUSTOM_KINDS: [&str; 5] = [
+    "KafkaUser",
     "ServiceMonitor",
     "PrometheusRule",
     "ScaledObject",
@@ -1454,4 +1455,70 @@ fn schema_registry_values_reach_the_processor_with_secrets_as_files() {
         let refused = refusal(set.clone());
         assert!(refused.contains(says), "{set}: {refused}");
     }
+}
+
+/// The chart's Strimzi KafkaUser grants exactly what `streamscore acls`
+/// prints for the config the chart renders, with the transactional ids by
+/// the prefix every pod's id starts with.
+#[test]
+fn the_strimzi_kafka_user_grants_the_set_streamscore_acls_prints() {
+    let r = render(
+        None,
+        serde_json::json!({
+            "strimzi": {"kafkaUser": {"enabled": true, "cluster": "prod-kafka"}},
+            "input": {"topics": ["card-transactions", "wallet-transactions"]},
+            "kafka": {"transactionalIdPrefix": "eu1-"},
+        }),
+    );
+    assert_clean(&r);
+    let user = one(&r, "KafkaUser");
+    assert_eq!(
+        user["metadata"]["labels"]["strimzi.io/cluster"],
+        "prod-kafka"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (_, path) = rendered_config(&r, &dir);
+    let settings = streamscore::Settings::load_with_env(Some(&path), false).unwrap();
+    let pod = one(&r, "StatefulSet")["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let prefix = format!("eu1-{pod}-");
+    let mut printed: Vec<(String, String, String, String)> =
+        streamscore::acls::minimal(&settings, Some(&prefix))
+            .iter()
+            .map(|a| {
+                (
+                    a.resource.as_str().to_owned(),
+                    a.name.clone(),
+                    if a.prefixed { "prefix" } else { "literal" }.to_owned(),
+                    a.operation.to_owned(),
+                )
+            })
+            .collect();
+    let mut rendered: Vec<(String, String, String, String)> = user["spec"]["authorization"]["acls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|acl| {
+            let r = &acl["resource"];
+            acl["operations"].as_array().unwrap().iter().map(move |op| {
+                (
+                    r["type"].as_str().unwrap().to_owned(),
+                    r["name"].as_str().unwrap().to_owned(),
+                    r["patternType"].as_str().unwrap().to_owned(),
+                    op.as_str().unwrap().to_owned(),
+                )
+            })
+        })
+        .collect();
+    printed.sort();
+    rendered.sort();
+    assert_eq!(rendered, printed);
+    assert!(
+        rendered
+            .iter()
+            .any(|(_, name, pattern, _)| name == &prefix && pattern == "prefix"),
+        "{rendered:?}"
+    );
 }
