@@ -7,6 +7,7 @@
 use crate::support;
 use crate::support::broker::OwnBroker;
 
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -164,4 +165,90 @@ fn each_missing_acl_is_named_not_retried_for_ever() {
         said.contains("may not Read input topic") && said.contains(&scorer.input.topics[0]),
         "{said}"
     );
+}
+
+/// The processor as its own process, its SASL password read from a file
+/// (`kafka.secret_files`, readable by its owner only), logging at trace
+/// level: it scores exactly once, and neither the log nor `check` ever
+/// shows the password. The same password in the config file is refused.
+#[test]
+fn a_sasl_password_from_a_file_never_reaches_a_log_even_at_trace() {
+    use std::os::unix::fs::PermissionsExt;
+    let broker = OwnBroker::start_sasl("acl-trace");
+    let admin = broker.settings("acl-trace");
+    broker.add_user(USER, PASSWORD);
+    let (keyring, keyring_json) = streamscore::Keyring::generate("k-trace").unwrap();
+    let mut factory = EventFactory::new(Arc::new(keyring), streamscore::Format::Avro, "tr", 6);
+    let batch: Vec<_> = (0..40).map(|_| factory.next(None)).collect();
+    support::publish_all(&admin, &batch);
+    let scorer = broker.sasl_settings(&admin, USER, PASSWORD);
+    grant(&broker, &minimal(&scorer, None));
+
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("sasl-password");
+    std::fs::write(&secret, format!("{PASSWORD}\n")).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let security = format!(
+        "[kafka.properties]\n\"security.protocol\" = \"SASL_PLAINTEXT\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"{USER}\"\n[kafka.secret_files]\n\"sasl.password\" = {:?}\n",
+        secret.display().to_string()
+    );
+    let config = support::process::config_file(dir.path(), "scorer", &scorer, &security);
+
+    let check = Command::new(env!("CARGO_BIN_EXE_streamscore"))
+        .current_dir(support::root())
+        .env("RUST_LOG", "trace")
+        .env("STREAMSCORE_KEYRING", &keyring_json)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let check_text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(check.status.success(), "{check_text}");
+    assert!(!check_text.contains(PASSWORD), "check printed the password");
+
+    let log = dir.path().join("scorer.log");
+    let env = std::collections::HashMap::from([("RUST_LOG", "trace")]);
+    let processor =
+        support::process::Processor::start_with_env(&config, &keyring_json, log.clone(), &env);
+    let (done, end) = support::wait_committed(&admin, Duration::from_secs(90));
+    assert_eq!(
+        (done, end),
+        (40, 40),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let status = processor.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(log_text.lines().count() > 100, "expected a trace-level log");
+    assert!(!log_text.contains(PASSWORD), "the password reached the log");
+    let report = support::verify_topics(&admin);
+    assert!(report.exactly_once(), "{}", report.line());
+    assert_eq!(report.scored, 40);
+
+    // The same password written in the config file is refused at once.
+    let inline = support::process::config_file(
+        dir.path(),
+        "inline",
+        &scorer,
+        &format!("[kafka.properties]\n\"sasl.password\" = \"{PASSWORD}\"\n"),
+    );
+    let refused = Command::new(env!("CARGO_BIN_EXE_streamscore"))
+        .current_dir(support::root())
+        .env("STREAMSCORE_KEYRING", &keyring_json)
+        .args(["check", "--config"])
+        .arg(&inline)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        err.contains("kafka.properties.sasl.password = <redacted> is not allowed"),
+        "{err}"
+    );
+    assert!(!err.contains(PASSWORD), "{err}");
 }

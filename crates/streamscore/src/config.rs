@@ -319,6 +319,11 @@ pub struct KafkaSettings {
     /// For the transactional producer only; wins over `properties`.
     #[serde(default)]
     pub producer: BTreeMap<String, String>,
+    /// librdkafka properties whose values are read from files at start
+    /// (`"sasl.password" = "/etc/streamscore/kafka/password"`), for every
+    /// client: secrets stay out of the config file and the environment.
+    #[serde(default)]
+    pub secret_files: BTreeMap<String, PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -562,6 +567,42 @@ const CHOICES: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// A credential among the librdkafka properties of the config file: config
+/// files get copied, committed and printed; secrets come from the
+/// environment (a Kubernetes Secret's variables) or `kafka.secret_files`.
+fn refuse_credentials_in_file(file: &config::Config) -> Result<(), ConfigError> {
+    for table in ["properties", "consumer", "producer"] {
+        let Ok(props) = file.get_table(&format!("kafka.{table}")) else {
+            continue;
+        };
+        if let Some(key) = props.keys().find(|k| is_credential(&librdkafka_name(k))) {
+            let variable = format!(
+                "STREAMSCORE__KAFKA__{}__{}",
+                table.to_uppercase(),
+                librdkafka_name(key).replace('.', "_").to_uppercase()
+            );
+            return Err(invalid(
+                &format!("kafka.{table}.{key}"),
+                "<redacted>",
+                &format!(
+                    "not in a config file: a secret comes from the environment ({variable}) or from a file named in kafka.secret_files"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// librdkafka properties that hold a credential itself (not a path to one).
+fn is_credential(name: &str) -> bool {
+    name.ends_with("password")
+        || name.ends_with("secret")
+        || matches!(
+            name,
+            "ssl.key.pem" | "sasl.oauthbearer.config" | "sasl.jaas.config"
+        )
+}
+
 /// The operator's layers over `builder`: the config file, then the
 /// environment (`STREAMSCORE__SECTION__KEY`).
 fn user_layers(
@@ -688,6 +729,13 @@ impl Settings {
         check_integer_types(&layers)?;
         check_choices(&layers)?;
         check_schema_ids(&layers)?;
+        if let Some(path) = file {
+            let own = config::Config::builder()
+                .add_source(config::File::from(path).format(config::FileFormat::Toml))
+                .build()
+                .map_err(load_error)?;
+            refuse_credentials_in_file(&own)?;
+        }
         let mut settings: Settings = layers.try_deserialize().map_err(load_error)?;
         // The default file mapping (ids 1 and 2) would win over a
         // registry's ids 1 and 2: with a registry, only the ids the
@@ -724,6 +772,7 @@ impl Settings {
         ] {
             check_pinned(table, props)?;
         }
+        self.check_secret_files()?;
 
         if self.input.topics.is_empty() || self.input.topics.iter().any(|t| !valid_topic(t)) {
             return Err(invalid(
@@ -926,6 +975,49 @@ impl Settings {
         }
     }
 
+    /// Each secret file names a property no other table also sets, is not
+    /// one exactly-once rests on, and can be read now; one every user of the
+    /// machine can read draws a warning, as a shared keyring does.
+    fn check_secret_files(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
+        let as_values: BTreeMap<String, String> = k
+            .secret_files
+            .keys()
+            .map(|key| (key.clone(), "(from a file)".to_owned()))
+            .collect();
+        check_pinned("secret_files", &as_values)?;
+        for (key, path) in &k.secret_files {
+            let name = librdkafka_name(key);
+            let key_path = format!("kafka.secret_files.{key}");
+            if let Some(table) = [
+                ("properties", &k.properties),
+                ("consumer", &k.consumer),
+                ("producer", &k.producer),
+            ]
+            .into_iter()
+            .find(|(_, t)| t.keys().any(|other| librdkafka_name(other) == name))
+            .map(|(table, _)| table)
+            {
+                return Err(invalid(
+                    &key_path,
+                    path.display(),
+                    &format!(
+                        "a property kafka.{table} does not also set ({name}): one source for a secret"
+                    ),
+                ));
+            }
+            if let Err(e) = std::fs::read(path) {
+                return Err(invalid(
+                    &key_path,
+                    path.display(),
+                    &format!("a file this process can read ({e})"),
+                ));
+            }
+            crate::envelope::warn_if_shared(path, "a Kafka secret file");
+        }
+        Ok(())
+    }
+
     /// The consumer's `group.protocol` as the librdkafka property tables set it.
     fn consumer_group_protocol(&self) -> String {
         self.consumer_property("group.protocol")
@@ -1084,6 +1176,55 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(toml.as_bytes()).unwrap();
         Settings::load_with_env(Some(f.path()), false)
+    }
+
+    /// A password in the config file is refused, naming the variable to use;
+    /// from the environment, or a file in kafka.secret_files, it is taken.
+    #[test]
+    fn credentials_come_from_the_environment_or_files_never_the_config_file() {
+        let err = with_file("[kafka.properties]\n\"sasl.password\" = \"hunter2\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config: kafka.properties.sasl.password = <redacted> is not allowed: not in a config file: a secret comes from the environment (STREAMSCORE__KAFKA__PROPERTIES__SASL_PASSWORD) or from a file named in kafka.secret_files"
+        );
+        let err = with_file("[kafka.producer]\nssl_key_password = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config: kafka.producer.ssl_key_password = <redacted>"),
+            "{err}"
+        );
+        with_file(
+            "[kafka.properties]\n\"ssl.ca.location\" = \"/ca.pem\"\n\"sasl.username\" = \"u\"\n",
+        )
+        .unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("password");
+        std::fs::write(&secret, "hunter2\n").unwrap();
+        let s = with_file(&format!(
+            "[kafka.secret_files]\n\"sasl.password\" = {:?}\n",
+            secret.display().to_string()
+        ))
+        .unwrap();
+        let config = crate::kafka::client::client_config(&s, crate::kafka::client::Role::Admin);
+        assert_eq!(config.get("sasl.password"), Some("hunter2"));
+        let err = with_file("[kafka.secret_files]\n\"sasl.password\" = \"/no/such/file\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config: kafka.secret_files.sasl.password = /no/such/file is not allowed: a file this process can read"),
+            "{err}"
+        );
+        let err = with_file("[kafka.secret_files]\n\"isolation.level\" = \"/etc/hostname\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config: kafka.secret_files.isolation.level"),
+            "{err}"
+        );
     }
 
     /// With a registry, the defaults' file mapping (ids 1 and 2) would

@@ -155,7 +155,7 @@ impl Keyring {
             path: path.display().to_string(),
             error,
         })?;
-        warn_if_shared(path);
+        warn_if_shared(path, "keyring file");
         Self::from_json(&text)
     }
 
@@ -318,7 +318,7 @@ fn edit_json(
 /// Keys readable by every user of the machine are as good as leaked. Group
 /// read is left alone: it is how Kubernetes hands a Secret to a non-root
 /// container (fsGroup), with the group owned by that pod alone.
-fn warn_if_shared(path: &Path) {
+pub(crate) fn warn_if_shared(path: &Path, what: &str) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(path) {
         let mode = meta.permissions().mode() & 0o777;
@@ -326,7 +326,7 @@ fn warn_if_shared(path: &Path) {
             tracing::warn!(
                 path = %path.display(),
                 mode = format!("{mode:o}"),
-                "keyring file is readable by every user; chmod 600 (or 640) it"
+                "{what} is readable by every user; chmod 600 (or 640) it"
             );
         }
     }

@@ -101,6 +101,18 @@ impl Role<'_> {
 /// every Kafka sink and source from one function): connection first, then
 /// the role's own settings, then the operator's tables, which win.
 pub fn client_config(settings: &Settings, role: Role<'_>) -> ClientConfig {
+    let mut c = role_config(settings, role);
+    // Last, so no table overrides a secret that `validate` found in a file.
+    for (key, path) in &settings.kafka.secret_files {
+        // Read when the client is made (validate saw it readable): a
+        // rotated file is used by the next client.
+        let value = std::fs::read_to_string(path).unwrap_or_default();
+        c.set(librdkafka_name(key), value.trim_end_matches(['\r', '\n']));
+    }
+    c
+}
+
+fn role_config(settings: &Settings, role: Role<'_>) -> ClientConfig {
     let k = &settings.kafka;
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &k.bootstrap_servers)
