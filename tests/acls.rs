@@ -252,3 +252,67 @@ fn a_sasl_password_from_a_file_never_reaches_a_log_even_at_trace() {
     );
     assert!(!err.contains(PASSWORD), "{err}");
 }
+
+/// Mutual TLS: the principal is the client certificate's subject
+/// (`User:CN=scorer`); with the printed ACLs granted to it the processor
+/// scores exactly once, and without a certificate the broker refuses it.
+#[test]
+fn a_client_certificate_principal_with_the_printed_acls_scores_exactly_once() {
+    let broker = OwnBroker::start_mtls("acl-mtls");
+    let admin = broker.settings("acl-mtls");
+    let (certificate, key) = broker.client_certificate(USER);
+    let keyring = support::keyring();
+    let mut factory = EventFactory::new(keyring.clone(), streamscore::Format::Avro, "mt", 8);
+    let batch: Vec<_> = (0..60).map(|_| factory.next(None)).collect();
+    support::publish_all(&admin, &batch);
+    let ca = broker.tls.as_ref().unwrap().1.clone();
+    let mut scorer = broker.tls_settings(&admin, &ca);
+    scorer.kafka.properties.insert(
+        "ssl.certificate.location".into(),
+        certificate.display().to_string(),
+    );
+    scorer
+        .kafka
+        .properties
+        .insert("ssl.key.location".into(), key.display().to_string());
+    for acl in minimal(&scorer, None) {
+        let mut args = vec![
+            "--add".to_owned(),
+            "--allow-principal".to_owned(),
+            format!("User:CN={USER}"),
+        ];
+        args.extend(acl.kafka_acls_args());
+        broker.acl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    let stats = Arc::new(Stats::default());
+    let pipeline = Pipeline::start(&scorer, streamscore::share(keyring.clone()), stats.clone())
+        .expect("the pipeline starts with the certificate's ACLs");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while stats.committed() < 60 && Instant::now() < deadline && !pipeline.has_stopped() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pipeline.stop();
+    pipeline.join().expect("a clean stop");
+    let report = support::verify_topics(&admin);
+    assert!(report.exactly_once(), "{}", report.line());
+    assert_eq!(report.scored, 60, "{:?}", report.dead_letter_reasons);
+
+    let mut anonymous = scorer.clone();
+    anonymous
+        .kafka
+        .properties
+        .remove("ssl.certificate.location");
+    anonymous.kafka.properties.remove("ssl.key.location");
+    anonymous.kafka.transactional_id = format!("{}-anon", scorer.kafka.transactional_id);
+    let err = match Pipeline::start(&anonymous, streamscore::share(keyring), Arc::default()) {
+        Err(e) => e.to_string(),
+        Ok(p) => {
+            p.stop();
+            panic!("a client without a certificate was let in")
+        }
+    };
+    assert!(
+        err.contains("cannot initialise Kafka transactions"),
+        "{err}"
+    );
+}

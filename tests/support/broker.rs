@@ -40,6 +40,32 @@ impl OwnBroker {
         }
     }
 
+    /// With an SSL listener that requires a client certificate its test CA
+    /// signed (principal `User:CN=<name>`) and the StandardAuthorizer.
+    pub fn start_mtls(name: &str) -> Self {
+        let name = format!("{name}-{}", std::process::id());
+        let bootstrap = kafka(&["start", &name, "--mtls"]).trim().to_owned();
+        let state = super::root().join(".local/kafka-run").join(&name);
+        let address = std::fs::read_to_string(state.join("bootstrap-mtls")).unwrap();
+        Self {
+            name,
+            bootstrap,
+            tls: Some((address.trim().to_owned(), state.join("ca.pem"))),
+            sasl: None,
+        }
+    }
+
+    /// A client certificate for CN=`user` signed by the broker's test CA:
+    /// (certificate, key) files.
+    pub fn client_certificate(&self, user: &str) -> (PathBuf, PathBuf) {
+        kafka(&["cert", &self.name, user]);
+        let state = super::root().join(".local/kafka-run").join(&self.name);
+        (
+            state.join(format!("{user}.pem")),
+            state.join(format!("{user}.key")),
+        )
+    }
+
     /// A SCRAM-SHA-512 user, made with the broker's own ConfigCommand.
     pub fn add_user(&self, user: &str, password: &str) {
         kafka(&["user", &self.name, user, password]);

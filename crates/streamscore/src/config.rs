@@ -1015,6 +1015,14 @@ impl Settings {
             }
             crate::envelope::warn_if_shared(path, "a Kafka secret file");
         }
+        for (key, value) in k.properties.iter().chain(&k.consumer).chain(&k.producer) {
+            if librdkafka_name(key) == "ssl.key.location" {
+                crate::envelope::warn_if_shared(
+                    Path::new(value),
+                    "the TLS key file (ssl.key.location)",
+                );
+            }
+        }
         Ok(())
     }
 
