@@ -1522,3 +1522,78 @@ fn the_strimzi_kafka_user_grants_the_set_streamscore_acls_prints() {
         "{rendered:?}"
     );
 }
+
+/// kafka.tls: the pods mount the client certificate and the CA (a Strimzi
+/// KafkaUser's user.crt/user.key and its cluster CA's Secret here), the
+/// processor gets SSL and their paths, KEDA's TriggerAuthentication the same
+/// PEMs; the rendered config loads, and a location also set by hand is refused.
+#[test]
+fn mutual_tls_values_reach_the_processor_and_keda() {
+    let set = serde_json::json!({
+        "kafka": {"tls": {"secretName": "scorer", "caSecretName": "prod-kafka-cluster-ca-cert",
+                          "certKey": "user.crt", "keyKey": "user.key"}},
+        "autoscaling": {"enabled": true, "engine": "keda"},
+    });
+    let r = render(None, set);
+    assert_clean(&r);
+    let dir = tempfile::tempdir().unwrap();
+    let (config, path) = rendered_config(&r, &dir);
+    let s = streamscore::Settings::load_with_env(Some(&path), false)
+        .unwrap_or_else(|e| panic!("{e}\n{config}"));
+    let p = &s.kafka.properties;
+    assert_eq!(p.get("security.protocol").map(String::as_str), Some("SSL"));
+    assert_eq!(
+        p.get("ssl.ca.location").map(String::as_str),
+        Some("/etc/streamscore/kafka-tls/ca/ca.crt")
+    );
+    assert_eq!(
+        p.get("ssl.key.location").map(String::as_str),
+        Some("/etc/streamscore/kafka-tls/client/user.key")
+    );
+    let pod = &one(&r, "StatefulSet")["spec"]["template"]["spec"];
+    let volumes = pod["volumes"].as_array().unwrap();
+    let ca = volumes
+        .iter()
+        .find(|v| v["name"] == "kafka-tls-ca")
+        .unwrap();
+    assert_eq!(ca["secret"]["secretName"], "prod-kafka-cluster-ca-cert");
+    let auth = one(&r, "TriggerAuthentication");
+    let refs = auth["spec"]["secretTargetRef"].as_array().unwrap();
+    let params: Vec<(&str, &str, &str)> = refs
+        .iter()
+        .map(|t| {
+            (
+                t["parameter"].as_str().unwrap(),
+                t["name"].as_str().unwrap(),
+                t["key"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        params,
+        [
+            ("ca", "prod-kafka-cluster-ca-cert", "ca.crt"),
+            ("cert", "scorer", "user.crt"),
+            ("key", "scorer", "user.key")
+        ]
+    );
+    let scaled = one(&r, "ScaledObject");
+    assert!(
+        scaled["spec"]["triggers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["metadata"]["tls"] == "enable"),
+        "{scaled}"
+    );
+
+    let refused = refusal(serde_json::json!({
+        "kafka": {"tls": {"secretName": "scorer"}, "properties": {"ssl.key.location": "/k"}},
+    }));
+    assert!(
+        refused.contains(
+            "kafka.properties.ssl.key.location = /k is not allowed with kafka.tls.secretName"
+        ),
+        "{refused}"
+    );
+}

@@ -83,6 +83,9 @@ on, else kafka.properties' (a key spelt with _ or .), else PLAINTEXT. */}}
 {{- $protocol = $v | toString | upper }}
 {{- end }}
 {{- end }}
+{{- if .Values.kafka.tls.secretName }}
+{{- $protocol = "SSL" }}
+{{- end }}
 {{- if .Values.kafka.sasl.enabled }}
 {{- $protocol = .Values.kafka.sasl.securityProtocol }}
 {{- end }}
@@ -94,7 +97,7 @@ chart's (SASL on), or none. */}}
 {{- define "streamscore.kedaAuthName" -}}
 {{- if .Values.autoscaling.keda.authenticationRef }}
 {{- .Values.autoscaling.keda.authenticationRef }}
-{{- else if or .Values.kafka.sasl.enabled .Values.autoscaling.keda.tls.secretName }}
+{{- else if or .Values.kafka.sasl.enabled .Values.autoscaling.keda.tls.secretName .Values.kafka.tls.secretName }}
 {{- include "streamscore.fullname" . }}-kafka
 {{- end }}
 {{- end }}

@@ -61,6 +61,18 @@ the key, its value, what is allowed. */}}
 {{- if and $sr.clientCertificate (not $sr.tlsSecret) }}
 {{- fail "config: schemaRegistry.clientCertificate = true is not allowed: a client certificate comes from schemaRegistry.tlsSecret (tls.crt, tls.key), which is empty" }}
 {{- end }}
+{{- /* With kafka.tls, the chart writes the TLS locations (and the protocol) itself. */}}
+{{- if $v.kafka.tls.secretName }}
+{{- range $k, $val := $v.kafka.properties }}
+{{- $name := replace "_" "." $k }}
+{{- if has $name (list "security.protocol" "ssl.ca.location" "ssl.certificate.location" "ssl.key.location") }}
+{{- fail (printf "config: kafka.properties.%s = %v is not allowed with kafka.tls.secretName: the chart sets it from the mounted Secret" $name $val) }}
+{{- end }}
+{{- end }}
+{{- if and $v.kafka.sasl.enabled (ne $v.kafka.sasl.securityProtocol "SASL_SSL") }}
+{{- fail (printf "config: kafka.sasl.securityProtocol = %s is not allowed with kafka.tls.secretName: SASL_SSL, so the SASL connection uses the TLS it mounts" $v.kafka.sasl.securityProtocol) }}
+{{- end }}
+{{- end }}
 {{- /* With SASL on, the chart writes these two itself: a second one would be a duplicate TOML key the pod cannot read. */}}
 {{- if $v.kafka.sasl.enabled }}
 {{- range $k, $val := $v.kafka.properties }}
