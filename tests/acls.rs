@@ -230,6 +230,21 @@ fn a_sasl_password_from_a_file_never_reaches_a_log_even_at_trace() {
     assert!(report.exactly_once(), "{}", report.line());
     assert_eq!(report.scored, 40);
 
+    // A secret file every user can read draws a warning.
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let shared = Command::new(env!("CARGO_BIN_EXE_streamscore"))
+        .current_dir(support::root())
+        .env("STREAMSCORE_KEYRING", &keyring_json)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let warned = String::from_utf8_lossy(&shared.stderr);
+    assert!(
+        warned.contains("a Kafka secret file is readable by every user"),
+        "{warned}"
+    );
+
     // The same password written in the config file is refused at once.
     let inline = support::process::config_file(
         dir.path(),
