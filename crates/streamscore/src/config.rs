@@ -597,10 +597,9 @@ fn refuse_credentials_in_file(file: &config::Config) -> Result<(), ConfigError> 
 fn is_credential(name: &str) -> bool {
     name.ends_with("password")
         || name.ends_with("secret")
-        || matches!(
-            name,
-            "ssl.key.pem" | "sasl.oauthbearer.config" | "sasl.jaas.config"
-        )
+        || name.ends_with("passphrase")
+        || name.ends_with("key.pem")
+        || matches!(name, "sasl.oauthbearer.config" | "sasl.jaas.config")
 }
 
 /// The operator's layers over `builder`: the config file, then the
@@ -980,15 +979,20 @@ impl Settings {
     /// machine can read draws a warning, as a shared keyring does.
     fn check_secret_files(&self) -> Result<(), ConfigError> {
         let k = &self.kafka;
-        let as_values: BTreeMap<String, String> = k
-            .secret_files
-            .keys()
-            .map(|key| (key.clone(), "(from a file)".to_owned()))
-            .collect();
-        check_pinned("secret_files", &as_values)?;
         for (key, path) in &k.secret_files {
             let name = librdkafka_name(key);
             let key_path = format!("kafka.secret_files.{key}");
+            // Its value is not known here, so none of the properties
+            // exactly-once rests on may come from a file at all.
+            if PINNED_PROPERTIES.contains(&name.as_str()) {
+                return Err(invalid(
+                    &key_path,
+                    path.display(),
+                    &format!(
+                        "a property other than {name}, which exactly-once rests on (kafka.* sets it, or its value is fixed)"
+                    ),
+                ));
+            }
             if let Some(table) = [
                 ("properties", &k.properties),
                 ("consumer", &k.consumer),
@@ -1060,9 +1064,17 @@ impl Settings {
 /// token, PEM material or JAAS config), whose value is never printed.
 pub(crate) fn is_secret_property(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["password", "secret", "token", "pem", "jaas"]
-        .iter()
-        .any(|s| k.contains(s))
+    [
+        "password",
+        "secret",
+        "token",
+        "pem",
+        "jaas",
+        "passphrase",
+        "oauthbearer.config",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
 }
 
 /// The librdkafka name of a property key from one of the `kafka.*` tables:
@@ -1226,11 +1238,29 @@ mod tests {
             err.starts_with("config: kafka.secret_files.sasl.password = /no/such/file is not allowed: a file this process can read"),
             "{err}"
         );
-        let err = with_file("[kafka.secret_files]\n\"isolation.level\" = \"/etc/hostname\"\n")
+        for pinned in [
+            "isolation.level",
+            "auto.offset.reset",
+            "statistics.interval.ms",
+        ] {
+            let err = with_file(&format!(
+                "[kafka.secret_files]\n\"{pinned}\" = {:?}\n",
+                secret.display().to_string()
+            ))
             .unwrap_err()
             .to_string();
+            assert!(
+                err.starts_with(&format!("config: kafka.secret_files.{pinned} = ")),
+                "{err}"
+            );
+        }
+        let err = with_file(
+            "[kafka.properties]\n\"sasl.oauthbearer.assertion.private.key.passphrase\" = \"p\"\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
-            err.starts_with("config: kafka.secret_files.isolation.level"),
+            err.contains("is not allowed: not in a config file"),
             "{err}"
         );
     }
