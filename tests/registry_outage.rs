@@ -97,7 +97,11 @@ fn a_registry_outage_under_load_dead_letters_nothing_and_loses_nothing() {
     wait_for(
         "a record waiting on the registry",
         Duration::from_secs(30),
-        || pipeline.signals().view().schema_registry_waiting,
+        || {
+            // Waiting starts as the request goes out; unreachable once it fails.
+            let view = pipeline.signals().view();
+            view.schema_registry_waiting && view.schema_registry_reachable == Some(false)
+        },
     );
     let (ready, body) = health.readiness();
     assert!(
@@ -209,7 +213,11 @@ fn a_stop_while_a_record_waits_on_the_registry_is_clean() {
     wait_for(
         "a record waiting on the registry",
         Duration::from_secs(30),
-        || pipeline.signals().view().schema_registry_waiting,
+        || {
+            // Waiting starts as the request goes out; unreachable once it fails.
+            let view = pipeline.signals().view();
+            view.schema_registry_waiting && view.schema_registry_reachable == Some(false)
+        },
     );
     let asked = Instant::now();
     pipeline.stop();
@@ -256,7 +264,11 @@ fn a_404_that_is_not_the_apis_no_such_schema_dead_letters_nothing() {
     wait_for(
         "a record waiting on the registry",
         Duration::from_secs(30),
-        || pipeline.signals().view().schema_registry_waiting,
+        || {
+            // Waiting starts as the request goes out; unreachable once it fails.
+            let view = pipeline.signals().view();
+            view.schema_registry_waiting && view.schema_registry_reachable == Some(false)
+        },
     );
     assert!(!health.readiness().0, "{}", health.readiness().1);
     std::thread::sleep(Duration::from_secs(2));
