@@ -44,6 +44,27 @@ fn records(
     (0..n).map(|_| factory.next(None)).collect()
 }
 
+/// A pipeline on `settings`, and the stats it counts into.
+fn start(settings: &Settings, keyring: &Arc<Keyring>) -> (Pipeline, Arc<Stats>) {
+    let stats = Arc::new(Stats::default());
+    let pipeline = Pipeline::start(settings, streamscore::share(keyring.clone()), stats.clone())
+        .expect("pipeline starts");
+    (pipeline, stats)
+}
+
+/// Until a record waits on the registry and the registry is seen not to
+/// answer (waiting starts as the request goes out; unreachable once it fails).
+fn wait_until_held_by_the_registry(pipeline: &Pipeline) {
+    wait_for(
+        "a record waiting on the registry",
+        Duration::from_secs(30),
+        || {
+            let view = pipeline.signals().view();
+            view.schema_registry_waiting && view.schema_registry_reachable == Some(false)
+        },
+    );
+}
+
 fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !done() {
@@ -59,13 +80,7 @@ fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
 fn a_registry_outage_under_load_dead_letters_nothing_and_loses_nothing() {
     let (registry, settings, v1, v2) = registry_settings("sr-outage");
     let keyring = support::keyring();
-    let stats = Arc::new(Stats::default());
-    let pipeline = Pipeline::start(
-        &settings,
-        streamscore::share(keyring.clone()),
-        stats.clone(),
-    )
-    .expect("pipeline starts");
+    let (pipeline, stats) = start(&settings, &keyring);
     let health = Health::new(Duration::from_secs(10));
     health.attach(pipeline.signals());
     health
@@ -94,15 +109,7 @@ fn a_registry_outage_under_load_dead_letters_nothing_and_loses_nothing() {
             }
         })
     };
-    wait_for(
-        "a record waiting on the registry",
-        Duration::from_secs(30),
-        || {
-            // Waiting starts as the request goes out; unreachable once it fails.
-            let view = pipeline.signals().view();
-            view.schema_registry_waiting && view.schema_registry_reachable == Some(false)
-        },
-    );
+    wait_until_held_by_the_registry(&pipeline);
     let (ready, body) = health.readiness();
     assert!(
         !ready,
@@ -147,13 +154,7 @@ fn a_registry_silent_past_max_wait_stops_the_processor_and_the_restart_scores_ev
     settings.input.schema_registry.request_timeout = Duration::from_millis(500);
     let keyring = support::keyring();
     support::publish_all(&settings, &records(&keyring, "first", None, v1, 60));
-    let stats = Arc::new(Stats::default());
-    let pipeline = Pipeline::start(
-        &settings,
-        streamscore::share(keyring.clone()),
-        stats.clone(),
-    )
-    .expect("pipeline starts");
+    let (pipeline, stats) = start(&settings, &keyring);
     wait_for("the v1 records committed", Duration::from_secs(60), || {
         stats.committed() >= 60
     });
@@ -198,27 +199,13 @@ fn a_stop_while_a_record_waits_on_the_registry_is_clean() {
     let (registry, settings, v1, v2) = registry_settings("sr-stop");
     let keyring = support::keyring();
     support::publish_all(&settings, &records(&keyring, "first", None, v1, 30));
-    let stats = Arc::new(Stats::default());
-    let pipeline = Pipeline::start(
-        &settings,
-        streamscore::share(keyring.clone()),
-        stats.clone(),
-    )
-    .expect("pipeline starts");
+    let (pipeline, stats) = start(&settings, &keyring);
     wait_for("the v1 records committed", Duration::from_secs(60), || {
         stats.committed() >= 30
     });
     registry.act("crash");
     support::publish_all(&settings, &records(&keyring, "second", Some(v2), v1, 20));
-    wait_for(
-        "a record waiting on the registry",
-        Duration::from_secs(30),
-        || {
-            // Waiting starts as the request goes out; unreachable once it fails.
-            let view = pipeline.signals().view();
-            view.schema_registry_waiting && view.schema_registry_reachable == Some(false)
-        },
-    );
+    wait_until_held_by_the_registry(&pipeline);
     let asked = Instant::now();
     pipeline.stop();
     pipeline
@@ -249,27 +236,13 @@ fn a_404_that_is_not_the_apis_no_such_schema_dead_letters_nothing() {
     settings.output.schema_registry.mode = streamscore::RegistryMode::Off;
     let keyring = support::keyring();
     support::publish_all(&settings, &records(&keyring, "lost-path", None, v1, 20));
-    let stats = Arc::new(Stats::default());
-    let pipeline = Pipeline::start(
-        &settings,
-        streamscore::share(keyring.clone()),
-        stats.clone(),
-    )
-    .expect("pipeline starts");
+    let (pipeline, stats) = start(&settings, &keyring);
     let health = Health::new(Duration::from_secs(10));
     health.attach(pipeline.signals());
     health
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    wait_for(
-        "a record waiting on the registry",
-        Duration::from_secs(30),
-        || {
-            // Waiting starts as the request goes out; unreachable once it fails.
-            let view = pipeline.signals().view();
-            view.schema_registry_waiting && view.schema_registry_reachable == Some(false)
-        },
-    );
+    wait_until_held_by_the_registry(&pipeline);
     assert!(!health.readiness().0, "{}", health.readiness().1);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(stats.dead_lettered(), 0, "{}", support::counts(&stats));
