@@ -344,3 +344,101 @@ fn a_client_certificate_principal_with_the_printed_acls_scores_exactly_once() {
         "{err}"
     );
 }
+
+/// Read without Write on the dead-letter topic (as a team reading its own
+/// dead letters might be granted): Read implies Describe, so the topic's
+/// metadata answers, and a dead letter would be refused only when its
+/// partition joins a transaction, in an error that names no topic. At start
+/// the broker's authorized operations (KIP-430) refuse it naming the topic
+/// and WRITE; the same Write taken away mid-run stops the processor naming
+/// the dead-letter topic alone (the score topic was proven writable by the
+/// commits before), not aborting and rewinding for ever.
+#[test]
+fn read_without_write_on_an_output_topic_is_named_at_start_and_mid_run() {
+    let broker = OwnBroker::start_sasl("acl-dlq");
+    broker.add_user(USER, PASSWORD);
+    let keyring = support::keyring();
+    let read_dead_letters = |scorer: &Settings| {
+        broker.acl(&[
+            "--add",
+            "--allow-principal",
+            &format!("User:{USER}"),
+            "--operation",
+            "Read",
+            "--topic",
+            &scorer.output.dead_letter_topic,
+        ]);
+    };
+
+    // At start.
+    let admin = broker.settings("acl-dlq-start");
+    let scorer = broker.sasl_settings(&admin, USER, PASSWORD);
+    let acls: Vec<Acl> = minimal(&scorer, None)
+        .into_iter()
+        .filter(|a| a.name != scorer.output.dead_letter_topic)
+        .collect();
+    grant(&broker, &acls);
+    read_dead_letters(&scorer);
+    let refused = Pipeline::start(&scorer, streamscore::share(keyring.clone()), Arc::default())
+        .err()
+        .expect("no Write on the dead-letter topic refuses the start")
+        .to_string();
+    assert!(
+        refused.contains(&format!(
+            "output.dead_letter_topic \"{}\"",
+            scorer.output.dead_letter_topic
+        )) && refused.contains("grant it WRITE"),
+        "{refused}"
+    );
+
+    // Mid-run.
+    let admin = broker.settings("acl-dlq-mid");
+    let scorer = broker.sasl_settings(&admin, USER, PASSWORD);
+    grant(&broker, &minimal(&scorer, None));
+    read_dead_letters(&scorer);
+    let mut factory = EventFactory::new(keyring.clone(), streamscore::Format::Avro, "dl", 4);
+    let good: Vec<_> = (0..20).map(|_| factory.next(None)).collect();
+    support::publish_all(&admin, &good);
+    let stats = Arc::new(Stats::default());
+    let pipeline = Pipeline::start(&scorer, streamscore::share(keyring), stats.clone())
+        .expect("the pipeline starts with Write on every output topic");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stats.committed() < 20 && Instant::now() < deadline && !pipeline.has_stopped() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(stats.committed(), 20, "scored before the revocation");
+    broker.acl(&[
+        "--remove",
+        "--force",
+        "--allow-principal",
+        &format!("User:{USER}"),
+        "--operation",
+        "Write",
+        "--topic",
+        &scorer.output.dead_letter_topic,
+    ]);
+    let mut more: Vec<_> = (0..5).map(|_| factory.next(None)).collect();
+    more.push(factory.next(Some(streamscore_tools::events::BadKind::Garbage)));
+    support::publish_all(&admin, &more);
+    let started = Instant::now();
+    while !pipeline.has_stopped() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if !pipeline.has_stopped() {
+        // Its threads would hold the test up on drop: leave them.
+        std::mem::forget(pipeline);
+        panic!("still aborting and rewinding after {:?}", started.elapsed());
+    }
+    pipeline.stop();
+    let said = pipeline
+        .join()
+        .expect_err("a stop with an error")
+        .to_string();
+    assert!(
+        said.contains(&format!(
+            "may not Write topic {}:",
+            scorer.output.dead_letter_topic
+        )),
+        "the dead-letter topic alone, as the one no commit proved writable: {said}"
+    );
+}

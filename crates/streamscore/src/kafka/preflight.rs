@@ -22,6 +22,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::config::Settings;
+use crate::kafka::authorized::{self, Operation};
 use crate::kafka::client::admin_config;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,14 @@ pub enum PreflightError {
         "{key} \"{topic}\": the broker answered TOPIC_AUTHORIZATION_FAILED: the configured principal may not describe or write it; grant it DESCRIBE and WRITE on the topic"
     )]
     Unauthorized { key: &'static str, topic: String },
+    #[error(
+        "{key} \"{topic}\": the configured principal may not write it (the broker grants it {granted} there); grant it WRITE on the topic"
+    )]
+    NotWritable {
+        key: &'static str,
+        topic: String,
+        granted: String,
+    },
     #[error("{key} \"{topic}\" cannot be written: the broker answered {code}")]
     Unusable {
         key: &'static str,
@@ -109,6 +118,7 @@ pub(crate) fn check_output_topics(settings: &Settings) -> Result<(), PreflightEr
             break;
         }
     }
+    check_writable(&admin, &topics, timeout)?;
     let limits = topic_limits(&admin, &topics, bootstrap, timeout)?;
     for (&(key, topic), limit) in topics.iter().zip(limits) {
         match limit {
@@ -137,6 +147,51 @@ fn output_topics(settings: &Settings) -> Vec<(&'static str, &str)> {
         topics.push(("output.shadow_topic", settings.output.shadow_topic.as_str()));
     }
     topics
+}
+
+/// Metadata answers a principal that may describe a topic; writing needs
+/// WRITE, which Read-only rights (Read implies Describe) lack. A broker that
+/// will not say (before KIP-430, or librdkafka's mock cluster) leaves it to
+/// the first transaction, whose refusal the sink names.
+fn check_writable(
+    admin: &AdminClient<DefaultClientContext>,
+    topics: &[(&'static str, &str)],
+    timeout: Duration,
+) -> Result<(), PreflightError> {
+    let names: Vec<&str> = topics.iter().map(|&(_, topic)| topic).collect();
+    let granted = match authorized::topic_operations(admin.inner(), &names, timeout) {
+        Ok(granted) => granted,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot ask the broker which operations it grants on the output topics");
+            return Ok(());
+        }
+    };
+    for &(key, topic) in topics {
+        if let Some(operations) = granted.get(topic) {
+            judge_writable(key, topic, operations)?;
+        }
+    }
+    Ok(())
+}
+
+fn judge_writable(
+    key: &'static str,
+    topic: &str,
+    operations: &[Operation],
+) -> Result<(), PreflightError> {
+    if operations.contains(&Operation::WRITE) {
+        return Ok(());
+    }
+    let granted = operations
+        .iter()
+        .map(|op| op.name().to_uppercase())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(PreflightError::NotWritable {
+        key,
+        topic: topic.to_owned(),
+        granted,
+    })
 }
 
 /// `answer`: None when the broker did not mention the topic at all, else the
@@ -283,6 +338,18 @@ mod tests {
                 .starts_with(
                     "output.dead_letter_topic \"x.dlq\" cannot be written: the broker answered"
                 )
+        );
+    }
+
+    #[test]
+    fn rights_without_write_are_refused_naming_what_is_granted() {
+        let (r, w, d) = (Operation::READ, Operation::WRITE, Operation::DESCRIBE);
+        assert!(judge_writable("output.topic", "s", &[r, w, d]).is_ok());
+        assert_eq!(
+            judge_writable("output.dead_letter_topic", "x.dlq", &[r, d])
+                .unwrap_err()
+                .to_string(),
+            "output.dead_letter_topic \"x.dlq\": the configured principal may not write it (the broker grants it READ, DESCRIBE there); grant it WRITE on the topic"
         );
     }
 

@@ -45,6 +45,14 @@ pub enum SinkError {
         attempts: u32,
     },
     #[error(
+        "the principal may not Write topic {topic}: the broker refused each of the last {attempts} transactions ({error}); grant it WRITE on the topic"
+    )]
+    WriteUnauthorized {
+        topic: String,
+        error: KafkaError,
+        attempts: u32,
+    },
+    #[error(
         "cannot replace the transactional producer after a commit or abort that could not finish: {0}"
     )]
     ReplaceProducer(KafkaError),
@@ -251,6 +259,9 @@ pub(crate) struct Sink {
     /// The permanent produce error the last aborts had in common, and how
     /// many transactions in a row it has failed.
     unwritable: Option<(String, RDKafkaErrorCode, u32)>,
+    /// Output topics a committed transaction has written: a refusal of the
+    /// transaction that names no topic is laid on the others.
+    written_ok: std::collections::BTreeSet<String>,
 }
 
 impl Sink {
@@ -274,6 +285,7 @@ impl Sink {
             open: None,
             commit_estimate: Duration::ZERO,
             unwritable: None,
+            written_ok: std::collections::BTreeSet::new(),
         }
     }
 
@@ -664,6 +676,15 @@ impl Sink {
         // says that the transaction is already in error.
         let culprit = self.factory.failures.take().or(match &failure {
             Failure::Produce { topic, error } => Some((topic.clone(), error.clone())),
+            // A partition refused as it joined the transaction
+            // (AddPartitionsToTxn: Describe without Write, say) fails the
+            // transaction without naming its topic, and its records are
+            // purged, not failed: lay it on the topics written that no
+            // committed transaction has proven writable.
+            Failure::Transaction(e) => txn
+                .as_ref()
+                .filter(|_| e.rdkafka_error_code().is_some_and(permanent))
+                .map(|t| (self.suspects(t), e.clone())),
             _ => None,
         });
         if let Failure::Unanswered(_) = &failure {
@@ -756,6 +777,13 @@ impl Sink {
             _ => 1,
         };
         self.unwritable = Some((topic.clone(), code, attempts));
+        if attempts >= UNWRITABLE_AFTER && code == RDKafkaErrorCode::TopicAuthorizationFailed {
+            return Err(SinkError::WriteUnauthorized {
+                topic,
+                error,
+                attempts,
+            });
+        }
         if attempts >= UNWRITABLE_AFTER {
             return Err(SinkError::Unwritable {
                 topic,
@@ -845,8 +873,43 @@ impl Sink {
     }
 
     /// Everything that follows a commit that landed.
+    /// The output topics `txn` wrote that no commit has proven writable
+    /// (all it wrote when none is left), as one name or "a or b".
+    fn suspects(&self, txn: &OpenTransaction) -> String {
+        let written = self.topics_written(txn);
+        let unproven: Vec<&String> = written
+            .iter()
+            .filter(|t| !self.written_ok.contains(*t))
+            .collect();
+        let named: Vec<&String> = if unproven.is_empty() {
+            written.iter().collect()
+        } else {
+            unproven
+        };
+        named
+            .iter()
+            .map(|t| t.as_str())
+            .collect::<Vec<_>>()
+            .join(" or ")
+    }
+
+    fn topics_written(&self, txn: &OpenTransaction) -> Vec<String> {
+        let mut topics = Vec::new();
+        if txn.scored > 0 {
+            topics.push(self.config.score_topic.clone());
+            topics.extend(self.config.shadow_topic.clone());
+        }
+        if txn.dead.values().any(|n| *n > 0) {
+            topics.push(self.config.dead_letter_topic.clone());
+        }
+        topics
+    }
+
     fn finish_commit(&mut self, txn: OpenTransaction, started: Instant) {
         self.committed(&txn, started);
+        for topic in self.topics_written(&txn) {
+            self.written_ok.insert(topic);
+        }
         self.signals.lag.committed(
             txn.offsets
                 .iter()
