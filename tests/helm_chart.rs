@@ -1055,6 +1055,12 @@ fn rendering_refuses_exactly_the_pinned_properties_the_processor_refuses() {
         ("producer", "statistics.interval.ms", json!(0)),
         ("consumer", "statistics_interval_ms", json!(" +00")),
         ("properties", "statistics.interval.ms", json!(1000)),
+        // Credentials: the processor refuses them in its config file.
+        ("properties", "sasl.password", json!("hunter2")),
+        ("consumer", "ssl_key_password", json!("hunter2")),
+        ("producer", "sasl.oauthbearer.client.secret", json!("s3")),
+        ("properties", "sasl_jaas_config", json!("x required;")),
+        ("properties", "ssl.keystore.location", json!("/etc/ks.p12")),
     ];
     let dir = tempfile::tempdir().unwrap();
     let (defaults, _) = rendered_config(&render(None, json!({})), &dir);
@@ -1102,6 +1108,17 @@ fn rendering_refuses_exactly_the_pinned_properties_the_processor_refuses() {
         assert!(
             refused.iter().any(|r| r == name),
             "no case that the processor refuses for {name}"
+        );
+    }
+    for name in [
+        "sasl.password",
+        "ssl.key.password",
+        "sasl.oauthbearer.client.secret",
+        "sasl.jaas.config",
+    ] {
+        assert!(
+            refused.iter().any(|r| r == name),
+            "{name} not refused: {refused:?}"
         );
     }
     assert!(accepted >= 5, "only {accepted} accepted cases");
@@ -1467,7 +1484,7 @@ fn the_strimzi_kafka_user_grants_the_set_streamscore_acls_prints() {
         serde_json::json!({
             "strimzi": {"kafkaUser": {"enabled": true, "cluster": "prod-kafka"}},
             "input": {"topics": ["card-transactions", "wallet-transactions"]},
-            "kafka": {"transactionalIdPrefix": "eu1-"},
+            "kafka": {"transactionalIdPrefix": "eu1-", "sasl": {"enabled": true}},
         }),
     );
     assert_clean(&r);
@@ -1520,6 +1537,72 @@ fn the_strimzi_kafka_user_grants_the_set_streamscore_acls_prints() {
             .iter()
             .any(|(_, name, pattern, _)| name == &prefix && pattern == "prefix"),
         "{rendered:?}"
+    );
+}
+
+/// A Strimzi KafkaUser with SCRAM: the pods (and KEDA) log in as that user
+/// with the password Strimzi writes into the user's own Secret (key
+/// `password`), not a copy in the release's Secret; kafka.sasl.passwordSecret
+/// and kafka.sasl.username override it; the user without SASL is refused.
+#[test]
+fn a_strimzi_scram_user_logs_in_with_the_password_strimzi_writes() {
+    let set = serde_json::json!({
+        "strimzi": {"kafkaUser": {"enabled": true, "cluster": "prod-kafka", "name": "fraud-scorer"}},
+        "kafka": {"sasl": {"enabled": true}},
+        "secrets": {"create": true, "keyring": "{}"},
+        "autoscaling": {"enabled": true, "engine": "keda"},
+    });
+    let r = render(None, set.clone());
+    assert_clean(&r);
+    assert_eq!(one(&r, "KafkaUser")["metadata"]["name"], "fraud-scorer");
+    let c = container(&r);
+    assert_eq!(
+        env_value(c, "STREAMSCORE__KAFKA__PROPERTIES__SASL_USERNAME"),
+        Some(&Value::from("fraud-scorer"))
+    );
+    let password = env_value(c, "STREAMSCORE__KAFKA__PROPERTIES__SASL_PASSWORD").unwrap();
+    assert_eq!(
+        password["secretKeyRef"],
+        serde_json::json!({"name": "fraud-scorer", "key": "password"})
+    );
+    let release_secret = one(&r, "Secret");
+    assert_eq!(
+        release_secret["data"].as_object().unwrap().len(),
+        1,
+        "the keyring only, no copied credentials: {release_secret}"
+    );
+    let auth = &one(&r, "TriggerAuthentication")["spec"];
+    assert_eq!(
+        auth["secretTargetRef"],
+        serde_json::json!([{"parameter": "password", "name": "fraud-scorer", "key": "password"}])
+    );
+    assert_eq!(
+        auth["env"],
+        serde_json::json!([{"parameter": "username", "name": "STREAMSCORE__KAFKA__PROPERTIES__SASL_USERNAME", "containerName": c["name"]}])
+    );
+
+    let mut own = set.clone();
+    own["kafka"]["sasl"]["passwordSecret"] =
+        serde_json::json!({"name": "vault-kafka", "key": "pw"});
+    own["kafka"]["sasl"]["username"] = Value::from("svc-fraud");
+    let r = render(None, own);
+    assert_clean(&r);
+    let c = container(&r);
+    assert_eq!(
+        env_value(c, "STREAMSCORE__KAFKA__PROPERTIES__SASL_USERNAME"),
+        Some(&Value::from("svc-fraud"))
+    );
+    assert_eq!(
+        env_value(c, "STREAMSCORE__KAFKA__PROPERTIES__SASL_PASSWORD").unwrap()["secretKeyRef"],
+        serde_json::json!({"name": "vault-kafka", "key": "pw"})
+    );
+
+    let mut without_sasl = set;
+    without_sasl["kafka"]["sasl"]["enabled"] = Value::from(false);
+    let refused = refusal(without_sasl);
+    assert!(
+        refused.contains("config: strimzi.kafkaUser.authentication = scram-sha-512 is not allowed without kafka.sasl.enabled"),
+        "{refused}"
     );
 }
 

@@ -136,6 +136,10 @@ pub fn as_kafka_acls(acls: &[Acl], principal: &str, bootstrap: &str) -> String {
 
 /// A Strimzi `KafkaUser` (SCRAM-SHA-512) with these ACLs.
 pub fn as_strimzi(acls: &[Acl], user: &str, cluster: &str) -> String {
+    // Names as JSON strings (valid YAML scalars): a topic such as `on` or
+    // `1e3`, or one with a `#` or `: `, must stay the same string.
+    let quoted = |s: &str| serde_json::Value::from(s).to_string();
+    let (user, cluster) = (quoted(user), quoted(cluster));
     let mut out = format!(
         "apiVersion: kafka.strimzi.io/v1beta2\nkind: KafkaUser\nmetadata:\n  name: {user}\n  labels:\n    strimzi.io/cluster: {cluster}\nspec:\n  authentication:\n    type: scram-sha-512\n  authorization:\n    type: simple\n    acls:\n"
     );
@@ -144,7 +148,7 @@ pub fn as_strimzi(acls: &[Acl], user: &str, cluster: &str) -> String {
             "      # {}\n      - resource:\n          type: {}\n          name: {}\n          patternType: {}\n        operations: [{}]\n",
             a.why,
             a.resource.as_str(),
-            a.name,
+            quoted(&a.name),
             if a.prefixed { "prefix" } else { "literal" },
             a.operation
         ));
@@ -202,5 +206,19 @@ mod tests {
             doc["spec"]["authorization"]["acls"][5]["resource"]["patternType"],
             "prefix"
         );
+    }
+
+    #[test]
+    fn strimzi_names_stay_strings_whatever_they_look_like() {
+        let mut s = Settings::load_with_env(None, false).unwrap();
+        s.input.topics = vec!["on".into(), "1e3".into(), "a#b: c".into()];
+        let yaml = as_strimzi(&minimal(&s, None), "null", "yes");
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&yaml).unwrap();
+        let acls = &doc["spec"]["authorization"]["acls"];
+        for (i, name) in ["on", "1e3", "a#b: c"].iter().enumerate() {
+            assert_eq!(acls[i]["resource"]["name"], *name, "{yaml}");
+        }
+        assert_eq!(doc["metadata"]["name"], "null");
+        assert_eq!(doc["metadata"]["labels"]["strimzi.io/cluster"], "yes");
     }
 }

@@ -41,6 +41,36 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (include "streamscore.fullname" .) .Values.secrets.existingSecret }}
 {{- end }}
 
+{{/* The Strimzi KafkaUser's name, and whether the pods log in as it (SCRAM). */}}
+{{- define "streamscore.strimziUser" -}}
+{{- default (include "streamscore.fullname" .) .Values.strimzi.kafkaUser.name }}
+{{- end }}
+{{- define "streamscore.strimziScram" -}}
+{{- if and .Values.strimzi.kafkaUser.enabled (eq .Values.strimzi.kafkaUser.authentication "scram-sha-512") }}true{{ end }}
+{{- end }}
+
+{{/* The SASL username as a literal (kafka.sasl.username, or the Strimzi
+user's name); empty: the release's Secret holds it. */}}
+{{- define "streamscore.saslUsername" -}}
+{{- if .Values.kafka.sasl.username }}{{ .Values.kafka.sasl.username }}
+{{- else if include "streamscore.strimziScram" . }}{{ include "streamscore.strimziUser" . }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret and key holding the SASL password, as JSON {name, key}:
+kafka.sasl.passwordSecret, else the Strimzi user's own Secret, else the
+release's. */}}
+{{- define "streamscore.saslPasswordRef" -}}
+{{- $p := .Values.kafka.sasl.passwordSecret }}
+{{- if $p.name }}
+{{- dict "name" $p.name "key" $p.key | toJson }}
+{{- else if include "streamscore.strimziScram" . }}
+{{- dict "name" (include "streamscore.strimziUser" .) "key" "password" | toJson }}
+{{- else }}
+{{- dict "name" (include "streamscore.secretName" .) "key" .Values.secrets.keys.saslPassword "release" true | toJson }}
+{{- end }}
+{{- end }}
+
 {{/* The CUDA image is the CPU tag plus gpu.imageTagSuffix. */}}
 {{- define "streamscore.image" -}}
 {{- $tag := default .Chart.AppVersion .Values.image.tag }}

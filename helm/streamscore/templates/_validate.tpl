@@ -73,6 +73,9 @@ the key, its value, what is allowed. */}}
 {{- fail (printf "config: kafka.sasl.securityProtocol = %s is not allowed with kafka.tls.secretName: SASL_SSL, so the SASL connection uses the TLS it mounts" $v.kafka.sasl.securityProtocol) }}
 {{- end }}
 {{- end }}
+{{- if and (include "streamscore.strimziScram" .) (not $v.kafka.sasl.enabled) }}
+{{- fail "config: strimzi.kafkaUser.authentication = scram-sha-512 is not allowed without kafka.sasl.enabled: the pods log in as that user with SASL/SCRAM (or use tls with kafka.tls)" }}
+{{- end }}
 {{- /* With SASL on, the chart writes these two itself: a second one would be a duplicate TOML key the pod cannot read. */}}
 {{- if $v.kafka.sasl.enabled }}
 {{- range $k, $val := $v.kafka.properties }}
@@ -129,6 +132,14 @@ case; repeating the processor's own value is allowed. */}}
 {{- end }}
 {{- if $why }}
 {{- fail (printf "config: kafka.%s.%s = %q is not allowed: %s" $table $k $raw $why) }}
+{{- end }}
+{{- /* A credential written into the ConfigMap, which anyone who may read
+the release's ConfigMaps can read: refused as the processor refuses it in a
+config file (refuse_credentials_in_file, is_credential), in its words, with
+the chart's ways to pass it. */}}
+{{- if or (regexMatch "(password|secret|passphrase|key\\.pem)$" $name) (has $name (list "sasl.oauthbearer.config" "sasl.jaas.config")) }}
+{{- $variable := printf "STREAMSCORE__KAFKA__%s__%s" (upper $table) (replace "." "_" $name | upper) }}
+{{- fail (printf "config: kafka.%s.%s = <redacted> is not allowed: not in a config file: a secret comes from the environment (%s) or from a file named in kafka.secret_files; in this chart: kafka.sasl.enabled with the Secret's saslPassword, or extraEnv/extraEnvFrom from a Secret of your own" $table $k $variable) }}
 {{- end }}
 {{- end }}
 {{- end }}
