@@ -442,3 +442,102 @@ fn read_without_write_on_an_output_topic_is_named_at_start_and_mid_run() {
         "the dead-letter topic alone, as the one no commit proved writable: {said}"
     );
 }
+
+/// Rights taken away mid-run, each on its own topics, group and id: Write
+/// on the transactional id (the next transaction is refused with
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED, fatal for the producer), and Read
+/// on the group. The processor stops naming the resource and the operation,
+/// not blaming a newer instance that fenced it, never retrying for ever.
+#[test]
+fn rights_revoked_mid_run_are_named() {
+    let broker = OwnBroker::start_sasl("acl-mid");
+    broker.add_user(USER, PASSWORD);
+    let keyring = support::keyring();
+    // (case, the ACL's resource arguments, what the stop must say)
+    type Revocation = (
+        &'static str,
+        fn(&Settings) -> Vec<String>,
+        fn(&Settings) -> String,
+    );
+    let cases: [Revocation; 2] = [
+        (
+            "txn",
+            |s| {
+                vec![
+                    "--transactional-id".into(),
+                    s.kafka.transactional_id.clone(),
+                ]
+            },
+            |s| {
+                format!(
+                    "may not Write transactional id {} ",
+                    s.kafka.transactional_id
+                )
+            },
+        ),
+        (
+            "group",
+            |s| vec!["--group".into(), s.kafka.group_id.clone()],
+            |s| format!("may not Read group {}:", s.kafka.group_id),
+        ),
+    ];
+    for (case, resource, expected) in cases {
+        let admin = broker.settings(&format!("acl-mid-{case}"));
+        let scorer = broker.sasl_settings(&admin, USER, PASSWORD);
+        grant(&broker, &minimal(&scorer, None));
+        let mut factory = EventFactory::new(keyring.clone(), streamscore::Format::Avro, case, 4);
+        let first: Vec<_> = (0..20).map(|_| factory.next(None)).collect();
+        support::publish_all(&admin, &first);
+        let stats = Arc::new(Stats::default());
+        let pipeline = Pipeline::start(&scorer, streamscore::share(keyring.clone()), stats.clone())
+            .expect("the pipeline starts with the printed set");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while stats.committed() < 20 && Instant::now() < deadline && !pipeline.has_stopped() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            stats.committed(),
+            20,
+            "{case}: scored before the revocation"
+        );
+        let operation = if case == "txn" { "Write" } else { "Read" };
+        let mut args: Vec<String> = [
+            "--remove",
+            "--force",
+            "--allow-principal",
+            &format!("User:{USER}"),
+            "--operation",
+            operation,
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(resource(&scorer));
+        broker.acl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let more: Vec<_> = (0..5).map(|_| factory.next(None)).collect();
+        support::publish_all(&admin, &more);
+        let started = Instant::now();
+        while !pipeline.has_stopped() && started.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if !pipeline.has_stopped() {
+            std::mem::forget(pipeline);
+            panic!("{case}: still running after {:?}", started.elapsed());
+        }
+        pipeline.stop();
+        let said = pipeline
+            .join()
+            .expect_err("a stop with an error")
+            .to_string();
+        assert!(
+            said.contains(&expected(&scorer)) && !said.contains("fenced"),
+            "{case}: {said}"
+        );
+        // Refused offsets are not retried until the consumer's heartbeat
+        // notices (43 s and 86 aborts, before the sink counted them).
+        assert!(
+            stats.transactions_aborted() <= 4,
+            "{case}: {} transactions aborted before the stop",
+            stats.transactions_aborted()
+        );
+    }
+}

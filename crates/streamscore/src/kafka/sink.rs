@@ -45,6 +45,14 @@ pub enum SinkError {
         attempts: u32,
     },
     #[error(
+        "the principal may not Read group {group}: the broker refused the offsets of each of the last {attempts} transactions ({error}); grant Read on the group, as `streamscore acls` prints"
+    )]
+    GroupUnauthorized {
+        group: String,
+        error: KafkaError,
+        attempts: u32,
+    },
+    #[error(
         "the principal may not Write topic {topic}: the broker refused each of the last {attempts} transactions ({error}); grant it WRITE on the topic"
     )]
     WriteUnauthorized {
@@ -56,6 +64,10 @@ pub enum SinkError {
         "cannot replace the transactional producer after a commit or abort that could not finish: {0}"
     )]
     ReplaceProducer(KafkaError),
+    #[error(
+        "the principal may not Write transactional id {id} (TRANSACTIONAL_ID_AUTHORIZATION_FAILED: {error}): grant Write on it, as `streamscore acls` prints"
+    )]
+    TransactionalIdUnauthorized { id: String, error: KafkaError },
     #[error("aborting the transaction failed: {0}")]
     Abort(KafkaError),
     #[error(
@@ -138,6 +150,10 @@ impl ProducerContext for SinkContext {
 pub(crate) type SinkProducer = ThreadedProducer<SinkContext>;
 
 pub(crate) struct SinkConfig {
+    /// Named when the broker refuses it.
+    pub transactional_id: String,
+    /// Named when the broker refuses the offsets sent to it.
+    pub group_id: String,
     pub score_topic: String,
     pub dead_letter_topic: String,
     pub commit_interval: Duration,
@@ -148,6 +164,25 @@ pub(crate) struct SinkConfig {
     pub transaction_timeout: Duration,
     /// With shadow scoring: where the challenger's results go.
     pub shadow_topic: Option<String>,
+}
+
+impl SinkError {
+    /// A refused transactional id is fatal to the producer, and would read
+    /// as a fence by a newer instance: say what it is.
+    fn named(self, transactional_id: &str) -> SinkError {
+        match self {
+            SinkError::Fatal(error) | SinkError::ReplaceProducer(error)
+                if error.rdkafka_error_code()
+                    == Some(RDKafkaErrorCode::TransactionalIdAuthorizationFailed) =>
+            {
+                SinkError::TransactionalIdUnauthorized {
+                    id: transactional_id.to_owned(),
+                    error,
+                }
+            }
+            other => other,
+        }
+    }
 }
 
 /// What the sink shares with the other stages.
@@ -292,7 +327,12 @@ impl Sink {
     /// Reads scored batches round-robin from the inference workers (the order
     /// the source dispatched them in) until all workers are gone, then commits
     /// (or, when a worker failed, aborts and reports it).
-    pub(crate) fn run(mut self, mut results: FanIn) -> Result<(), SinkError> {
+    pub(crate) fn run(self, results: FanIn) -> Result<(), SinkError> {
+        let id = self.config.transactional_id.clone();
+        self.serve(results).map_err(|e| e.named(&id))
+    }
+
+    fn serve(mut self, mut results: FanIn) -> Result<(), SinkError> {
         loop {
             self.signals.beat(Stage::Sink);
             let wait = match &self.open {
@@ -676,6 +716,14 @@ impl Sink {
         // says that the transaction is already in error.
         let culprit = self.factory.failures.take().or(match &failure {
             Failure::Produce { topic, error } => Some((topic.clone(), error.clone())),
+            // TxnOffsetCommit refused: the group, not a topic. The consumer
+            // may go on fetching (its heartbeats fail only later), so the
+            // sink must not retry it for ever.
+            Failure::Transaction(e)
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::GroupAuthorizationFailed) =>
+            {
+                Some((self.config.group_id.clone(), e.clone()))
+            }
             // A partition refused as it joined the transaction
             // (AddPartitionsToTxn: Describe without Write, say) fails the
             // transaction without naming its topic, and its records are
@@ -777,6 +825,13 @@ impl Sink {
             _ => 1,
         };
         self.unwritable = Some((topic.clone(), code, attempts));
+        if attempts >= UNWRITABLE_AFTER && code == RDKafkaErrorCode::GroupAuthorizationFailed {
+            return Err(SinkError::GroupUnauthorized {
+                group: topic,
+                error,
+                attempts,
+            });
+        }
         if attempts >= UNWRITABLE_AFTER && code == RDKafkaErrorCode::TopicAuthorizationFailed {
             return Err(SinkError::WriteUnauthorized {
                 topic,
@@ -1022,6 +1077,7 @@ fn permanent(code: RDKafkaErrorCode) -> bool {
         RDKafkaErrorCode::UnknownTopicOrPartition
             | RDKafkaErrorCode::UnknownTopic
             | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::GroupAuthorizationFailed
             | RDKafkaErrorCode::ClusterAuthorizationFailed
             | RDKafkaErrorCode::MessageSizeTooLarge
             | RDKafkaErrorCode::InvalidMessageSize

@@ -496,6 +496,8 @@ fn first_release(settings: &Settings, prepared: &Prepared, stats: &Arc<Stats>) -
 
 fn sink_config(settings: &Settings) -> SinkConfig {
     SinkConfig {
+        transactional_id: settings.kafka.transactional_id.clone(),
+        group_id: settings.kafka.group_id.clone(),
         score_topic: settings.output.topic.clone(),
         dead_letter_topic: settings.output.dead_letter_topic.clone(),
         commit_interval: settings.transactions.commit_interval,
