@@ -343,6 +343,41 @@ fn a_client_certificate_principal_with_the_printed_acls_scores_exactly_once() {
         err.contains("cannot initialise Kafka transactions"),
         "{err}"
     );
+
+    // The client key every user of the machine can read draws a warning
+    // (from `check` as from `run`); the owner's alone does not.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tls = format!(
+        "[kafka.properties]\n\"security.protocol\" = \"SSL\"\n\"ssl.ca.location\" = {:?}\n\"ssl.certificate.location\" = {:?}\n\"ssl.key.location\" = {:?}\n",
+        ca.display().to_string(),
+        certificate.display().to_string(),
+        key.display().to_string()
+    );
+    let config = support::process::config_file(dir.path(), "mtls", &scorer, &tls);
+    let (_, keyring_json) = streamscore::Keyring::generate("k-mtls").unwrap();
+    let check = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_streamscore"))
+            .current_dir(support::root())
+            .env("STREAMSCORE_KEYRING", &keyring_json)
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let warning = "the TLS key file (ssl.key.location) is readable by every user";
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let private = check();
+    assert!(!private.contains(warning), "{private}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let shared = check();
+    assert!(shared.contains(warning), "{shared}");
 }
 
 /// Read without Write on the dead-letter topic (as a team reading its own
