@@ -1597,6 +1597,16 @@ fn a_strimzi_scram_user_logs_in_with_the_password_strimzi_writes() {
         serde_json::json!({"name": "vault-kafka", "key": "pw"})
     );
 
+    let mut other_user = set.clone();
+    other_user["kafka"]["sasl"]["username"] = Value::from("svc-fraud");
+    let refused = refusal(other_user);
+    assert!(
+        refused.contains(
+            "config: kafka.sasl.username = svc-fraud is not allowed with strimzi.kafkaUser"
+        ),
+        "{refused}"
+    );
+
     let mut without_sasl = set;
     without_sasl["kafka"]["sasl"]["enabled"] = Value::from(false);
     let refused = refusal(without_sasl);

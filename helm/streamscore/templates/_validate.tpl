@@ -73,6 +73,9 @@ the key, its value, what is allowed. */}}
 {{- fail (printf "config: kafka.sasl.securityProtocol = %s is not allowed with kafka.tls.secretName: SASL_SSL, so the SASL connection uses the TLS it mounts" $v.kafka.sasl.securityProtocol) }}
 {{- end }}
 {{- end }}
+{{- if and (include "streamscore.strimziScram" .) $v.kafka.sasl.username (not $v.kafka.sasl.passwordSecret.name) }}
+{{- fail (printf "config: kafka.sasl.username = %s is not allowed with strimzi.kafkaUser (scram-sha-512) unless kafka.sasl.passwordSecret.name names that user's Secret: the password would be the Strimzi user's" $v.kafka.sasl.username) }}
+{{- end }}
 {{- if and (include "streamscore.strimziScram" .) (not $v.kafka.sasl.enabled) }}
 {{- fail "config: strimzi.kafkaUser.authentication = scram-sha-512 is not allowed without kafka.sasl.enabled: the pods log in as that user with SASL/SCRAM (or use tls with kafka.tls)" }}
 {{- end }}

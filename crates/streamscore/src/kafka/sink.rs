@@ -23,6 +23,7 @@ use crate::dead_letter::{DeadLetter, Omitted, Reason, Rejection};
 use crate::faults::Faults;
 use crate::item::EventMeta;
 use crate::item::{BarrierOutcome, Batch, Item, Outcome};
+use crate::kafka::authorized::{self, Operation};
 use crate::kafka::positions::CommittedPositions;
 use crate::kafka::source::SourceConsumer;
 use crate::pipeline::fan::FanIn;
@@ -45,7 +46,7 @@ pub enum SinkError {
         attempts: u32,
     },
     #[error(
-        "the principal may not Read group {group}: the broker refused the offsets of each of the last {attempts} transactions ({error}); grant Read on the group, as `streamscore acls` prints"
+        "the principal may not Read group {group}: the broker refused the offsets of {attempts} transaction(s) in a row ({error}); grant Read on the group, as `streamscore acls` prints"
     )]
     GroupUnauthorized {
         group: String,
@@ -53,7 +54,7 @@ pub enum SinkError {
         attempts: u32,
     },
     #[error(
-        "the principal may not Write topic {topic}: the broker refused each of the last {attempts} transactions ({error}); grant it WRITE on the topic"
+        "the principal may not Write topic {topic}: the broker refused {attempts} transaction(s) in a row ({error}); grant it WRITE on the topic"
     )]
     WriteUnauthorized {
         topic: String,
@@ -294,9 +295,6 @@ pub(crate) struct Sink {
     /// The permanent produce error the last aborts had in common, and how
     /// many transactions in a row it has failed.
     unwritable: Option<(String, RDKafkaErrorCode, u32)>,
-    /// Output topics a committed transaction has written: a refusal of the
-    /// transaction that names no topic is laid on the others.
-    written_ok: std::collections::BTreeSet<String>,
 }
 
 impl Sink {
@@ -320,7 +318,6 @@ impl Sink {
             open: None,
             commit_estimate: Duration::ZERO,
             unwritable: None,
-            written_ok: std::collections::BTreeSet::new(),
         }
     }
 
@@ -691,6 +688,28 @@ impl Sink {
         }
     }
 
+    /// A send refused because the transaction is already in error (`_STATE`)
+    /// says nothing of why, and names the topic of whatever record came next.
+    /// librdkafka keeps the transaction's own error: `begin_transaction` in
+    /// that state returns it and changes nothing.
+    fn why_in_error(&self, failure: Failure) -> Failure {
+        match failure {
+            Failure::Produce { topic, error }
+                if error.rdkafka_error_code() == Some(RDKafkaErrorCode::State) =>
+            {
+                match self.producer.begin_transaction() {
+                    Err(e) if e.rdkafka_error_code() != Some(RDKafkaErrorCode::State) => {
+                        Failure::Transaction(e)
+                    }
+                    // Not in error after all (begun now, or in another
+                    // state): the abort that follows settles it.
+                    _ => Failure::Produce { topic, error },
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Ends the open transaction without committing it and asks the source
     /// to read again from the last commit; batches read before that are
     /// dropped by generation.
@@ -702,6 +721,7 @@ impl Sink {
     /// bumps the epoch, which fences the old one and makes the coordinator
     /// abort what it left open.
     fn abort_and_rewind(&mut self, failure: Failure) -> Result<BarrierOutcome, SinkError> {
+        let failure = self.why_in_error(failure);
         if let Failure::Transaction(e) = &failure
             && fatal(e)
         {
@@ -727,11 +747,16 @@ impl Sink {
             // A partition refused as it joined the transaction
             // (AddPartitionsToTxn: Describe without Write, say) fails the
             // transaction without naming its topic, and its records are
-            // purged, not failed: lay it on the topics written that no
-            // committed transaction has proven writable.
+            // purged, not failed: lay it on the output topics the broker
+            // says may not be written. (A refused offset commit also names
+            // no topic; it is not an output topic's, and the source names
+            // the input topic it may not read.)
             Failure::Transaction(e) => txn
                 .as_ref()
-                .filter(|_| e.rdkafka_error_code().is_some_and(permanent))
+                .filter(|_| {
+                    e.rdkafka_error_code().is_some_and(permanent)
+                        && e.to_string().contains("add partition")
+                })
                 .map(|t| (self.suspects(t), e.clone())),
             _ => None,
         });
@@ -751,7 +776,15 @@ impl Sink {
         } else if txn.is_some() {
             match self.abort_with_retries() {
                 Ok(()) => {}
-                Err(SinkError::Fatal(e)) => return Err(SinkError::Fatal(e)),
+                // An abort after a refused partition can itself be refused
+                // (INVALID_TXN_STATE when nothing of the transaction was
+                // registered), fatal for the producer: the refusal is the
+                // cause, and the restart would meet it again.
+                Err(SinkError::Fatal(e)) => {
+                    return Err(culprit
+                        .and_then(|(topic, error)| refused(topic, error, 1))
+                        .unwrap_or(SinkError::Fatal(e)));
+                }
                 Err(_) => self.replace_producer(&failure)?,
             }
         }
@@ -825,26 +858,10 @@ impl Sink {
             _ => 1,
         };
         self.unwritable = Some((topic.clone(), code, attempts));
-        if attempts >= UNWRITABLE_AFTER && code == RDKafkaErrorCode::GroupAuthorizationFailed {
-            return Err(SinkError::GroupUnauthorized {
-                group: topic,
-                error,
-                attempts,
-            });
-        }
-        if attempts >= UNWRITABLE_AFTER && code == RDKafkaErrorCode::TopicAuthorizationFailed {
-            return Err(SinkError::WriteUnauthorized {
-                topic,
-                error,
-                attempts,
-            });
-        }
-        if attempts >= UNWRITABLE_AFTER {
-            return Err(SinkError::Unwritable {
-                topic,
-                error,
-                attempts,
-            });
+        if attempts >= UNWRITABLE_AFTER
+            && let Some(stop) = refused(topic, error, attempts)
+        {
+            return Err(stop);
         }
         Ok(())
     }
@@ -927,25 +944,31 @@ impl Sink {
         }
     }
 
-    /// Everything that follows a commit that landed.
-    /// The output topics `txn` wrote that no commit has proven writable
-    /// (all it wrote when none is left), as one name or "a or b".
+    /// The output topics `txn` wrote that the broker says this principal
+    /// may not write (its authorized operations, KIP-430); every topic it
+    /// wrote when the broker will not say. As one name or "a or b".
     fn suspects(&self, txn: &OpenTransaction) -> String {
         let written = self.topics_written(txn);
-        let unproven: Vec<&String> = written
-            .iter()
-            .filter(|t| !self.written_ok.contains(*t))
-            .collect();
-        let named: Vec<&String> = if unproven.is_empty() {
-            written.iter().collect()
+        let names: Vec<&str> = written.iter().map(String::as_str).collect();
+        let refused: Vec<&str> =
+            authorized::topic_operations(self.producer.client(), &names, self.config.timeout)
+                .map(|granted| {
+                    names
+                        .iter()
+                        .copied()
+                        .filter(|t| {
+                            granted
+                                .get(*t)
+                                .is_some_and(|ops| !ops.contains(&Operation::WRITE))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+        if refused.is_empty() {
+            names.join(" or ")
         } else {
-            unproven
-        };
-        named
-            .iter()
-            .map(|t| t.as_str())
-            .collect::<Vec<_>>()
-            .join(" or ")
+            refused.join(" or ")
+        }
     }
 
     fn topics_written(&self, txn: &OpenTransaction) -> Vec<String> {
@@ -960,11 +983,9 @@ impl Sink {
         topics
     }
 
+    /// Everything that follows a commit that landed.
     fn finish_commit(&mut self, txn: OpenTransaction, started: Instant) {
         self.committed(&txn, started);
-        for topic in self.topics_written(&txn) {
-            self.written_ok.insert(topic);
-        }
         self.signals.lag.committed(
             txn.offsets
                 .iter()
@@ -1085,6 +1106,30 @@ fn permanent(code: RDKafkaErrorCode) -> bool {
             | RDKafkaErrorCode::InvalidRecord
             | RDKafkaErrorCode::PolicyViolation
     )
+}
+
+/// The stop a permanent refusal of `resource` (a topic, or the group)
+/// calls for, in the words of what is missing; None for an error that is
+/// not permanent.
+fn refused(resource: String, error: KafkaError, attempts: u32) -> Option<SinkError> {
+    let code = error.rdkafka_error_code().filter(|c| permanent(*c))?;
+    Some(match code {
+        RDKafkaErrorCode::GroupAuthorizationFailed => SinkError::GroupUnauthorized {
+            group: resource,
+            error,
+            attempts,
+        },
+        RDKafkaErrorCode::TopicAuthorizationFailed => SinkError::WriteUnauthorized {
+            topic: resource,
+            error,
+            attempts,
+        },
+        _ => SinkError::Unwritable {
+            topic: resource,
+            error,
+            attempts,
+        },
+    })
 }
 
 fn txn_error(e: &KafkaError) -> Option<&rdkafka::error::RDKafkaError> {
