@@ -14,6 +14,8 @@ mod acls;
 mod broker_faults;
 #[path = "../chaos.rs"]
 mod chaos;
+#[path = "../cluster.rs"]
+mod cluster;
 #[path = "../never_wedge.rs"]
 mod never_wedge;
 #[path = "../rebalance.rs"]

@@ -5,10 +5,12 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod cluster;
 pub mod group;
 pub mod process;
 pub mod registry;
 pub mod scrape;
+pub mod supervisor;
 
 use std::path::PathBuf;
 use std::sync::Arc;

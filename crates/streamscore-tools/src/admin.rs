@@ -27,7 +27,9 @@ pub enum AdminError {
 pub type TopicSpec<'a> = (&'a str, i32, &'a [(&'a str, &'a str)]);
 
 /// Creates each `(name, partitions)` topic unless it exists, on the cluster
-/// the settings reach (bootstrap and `kafka.properties`).
+/// the settings reach (bootstrap and `kafka.properties`), with the cluster's
+/// default replication factor (`default.replication.factor`), as
+/// `kafka-topics --create` without `--replication-factor` does.
 pub async fn create_topics(settings: &Settings, topics: &[(&str, i32)]) -> Result<(), AdminError> {
     let plain: Vec<TopicSpec<'_>> = topics.iter().map(|&(name, p)| (name, p, &[][..])).collect();
     create_topics_with_configs(settings, &plain).await
@@ -51,7 +53,7 @@ pub async fn create_topics_with_configs(
         .iter()
         .map(|(name, partitions, configs)| {
             configs.iter().fold(
-                NewTopic::new(name, *partitions, TopicReplication::Fixed(1)),
+                NewTopic::new(name, *partitions, TopicReplication::Fixed(-1)),
                 |topic, (key, value)| topic.set(key, value),
             )
         })

@@ -339,7 +339,10 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     logging::init(settings.telemetry.log_format, &settings.telemetry.log_level);
     let keys = Keys::load_and_watch(&settings)?;
 
-    let health = Arc::new(Health::new(settings.telemetry.stall_timeout));
+    let health = Arc::new(
+        Health::new(settings.telemetry.stall_timeout)
+            .with_commit_wait_limit(settings.kafka.request_timeout),
+    );
     let listen = settings.telemetry.listen;
     let stats = Arc::new(Stats::default());
     let (addr, _server) = serve(

@@ -732,6 +732,7 @@ impl Sink {
         self.signals.set_transaction_open(false);
         let records = txn.as_ref().map_or(0, |t| t.timestamps.len());
         tracing::warn!(error = %failure, records, "transaction failed; aborting and rewinding to the last commit");
+        self.signals.transaction_trouble(failure.to_string());
         // A failed delivery is the cause; a send refused after it only
         // says that the transaction is already in error.
         let culprit = self.factory.failures.take().or(match &failure {
@@ -922,6 +923,8 @@ impl Sink {
                 Err(e) if retriable(&e) && attempts < 3 => {
                     attempts += 1;
                     tracing::warn!(error = %e, attempts, "retrying the transaction commit");
+                    self.signals
+                        .transaction_trouble(format!("retrying the commit: {e}"));
                 }
                 other => return other,
             }

@@ -45,6 +45,10 @@ pub struct Health {
     pub ready: AtomicBool,
     signals: OnceLock<Arc<PipelineSignals>>,
     stall_limit: Duration,
+    /// Records that waited longer than this for a commit make the processor
+    /// unready (output blocked: too few in-sync replicas, a coordinator
+    /// gone); a wait is not a wedge, so liveness keeps its own limit.
+    commit_wait_limit: Duration,
     /// Why the processor is stopping on an error: neither alive nor ready
     /// while it lingers to be scraped.
     failed: OnceLock<String>,
@@ -56,8 +60,16 @@ impl Health {
             ready: AtomicBool::new(false),
             signals: OnceLock::new(),
             stall_limit,
+            commit_wait_limit: Duration::from_secs(30),
             failed: OnceLock::new(),
         }
+    }
+
+    /// Unready once records have waited `limit` for a commit (the processor
+    /// sets its `kafka.request_timeout_ms`).
+    pub fn with_commit_wait_limit(mut self, limit: Duration) -> Self {
+        self.commit_wait_limit = limit;
+        self
     }
 
     /// The processor stops on this error: /healthz and /readyz answer 503
@@ -121,17 +133,40 @@ impl Health {
             );
         };
         let view = signals.view();
-        let registry_answers = view.schema_registry_reachable != Some(false);
-        let ready = warmed && view.broker_reachable && registry_answers;
+        let mut not_ready = Vec::new();
+        if !warmed {
+            not_ready.push("not serving (warming up, or shutting down)".to_owned());
+        }
+        if !view.broker_reachable {
+            not_ready.push("no broker answers".to_owned());
+        }
+        if view.schema_registry_reachable == Some(false) {
+            not_ready.push("the schema registry does not answer".to_owned());
+        }
+        if view.commit_wait_seconds >= self.commit_wait_limit.as_secs_f64() {
+            not_ready.push(format!(
+                "records have waited {:.0} s for a commit (the output is blocked){}",
+                view.commit_wait_seconds,
+                view.last_transaction_error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ));
+        }
+        let ready = not_ready.is_empty();
         (
             ready,
             serde_json::json!({
                 "ready": ready,
+                "not_ready_because": not_ready,
                 "model_warmed": warmed,
                 "broker_reachable": view.broker_reachable,
                 "schema_registry_reachable": view.schema_registry_reachable,
                 "group_state": view.group_state,
                 "assigned_partitions": view.assigned_partitions,
+                "commit_wait_seconds": view.commit_wait_seconds,
+                "consecutive_aborts": view.consecutive_aborts,
+                "last_transaction_error": view.last_transaction_error,
             }),
         )
     }
@@ -237,6 +272,32 @@ mod tests {
         let (ready, body) = h.readiness();
         assert!(!ready);
         assert_eq!(body["broker_reachable"], false);
+    }
+
+    #[test]
+    fn records_waiting_past_the_limit_for_a_commit_make_it_unready_saying_why() {
+        let h =
+            Health::new(Duration::from_secs(60)).with_commit_wait_limit(Duration::from_millis(50));
+        let signals = Arc::new(PipelineSignals::default());
+        h.attach(signals.clone());
+        h.ready.store(true, Ordering::Relaxed);
+        signals.record_read(std::time::Instant::now());
+        assert!(h.readiness().0, "a wait under the limit is normal");
+        signals.transaction_trouble("Broker: Not enough in-sync replicas".into());
+        std::thread::sleep(Duration::from_millis(80));
+        let (ready, body) = h.readiness();
+        assert!(!ready, "{body}");
+        let why = body["not_ready_because"][0].as_str().unwrap();
+        assert!(
+            why.starts_with("records have waited")
+                && why.ends_with(": Broker: Not enough in-sync replicas"),
+            "{why}"
+        );
+        assert!(h.liveness().0, "waiting for replicas is not a wedge");
+        signals.committed();
+        let (ready, body) = h.readiness();
+        assert!(ready, "{body}");
+        assert_eq!(body["last_transaction_error"], serde_json::Value::Null);
     }
 
     #[test]

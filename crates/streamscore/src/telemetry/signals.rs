@@ -67,6 +67,9 @@ pub struct PipelineSignals {
     pub lag: LagTable,
     /// With `input.schema_registry`: whether it answers, and whether records wait on it.
     schema_registry: OnceLock<Arc<RegistryStatus>>,
+    /// Why the last transaction failed or is being retried, since the last
+    /// commit: what /readyz says while records wait for one.
+    last_transaction_error: Mutex<Option<String>>,
 }
 
 #[derive(Debug)]
@@ -102,6 +105,7 @@ impl Default for PipelineSignals {
             },
             lag: LagTable::default(),
             schema_registry: OnceLock::new(),
+            last_transaction_error: Mutex::new(None),
         }
     }
 }
@@ -128,6 +132,12 @@ pub struct SignalsView {
     pub last_commit_unix_seconds: Option<f64>,
     /// Transactions aborted since the last commit.
     pub consecutive_aborts: u64,
+    /// Seconds records have waited for a commit, whether or not a broker
+    /// answers (readiness; liveness reads `progress_stall_seconds`).
+    pub commit_wait_seconds: f64,
+    /// Why the last transaction failed, or a call of it is being retried,
+    /// since the last commit.
+    pub last_transaction_error: Option<String>,
     /// Whether the schema registry answers; None without one.
     pub schema_registry_reachable: Option<bool>,
     /// Records wait for a writer schema from a registry that does not
@@ -191,6 +201,18 @@ impl PipelineSignals {
         self.consecutive_aborts.store(0, Ordering::Relaxed);
         self.gauges.last_commit.set(unix as f64 / 1000.0);
         self.gauges.consecutive_aborts.set(0.0);
+        *self
+            .last_transaction_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// A transaction failed, or a call of it is being retried, for `why`.
+    pub fn transaction_trouble(&self, why: String) {
+        *self
+            .last_transaction_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(why);
     }
 
     /// A transaction aborted.
@@ -282,9 +304,27 @@ impl PipelineSignals {
                 ms => Some(ms as f64 / 1000.0),
             },
             consecutive_aborts: self.consecutive_aborts.load(Ordering::Relaxed),
+            commit_wait_seconds: self.commit_wait(now).as_secs_f64(),
+            last_transaction_error: self
+                .last_transaction_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             schema_registry_reachable: self.schema_registry.get().map(|r| r.reachable()),
             schema_registry_waiting: self.schema_registry.get().is_some_and(|r| r.waiting()),
         }
+    }
+
+    /// How long records have waited for a commit, brokers reachable or not.
+    fn commit_wait(&self, now_ms: u64) -> Duration {
+        let waiting_since = self
+            .first_read_waiting_ms
+            .load(Ordering::Relaxed)
+            .min(self.transaction_open_ms.load(Ordering::Relaxed));
+        if waiting_since == NOT_WAITING {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(now_ms.saturating_sub(waiting_since))
     }
 
     /// How long records have waited for a commit. Stage loops can keep

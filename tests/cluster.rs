@@ -1,0 +1,370 @@
+//! Failover on a real three-node cluster (replication factor 3,
+//! min.insync.replicas 2 for every topic, `__consumer_offsets` and
+//! `__transaction_state` included) under a steady stream: the node leading
+//! the score partitions, the transaction coordinator, the group coordinator
+//! SIGKILLed and restarted; a rolling restart of all three; two nodes down at
+//! once. Each ends with the independent read_committed check (0 lost, 0
+//! duplicated) and committed offsets at the input's end; each prints how long
+//! no transaction committed (no new score appeared) after the fault.
+//!
+//! The processor runs as its own process under a supervisor that restarts
+//! it when it exits, as Kubernetes would: a fault may end an instance with a
+//! clear fatal error, never lose or duplicate a record.
+//!
+//! Cluster chaos: nodes and the processor SIGKILLed together at random,
+//! seeded; `make test` runs 3 cycles, `scripts/chaos --cluster --cycles N`
+//! longer (STREAMSCORE_CLUSTER_CHAOS_CYCLES / _EVENTS / _SEED).
+
+use crate::support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use streamscore::{Keyring, Settings};
+use support::cluster::Cluster;
+use support::process::{config_file, http_get};
+use support::supervisor::Supervisor;
+
+/// A liveness limit the supervisor's probes act on within a test's patience.
+const LIVENESS: &str = "stall_timeout_ms = 60000\n";
+const RECORDS: u64 = 4_000;
+const RATE: u64 = 400;
+
+/// When the group's committed offsets moved: each commit writes its scores
+/// and its offsets in one transaction, so this is when output appeared. A
+/// long-lived client (no group membership) asks the group coordinator
+/// every 200 ms, following it as it moves.
+struct Commits {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Instant>>,
+}
+
+impl Commits {
+    fn watch(settings: &Settings) -> Self {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &settings.kafka.bootstrap_servers)
+            .set("group.id", &settings.kafka.group_id)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("a reader of the group's offsets");
+        let mut partitions = TopicPartitionList::new();
+        for p in 0..3 {
+            partitions.add_partition(&settings.input.topics[0], p);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut moved = Vec::new();
+            let mut last = 0;
+            while !done.load(Ordering::Relaxed) {
+                if let Ok(committed) =
+                    consumer.committed_offsets(partitions.clone(), Duration::from_secs(2))
+                {
+                    let sum: i64 = committed
+                        .elements()
+                        .iter()
+                        .filter_map(|e| match e.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        })
+                        .sum();
+                    if sum > last {
+                        last = sum;
+                        moved.push(Instant::now());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            moved
+        });
+        Self { stop, thread }
+    }
+
+    /// The longest time after `from` without a commit.
+    fn longest_gap_after(self, from: Instant) -> Duration {
+        self.stop.store(true, Ordering::Relaxed);
+        let moved = self.thread.join().unwrap();
+        let mut last = from;
+        let mut longest = Duration::ZERO;
+        for at in moved.into_iter().filter(|at| *at >= from) {
+            longest = longest.max(at - last);
+            last = at;
+        }
+        longest
+    }
+}
+
+/// What a scenario measured.
+struct Outcome {
+    name: &'static str,
+    stall: Duration,
+    restarts: u32,
+}
+
+/// A 10 s request timeout: /readyz calls the output blocked after records
+/// waited that long for a commit.
+fn failover_settings(cluster: &Cluster, name: &str) -> Settings {
+    let mut s = cluster.settings(name);
+    s.kafka.session_timeout = Duration::from_millis(10_000);
+    s.kafka.transaction_timeout = Duration::from_millis(20_000);
+    s.kafka.request_timeout = Duration::from_millis(10_000);
+    s
+}
+
+/// A steady stream, the processor under its supervisor, `fault` once a few
+/// hundred records are committed, then the check.
+fn scenario(
+    cluster: &Cluster,
+    name: &'static str,
+    fault: impl FnOnce(&Cluster, &Settings, &mut Supervisor<'_>),
+) -> Outcome {
+    let settings = failover_settings(cluster, name);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), "p", &settings, LIVENESS);
+    let (keyring, json) = Keyring::generate("cluster-key").unwrap();
+    let commits = Commits::watch(&settings);
+    let stream = support::stream(&settings, Arc::new(keyring), RECORDS, RATE, 1);
+    let mut supervisor = Supervisor::start(config, &json, dir.path().join("p.log"));
+    let warm = Instant::now() + Duration::from_secs(90);
+    while support::committed_so_far(&settings) < 400 && Instant::now() < warm {
+        supervisor.run_for(Duration::from_millis(250));
+    }
+    let fault_at = Instant::now();
+    fault(cluster, &settings, &mut supervisor);
+    while !stream.is_finished() {
+        supervisor.run_for(Duration::from_secs(1));
+    }
+    let produced = stream.join().unwrap();
+    supervisor.run_until_committed(&settings, Duration::from_secs(180));
+    let restarts = supervisor.restarts;
+    let log_path = dir.path().join("p.log");
+    let log = supervisor.stop();
+    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    for line in text
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains(" WARN "))
+        // librdkafka's own line for each refused connection, and ours for
+        // each consumer error it retries: the same in every scenario.
+        .filter(|l| {
+            (!l.contains("librdkafka:") || l.contains("FATAL"))
+                && !l.contains("consumer error (librdkafka retries)")
+        })
+        .take(12)
+    {
+        println!("  {name}: {}", &line[..line.len().min(400)]);
+    }
+    let report = support::verify_topics(&settings);
+    assert_eq!(report.produced, produced, "{name}");
+    assert!(
+        report.exactly_once(),
+        "{name}: {}\nprocessor log tail:\n{log}",
+        report.line()
+    );
+    assert!(
+        report.offsets_committed_to_end(),
+        "{name}: {:?}",
+        report.committed_vs_end
+    );
+    let stall = commits.longest_gap_after(fault_at);
+    println!(
+        "cluster failover {name}: {} records, 0 lost, 0 duplicated; output stalled {:.1} s; processor restarts {restarts}",
+        report.produced,
+        stall.as_secs_f64()
+    );
+    Outcome {
+        name,
+        stall,
+        restarts,
+    }
+}
+
+fn kill_and_restart(cluster: &Cluster, node: i32, supervisor: &mut Supervisor<'_>) {
+    cluster.node(node, "crash");
+    supervisor.run_for(Duration::from_secs(8));
+    cluster.node(node, "restart");
+}
+
+#[test]
+fn failovers_under_load_lose_and_duplicate_nothing() {
+    let _turn = support::exclusive();
+    let cluster = Cluster::start("cluster");
+    let mut outcomes = Vec::new();
+
+    outcomes.push(scenario(&cluster, "leader", |c, s, sup| {
+        let leader = c.leader(&s.output.topic, 0);
+        println!("killing node {leader}, leader of {}-0", s.output.topic);
+        kill_and_restart(c, leader, sup);
+    }));
+
+    outcomes.push(scenario(&cluster, "txn-coordinator", |c, s, sup| {
+        let node = c.transaction_coordinator(&s.kafka.transactional_id);
+        println!(
+            "killing node {node}, coordinator of {}",
+            s.kafka.transactional_id
+        );
+        kill_and_restart(c, node, sup);
+    }));
+
+    outcomes.push(scenario(&cluster, "group-coordinator", |c, s, sup| {
+        let node = c.group_coordinator(&s.kafka.group_id);
+        println!(
+            "killing node {node}, coordinator of group {}",
+            s.kafka.group_id
+        );
+        kill_and_restart(c, node, sup);
+    }));
+
+    outcomes.push(scenario(&cluster, "rolling", |c, _, sup| {
+        for node in support::cluster::NODES {
+            c.node(node, "halt");
+            sup.run_for(Duration::from_secs(2));
+            c.node(node, "restart");
+            sup.run_for(Duration::from_secs(4));
+        }
+    }));
+
+    // Two of three down: below min.insync.replicas, and the combined
+    // quorum lost with them. Nothing may commit, nothing may be lost, the
+    // processor must not be restarted for it (a restart would not bring the
+    // brokers back), and /readyz must say that the output is blocked; one
+    // node back, it goes on.
+    outcomes.push(scenario(&cluster, "two-down", |c, s, sup| {
+        let before = support::committed_so_far(s);
+        let restarts = (sup.restarts, sup.liveness_restarts);
+        c.node(1, "crash");
+        c.node(2, "crash");
+        let mut said = Vec::new();
+        for _ in 0..20 {
+            sup.run_for(Duration::from_secs(1));
+            if let Some(addr) = sup.address() {
+                said.push(http_get(&addr, "/readyz"));
+            }
+        }
+        assert_eq!(
+            (sup.restarts, sup.liveness_restarts),
+            restarts,
+            "the processor was restarted while two brokers were down"
+        );
+        let blocked = said.iter().find(|(code, body)| {
+            *code == 503
+                && body["not_ready_because"].as_array().is_some_and(|r| {
+                    r.iter().any(|w| {
+                        w.as_str()
+                            .is_some_and(|w| w.starts_with("records have waited"))
+                    })
+                })
+        });
+        println!("two nodes down, /readyz said: {blocked:?}");
+        assert!(
+            blocked.is_some(),
+            "/readyz never said the output was blocked: {said:?}"
+        );
+        c.node(1, "restart");
+        sup.run_for(Duration::from_secs(15));
+        let after = support::committed_so_far(s);
+        assert!(
+            after > before,
+            "nothing committed after one node returned ({before} → {after})"
+        );
+        c.node(2, "restart");
+    }));
+    let summary: Vec<String> = outcomes
+        .iter()
+        .map(|o| {
+            format!(
+                "{} {:.1} s ({} restarts)",
+                o.name,
+                o.stall.as_secs_f64(),
+                o.restarts
+            )
+        })
+        .collect();
+    println!("cluster failover stalls: {}", summary.join(", "));
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Each cycle SIGKILLs a random node, or the processor, or both, under a
+/// steady stream, and restarts the node a few seconds later (the supervisor
+/// restarts the processor); one node at most is down at a time, so writes
+/// keep their two in-sync replicas.
+#[test]
+fn cluster_chaos_loses_and_duplicates_nothing() {
+    let _turn = support::exclusive();
+    let cycles = env_or("STREAMSCORE_CLUSTER_CHAOS_CYCLES", 3);
+    let events = env_or("STREAMSCORE_CLUSTER_CHAOS_EVENTS", 3000);
+    let seed = env_or("STREAMSCORE_CLUSTER_CHAOS_SEED", 20261207);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let cluster = Cluster::start("cluster-chaos");
+    let mut settings = failover_settings(&cluster, "cluster-chaos");
+    settings.kafka.group_instance_id = Some(format!("{}-member", settings.kafka.group_id));
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), "p", &settings, LIVENESS);
+    let (keyring, json) = Keyring::generate("cluster-chaos-key").unwrap();
+    // Spread the stream over the cycles so every kill lands under load.
+    let rate = (events / (cycles * 9).max(1)).max(200);
+    let stream = support::stream(&settings, Arc::new(keyring), events, rate, 2);
+    let mut supervisor = Supervisor::start(config, &json, dir.path().join("p.log"));
+    let (mut node_kills, mut processor_kills) = (0, 0);
+    for cycle in 0..cycles {
+        supervisor.run_for(Duration::from_millis(rng.random_range(1000..3000)));
+        let node = rng.random_range(1..=3);
+        let (kill_node, kill_processor) = match rng.random_range(0..3) {
+            0 => (true, false),
+            1 => (false, true),
+            _ => (true, true),
+        };
+        println!(
+            "cluster chaos: cycle {cycle}: node {node} {kill_node}, processor {kill_processor}"
+        );
+        if kill_node {
+            cluster.node(node, "crash");
+            node_kills += 1;
+        }
+        if kill_processor {
+            supervisor.kill9();
+            processor_kills += 1;
+        }
+        supervisor.run_for(Duration::from_millis(rng.random_range(2000..6000)));
+        if kill_node {
+            cluster.node(node, "restart");
+        }
+    }
+    while !stream.is_finished() {
+        supervisor.run_for(Duration::from_secs(1));
+    }
+    let produced = stream.join().unwrap();
+    supervisor.run_until_committed(&settings, Duration::from_secs(240));
+    let log = supervisor.stop();
+    let report = support::verify_topics(&settings);
+    println!(
+        "cluster chaos: seed {seed}, {node_kills} node kills, {processor_kills} processor kills"
+    );
+    println!(
+        "cluster chaos: {cycles} cycles, {} records, {} lost, {} duplicated",
+        report.produced,
+        report.lost,
+        report.duplicated + report.unexpected
+    );
+    assert_eq!(report.produced, produced);
+    assert!(
+        report.exactly_once(),
+        "{}\nprocessor log tail:\n{log}",
+        report.line()
+    );
+    assert!(
+        report.offsets_committed_to_end(),
+        "{:?}",
+        report.committed_vs_end
+    );
+}
