@@ -74,22 +74,45 @@ impl Cluster {
             .unwrap_or_else(|| panic!("no leader for {topic}-{partition}"))
     }
 
-    /// The in-sync replicas of `topic`'s `partition`.
-    pub fn isr(&self, topic: &str, partition: i32) -> Vec<i32> {
+    /// The score partitions `node` leads, and whether it coordinates the
+    /// transactional id or the group: what its death interrupts.
+    pub fn roles(&self, node: i32, settings: &streamscore::Settings) -> String {
+        let mut roles: Vec<String> = (0..3)
+            .filter(|p| self.leader(&settings.output.topic, *p) == node)
+            .map(|p| format!("leader of {}-{p}", settings.output.topic))
+            .collect();
+        if self.transaction_coordinator(&settings.kafka.transactional_id) == node {
+            roles.push("transaction coordinator".into());
+        }
+        if self.group_coordinator(&settings.kafka.group_id) == node {
+            roles.push("group coordinator".into());
+        }
+        format!("node {node}: {}", roles.join(", "))
+    }
+
+    /// The partitions, of every topic, the internal ones included, without
+    /// all their replicas in sync (or without a leader); empty when none.
+    /// A second node down before the first caught up would leave one copy,
+    /// under min.insync.replicas: an operator's rolling restart waits for
+    /// none, and so do the tests.
+    pub fn under_replicated(&self) -> Vec<String> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
             .create()
             .expect("a metadata client");
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .expect("metadata");
-        metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .and_then(|t| t.partitions().iter().find(|p| p.id() == partition))
-            .map(|p| p.isr().to_vec())
-            .unwrap_or_default()
+        match consumer.fetch_metadata(None, Duration::from_secs(10)) {
+            Ok(metadata) => metadata
+                .topics()
+                .iter()
+                .flat_map(|t| {
+                    t.partitions()
+                        .iter()
+                        .filter(|p| p.isr().len() < p.replicas().len() || p.leader() < 0)
+                        .map(move |p| format!("{}-{}", t.name(), p.id()))
+                })
+                .collect(),
+            Err(e) => vec![e.to_string()],
+        }
     }
 }
 

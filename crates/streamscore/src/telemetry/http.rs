@@ -16,8 +16,9 @@
 //!   `assigned_partitions` and `group_state` follow the rebalance callbacks
 //!   as they happen, and an assignment proves a broker answers. 503 while
 //!   starting, while a broker is unreachable, while the schema registry
-//!   (`input.schema_registry`) does not answer, and from the moment shutdown
-//!   begins. Records waiting on the registry for a writer schema are not a
+//!   (`input.schema_registry`) does not answer, while records have waited
+//!   longer than `kafka.request_timeout_ms` for a commit (the output is
+//!   blocked; the body says why), and from the moment shutdown begins. Records waiting on the registry for a writer schema are not a
 //!   wedge for /healthz: they wait at most `input.schema_registry.max_wait_ms`,
 //!   then the processor stops.
 //!
@@ -143,7 +144,11 @@ impl Health {
         if view.schema_registry_reachable == Some(false) {
             not_ready.push("the schema registry does not answer".to_owned());
         }
-        if view.commit_wait_seconds >= self.commit_wait_limit.as_secs_f64() {
+        // Records held for a writer schema wait on the registry, said above
+        // (and bounded by its max_wait_ms), not on the output.
+        if view.commit_wait_seconds >= self.commit_wait_limit.as_secs_f64()
+            && !view.schema_registry_waiting
+        {
             not_ready.push(format!(
                 "records have waited {:.0} s for a commit (the output is blocked){}",
                 view.commit_wait_seconds,
