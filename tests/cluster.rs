@@ -32,8 +32,9 @@ use support::supervisor::Supervisor;
 
 /// A liveness limit the supervisor's probes act on within a test's patience.
 const LIVENESS: &str = "stall_timeout_ms = 60000\n";
-const RECORDS: u64 = 4_000;
-const RATE: u64 = 400;
+/// 20 s of stream: the fault (up to 10 s) lands with most of it to come.
+const RECORDS: u64 = 6_000;
+const RATE: u64 = 300;
 
 /// When the group's committed offsets moved: each commit writes its scores
 /// and its offsets in one transaction, so this is when output appeared. A
@@ -128,14 +129,28 @@ fn scenario(
     let config = config_file(dir.path(), "p", &settings, LIVENESS);
     let (keyring, json) = Keyring::generate("cluster-key").unwrap();
     let commits = Commits::watch(&settings);
-    let stream = support::stream(&settings, Arc::new(keyring), RECORDS, RATE, 1);
     let mut supervisor = Supervisor::start(config, &json, dir.path().join("p.log"));
     // The scenario before may have left a node catching up.
     until_in_sync(cluster, &mut supervisor);
-    let warm = Instant::now() + Duration::from_secs(90);
-    while support::committed_so_far(&settings) < 400 && Instant::now() < warm {
+    // The stream starts once the processor owns its partitions, so that the
+    // fault lands with most of it still to come.
+    let ready = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < ready
+        && !supervisor.address().is_some_and(|addr| {
+            let (code, body) = http_get(&addr, "/readyz");
+            code == 200 && body["assigned_partitions"].as_i64() > Some(0)
+        })
+    {
         supervisor.run_for(Duration::from_millis(250));
     }
+    let stream = support::stream(&settings, Arc::new(keyring), RECORDS, RATE, 1);
+    while support::committed_so_far(&settings) < 300 && !stream.is_finished() {
+        supervisor.run_for(Duration::from_millis(250));
+    }
+    assert!(
+        !stream.is_finished(),
+        "{name}: the stream ended before the fault; nothing would be measured"
+    );
     let fault_at = Instant::now();
     fault(cluster, &settings, &mut supervisor);
     while !stream.is_finished() {
@@ -144,12 +159,13 @@ fn scenario(
     let produced = stream.join().unwrap();
     supervisor.run_until_committed(&settings, Duration::from_secs(180));
     let restarts = supervisor.restarts;
+    let liveness_restarts = supervisor.liveness_restarts;
     let log_path = dir.path().join("p.log");
     let log = supervisor.stop();
     let text = std::fs::read_to_string(&log_path).unwrap_or_default();
     for line in text
         .lines()
-        .filter(|l| l.contains("ERROR") || l.contains(" WARN "))
+        .filter(|l| l.contains("ERROR") || l.contains(" WARN ") || l.starts_with("error"))
         // librdkafka's own line for each refused connection, and ours for
         // each consumer error it retries: the same in every scenario.
         .filter(|l| {
@@ -174,7 +190,7 @@ fn scenario(
     );
     let stall = commits.longest_gap_after(fault_at);
     println!(
-        "cluster failover {name}: {} records, 0 lost, 0 duplicated; output stalled {:.1} s; processor restarts {restarts}",
+        "cluster failover {name}: {} records, 0 lost, 0 duplicated; output stalled {:.1} s; processor restarts {restarts} ({liveness_restarts} on failed liveness probes)",
         report.produced,
         stall.as_secs_f64()
     );
