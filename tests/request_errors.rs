@@ -102,31 +102,6 @@ fn failed_produce_aborts_rewinds_and_goes_on() {
     );
 }
 
-/// An abort the coordinator refuses with INVALID_TXN_STATE (seen on a
-/// three-node cluster when the group coordinator failed over under an open
-/// transaction) is fatal to librdkafka's producer, but it is not a fence:
-/// a new producer with the same id settles the transaction, and the
-/// pipeline goes on from the last commit instead of exiting.
-#[test]
-fn an_abort_the_coordinator_refuses_replaces_the_producer_and_goes_on() {
-    let m = mock("mock-abort-refused");
-    use RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_TXN_STATE as INVALID_STATE;
-    use RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE as TOO_LARGE;
-    // The first transaction fails, and so does its abort.
-    m.cluster
-        .request_errors(RDKafkaApiKey::Produce, &[TOO_LARGE]);
-    m.cluster
-        .request_errors(RDKafkaApiKey::EndTxn, &[INVALID_STATE]);
-    let (stats, joined) = run_until(&m, |s| s.scored() >= RECORDS);
-    joined.expect("a refused abort is not a fence: the pipeline goes on");
-    assert!(
-        stats.producers_replaced() >= 1,
-        "the producer was not replaced: {}",
-        counts(&stats)
-    );
-    assert!(stats.scored() >= RECORDS, "{}", counts(&stats));
-}
-
 #[test]
 fn fenced_producer_stops_the_pipeline_with_a_fatal_error() {
     let m = mock("mock-fatal");

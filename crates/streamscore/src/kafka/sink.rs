@@ -781,22 +781,6 @@ impl Sink {
                 // (INVALID_TXN_STATE when nothing of the transaction was
                 // registered), fatal for the producer: the refusal is the
                 // cause, and the restart would meet it again.
-                // The coordinator no longer holds the transaction as this
-                // producer does (seen after a group coordinator failed over
-                // under an open transaction, and after a partition was
-                // refused before any was registered). Fatal to librdkafka's
-                // producer, but not a fence: a new producer with the same id
-                // settles it, aborting whatever is left open, and the rewind
-                // below goes on from the last commit; a refusal that caused
-                // it is counted as any other.
-                Err(SinkError::Fatal(e))
-                    if e.rdkafka_error_code()
-                        == Some(RDKafkaErrorCode::InvalidTransactionalState) =>
-                {
-                    self.replace_producer(&failure)?;
-                }
-                // A permanent refusal the fatal abort followed is the cause:
-                // name it, not a fence.
                 Err(SinkError::Fatal(e)) => {
                     return Err(culprit
                         .and_then(|(topic, error)| refused(topic, error, 1))
