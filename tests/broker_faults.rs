@@ -30,19 +30,8 @@ fn fault_settings(name: &str, broker: &OwnBroker) -> Settings {
 const LIVENESS: &str = "stall_timeout_ms = 60000\n";
 
 fn check(settings: &Settings, produced: u64, log: &str) {
-    let report = support::verify_topics(settings);
+    let report = support::assert_exactly_once(settings, produced, "broker faults", log);
     println!("{}", report.line());
-    assert_eq!(report.produced, produced);
-    assert!(
-        report.exactly_once(),
-        "{}\nprocessor log tail:\n{log}",
-        report.line()
-    );
-    assert!(
-        report.offsets_committed_to_end(),
-        "{:?}",
-        report.committed_vs_end
-    );
 }
 
 #[test]

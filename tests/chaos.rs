@@ -17,19 +17,12 @@ use streamscore::Format;
 use streamscore::Keyring;
 use support::process::{Processor, config_file};
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 #[test]
 fn sigkill_and_restart_loses_and_duplicates_nothing() {
     let _turn = support::exclusive();
-    let cycles = env_or("STREAMSCORE_CHAOS_CYCLES", 5);
-    let events = env_or("STREAMSCORE_CHAOS_EVENTS", 6000);
-    let seed = env_or("STREAMSCORE_CHAOS_SEED", 20261124);
+    let cycles = support::env_or("STREAMSCORE_CHAOS_CYCLES", 5);
+    let events = support::env_or("STREAMSCORE_CHAOS_EVENTS", 6000);
+    let seed = support::env_or("STREAMSCORE_CHAOS_SEED", 20261124);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
 
     let mut settings = support::settings("chaos", Format::Avro, Format::Avro);

@@ -176,18 +176,7 @@ fn scenario(
     {
         println!("  {name}: {}", &line[..line.len().min(400)]);
     }
-    let report = support::verify_topics(&settings);
-    assert_eq!(report.produced, produced, "{name}");
-    assert!(
-        report.exactly_once(),
-        "{name}: {}\nprocessor log tail:\n{log}",
-        report.line()
-    );
-    assert!(
-        report.offsets_committed_to_end(),
-        "{name}: {:?}",
-        report.committed_vs_end
-    );
+    let report = support::assert_exactly_once(&settings, produced, name, &log);
     let stall = commits.longest_gap_after(fault_at);
     println!(
         "cluster failover {name}: {} records, 0 lost, 0 duplicated; output stalled {:.1} s; processor restarts {restarts} ({liveness_restarts} on failed liveness probes)",
@@ -342,13 +331,6 @@ fn two_nodes_down_at_once_block_the_output_and_it_resumes() {
     });
 }
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Each cycle SIGKILLs a random node, or the processor, or both, under a
 /// steady stream, and restarts the node a few seconds later (the supervisor
 /// restarts the processor); one node at most is down at a time, so writes
@@ -356,9 +338,9 @@ fn env_or(name: &str, default: u64) -> u64 {
 #[test]
 fn cluster_chaos_loses_and_duplicates_nothing() {
     let _turn = support::exclusive();
-    let cycles = env_or("STREAMSCORE_CLUSTER_CHAOS_CYCLES", 3);
-    let events = env_or("STREAMSCORE_CLUSTER_CHAOS_EVENTS", 3000);
-    let seed = env_or("STREAMSCORE_CLUSTER_CHAOS_SEED", 20261207);
+    let cycles = support::env_or("STREAMSCORE_CLUSTER_CHAOS_CYCLES", 3);
+    let events = support::env_or("STREAMSCORE_CLUSTER_CHAOS_EVENTS", 3000);
+    let seed = support::env_or("STREAMSCORE_CLUSTER_CHAOS_SEED", 20261207);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let cluster = Cluster::start("cluster-chaos");
     let mut settings = failover_settings(&cluster, "cluster-chaos");
@@ -413,15 +395,5 @@ fn cluster_chaos_loses_and_duplicates_nothing() {
         report.lost,
         report.duplicated + report.unexpected
     );
-    assert_eq!(report.produced, produced);
-    assert!(
-        report.exactly_once(),
-        "{}\nprocessor log tail:\n{log}",
-        report.line()
-    );
-    assert!(
-        report.offsets_committed_to_end(),
-        "{:?}",
-        report.committed_vs_end
-    );
+    support::assert_exactly_once(&settings, produced, "cluster chaos", &log);
 }

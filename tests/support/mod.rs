@@ -424,3 +424,30 @@ pub fn assert_no_key_material(text: &str, keyring_json: &str) {
         assert!(!text.contains(&secret), "key material reached the output");
     }
 }
+
+/// A number from the environment (a longer run's size or seed), else `default`.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The independent check at the end of a fault run: every produced record
+/// read back, exactly once, and the group's offsets at the input's end;
+/// `log` (the processor's) goes with a failure.
+pub fn assert_exactly_once(settings: &Settings, produced: u64, what: &str, log: &str) -> Report {
+    let report = verify_topics(settings);
+    assert_eq!(report.produced, produced, "{what}");
+    assert!(
+        report.exactly_once(),
+        "{what}: {}\nprocessor log tail:\n{log}",
+        report.line()
+    );
+    assert!(
+        report.offsets_committed_to_end(),
+        "{what}: {:?}",
+        report.committed_vs_end
+    );
+    report
+}
