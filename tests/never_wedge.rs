@@ -463,3 +463,80 @@ fn a_commit_whose_answer_is_lost_is_settled_without_scoring_twice() {
     );
     stop_and_verify(run, &settings, published);
 }
+
+/// The same lost answer in a cluster that is failing over: a group
+/// coordinator asked about it answered with the commit before, and the sink
+/// rewound and scored a transaction that had landed a second time (the
+/// two-nodes-down run of issue 19). The transaction's own output says.
+#[test]
+fn a_lost_commit_answer_is_settled_by_the_output_even_when_the_group_answers_stale() {
+    let settings = support::settings("stale-group", Format::Avro, Format::Avro);
+    support::create(&settings);
+    let keyring = keyring();
+    let run = start(&settings, &keyring);
+    let stream = support::stream(&settings, keyring.clone(), 3_000, 400, 0);
+    assert!(wait(Duration::from_secs(60), || run.stats.committed() > 200));
+    run.faults.answer_stale_from_group_next();
+    run.faults.lose_next_commit_reply();
+    assert!(
+        wait(Duration::from_secs(30), || !run
+            .faults
+            .commit_reply_to_lose()),
+        "the armed fault never fired"
+    );
+    let published = stream.join().unwrap();
+    assert!(
+        wait(
+            Duration::from_secs(90),
+            || support::committed_so_far(&settings) as u64 >= published
+                || run.pipeline.has_stopped()
+        ),
+        "{}",
+        counts(&run.stats)
+    );
+    assert!(
+        !run.pipeline.has_stopped(),
+        "the pipeline stopped: {:?}",
+        run.pipeline.join()
+    );
+    stop_and_verify(run, &settings, published);
+}
+
+/// A lost answer of a commit that did not land: the output shows its
+/// records aborted, and they are read again, none lost.
+#[test]
+fn a_lost_answer_of_a_commit_that_aborted_rewinds_and_loses_nothing() {
+    let settings = support::settings("silent-abort", Format::Avro, Format::Avro);
+    support::create(&settings);
+    let keyring = keyring();
+    let run = start(&settings, &keyring);
+    let stream = support::stream(&settings, keyring.clone(), 3_000, 400, 0);
+    assert!(wait(Duration::from_secs(60), || run.stats.committed() > 200));
+    let aborted_before = run.stats.transactions_aborted();
+    run.faults.abort_next_commit_and_lose_its_answer();
+    assert!(
+        wait(Duration::from_secs(30), || !run.faults.silent_abort_armed()),
+        "the armed fault never fired"
+    );
+    let published = stream.join().unwrap();
+    assert!(
+        wait(
+            Duration::from_secs(90),
+            || support::committed_so_far(&settings) as u64 >= published
+                || run.pipeline.has_stopped()
+        ),
+        "{}",
+        counts(&run.stats)
+    );
+    assert!(
+        !run.pipeline.has_stopped(),
+        "the pipeline stopped: {:?}",
+        run.pipeline.join()
+    );
+    assert!(
+        run.stats.transactions_aborted() > aborted_before,
+        "the aborted commit was taken for one that landed: {}",
+        counts(&run.stats)
+    );
+    stop_and_verify(run, &settings, published);
+}

@@ -1,6 +1,10 @@
 //! The least a Kafka principal needs for this processor, derived from the
 //! settings: what an operator pastes into kafka-acls or a Strimzi KafkaUser.
 //!
+//! The output topics need Read as well as Write: when a commit's answer is
+//! lost, the sink reads the transaction's outcome back from its output
+//! (`kafka::outcome`).
+//!
 //! Kafka implies Describe from Read and Write, and since Kafka 3.0 (KIP-679)
 //! a producer with Write on a topic needs no IdempotentWrite on the cluster,
 //! so neither is listed. DescribeConfigs on the output topics is optional:
@@ -96,11 +100,15 @@ pub fn minimal(settings: &Settings, transactional_id_prefix: Option<&str>) -> Ve
     if settings.model.shadow_card.is_some() {
         outputs.push(("output.shadow_topic", settings.output.shadow_topic.as_str()));
     }
-    acls.extend(
-        outputs
-            .into_iter()
-            .map(|(key, topic)| acl(ResourceType::Topic, topic, "Write", key)),
-    );
+    for (key, topic) in outputs {
+        acls.push(acl(ResourceType::Topic, topic, "Write", key));
+        acls.push(acl(
+            ResourceType::Topic,
+            topic,
+            "Read",
+            &format!("{key}: a transaction's outcome, read back when a commit's answer is lost"),
+        ));
+    }
     acls.push(match transactional_id_prefix {
         Some(prefix) => Acl {
             prefixed: true,
@@ -161,7 +169,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_set_is_read_on_inputs_and_group_write_on_outputs_and_the_transactional_id() {
+    fn the_set_is_read_on_inputs_and_group_write_and_read_on_outputs_and_the_transactional_id() {
         let mut s = Settings::load_with_env(None, false).unwrap();
         s.input.topics = vec!["a".into(), "b".into()];
         let acls = minimal(&s, None);
@@ -176,7 +184,9 @@ mod tests {
                 (ResourceType::Topic, "b", "Read"),
                 (ResourceType::Group, "streamscore", "Read"),
                 (ResourceType::Topic, "scores", "Write"),
+                (ResourceType::Topic, "scores", "Read"),
                 (ResourceType::Topic, "scores-dlq", "Write"),
+                (ResourceType::Topic, "scores-dlq", "Read"),
                 (ResourceType::TransactionalId, "streamscore-0", "Write"),
             ]
         );
@@ -200,10 +210,10 @@ mod tests {
                 .as_sequence()
                 .unwrap()
                 .len(),
-            6
+            8
         );
         assert_eq!(
-            doc["spec"]["authorization"]["acls"][5]["resource"]["patternType"],
+            doc["spec"]["authorization"]["acls"][7]["resource"]["patternType"],
             "prefix"
         );
     }

@@ -2,10 +2,11 @@
 //! broker cannot be made to produce on cue: an abortable error at the next
 //! commit (as a rebalance's ILLEGAL_GENERATION would give), a commit whose
 //! answer never comes back (as a broker that hangs right after writing the
-//! commit would give), a commit held at its start while the test hangs the
+//! commit would give; or after it aborted), a commit held at its start while the test hangs the
 //! broker (so the commit is the call that meets the hang, not a delivery
-//! wait before it), or an ONNX Runtime error in the middle of a run (as a
-//! GPU fault would give).
+//! wait before it), a group coordinator whose answer is stale (as one
+//! failing over gave), or an ONNX Runtime error in the middle of a run (as
+//! a GPU fault would give).
 //!
 //! Nothing arms them outside tests; disarmed, each costs one relaxed load
 //! per commit or per batch.
@@ -22,6 +23,8 @@ pub struct Faults {
     hold_commit: AtomicBool,
     commit_held: AtomicBool,
     commit_released: AtomicBool,
+    stale_group_answer: AtomicBool,
+    abort_silently: AtomicBool,
 }
 
 impl Faults {
@@ -45,6 +48,24 @@ impl Faults {
     /// Whether an armed lost reply is still to be taken.
     pub fn commit_reply_to_lose(&self) -> bool {
         self.lose_commit_reply.load(Ordering::SeqCst)
+    }
+
+    /// The next commit is aborted instead, and taken for one that timed
+    /// out: the sink must find that it did not land.
+    pub fn abort_next_commit_and_lose_its_answer(&self) {
+        self.abort_silently.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether an armed silent abort is still to be taken.
+    pub fn silent_abort_armed(&self) -> bool {
+        self.abort_silently.load(Ordering::SeqCst)
+    }
+
+    /// After the next lost commit answer, the group coordinator is taken to
+    /// answer with the offsets of the commit before, as a coordinator that
+    /// was failing over answered in a three-node run with two nodes down.
+    pub fn answer_stale_from_group_next(&self) {
+        self.stale_group_answer.store(true, Ordering::SeqCst);
     }
 
     /// The next batch reaches ONNX Runtime with a shape the model refuses,
@@ -101,6 +122,14 @@ impl Faults {
 
     pub(crate) fn take_lost_commit_reply(&self) -> bool {
         take(&self.lose_commit_reply)
+    }
+
+    pub(crate) fn take_silent_abort(&self) -> bool {
+        take(&self.abort_silently)
+    }
+
+    pub(crate) fn take_stale_group_answer(&self) -> bool {
+        take(&self.stale_group_answer)
     }
 
     pub(crate) fn take_inference_failure(&self) -> bool {

@@ -25,7 +25,6 @@ use rdkafka::types::RDKafkaErrorCode;
 pub(crate) struct Operation(u32);
 
 impl Operation {
-    #[cfg(test)]
     pub(crate) const READ: Operation =
         Operation(rd::rd_kafka_AclOperation_t::RD_KAFKA_ACL_OPERATION_READ as u32);
     #[cfg(test)]

@@ -68,6 +68,10 @@ pub enum Role<'a> {
     Consumer,
     /// The processor's transactional producer: `kafka.properties`, then `kafka.producer`.
     Producer,
+    /// The sink's reader of a transaction's outcome from its output, after a
+    /// commit whose answer was lost: the consumer's connection and identity,
+    /// read_committed, assigned (never joining the group).
+    OutcomeReader,
     /// Admin requests answered as the principal that writes the output
     /// topics: the producer's connection and identity without its
     /// transactional settings.
@@ -89,6 +93,7 @@ impl Role<'_> {
         match self {
             Role::Consumer => "streamscore-consumer",
             Role::Producer => "streamscore-producer",
+            Role::OutcomeReader => "streamscore-outcome-reader",
             Role::Admin => "streamscore-admin",
             Role::ToolAdmin => "streamscore-tool-admin",
             Role::ToolProducer => "streamscore-tool-producer",
@@ -125,6 +130,20 @@ fn role_config(settings: &Settings, role: Role<'_>) -> ClientConfig {
         Role::Producer => {
             producer_settings(&mut c, settings);
             with_overrides(c, [&k.properties, &k.producer])
+        }
+        Role::OutcomeReader => {
+            let mut c = with_overrides(c, [&k.properties, &k.consumer]);
+            // After the tables: the answer depends on them. librdkafka
+            // assigns only with a group.id; the processor's own, which the
+            // principal may already use, as a member never joins with
+            // `assign` and commits nothing.
+            c.remove("group.instance.id");
+            c.set("group.id", &k.group_id)
+                .set("enable.auto.commit", "false")
+                .set("isolation.level", "read_committed")
+                .set("enable.partition.eof", "true")
+                .set("auto.offset.reset", "error");
+            c
         }
         Role::Admin => with_overrides(c, [&k.properties, &k.producer]),
         Role::ToolAdmin => with_overrides(c, [&k.properties]),

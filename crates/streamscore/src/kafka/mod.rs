@@ -5,6 +5,7 @@ pub(crate) mod authorized;
 pub(crate) mod client;
 pub(crate) mod group;
 pub(crate) mod offline;
+pub(crate) mod outcome;
 pub(crate) mod positions;
 pub(crate) mod preflight;
 pub(crate) mod sink;

@@ -43,13 +43,21 @@ pub enum PreflightError {
         bootstrap: String,
     },
     #[error(
-        "{key} \"{topic}\": the broker answered TOPIC_AUTHORIZATION_FAILED: the configured principal may not describe or write it; grant it DESCRIBE and WRITE on the topic"
+        "{key} \"{topic}\": the broker answered TOPIC_AUTHORIZATION_FAILED: the configured principal may not describe or write it; grant it WRITE and READ on the topic"
     )]
     Unauthorized { key: &'static str, topic: String },
     #[error(
         "{key} \"{topic}\": the configured principal may not write it (the broker grants it {granted} there); grant it WRITE on the topic"
     )]
     NotWritable {
+        key: &'static str,
+        topic: String,
+        granted: String,
+    },
+    #[error(
+        "{key} \"{topic}\": the configured principal may not read it (the broker grants it {granted} there); grant it READ on the topic: when a commit's answer is lost, the transaction's outcome is read back from its output"
+    )]
+    NotReadable {
         key: &'static str,
         topic: String,
         granted: String,
@@ -118,7 +126,7 @@ pub(crate) fn check_output_topics(settings: &Settings) -> Result<(), PreflightEr
             break;
         }
     }
-    check_writable(&admin, &topics, timeout)?;
+    check_rights(&admin, &topics, timeout)?;
     let limits = topic_limits(&admin, &topics, bootstrap, timeout)?;
     for (&(key, topic), limit) in topics.iter().zip(limits) {
         match limit {
@@ -150,10 +158,11 @@ fn output_topics(settings: &Settings) -> Vec<(&'static str, &str)> {
 }
 
 /// Metadata answers a principal that may describe a topic; writing needs
-/// WRITE, which Read-only rights (Read implies Describe) lack. A broker that
+/// WRITE, which Read-only rights (Read implies Describe) lack, and reading a
+/// transaction's outcome back needs READ. A broker that
 /// will not say (before KIP-430, or librdkafka's mock cluster) leaves it to
 /// the first transaction, whose refusal the sink names.
-fn check_writable(
+fn check_rights(
     admin: &AdminClient<DefaultClientContext>,
     topics: &[(&'static str, &str)],
     timeout: Duration,
@@ -168,30 +177,39 @@ fn check_writable(
     };
     for &(key, topic) in topics {
         if let Some(operations) = granted.get(topic) {
-            judge_writable(key, topic, operations)?;
+            judge_rights(key, topic, operations)?;
         }
     }
     Ok(())
 }
 
-fn judge_writable(
+fn judge_rights(
     key: &'static str,
     topic: &str,
     operations: &[Operation],
 ) -> Result<(), PreflightError> {
-    if operations.contains(&Operation::WRITE) {
-        return Ok(());
+    let granted = || {
+        operations
+            .iter()
+            .map(|op| op.name().to_uppercase())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !operations.contains(&Operation::WRITE) {
+        return Err(PreflightError::NotWritable {
+            key,
+            topic: topic.to_owned(),
+            granted: granted(),
+        });
     }
-    let granted = operations
-        .iter()
-        .map(|op| op.name().to_uppercase())
-        .collect::<Vec<_>>()
-        .join(", ");
-    Err(PreflightError::NotWritable {
-        key,
-        topic: topic.to_owned(),
-        granted,
-    })
+    if !operations.contains(&Operation::READ) {
+        return Err(PreflightError::NotReadable {
+            key,
+            topic: topic.to_owned(),
+            granted: granted(),
+        });
+    }
+    Ok(())
 }
 
 /// `answer`: None when the broker did not mention the topic at all, else the
@@ -330,7 +348,7 @@ mod tests {
         );
         assert_eq!(
             judge(Some(Some(RDKafkaErrorCode::TopicAuthorizationFailed))).unwrap_err(),
-            "output.dead_letter_topic \"x.dlq\": the broker answered TOPIC_AUTHORIZATION_FAILED: the configured principal may not describe or write it; grant it DESCRIBE and WRITE on the topic"
+            "output.dead_letter_topic \"x.dlq\": the broker answered TOPIC_AUTHORIZATION_FAILED: the configured principal may not describe or write it; grant it WRITE and READ on the topic"
         );
         assert!(
             judge(Some(Some(RDKafkaErrorCode::LeaderNotAvailable)))
@@ -342,14 +360,20 @@ mod tests {
     }
 
     #[test]
-    fn rights_without_write_are_refused_naming_what_is_granted() {
+    fn rights_without_write_or_read_are_refused_naming_what_is_granted() {
         let (r, w, d) = (Operation::READ, Operation::WRITE, Operation::DESCRIBE);
-        assert!(judge_writable("output.topic", "s", &[r, w, d]).is_ok());
+        assert!(judge_rights("output.topic", "s", &[r, w, d]).is_ok());
         assert_eq!(
-            judge_writable("output.dead_letter_topic", "x.dlq", &[r, d])
+            judge_rights("output.dead_letter_topic", "x.dlq", &[r, d])
                 .unwrap_err()
                 .to_string(),
             "output.dead_letter_topic \"x.dlq\": the configured principal may not write it (the broker grants it READ, DESCRIBE there); grant it WRITE on the topic"
+        );
+        assert_eq!(
+            judge_rights("output.topic", "s", &[w, d])
+                .unwrap_err()
+                .to_string(),
+            "output.topic \"s\": the configured principal may not read it (the broker grants it WRITE, DESCRIBE there); grant it READ on the topic: when a commit's answer is lost, the transaction's outcome is read back from its output"
         );
     }
 

@@ -24,6 +24,7 @@ use crate::faults::Faults;
 use crate::item::EventMeta;
 use crate::item::{BarrierOutcome, Batch, Item, Outcome};
 use crate::kafka::authorized::{self, Operation};
+use crate::kafka::outcome::{self, OutcomeError, Witness};
 use crate::kafka::positions::CommittedPositions;
 use crate::kafka::source::SourceConsumer;
 use crate::pipeline::fan::FanIn;
@@ -72,13 +73,9 @@ pub enum SinkError {
     #[error("aborting the transaction failed: {0}")]
     Abort(KafkaError),
     #[error(
-        "cannot tell whether a commit that went unanswered landed (asked the group coordinator): {0}; a restart resumes from the group's committed offsets"
+        "cannot tell whether a commit that went unanswered landed: {0}; a restart resumes from the group's committed offsets"
     )]
-    Outcome(KafkaError),
-    #[error(
-        "after a commit that went unanswered, {reached} of its partitions show its offsets committed and {short} do not: a transaction commits all or none, so another member moved them; a restart resumes from the group's committed offsets"
-    )]
-    OutcomeMixed { reached: usize, short: usize },
+    Outcome(#[from] OutcomeError),
     #[error("cannot encode a score result: {0}")]
     Encode(String),
     #[error("the consumer has no group metadata (not in a consumer group?)")]
@@ -124,31 +121,38 @@ impl DeliveryFailures {
 }
 
 /// Delivery reports: inside a transaction a failed delivery makes the commit
-/// fail; the context remembers the first one so the abort can name it.
+/// fail; the context remembers the first one so the abort can name it. Each
+/// record carries its transaction's number, and the first one acknowledged
+/// is that transaction's witness (see [`outcome`]).
 pub(crate) struct SinkContext {
     failures: Arc<DeliveryFailures>,
-}
-
-impl SinkContext {
-    pub(crate) fn new(failures: Arc<DeliveryFailures>) -> Self {
-        Self { failures }
-    }
+    witness: Arc<Witness>,
 }
 
 impl ClientContext for SinkContext {}
 
 impl ProducerContext for SinkContext {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, message)) = result {
-            tracing::debug!(error = %e, topic = message.topic(), "delivery failed; the transaction will abort");
-            self.failures.note(message.topic(), e);
+    fn delivery(&self, result: &DeliveryResult<'_>, transaction: usize) {
+        match result {
+            Ok(message) => self.witness.note(
+                transaction as u64,
+                message.topic(),
+                message.partition(),
+                message.offset(),
+            ),
+            Err((e, message)) => {
+                tracing::debug!(error = %e, topic = message.topic(), "delivery failed; the transaction will abort");
+                self.failures.note(message.topic(), e);
+            }
         }
     }
 }
 
 pub(crate) type SinkProducer = ThreadedProducer<SinkContext>;
+
+type Record<'a> = BaseRecord<'a, [u8], [u8], usize>;
 
 pub(crate) struct SinkConfig {
     /// Named when the broker refuses it.
@@ -165,6 +169,8 @@ pub(crate) struct SinkConfig {
     pub transaction_timeout: Duration,
     /// With shadow scoring: where the challenger's results go.
     pub shadow_topic: Option<String>,
+    /// The read_committed reader that settles an unanswered commit.
+    pub outcome_reader: ClientConfig,
 }
 
 impl SinkError {
@@ -203,17 +209,22 @@ pub(crate) struct SinkLinks {
 pub(crate) struct ProducerFactory {
     pub config: ClientConfig,
     pub failures: Arc<DeliveryFailures>,
+    pub witness: Arc<Witness>,
 }
 
 impl ProducerFactory {
     pub(crate) fn create(&self) -> Result<SinkProducer, KafkaError> {
-        self.config
-            .create_with_context(SinkContext::new(self.failures.clone()))
+        self.config.create_with_context(SinkContext {
+            failures: self.failures.clone(),
+            witness: self.witness.clone(),
+        })
     }
 }
 
 /// The transaction being filled.
 struct OpenTransaction {
+    /// Its number (from 1), carried by its records' delivery reports.
+    number: u64,
     /// When its oldest record was read (its batch opened): at light load the
     /// commit interval counts from there, not from when the sink first saw
     /// it, so batch wait, inference and queueing come out of the interval.
@@ -295,6 +306,8 @@ pub(crate) struct Sink {
     /// The permanent produce error the last aborts had in common, and how
     /// many transactions in a row it has failed.
     unwritable: Option<(String, RDKafkaErrorCode, u32)>,
+    /// Transactions begun, the open one included.
+    transactions: u64,
 }
 
 impl Sink {
@@ -318,6 +331,7 @@ impl Sink {
             open: None,
             commit_estimate: Duration::ZERO,
             unwritable: None,
+            transactions: 0,
         }
     }
 
@@ -446,7 +460,9 @@ impl Sink {
                 .begin_transaction()
                 .map_err(SinkError::Fatal)?;
             self.signals.set_transaction_open(true);
+            self.transactions += 1;
             self.open = Some(OpenTransaction {
+                number: self.transactions,
                 oldest_read: read_at,
                 began: Instant::now(),
                 offsets: HashMap::new(),
@@ -573,11 +589,16 @@ impl Sink {
     }
 
     fn send_to(&self, topic: &str, item: &Item, payload: &[u8]) -> Result<(), KafkaError> {
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(payload);
+        let mut record = self.record_to(topic).payload(payload);
         if let Some(k) = item.key.as_deref() {
             record = record.key(k);
         }
         send(&self.producer, record, self.config.timeout)
+    }
+
+    /// A record of the open transaction, numbered for its delivery report.
+    fn record_to<'a>(&self, topic: &'a str) -> Record<'a> {
+        BaseRecord::with_opaque_to(topic, self.transactions as usize)
     }
 
     /// Writes a dead letter ([`DeadLetter`]). One that would be over
@@ -592,8 +613,9 @@ impl Sink {
     ) -> Result<(), KafkaError> {
         let mut letter = DeadLetter::new(&item.source, rejection, item.key.as_deref(), value);
         loop {
-            let mut record: BaseRecord<'_, [u8], [u8]> =
-                BaseRecord::to(&self.config.dead_letter_topic).headers(letter.headers());
+            let mut record = self
+                .record_to(&self.config.dead_letter_topic)
+                .headers(letter.headers());
             if let Some(v) = letter.value() {
                 record = record.payload(v);
             }
@@ -657,18 +679,22 @@ impl Sink {
         if self.links.group.assignment_lost() {
             return self.abort_and_rewind(Failure::AssignmentLost);
         }
+        let silent_abort = self.links.faults.take_silent_abort();
         let result = self
             .producer
             .send_offsets_to_transaction(&offsets, &group, self.config.timeout)
             .and_then(|()| {
                 await_deliveries(&self.producer, self.config.timeout);
                 self.links.faults.pause_if_commit_held();
+                if silent_abort {
+                    return self.producer.abort_transaction(self.config.timeout);
+                }
                 self.commit_with_retries()
             });
         let result = match result {
-            Ok(()) if self.links.faults.take_lost_commit_reply() => Err(Failure::Unanswered(
-                "the commit's answer was lost (injected by a test)".into(),
-            )),
+            Ok(()) if silent_abort || self.links.faults.take_lost_commit_reply() => Err(
+                Failure::Unanswered("the commit's answer was lost (injected by a test)".into()),
+            ),
             Ok(()) => Ok(()),
             Err(e) if fatal(&e) => return Err(SinkError::Fatal(e)),
             // Timed out: librdkafka still holds the call as current.
@@ -802,11 +828,44 @@ impl Sink {
     }
 
     /// Whether a transaction whose commit went unanswered committed after
-    /// all, asked of the group coordinator once a new producer has settled
-    /// it (its `init_transactions` returns only then). Local positions
-    /// cannot say: they move only on an answered commit, and rewinding to
-    /// them after a commit that landed would score its records twice.
+    /// all, once a new producer has settled it (its `init_transactions`
+    /// returns only then), read from the transaction's own output (see
+    /// [`outcome`]). Local positions cannot say: they move only on an
+    /// answered commit, and rewinding to them after a commit that landed
+    /// would score its records twice.
     fn landed(&self, txn: &OpenTransaction) -> Result<bool, SinkError> {
+        let Some(witness) = self.factory.witness.of(txn.number) else {
+            // None of its records was acknowledged, and the producer asks
+            // for a commit only once all of them are: it cannot have landed.
+            return Ok(false);
+        };
+        let patience = self.config.transaction_timeout + self.config.timeout * 2;
+        let landed = outcome::committed(
+            &self.config.outcome_reader,
+            &witness,
+            self.config.timeout,
+            patience,
+        )?;
+        if let Some(group) = self.group_says_landed(txn)
+            && group != landed
+        {
+            tracing::warn!(
+                output_shows_committed = landed,
+                group_shows_committed = group,
+                topic = %witness.topic,
+                partition = witness.partition,
+                offset = witness.offset,
+                "the group coordinator's offsets disagree with the transaction's output about an unanswered commit; going by the output (a coordinator failing over can answer stale)"
+            );
+        }
+        Ok(landed)
+    }
+
+    /// What the group coordinator's committed offsets say of `txn`, for the
+    /// log only: in a cluster failing over it has answered with the commit
+    /// before one that landed. None when it does not answer, or answers a
+    /// mix (a transaction commits all its offsets or none).
+    fn group_says_landed(&self, txn: &OpenTransaction) -> Option<bool> {
         let mut partitions = TopicPartitionList::with_capacity(txn.offsets.len());
         for (topic, partition) in txn.offsets.keys() {
             partitions.add_partition(topic, *partition);
@@ -815,10 +874,13 @@ impl Sink {
             .links
             .group
             .committed_offsets(partitions, self.config.timeout)
-            .map_err(SinkError::Outcome)?;
+            .ok()?;
+        if self.links.faults.take_stale_group_answer() {
+            return Some(false);
+        }
         let (mut reached, mut short) = (0, 0);
         for e in committed.elements() {
-            e.error().map_err(SinkError::Outcome)?;
+            e.error().ok()?;
             let want = txn
                 .offsets
                 .get(&(Arc::from(e.topic()), e.partition()))
@@ -830,11 +892,9 @@ impl Sink {
             }
         }
         match (reached, short) {
-            (_, 0) => Ok(true),
-            (0, _) => Ok(false),
-            // A transaction commits all its offsets or none: a mix means
-            // someone else moved them, and nothing here can say what is safe.
-            _ => Err(SinkError::OutcomeMixed { reached, short }),
+            (_, 0) => Some(true),
+            (0, _) => Some(false),
+            _ => None,
         }
     }
 
@@ -1067,7 +1127,7 @@ pub fn await_deliveries<C: ProducerContext + 'static>(
 /// cannot deliver, and the transaction had better abort than hang.
 fn send(
     producer: &SinkProducer,
-    mut record: BaseRecord<'_, [u8], [u8]>,
+    mut record: Record<'_>,
     patience: Duration,
 ) -> Result<(), KafkaError> {
     let started = Instant::now();

@@ -31,7 +31,7 @@ use crate::features::FeatureError;
 use crate::inference::worker::WorkerLinks;
 use crate::inference::{self, Device, InferenceError, ModelSession};
 use crate::item::Batch;
-use crate::kafka::client::{consumer_config, producer_config};
+use crate::kafka::client::{Role, client_config, consumer_config, producer_config};
 use crate::kafka::positions::CommittedPositions;
 use crate::kafka::preflight::{self, PreflightError};
 use crate::kafka::sink::{
@@ -379,6 +379,7 @@ fn transactional_producer(
     let factory = ProducerFactory {
         config: producer_config(settings),
         failures: Arc::default(),
+        witness: Arc::default(),
     };
     let producer = factory
         .create()
@@ -508,6 +509,7 @@ fn sink_config(settings: &Settings) -> SinkConfig {
             .shadow_card
             .as_ref()
             .map(|_| settings.output.shadow_topic.clone()),
+        outcome_reader: client_config(settings, Role::OutcomeReader),
     }
 }
 
