@@ -267,16 +267,14 @@ fn failovers_under_load_lose_and_duplicate_nothing() {
     println!("cluster failover stalls: {}", summary.join(", "));
 }
 
-/// Two of three nodes down at once. Not in `make test`: in one run of
-/// about ten (the fresh-clone run of 2026-12-07) it duplicated 15 records.
-/// A commit that got no answer while two nodes were down was taken for
-/// lost (the producer replaced, the group's offsets read back short) and
-/// its records scored again, though the commit landed once a node returned:
-/// a defect of the unanswered-commit check (`Sink::landed`), found by this
-/// test and not fixed yet (issue 19; docs/reliability.md). Run it with
-/// `cargo test -p streamscore --test faults -- --ignored cluster::two`.
+/// Two of three nodes down at once. In one run of about ten (the
+/// fresh-clone run of 2026-12-07 at 668a5f5) it duplicated 15 records: a
+/// commit that got no answer while two nodes were down was taken for lost
+/// (the producer replaced, the group coordinator, failing over, answered
+/// the offsets of the commit before) and its records scored again, though
+/// the commit had landed. An unanswered commit is now settled from the
+/// transaction's output (`kafka::outcome`; issue 19, docs/reliability.md).
 #[test]
-#[ignore = "duplicates records in about one run of ten: an unanswered commit that landed after a two-node outage is taken for lost (issue 19)"]
 fn two_nodes_down_at_once_block_the_output_and_it_resumes() {
     let _turn = support::exclusive();
     let cluster = Cluster::start("cluster-two");

@@ -428,22 +428,27 @@ fn a_commit_that_times_out_replaces_the_producer_and_goes_on() {
     stop_and_verify(run, &settings, published);
 }
 
-#[test]
-/// A commit whose answer never comes may have landed. The new producer
-/// settles it; the sink must then ask the group what happened, because
-/// rewinding to the last answered commit would score its records again.
-fn a_commit_whose_answer_is_lost_is_settled_without_scoring_twice() {
-    let settings = support::settings("lost-reply", Format::Avro, Format::Avro);
+/// A run through an armed fault, and the aborts counted before it was armed.
+struct Through {
+    run: Running,
+    settings: Settings,
+    published: u64,
+    aborted_before: u64,
+}
+
+/// Streams 3,000 records, arms a fault once 200 have committed, waits until
+/// it fired and every record has committed, with the pipeline still running.
+fn stream_through(name: &str, arm: impl Fn(&Faults), armed: impl Fn(&Faults) -> bool) -> Through {
+    let settings = support::settings(name, Format::Avro, Format::Avro);
     support::create(&settings);
     let keyring = keyring();
     let run = start(&settings, &keyring);
     let stream = support::stream(&settings, keyring.clone(), 3_000, 400, 0);
     assert!(wait(Duration::from_secs(60), || run.stats.committed() > 200));
-    run.faults.lose_next_commit_reply();
+    let aborted_before = run.stats.transactions_aborted();
+    arm(&run.faults);
     assert!(
-        wait(Duration::from_secs(30), || !run
-            .faults
-            .commit_reply_to_lose()),
+        wait(Duration::from_secs(30), || !armed(&run.faults)),
         "the armed fault never fired"
     );
     let published = stream.join().unwrap();
@@ -461,7 +466,25 @@ fn a_commit_whose_answer_is_lost_is_settled_without_scoring_twice() {
         "the pipeline stopped: {:?}",
         run.pipeline.join()
     );
-    stop_and_verify(run, &settings, published);
+    Through {
+        run,
+        settings,
+        published,
+        aborted_before,
+    }
+}
+
+/// A commit whose answer never comes may have landed. The new producer
+/// settles it; the sink must then find out what happened, because
+/// rewinding to the last answered commit would score its records again.
+#[test]
+fn a_commit_whose_answer_is_lost_is_settled_without_scoring_twice() {
+    let t = stream_through(
+        "lost-reply",
+        Faults::lose_next_commit_reply,
+        Faults::commit_reply_to_lose,
+    );
+    stop_and_verify(t.run, &t.settings, t.published);
 }
 
 /// The same lost answer in a cluster that is failing over: a group
@@ -470,73 +493,30 @@ fn a_commit_whose_answer_is_lost_is_settled_without_scoring_twice() {
 /// two-nodes-down run of issue 19). The transaction's own output says.
 #[test]
 fn a_lost_commit_answer_is_settled_by_the_output_even_when_the_group_answers_stale() {
-    let settings = support::settings("stale-group", Format::Avro, Format::Avro);
-    support::create(&settings);
-    let keyring = keyring();
-    let run = start(&settings, &keyring);
-    let stream = support::stream(&settings, keyring.clone(), 3_000, 400, 0);
-    assert!(wait(Duration::from_secs(60), || run.stats.committed() > 200));
-    run.faults.answer_stale_from_group_next();
-    run.faults.lose_next_commit_reply();
-    assert!(
-        wait(Duration::from_secs(30), || !run
-            .faults
-            .commit_reply_to_lose()),
-        "the armed fault never fired"
+    let t = stream_through(
+        "stale-group",
+        |f| {
+            f.answer_stale_from_group_next();
+            f.lose_next_commit_reply();
+        },
+        Faults::commit_reply_to_lose,
     );
-    let published = stream.join().unwrap();
-    assert!(
-        wait(
-            Duration::from_secs(90),
-            || support::committed_so_far(&settings) as u64 >= published
-                || run.pipeline.has_stopped()
-        ),
-        "{}",
-        counts(&run.stats)
-    );
-    assert!(
-        !run.pipeline.has_stopped(),
-        "the pipeline stopped: {:?}",
-        run.pipeline.join()
-    );
-    stop_and_verify(run, &settings, published);
+    stop_and_verify(t.run, &t.settings, t.published);
 }
 
 /// A lost answer of a commit that did not land: the output shows its
 /// records aborted, and they are read again, none lost.
 #[test]
 fn a_lost_answer_of_a_commit_that_aborted_rewinds_and_loses_nothing() {
-    let settings = support::settings("silent-abort", Format::Avro, Format::Avro);
-    support::create(&settings);
-    let keyring = keyring();
-    let run = start(&settings, &keyring);
-    let stream = support::stream(&settings, keyring.clone(), 3_000, 400, 0);
-    assert!(wait(Duration::from_secs(60), || run.stats.committed() > 200));
-    let aborted_before = run.stats.transactions_aborted();
-    run.faults.abort_next_commit_and_lose_its_answer();
-    assert!(
-        wait(Duration::from_secs(30), || !run.faults.silent_abort_armed()),
-        "the armed fault never fired"
-    );
-    let published = stream.join().unwrap();
-    assert!(
-        wait(
-            Duration::from_secs(90),
-            || support::committed_so_far(&settings) as u64 >= published
-                || run.pipeline.has_stopped()
-        ),
-        "{}",
-        counts(&run.stats)
+    let t = stream_through(
+        "silent-abort",
+        Faults::abort_next_commit_and_lose_its_answer,
+        Faults::silent_abort_armed,
     );
     assert!(
-        !run.pipeline.has_stopped(),
-        "the pipeline stopped: {:?}",
-        run.pipeline.join()
-    );
-    assert!(
-        run.stats.transactions_aborted() > aborted_before,
+        t.run.stats.transactions_aborted() > t.aborted_before,
         "the aborted commit was taken for one that landed: {}",
-        counts(&run.stats)
+        counts(&t.run.stats)
     );
-    stop_and_verify(run, &settings, published);
+    stop_and_verify(t.run, &t.settings, t.published);
 }
