@@ -53,6 +53,9 @@ pub struct Health {
     /// Why the processor is stopping on an error: neither alive nor ready
     /// while it lingers to be scraped.
     failed: OnceLock<String>,
+    /// What the last liveness probe answered: a change is logged, so the
+    /// log says why the orchestrator restarted the processor.
+    was_alive: AtomicBool,
 }
 
 impl Health {
@@ -63,6 +66,7 @@ impl Health {
             stall_limit,
             commit_wait_limit: Duration::from_secs(30),
             failed: OnceLock::new(),
+            was_alive: AtomicBool::new(true),
         }
     }
 
@@ -100,22 +104,27 @@ impl Health {
         };
         let view = signals.view();
         let alive = view.longest_stall() <= self.stall_limit;
-        (
-            alive,
-            serde_json::json!({
-                "alive": alive,
-                "stall_limit_seconds": self.stall_limit.as_secs_f64(),
-                "source_idle_seconds": view.source_idle_seconds,
-                "sink_idle_seconds": view.sink_idle_seconds,
-                "group_state": view.group_state,
-                "group_unsteady_seconds": view.group_unsteady_seconds,
-                "progress_stall_seconds": view.progress_stall_seconds,
-                "last_commit_age_seconds": view.last_commit_age_seconds,
-                "last_commit_unix_seconds": view.last_commit_unix_seconds,
-                "consecutive_aborts": view.consecutive_aborts,
-                "schema_registry_waiting": view.schema_registry_waiting,
-            }),
-        )
+        let body = serde_json::json!({
+            "alive": alive,
+            "stall_limit_seconds": self.stall_limit.as_secs_f64(),
+            "source_idle_seconds": view.source_idle_seconds,
+            "sink_idle_seconds": view.sink_idle_seconds,
+            "group_state": view.group_state,
+            "group_unsteady_seconds": view.group_unsteady_seconds,
+            "progress_stall_seconds": view.progress_stall_seconds,
+            "last_commit_age_seconds": view.last_commit_age_seconds,
+            "last_commit_unix_seconds": view.last_commit_unix_seconds,
+            "consecutive_aborts": view.consecutive_aborts,
+            "schema_registry_waiting": view.schema_registry_waiting,
+        });
+        if self.was_alive.swap(alive, Ordering::Relaxed) != alive {
+            if alive {
+                tracing::info!(signals = %body, "liveness passes again");
+            } else {
+                tracing::warn!(signals = %body, "liveness fails: a stage, the group membership or the commits have not moved within telemetry.stall_timeout_ms; an orchestrator probing /healthz restarts the processor");
+            }
+        }
+        (alive, body)
     }
 
     /// Readiness: (ready, body).
@@ -317,5 +326,46 @@ mod tests {
         signals.beat(Stage::Sink);
         let (alive, body) = h.liveness();
         assert!(!alive, "{body}");
+    }
+
+    /// The log is what an operator has after the restart: it says why.
+    #[test]
+    fn a_change_of_liveness_is_logged_once_each_way() {
+        #[derive(Clone, Default)]
+        struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let h = Health::new(Duration::from_millis(20));
+            let signals = Arc::new(PipelineSignals::default());
+            signals.beat(Stage::Source);
+            signals.beat(Stage::Sink);
+            h.attach(signals.clone());
+            assert!(h.liveness().0);
+            std::thread::sleep(Duration::from_millis(40));
+            signals.beat(Stage::Sink);
+            assert!(!h.liveness().0);
+            assert!(!h.liveness().0);
+            signals.beat(Stage::Source);
+            assert!(h.liveness().0);
+            assert!(h.liveness().0);
+        });
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(log.matches("liveness fails").count(), 1, "{log}");
+        assert!(log.contains("source_idle_seconds"), "{log}");
+        assert_eq!(log.matches("liveness passes again").count(), 1, "{log}");
     }
 }
