@@ -174,7 +174,13 @@ fn scenario(
         })
         .take(12)
     {
-        println!("  {name}: {}", &line[..line.len().min(400)]);
+        // A liveness failure's signals whole: they say which stage stuck.
+        let keep = if line.contains("liveness fails") {
+            1_500
+        } else {
+            400
+        };
+        println!("  {name}: {}", &line[..line.floor_char_boundary(keep)]);
     }
     let report = support::assert_exactly_once(&settings, produced, name, &log);
     let stall = commits.longest_gap_after(fault_at);

@@ -69,8 +69,9 @@ pub enum Role<'a> {
     /// The processor's transactional producer: `kafka.properties`, then `kafka.producer`.
     Producer,
     /// The sink's reader of a transaction's outcome from its output, after a
-    /// commit whose answer was lost: the consumer's connection and identity,
-    /// read_committed, assigned (never joining the group).
+    /// commit whose answer was lost: the producer's connection and identity
+    /// (the principal the start-time check asks Read of), read_committed,
+    /// assigned (never joining the group).
     OutcomeReader,
     /// Admin requests answered as the principal that writes the output
     /// topics: the producer's connection and identity without its
@@ -132,7 +133,13 @@ fn role_config(settings: &Settings, role: Role<'_>) -> ClientConfig {
             with_overrides(c, [&k.properties, &k.producer])
         }
         Role::OutcomeReader => {
-            let mut c = with_overrides(c, [&k.properties, &k.consumer]);
+            // Not the producer's tuning (linger, compression), which a
+            // consumer would warn about at the worst moment to read warnings.
+            let identity: BTreeMap<String, String> = (k.producer.iter())
+                .filter(|(key, _)| identifies(&librdkafka_name(key)))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
+            let mut c = with_overrides(c, [&k.properties, &identity]);
             // After the tables: the answer depends on them. librdkafka
             // assigns only with a group.id; the processor's own, which the
             // principal may already use, as a member never joins with
@@ -162,6 +169,14 @@ fn role_config(settings: &Settings, role: Role<'_>) -> ClientConfig {
             with_overrides(c, [&k.properties])
         }
     }
+}
+
+/// Whether a property says who a client is or how it connects (TLS, SASL),
+/// as opposed to how a producer or a consumer behaves.
+fn identifies(name: &str) -> bool {
+    ["security.", "sasl.", "ssl.", "enable.ssl.", "client."]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
 }
 
 /// A tool's admin client config: see [`Role::ToolAdmin`].
@@ -295,6 +310,40 @@ mod tests {
             client_config(&s, Role::ToolProducer).get("linger.ms"),
             Some("7")
         );
+    }
+
+    /// The outcome reader is the producer's principal (the start-time check
+    /// asks Read of that one), without the producer's tuning, and nothing in
+    /// a table can make it read uncommitted records or join the group.
+    #[test]
+    fn the_outcome_reader_is_the_producers_principal_reading_committed_only() {
+        let mut s = Settings::load_with_env(None, false).unwrap();
+        for (k, v) in [
+            ("sasl_username", "writer"),
+            ("ssl.key.location", "/k.pem"),
+            ("linger.ms", "50"),
+        ] {
+            s.kafka.producer.insert(k.into(), v.into());
+        }
+        for (k, v) in [
+            ("sasl.username", "reader"),
+            ("isolation.level", "read_uncommitted"),
+            ("group.instance.id", "pod-0"),
+        ] {
+            s.kafka.consumer.insert(k.into(), v.into());
+        }
+        s.kafka
+            .properties
+            .insert("enable.partition.eof".into(), "false".into());
+        let c = client_config(&s, Role::OutcomeReader);
+        assert_eq!(c.get("sasl.username"), Some("writer"));
+        assert_eq!(c.get("ssl.key.location"), Some("/k.pem"));
+        assert_eq!(c.get("linger.ms"), None);
+        assert_eq!(c.get("isolation.level"), Some("read_committed"));
+        assert_eq!(c.get("enable.partition.eof"), Some("true"));
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+        assert_eq!(c.get("group.instance.id"), None);
+        assert_eq!(c.get("group.id"), Some(s.kafka.group_id.as_str()));
     }
 
     /// A tool's record waits a bounded time for its acknowledgement, so an

@@ -82,8 +82,9 @@ pub enum PreflightError {
     },
 }
 
-/// Refuses to start unless every output topic exists, may be written by
-/// the configured principal, and takes a batch of `kafka.max_message_bytes`.
+/// Refuses to start unless every output topic exists, may be written and
+/// read by the configured principal, and takes a batch of
+/// `kafka.max_message_bytes`.
 /// Blocks for at most a few `kafka.request_timeout_ms`.
 pub(crate) fn check_output_topics(settings: &Settings) -> Result<(), PreflightError> {
     let admin: AdminClient<DefaultClientContext> = admin_config(settings)

@@ -24,7 +24,7 @@ use crate::faults::Faults;
 use crate::item::EventMeta;
 use crate::item::{BarrierOutcome, Batch, Item, Outcome};
 use crate::kafka::authorized::{self, Operation};
-use crate::kafka::outcome::{self, OutcomeError, Witness};
+use crate::kafka::outcome::{self, Acknowledged, OutcomeError, Witness};
 use crate::kafka::positions::CommittedPositions;
 use crate::kafka::source::SourceConsumer;
 use crate::pipeline::fan::FanIn;
@@ -598,7 +598,8 @@ impl Sink {
 
     /// A record of the open transaction, numbered for its delivery report.
     fn record_to<'a>(&self, topic: &'a str) -> Record<'a> {
-        BaseRecord::with_opaque_to(topic, self.transactions as usize)
+        let number = self.open.as_ref().map_or(0, |t| t.number);
+        BaseRecord::with_opaque_to(topic, number as usize)
     }
 
     /// Writes a dead letter ([`DeadLetter`]). One that would be over
@@ -834,10 +835,19 @@ impl Sink {
     /// answered commit, and rewinding to them after a commit that landed
     /// would score its records twice.
     fn landed(&self, txn: &OpenTransaction) -> Result<bool, SinkError> {
-        let Some(witness) = self.factory.witness.of(txn.number) else {
+        let witness = match self.factory.witness.of(txn.number) {
+            Acknowledged::Witness(witness) => witness,
             // None of its records was acknowledged, and the producer asks
             // for a commit only once all of them are: it cannot have landed.
-            return Ok(false);
+            Acknowledged::Nothing => return Ok(false),
+            // Nothing to read back: the group is all there is to ask.
+            Acknowledged::WithoutOffset => {
+                tracing::warn!(
+                    "the unanswered transaction's records were acknowledged without offsets; asking the group coordinator whether it landed"
+                );
+                return (self.group_says_landed(txn, self.config.timeout))
+                    .ok_or(SinkError::Outcome(OutcomeError::NoWitness));
+            }
         };
         let patience = self.config.transaction_timeout + self.config.timeout * 2;
         let landed = outcome::committed(
@@ -846,7 +856,9 @@ impl Sink {
             self.config.timeout,
             patience,
         )?;
-        if let Some(group) = self.group_says_landed(txn)
+        // For the log only, so briefly: the sink is not turning meanwhile.
+        let brief = self.config.timeout.min(Duration::from_secs(5));
+        if let Some(group) = self.group_says_landed(txn, brief)
             && group != landed
         {
             tracing::warn!(
@@ -861,20 +873,17 @@ impl Sink {
         Ok(landed)
     }
 
-    /// What the group coordinator's committed offsets say of `txn`, for the
-    /// log only: in a cluster failing over it has answered with the commit
-    /// before one that landed. None when it does not answer, or answers a
-    /// mix (a transaction commits all its offsets or none).
-    fn group_says_landed(&self, txn: &OpenTransaction) -> Option<bool> {
+    /// What the group coordinator's committed offsets say of `txn`: in a
+    /// cluster failing over it has answered with the commit before one that
+    /// landed, so it decides only when the output cannot. None when it does
+    /// not answer within `wait`, or answers a mix (a transaction commits all
+    /// its offsets or none).
+    fn group_says_landed(&self, txn: &OpenTransaction, wait: Duration) -> Option<bool> {
         let mut partitions = TopicPartitionList::with_capacity(txn.offsets.len());
         for (topic, partition) in txn.offsets.keys() {
             partitions.add_partition(topic, *partition);
         }
-        let committed = self
-            .links
-            .group
-            .committed_offsets(partitions, self.config.timeout)
-            .ok()?;
+        let committed = self.links.group.committed_offsets(partitions, wait).ok()?;
         if self.links.faults.take_stale_group_answer() {
             return Some(false);
         }
