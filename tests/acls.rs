@@ -19,6 +19,37 @@ use streamscore_tools::events::EventFactory;
 const USER: &str = "scorer";
 const PASSWORD: &str = "scorer-pw-7c1e";
 
+/// Waits up to `within` until `n` records have committed (or the pipeline
+/// stopped): what a test asserts next says which.
+fn until_committed(pipeline: &Pipeline, stats: &Stats, n: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    while stats.committed() < n && Instant::now() < deadline && !pipeline.has_stopped() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits a minute at most for the pipeline to stop by itself, and returns
+/// the error it stopped with; `case` names the failure otherwise.
+fn stopped_with_error(pipeline: Pipeline, case: &str) -> String {
+    let started = Instant::now();
+    while !pipeline.has_stopped() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if !pipeline.has_stopped() {
+        // Its threads would hold the test up on drop: leave them.
+        std::mem::forget(pipeline);
+        panic!("{case}: still running after {:?}", started.elapsed());
+    }
+    pipeline.stop();
+    match pipeline.join() {
+        Err(e) => e.to_string(),
+        Ok(()) => panic!(
+            "{case}: stopped without an error after {:?}",
+            started.elapsed()
+        ),
+    }
+}
+
 /// A SASL broker with its topics, the user, and records to score; the
 /// super user's settings (plaintext) and the processor's (SASL as USER).
 fn secured(
@@ -56,10 +87,7 @@ fn the_printed_acls_are_enough_to_score_exactly_once() {
         let stats = Arc::new(Stats::default());
         let pipeline = Pipeline::start(&scorer, streamscore::share(keyring), stats.clone())
             .expect("the pipeline starts with the minimal ACLs");
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while stats.committed() < 200 && Instant::now() < deadline && !pipeline.has_stopped() {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        until_committed(&pipeline, &stats, 200, Duration::from_secs(90));
         pipeline.stop();
         pipeline.join().expect("a clean stop");
         support::verify_topics(&admin)
@@ -91,38 +119,19 @@ fn each_missing_acl_is_named_not_retried_for_ever() {
         let mut acls = minimal(&scorer, None);
         let missing = acls.remove(case);
         grant(&broker, &acls);
-        let started = Instant::now();
-        let said = match Pipeline::start(
-            &scorer,
-            streamscore::share(keyring.clone()),
-            Arc::default(),
-        ) {
-            Err(e) => e.to_string(),
-            Ok(pipeline) => {
-                while !pipeline.has_stopped() && started.elapsed() < Duration::from_secs(60) {
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                assert!(
-                    pipeline.has_stopped(),
-                    "without {} on {} {} the pipeline still runs after {:?}",
-                    missing.operation,
-                    missing.resource.as_str(),
-                    missing.name,
-                    started.elapsed()
-                );
-                pipeline.stop();
-                match pipeline.join() {
-                    Err(e) => e.to_string(),
-                    Ok(()) => panic!(
-                        "without {} on {} {} the pipeline ran on (or stopped without an error) for {:?}",
+        let said =
+            match Pipeline::start(&scorer, streamscore::share(keyring.clone()), Arc::default()) {
+                Err(e) => e.to_string(),
+                Ok(pipeline) => stopped_with_error(
+                    pipeline,
+                    &format!(
+                        "without {} on {} {}",
                         missing.operation,
                         missing.resource.as_str(),
-                        missing.name,
-                        started.elapsed()
+                        missing.name
                     ),
-                }
-            }
-        };
+                ),
+            };
         // The operation as a word, and the resource's own name (not a
         // longer one it starts: the group id begins every topic's name here).
         let lower = said.to_lowercase();
@@ -165,15 +174,7 @@ fn each_missing_acl_is_named_not_retried_for_ever() {
     grant(&broker, &acls);
     let pipeline = Pipeline::start(&scorer, streamscore::share(keyring), Arc::default())
         .expect("the start does not read the input");
-    let started = Instant::now();
-    while !pipeline.has_stopped() && started.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    pipeline.stop();
-    let said = pipeline
-        .join()
-        .expect_err("refused on the input")
-        .to_string();
+    let said = stopped_with_error(pipeline, "refused on the input");
     assert!(
         said.contains("may not Read input topic") && said.contains(&scorer.input.topics[0]),
         "{said}"
@@ -315,10 +316,7 @@ fn a_client_certificate_principal_with_the_printed_acls_scores_exactly_once() {
     let stats = Arc::new(Stats::default());
     let pipeline = Pipeline::start(&scorer, streamscore::share(keyring.clone()), stats.clone())
         .expect("the pipeline starts with the certificate's ACLs");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while stats.committed() < 60 && Instant::now() < deadline && !pipeline.has_stopped() {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    until_committed(&pipeline, &stats, 60, Duration::from_secs(90));
     pipeline.stop();
     pipeline.join().expect("a clean stop");
     let report = support::verify_topics(&admin);
@@ -437,10 +435,7 @@ fn read_without_write_on_an_output_topic_is_named_at_start_and_mid_run() {
     let stats = Arc::new(Stats::default());
     let pipeline = Pipeline::start(&scorer, streamscore::share(keyring.clone()), stats.clone())
         .expect("the pipeline starts with Write on every output topic");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while stats.committed() < 20 && Instant::now() < deadline && !pipeline.has_stopped() {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    until_committed(&pipeline, &stats, 20, Duration::from_secs(60));
     assert_eq!(stats.committed(), 20, "scored before the revocation");
     broker.acl(&[
         "--remove",
@@ -460,20 +455,7 @@ fn read_without_write_on_an_output_topic_is_named_at_start_and_mid_run() {
         &[factory.next(Some(streamscore_tools::events::BadKind::Garbage))],
     );
     let stream = support::stream(&admin, keyring.clone(), 300, 100, 0);
-    let started = Instant::now();
-    while !pipeline.has_stopped() && started.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    if !pipeline.has_stopped() {
-        // Its threads would hold the test up on drop: leave them.
-        std::mem::forget(pipeline);
-        panic!("still aborting and rewinding after {:?}", started.elapsed());
-    }
-    pipeline.stop();
-    let said = pipeline
-        .join()
-        .expect_err("a stop with an error")
-        .to_string();
+    let said = stopped_with_error(pipeline, "Write revoked mid-run (aborting and rewinding?)");
     assert!(
         said.contains(&format!(
             "may not Write topic {}:",
@@ -534,10 +516,7 @@ fn rights_revoked_mid_run_are_named() {
         let stats = Arc::new(Stats::default());
         let pipeline = Pipeline::start(&scorer, streamscore::share(keyring.clone()), stats.clone())
             .expect("the pipeline starts with the printed set");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while stats.committed() < 20 && Instant::now() < deadline && !pipeline.has_stopped() {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        until_committed(&pipeline, &stats, 20, Duration::from_secs(60));
         assert_eq!(
             stats.committed(),
             20,
@@ -558,19 +537,7 @@ fn rights_revoked_mid_run_are_named() {
         broker.acl(&args.iter().map(String::as_str).collect::<Vec<_>>());
         let more: Vec<_> = (0..5).map(|_| factory.next(None)).collect();
         support::publish_all(&admin, &more);
-        let started = Instant::now();
-        while !pipeline.has_stopped() && started.elapsed() < Duration::from_secs(60) {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        if !pipeline.has_stopped() {
-            std::mem::forget(pipeline);
-            panic!("{case}: still running after {:?}", started.elapsed());
-        }
-        pipeline.stop();
-        let said = pipeline
-            .join()
-            .expect_err("a stop with an error")
-            .to_string();
+        let said = stopped_with_error(pipeline, case);
         let named = expected(&scorer);
         assert!(
             [":", " (", " "]
