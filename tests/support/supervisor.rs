@@ -59,6 +59,7 @@ impl<'a> Supervisor<'a> {
         while Instant::now() < until {
             let unhealthy = self.probe_fails();
             if unhealthy && let Some(p) = self.current.take() {
+                print_stuck_stacks(p.pid());
                 p.kill9();
                 self.liveness_restarts += 1;
                 self.failed_probes = 0;
@@ -125,4 +126,34 @@ pub fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(80)..].join("\n")
+}
+
+/// What the pipeline's own threads (sink, source, workers) are doing when
+/// the probes give up on it: the call a stall waits in, which the signals
+/// alone cannot say. Best effort: nothing when gdb is not installed.
+fn print_stuck_stacks(pid: u32) {
+    let Ok(out) = std::process::Command::new("gdb")
+        .args([
+            "-batch",
+            "-p",
+            &pid.to_string(),
+            "-ex",
+            "thread apply all bt 25",
+        ])
+        .output()
+    else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut keep = false;
+    for line in text.lines() {
+        if line.starts_with("Thread ") {
+            keep = ["\"sink\"", "\"source\"", "\"inference"]
+                .iter()
+                .any(|name| line.contains(name));
+        }
+        if keep {
+            println!("  stuck {pid}: {}", &line[..line.floor_char_boundary(240)]);
+        }
+    }
 }
