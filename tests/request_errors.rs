@@ -260,3 +260,78 @@ fn a_topic_that_refuses_every_write_stops_the_pipeline_naming_it() {
     }
     assert_eq!(stats.committed(), 0, "{}", counts(&stats));
 }
+
+#[test]
+/// librdkafka's send_offsets_to_transaction can wait past its timeout for
+/// ever once the group coordinator has gone away (librdkafka #5456, #5511:
+/// a coordinator request is never timed out). On the three-node cluster
+/// that was a silent minute, the sink parked in the call, ended only by the
+/// liveness probes. With the group coordinator down, the sink must give the
+/// call up after its timeout and settle the transaction with a new
+/// producer, or stop with an error: never sit in it.
+fn a_group_coordinator_that_goes_away_does_not_hold_the_sink() {
+    use rdkafka::mocking::MockCoordinator;
+    streamscore::telemetry::logging::init(
+        streamscore::LogFormat::Human,
+        "info,ort=warn,librdkafka=warn",
+    );
+    // Broker 1 leads every partition and coordinates the transaction;
+    // broker 2 coordinates the group, and goes down.
+    let cluster = MockCluster::new(2).unwrap();
+    let mut settings = support::settings("mock-coord", Format::Avro, Format::Avro);
+    settings.kafka.bootstrap_servers = cluster.bootstrap_servers();
+    settings.kafka.request_timeout = Duration::from_millis(2_000);
+    settings.kafka.session_timeout = Duration::from_millis(45_000);
+    for (topic, partitions) in [
+        (&settings.input.topics[0], 2),
+        (&settings.output.topic, 2),
+        (&settings.output.dead_letter_topic, 1),
+    ] {
+        cluster.create_topic(topic, partitions, 1).unwrap();
+        for p in 0..partitions {
+            cluster.partition_leader(topic, p, Some(1)).unwrap();
+        }
+    }
+    let group = MockCoordinator::Group(settings.kafka.group_id.clone());
+    cluster.coordinator(group, 2).unwrap();
+    let txn = MockCoordinator::Transaction(settings.kafka.transactional_id.clone());
+    cluster.coordinator(txn, 1).unwrap();
+    let keyring = Arc::new(Keyring::generate("mock-key").unwrap().0);
+    let mut factory = EventFactory::new(keyring.clone(), Format::Avro, "coord", 5);
+    let first: Vec<_> = (0..50).map(|_| factory.next(None)).collect();
+    support::publish_all(&settings, &first);
+    let stats = Arc::new(Stats::default());
+    let pipeline =
+        Pipeline::start(&settings, streamscore::share(keyring), stats.clone()).expect("starts");
+    let waited = Instant::now();
+    while stats.committed() < 50 && waited.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(stats.committed(), 50, "{}", counts(&stats));
+    cluster.broker_down(2).unwrap();
+    let more: Vec<_> = (0..50).map(|_| factory.next(None)).collect();
+    support::publish_all(&settings, &more);
+    let down = Instant::now();
+    while stats.producers_replaced() == 0
+        && !pipeline.has_stopped()
+        && down.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let settled = stats.producers_replaced() > 0 || pipeline.has_stopped();
+    let took = down.elapsed();
+    cluster.broker_up(2).unwrap();
+    if !settled {
+        // Its sink may never come back out of librdkafka: leave its threads.
+        std::mem::forget(pipeline);
+        panic!(
+            "the sink still waits on the gone group coordinator after {took:?} (request timeout 2 s): {}",
+            counts(&stats)
+        );
+    }
+    pipeline.stop();
+    if let Err(e) = pipeline.join() {
+        let said = e.to_string();
+        assert!(said.contains("send_offsets_to_transaction"), "{said}");
+    }
+}

@@ -73,6 +73,12 @@ pub enum SinkError {
     #[error("aborting the transaction failed: {0}")]
     Abort(KafkaError),
     #[error(
+        "send_offsets_to_transaction did not return within {waited:?}, on a new producer as on the one before it: this client cannot reach the group coordinator (librdkafka #5456 never times out a coordinator request); a restart looks it up afresh and resumes from the group's committed offsets"
+    )]
+    OffsetsInLimbo { waited: Duration },
+    #[error("cannot start the thread that sends a transaction's offsets: {0}")]
+    Thread(std::io::Error),
+    #[error(
         "cannot tell whether a commit that went unanswered landed: {0}; a restart resumes from the group's committed offsets"
     )]
     Outcome(#[from] OutcomeError),
@@ -269,6 +275,10 @@ enum Failure {
     /// A transactional call got no answer in time (or a test took its answer
     /// away): the transaction may have committed or not.
     Unanswered(String),
+    /// Sending the offsets never returned (see [`Sink::send_offsets`]): the
+    /// call is still librdkafka's current one, but the commit was never
+    /// asked for, so the transaction cannot have landed.
+    OffsetsUnanswered(Duration),
     /// A record could not be enqueued for this topic.
     Produce { topic: String, error: KafkaError },
     /// The group took the partitions away; their offsets must not be sent.
@@ -282,6 +292,10 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Transaction(e) => write!(f, "{e}"),
             Failure::Unanswered(e) => write!(f, "no answer in time: {e}"),
+            Failure::OffsetsUnanswered(waited) => write!(
+                f,
+                "send_offsets_to_transaction did not return within {waited:?} (the group coordinator is gone, and librdkafka #5456 never times out its request)"
+            ),
             Failure::Produce { topic, error } => write!(f, "cannot produce to {topic}: {error}"),
             Failure::AssignmentLost => f.write_str(
                 "the consumer lost its partitions (session timed out or the group fenced it)",
@@ -292,7 +306,9 @@ impl std::fmt::Display for Failure {
 }
 
 pub(crate) struct Sink {
-    producer: SinkProducer,
+    /// Shared only with a call to send offsets that did not return, which
+    /// keeps the producer it was made on alive until it does.
+    producer: Arc<SinkProducer>,
     factory: ProducerFactory,
     links: SinkLinks,
     records: ScoreRecords,
@@ -308,7 +324,13 @@ pub(crate) struct Sink {
     unwritable: Option<(String, RDKafkaErrorCode, u32)>,
     /// Transactions begun, the open one included.
     transactions: u64,
+    /// The thread of an earlier call to send offsets that did not return.
+    offsets_in_limbo: Option<std::thread::JoinHandle<()>>,
 }
+
+/// How much longer than `kafka.request_timeout_ms` sending a transaction's
+/// offsets may take before the sink gives up on the call.
+const OFFSETS_GRACE: Duration = Duration::from_secs(5);
 
 impl Sink {
     pub(crate) fn new(
@@ -320,7 +342,7 @@ impl Sink {
         Reporting { stats, signals }: Reporting,
     ) -> Self {
         Self {
-            producer,
+            producer: Arc::new(producer),
             factory,
             links,
             records,
@@ -332,6 +354,7 @@ impl Sink {
             commit_estimate: Duration::ZERO,
             unwritable: None,
             transactions: 0,
+            offsets_in_limbo: None,
         }
     }
 
@@ -681,17 +704,18 @@ impl Sink {
             return self.abort_and_rewind(Failure::AssignmentLost);
         }
         let silent_abort = self.links.faults.take_silent_abort();
-        let result = self
-            .producer
-            .send_offsets_to_transaction(&offsets, &group, self.config.timeout)
-            .and_then(|()| {
-                await_deliveries(&self.producer, self.config.timeout);
-                self.links.faults.pause_if_commit_held();
-                if silent_abort {
-                    return self.producer.abort_transaction(self.config.timeout);
-                }
-                self.commit_with_retries()
-            });
+        let Some(sent) = self.send_offsets(offsets, group)? else {
+            let waited = self.config.timeout + OFFSETS_GRACE;
+            return self.abort_and_rewind(Failure::OffsetsUnanswered(waited));
+        };
+        let result = sent.and_then(|()| {
+            await_deliveries(&*self.producer, self.config.timeout);
+            self.links.faults.pause_if_commit_held();
+            if silent_abort {
+                return self.producer.abort_transaction(self.config.timeout);
+            }
+            self.commit_with_retries()
+        });
         let result = match result {
             Ok(()) if silent_abort || self.links.faults.take_lost_commit_reply() => Err(
                 Failure::Unanswered("the commit's answer was lost (injected by a test)".into()),
@@ -788,10 +812,12 @@ impl Sink {
                 .map(|t| (self.suspects(t), e.clone())),
             _ => None,
         });
-        if let Failure::Unanswered(_) = &failure {
+        if let Failure::Unanswered(_) | Failure::OffsetsUnanswered(_) = &failure {
             self.replace_producer(&failure)?;
-            // The old transaction is settled now, one way or the other.
-            if let Some(txn) = txn
+            // The old transaction is settled now, one way or the other
+            // (aborted, if its commit was never asked for).
+            if let Failure::Unanswered(_) = &failure
+                && let Some(txn) = txn
                 && self.landed(&txn)?
             {
                 tracing::info!(
@@ -977,12 +1003,61 @@ impl Sink {
             }
         }
         // Fenced now: what the old one still had in flight fails at once.
-        drop(std::mem::replace(&mut self.producer, producer));
+        drop(std::mem::replace(&mut self.producer, Arc::new(producer)));
         // Failures of the old producer belong to the transaction just ended.
         let _ = self.factory.failures.take();
         self.stats.producer_replaced();
         tracing::info!(attempts, "transactional producer replaced");
         Ok(())
+    }
+
+    /// Sends the offsets into the transaction on a thread of its own and
+    /// waits for it `kafka.request_timeout_ms` and [`OFFSETS_GRACE`]; None
+    /// if it did not return by then.
+    ///
+    /// Why a thread: librdkafka can keep this call past its timeout for ever
+    /// once the group coordinator has gone away (#5456: a coordinator
+    /// request is never timed out; #5511: a coordinator that left the
+    /// metadata is never looked up again). On the sink's own thread that
+    /// parked the sink, and every partition, until the liveness probes
+    /// restarted the processor (a silent minute in the three-node cluster's
+    /// single-node kills). Given up, the call keeps its producer alive until
+    /// it returns; a second one given up while the first still has not
+    /// returned stops the sink, so at most one producer is left behind.
+    fn send_offsets(
+        &mut self,
+        offsets: TopicPartitionList,
+        group: rdkafka::consumer::ConsumerGroupMetadata,
+    ) -> Result<Option<rdkafka::error::KafkaResult<()>>, SinkError> {
+        let producer = self.producer.clone();
+        let timeout = self.config.timeout;
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        let call = std::thread::Builder::new()
+            .name("sink-offsets".into())
+            .spawn(move || {
+                let _ =
+                    answer.send(producer.send_offsets_to_transaction(&offsets, &group, timeout));
+            })
+            .map_err(SinkError::Thread)?;
+        let waited = timeout + OFFSETS_GRACE;
+        match answered.recv_timeout(waited) {
+            Ok(result) => Ok(Some(result)),
+            Err(_) => {
+                if self
+                    .offsets_in_limbo
+                    .as_ref()
+                    .is_some_and(|earlier| !earlier.is_finished())
+                {
+                    return Err(SinkError::OffsetsInLimbo { waited });
+                }
+                tracing::warn!(
+                    waited_ms = waited.as_millis() as u64,
+                    "send_offsets_to_transaction did not return (librdkafka #5456: the group coordinator is gone); giving it up"
+                );
+                self.offsets_in_limbo = Some(call);
+                Ok(None)
+            }
+        }
     }
 
     fn commit_with_retries(&self) -> rdkafka::error::KafkaResult<()> {
