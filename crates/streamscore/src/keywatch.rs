@@ -222,37 +222,6 @@ mod tests {
         );
     }
 
-    /// Log lines as the JSON formatter writes them, while `f` runs.
-    fn json_log_of(f: impl FnOnce()) -> String {
-        #[derive(Clone, Default)]
-        struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
-            // Another test thread may have hit a callsite first and cached
-            // "no subscriber wants it" before this one existed; tracing
-            // rebuilds the cache here with this subscriber counted (a reload
-            // line was missing once in a full `make test` without it).
-            tracing::callsite::rebuild_interest_cache();
-            f()
-        });
-        let bytes = buffer.0.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap()
-    }
-
     #[test]
     fn reload_logs_key_ids_and_active_as_plain_text() {
         let dir = tempfile::tempdir().unwrap();
@@ -261,7 +230,7 @@ mod tests {
         let two = Keyring::add_json(&json, "2026-11").unwrap();
         std::fs::write(&path, &two).unwrap();
         let status = KeyringStatus::new(share(Arc::new(first)));
-        let log = json_log_of(|| {
+        let log = crate::telemetry::logging::json_log_of(|| {
             status.reload(&path);
         });
         let line: serde_json::Value = log
@@ -464,7 +433,7 @@ mod tests {
             v2.replace("\"active\": \"a\"", "\"active\": \"zz\""),
         )
         .unwrap();
-        let log = json_log_of(|| assert!(!status.reload(&broken)));
+        let log = crate::telemetry::logging::json_log_of(|| assert!(!status.reload(&broken)));
         assert!(
             log.contains("keyring reload failed; keeping the current keys"),
             "{log}"

@@ -314,8 +314,9 @@ mod tests {
         assert_eq!(body["last_transaction_error"], serde_json::Value::Null);
     }
 
-    #[test]
-    fn a_wedged_stage_fails_liveness() {
+    /// Health over signals whose source stops beating past a 20 ms limit,
+    /// alive before that.
+    fn with_a_stage_about_to_wedge() -> (Health, Arc<PipelineSignals>) {
         let h = Health::new(Duration::from_millis(20));
         let signals = Arc::new(PipelineSignals::default());
         signals.beat(Stage::Source);
@@ -324,6 +325,12 @@ mod tests {
         assert!(h.liveness().0);
         std::thread::sleep(Duration::from_millis(40));
         signals.beat(Stage::Sink);
+        (h, signals)
+    }
+
+    #[test]
+    fn a_wedged_stage_fails_liveness() {
+        let (h, _signals) = with_a_stage_about_to_wedge();
         let (alive, body) = h.liveness();
         assert!(!alive, "{body}");
     }
@@ -331,39 +338,14 @@ mod tests {
     /// The log is what an operator has after the restart: it says why.
     #[test]
     fn a_change_of_liveness_is_logged_once_each_way() {
-        #[derive(Clone, Default)]
-        struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Captured {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
-            let h = Health::new(Duration::from_millis(20));
-            let signals = Arc::new(PipelineSignals::default());
-            signals.beat(Stage::Source);
-            signals.beat(Stage::Sink);
-            h.attach(signals.clone());
-            assert!(h.liveness().0);
-            std::thread::sleep(Duration::from_millis(40));
-            signals.beat(Stage::Sink);
+        let log = crate::telemetry::logging::json_log_of(|| {
+            let (h, signals) = with_a_stage_about_to_wedge();
             assert!(!h.liveness().0);
             assert!(!h.liveness().0);
             signals.beat(Stage::Source);
             assert!(h.liveness().0);
             assert!(h.liveness().0);
         });
-        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         assert_eq!(log.matches("liveness fails").count(), 1, "{log}");
         assert!(log.contains("source_idle_seconds"), "{log}");
         assert_eq!(log.matches("liveness passes again").count(), 1, "{log}");

@@ -28,3 +28,36 @@ pub fn init(format: LogFormat, level: &str) {
         builder.with_target(false).try_init()
     };
 }
+
+/// Log lines as the JSON formatter writes them while `f` runs, for unit
+/// tests of what a log says.
+#[cfg(test)]
+pub(crate) fn json_log_of(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        // Another test thread may have hit a callsite first and cached
+        // "no subscriber wants it" before this one existed; tracing
+        // rebuilds the cache here with this subscriber counted (a reload
+        // line was missing once in a full `make test` without it).
+        tracing::callsite::rebuild_interest_cache();
+        f()
+    });
+    let bytes = buffer.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
+}
