@@ -73,11 +73,13 @@ pub enum SinkError {
     #[error("aborting the transaction failed: {0}")]
     Abort(KafkaError),
     #[error(
-        "send_offsets_to_transaction did not return within {waited:?}, on a new producer as on the one before it: this client cannot reach the group coordinator (librdkafka #5456 never times out a coordinator request); a restart looks it up afresh and resumes from the group's committed offsets"
+        "send_offsets_to_transaction did not return within {waited:?}, and the call given up {earlier:?} before, on the producer replaced then, has not returned either: this client cannot reach the group coordinator (librdkafka #5456 never times out a coordinator request); a restart looks it up afresh and resumes from the group's committed offsets"
     )]
-    OffsetsInLimbo { waited: Duration },
+    OffsetsInLimbo { waited: Duration, earlier: Duration },
     #[error("cannot start the thread that sends a transaction's offsets: {0}")]
     Thread(std::io::Error),
+    #[error("the thread that sends a transaction's offsets panicked")]
+    OffsetsPanicked,
     #[error(
         "cannot tell whether a commit that went unanswered landed: {0}; a restart resumes from the group's committed offsets"
     )]
@@ -100,14 +102,17 @@ pub enum SinkError {
 /// tells the operator what to fix where an endless abort loop would not.
 const UNWRITABLE_AFTER: u32 = 3;
 
-/// The first failed delivery since it was last taken: which topic, which
-/// error. A failed delivery inside a transaction makes its commit fail with
-/// a generic message; this says where and why.
+/// The first failed delivery of the newest transaction that had one: which
+/// transaction, topic and error. A failed delivery inside a transaction
+/// makes its commit fail with a generic message; this says where and why.
+/// Numbered, because a producer given up with a call still running in it
+/// (see [`Sink::send_offsets`]) reports its own failures late, into the
+/// time of its replacement's transactions.
 #[derive(Debug, Default)]
-pub(crate) struct DeliveryFailures(std::sync::Mutex<Option<(String, KafkaError)>>);
+pub(crate) struct DeliveryFailures(std::sync::Mutex<Option<(u64, String, KafkaError)>>);
 
 impl DeliveryFailures {
-    fn note(&self, topic: &str, error: &KafkaError) {
+    fn note(&self, transaction: u64, topic: &str, error: &KafkaError) {
         // Purged by an abort: the abort's doing, not a cause.
         if matches!(
             error.rdkafka_error_code(),
@@ -116,13 +121,21 @@ impl DeliveryFailures {
             return;
         }
         let mut first = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if first.is_none() {
-            *first = Some((topic.to_owned(), error.clone()));
+        if first.as_ref().is_none_or(|(t, _, _)| *t < transaction) {
+            *first = Some((transaction, topic.to_owned(), error.clone()));
         }
     }
 
-    fn take(&self) -> Option<(String, KafkaError)> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    /// The first failure of `transaction`, if any; forgets whatever is noted.
+    fn take_of(&self, transaction: u64) -> Option<(String, KafkaError)> {
+        let first = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        first
+            .filter(|(t, _, _)| *t == transaction)
+            .map(|(_, topic, error)| (topic, error))
+    }
+
+    fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 }
 
@@ -150,7 +163,7 @@ impl ProducerContext for SinkContext {
             ),
             Err((e, message)) => {
                 tracing::debug!(error = %e, topic = message.topic(), "delivery failed; the transaction will abort");
-                self.failures.note(message.topic(), e);
+                self.failures.note(transaction as u64, message.topic(), e);
             }
         }
     }
@@ -324,8 +337,9 @@ pub(crate) struct Sink {
     unwritable: Option<(String, RDKafkaErrorCode, u32)>,
     /// Transactions begun, the open one included.
     transactions: u64,
-    /// The thread of an earlier call to send offsets that did not return.
-    offsets_in_limbo: Option<std::thread::JoinHandle<()>>,
+    /// An earlier call to send offsets that was given up: when, and
+    /// whether it has returned since.
+    offsets_in_limbo: Option<(Instant, Arc<AtomicBool>)>,
 }
 
 /// How much longer than `kafka.request_timeout_ms` sending a transaction's
@@ -786,7 +800,8 @@ impl Sink {
         self.signals.transaction_trouble(failure.to_string());
         // A failed delivery is the cause; a send refused after it only
         // says that the transaction is already in error.
-        let culprit = self.factory.failures.take().or(match &failure {
+        let number = txn.as_ref().map_or(0, |t| t.number);
+        let culprit = self.factory.failures.take_of(number).or(match &failure {
             Failure::Produce { topic, error } => Some((topic.clone(), error.clone())),
             // TxnOffsetCommit refused: the group, not a topic. The consumer
             // may go on fetching (its heartbeats fail only later), so the
@@ -843,7 +858,7 @@ impl Sink {
             }
         }
         // Purged by the abort: these reports say nothing about the cause.
-        let _ = self.factory.failures.take();
+        self.factory.failures.clear();
         self.generation += 1;
         // The source may already be gone (shutdown); then nothing needs rewinding.
         let _ = self.links.rewinds.send(self.generation);
@@ -1002,10 +1017,12 @@ impl Sink {
                 Err(e) => return Err(SinkError::ReplaceProducer(e)),
             }
         }
-        // Fenced now: what the old one still had in flight fails at once.
+        // Fenced now: what the old one still had in flight fails at once
+        // (or, held by a call to send offsets that was given up, when that
+        // call returns: its late reports carry their transaction's number).
         drop(std::mem::replace(&mut self.producer, Arc::new(producer)));
         // Failures of the old producer belong to the transaction just ended.
-        let _ = self.factory.failures.take();
+        self.factory.failures.clear();
         self.stats.producer_replaced();
         tracing::info!(attempts, "transactional producer replaced");
         Ok(())
@@ -1031,30 +1048,44 @@ impl Sink {
     ) -> Result<Option<rdkafka::error::KafkaResult<()>>, SinkError> {
         let producer = self.producer.clone();
         let timeout = self.config.timeout;
+        let returned = Arc::new(AtomicBool::new(false));
         let (answer, answered) = std::sync::mpsc::sync_channel(1);
         let call = std::thread::Builder::new()
             .name("sink-offsets".into())
-            .spawn(move || {
-                let _ =
-                    answer.send(producer.send_offsets_to_transaction(&offsets, &group, timeout));
+            .spawn({
+                let returned = returned.clone();
+                move || {
+                    let result = producer.send_offsets_to_transaction(&offsets, &group, timeout);
+                    // Before the producer is let go, which can take a
+                    // while when this was its last reference.
+                    returned.store(true, Ordering::SeqCst);
+                    let _ = answer.send(result);
+                }
             })
             .map_err(SinkError::Thread)?;
         let waited = timeout + OFFSETS_GRACE;
         match answered.recv_timeout(waited) {
-            Ok(result) => Ok(Some(result)),
-            Err(_) => {
-                if self
-                    .offsets_in_limbo
-                    .as_ref()
-                    .is_some_and(|earlier| !earlier.is_finished())
+            Ok(result) => {
+                // It ends right after answering; joined, its reference to
+                // the producer is gone before the sink may replace it.
+                let _ = call.join();
+                Ok(Some(result))
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(SinkError::OffsetsPanicked),
+            Err(RecvTimeoutError::Timeout) => {
+                if let Some((given_up, earlier)) = &self.offsets_in_limbo
+                    && !earlier.load(Ordering::SeqCst)
                 {
-                    return Err(SinkError::OffsetsInLimbo { waited });
+                    return Err(SinkError::OffsetsInLimbo {
+                        waited,
+                        earlier: given_up.elapsed(),
+                    });
                 }
                 tracing::warn!(
                     waited_ms = waited.as_millis() as u64,
                     "send_offsets_to_transaction did not return (librdkafka #5456: the group coordinator is gone); giving it up"
                 );
-                self.offsets_in_limbo = Some(call);
+                self.offsets_in_limbo = Some((Instant::now(), returned));
                 Ok(None)
             }
         }
@@ -1312,16 +1343,32 @@ mod tests {
     fn purged_deliveries_are_not_taken_for_the_cause_of_an_abort() {
         let failures = DeliveryFailures::default();
         let purged = KafkaError::MessageProduction(RDKafkaErrorCode::PurgeInflight);
-        failures.note("scores", &purged);
-        assert!(failures.take().is_none(), "a purge is the abort's doing");
+        failures.note(1, "scores", &purged);
+        assert!(
+            failures.take_of(1).is_none(),
+            "a purge is the abort's doing"
+        );
         let refused = KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed);
-        failures.note("dlq", &refused);
-        failures.note("scores", &purged);
-        let (topic, error) = failures.take().expect("the first real failure is kept");
+        failures.note(1, "dlq", &refused);
+        failures.note(1, "scores", &purged);
+        let (topic, error) = failures.take_of(1).expect("the first real failure is kept");
         assert_eq!(topic, "dlq");
         assert_eq!(
             error.rdkafka_error_code(),
             Some(RDKafkaErrorCode::TopicAuthorizationFailed)
         );
+    }
+
+    #[test]
+    fn a_late_failure_of_an_earlier_transaction_is_never_a_later_ones_cause() {
+        let failures = DeliveryFailures::default();
+        let fenced = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidProducerEpoch);
+        let refused = KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed);
+        failures.note(2, "dlq", &refused);
+        failures.note(1, "scores", &fenced);
+        let (topic, _) = failures.take_of(2).expect("transaction 2's own failure");
+        assert_eq!(topic, "dlq");
+        failures.note(1, "scores", &fenced);
+        assert!(failures.take_of(2).is_none(), "only a late report of 1");
     }
 }
