@@ -408,3 +408,66 @@ fn inference_alone_on_cuda_runs_there_or_says_why_not() {
         assert!(stdout.is_empty(), "nothing measured: {stdout}");
     }
 }
+
+/// `batching` runs the batcher and the workers without a broker: generated
+/// rows at each rate, every one back scored once and in order (the run
+/// fails otherwise), the adaptive size sampled over the run.
+#[test]
+fn batching_alone_offers_generated_rows_and_follows_the_adaptive_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("batching.toml");
+    std::fs::write(
+        &config,
+        "[batching]\nmode = \"adaptive\"\nmax_batch_size = 512\nlatency_target_ms = 20\n",
+    )
+    .unwrap();
+    let out = tools()
+        .args([
+            "batching",
+            "--rates",
+            "5000,0",
+            "--seconds",
+            "0.6",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("batching: adaptive, sizes 1..512, latency target 20 ms"),
+        "{stdout}"
+    );
+    for offered in ["5000", "as taken"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| cpu | {offered} |")))
+            .unwrap_or_else(|| panic!("no row for {offered}: {stdout}"));
+        let scored: f64 = row.split('|').nth(3).unwrap().trim().parse().unwrap();
+        assert!(scored > 0.0, "{row}");
+    }
+    // The band is worked out where the rate is set, not where it is found out.
+    let expected = |offered: &str| {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| cpu | {offered} |")));
+        row.and_then(|r| r.split('|').nth(5))
+            .map(|c| c.trim().to_owned())
+    };
+    assert_eq!(expected("as taken").as_deref(), Some("—"), "{stdout}");
+    assert!(
+        expected("5000").is_some_and(|c| c.contains('–')),
+        "{stdout}"
+    );
+    let series = stdout
+        .lines()
+        .find(|l| l.starts_with("- cpu at 5000 rows/s: "))
+        .unwrap_or_else(|| panic!("no size series: {stdout}"));
+    // It starts at the smallest size, and reports rows and batches.
+    assert!(series.contains(" batches; 1"), "{series}");
+}

@@ -174,7 +174,7 @@ fn compare(
 
 /// Calls `score` on random rows for `duration` (at least ten calls), after a
 /// warm-up call that lets ONNX Runtime plan the shape.
-fn measure(
+pub(crate) fn measure(
     session: &mut ModelSession,
     device: &'static str,
     batch: usize,

@@ -10,6 +10,7 @@
 #![warn(unreachable_pub)]
 
 pub mod admin;
+pub mod batching;
 pub mod bench;
 pub mod demo;
 pub mod events;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use streamscore::telemetry::logging;
 use streamscore::{DevicePreference, Format, LogFormat, Settings};
+use streamscore_tools::batching::{self, BatchingOptions};
 use streamscore_tools::bench::{self, BenchOptions};
 use streamscore_tools::demo::{self, DemoOptions};
 use streamscore_tools::inference::{self, InferenceOptions};
@@ -121,6 +122,23 @@ enum Command {
         /// fixtures/<card name>.expected.json beside its card].
         #[arg(long)]
         fixtures: Option<PathBuf>,
+    },
+    /// The batcher and the inference workers alone, no broker: generated
+    /// rows offered at each rate, the batch size watched settling, beside
+    /// the band the device's per-call cost puts it in.
+    Batching {
+        /// TOML file layered over the defaults (model, `[batching]`, sessions).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Devices, in order: cpu, cuda (a device that does not open fails the run).
+        #[arg(long, value_delimiter = ',', default_value = "cpu", value_parser = device)]
+        devices: Vec<DevicePreference>,
+        /// Rows offered per second, one run each; 0 offers them as fast as they are taken.
+        #[arg(long, value_delimiter = ',', default_value = "20000,100000,0")]
+        rates: Vec<f64>,
+        /// Seconds each rate runs (the figures are over its second half).
+        #[arg(long, default_value_t = 4.0)]
+        seconds: f64,
     },
 }
 
@@ -264,23 +282,65 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             batches,
             seconds,
             fixtures,
-        } => {
-            logging::init(LogFormat::Human, "warn");
-            anyhow::ensure!(seconds > 0.0, "--seconds must be positive");
-            let settings = Settings::load(config.as_deref())?;
-            let fixtures = fixtures.unwrap_or_else(|| inference::fixtures_of(&settings.model.card));
-            let opts = InferenceOptions {
-                settings,
-                devices,
-                batches,
-                per_batch: Duration::from_secs_f64(seconds),
-                fixtures,
-            };
-            let sweep = tokio::task::spawn_blocking(move || inference::run(&opts)).await??;
-            print!("{}", inference::render(&sweep));
-            Ok(())
-        }
+        } => inference_alone(config, devices, batches, seconds, fixtures).await,
+        Command::Batching {
+            config,
+            devices,
+            rates,
+            seconds,
+        } => batching_alone(config, devices, rates, seconds).await,
     }
+}
+
+/// `inference`: the fixture check and the batch-size sweep, printed as a table.
+async fn inference_alone(
+    config: Option<PathBuf>,
+    devices: Vec<DevicePreference>,
+    batches: Vec<usize>,
+    seconds: f64,
+    fixtures: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    logging::init(LogFormat::Human, "warn");
+    anyhow::ensure!(seconds > 0.0, "--seconds must be positive");
+    let settings = Settings::load(config.as_deref())?;
+    let fixtures = fixtures.unwrap_or_else(|| inference::fixtures_of(&settings.model.card));
+    let opts = InferenceOptions {
+        settings,
+        devices,
+        batches,
+        per_batch: Duration::from_secs_f64(seconds),
+        fixtures,
+    };
+    let sweep = tokio::task::spawn_blocking(move || inference::run(&opts)).await??;
+    print!("{}", inference::render(&sweep));
+    Ok(())
+}
+
+/// `batching`: the batcher and workers at each offered rate, printed as a table.
+async fn batching_alone(
+    config: Option<PathBuf>,
+    devices: Vec<DevicePreference>,
+    rates: Vec<f64>,
+    seconds: f64,
+) -> anyhow::Result<()> {
+    logging::init(LogFormat::Human, "warn");
+    anyhow::ensure!(seconds > 0.0, "--seconds must be positive");
+    anyhow::ensure!(
+        rates.iter().all(|r| r.is_finite() && *r >= 0.0),
+        "--rates must be rows per second, 0 or more"
+    );
+    let settings = Settings::load(config.as_deref())?;
+    let opts = BatchingOptions {
+        settings: settings.clone(),
+        devices,
+        rates,
+        per_rate: Duration::from_secs_f64(seconds),
+    };
+    let out =
+        tokio::task::spawn_blocking(move || batching::run(&opts).map_err(anyhow::Error::from))
+            .await??;
+    print!("{}", batching::render(&settings, &out));
+    Ok(())
 }
 
 /// Runs the demo and fails the process when the independent reader found a

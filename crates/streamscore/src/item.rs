@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::dead_letter::Rejection;
 use crate::features::FeatureRows;
@@ -81,6 +81,9 @@ pub(crate) struct Batch {
     /// When the batcher closed it (full, due, or flushed); the time after
     /// this, until inference starts, is queueing behind earlier batches.
     pub closed_at: Instant,
+    /// How long its inference call took (zero until it is scored): with
+    /// `closed_at - opened_at`, what the adaptive batch size is tuned on.
+    pub inference: Duration,
     pub barrier: Option<Barrier>,
 }
 
@@ -96,6 +99,7 @@ impl Batch {
             opened_at: Instant::now(),
             model: None,
             closed_at: Instant::now(),
+            inference: Duration::ZERO,
             barrier: Some(barrier),
         }
     }

@@ -45,6 +45,10 @@ pub use pipeline::{
     CardWatch, ModelSwap, ModelSwapper, Pipeline, PipelineError, Prepared, Shadow, prepare,
     warm_up_sizes,
 };
+/// The batcher and inference workers of the pipeline fed from memory, no broker.
+pub mod from_memory {
+    pub use crate::pipeline::{MemoryFeed, MemoryRun, MemoryRunError, Settled, score_from_memory};
+}
 
 // The stages' parts, each usable alone (tools, tests, the hot-path bench).
 pub use codec::input::{Fields, InputDecoder};

@@ -90,6 +90,7 @@ impl Batcher {
             opened_at: now,
             model: self.models.as_ref().map(|m| m.current()),
             closed_at: now,
+            inference: Duration::ZERO,
             barrier: None,
         });
         if let Some(row) = features {
@@ -102,6 +103,11 @@ impl Batcher {
             return self.close(now);
         }
         None
+    }
+
+    /// The most rows a batch can take.
+    pub(crate) fn max_rows(&self) -> usize {
+        self.max_rows
     }
 
     /// When the open batch is due, if one is open.

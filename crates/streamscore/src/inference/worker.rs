@@ -101,8 +101,8 @@ fn score_batches(
                 batch.shadow_scores.reserve_exact(batch.rows);
                 challenger.score_rows(&batch.features, batch.rows, &mut batch.shadow_scores)?;
             }
-            let done = Instant::now();
-            links.stats.timed(Step::Inference, done - started);
+            batch.inference = started.elapsed();
+            links.stats.timed(Step::Inference, batch.inference);
             links.stats.batch_scored(batch.rows);
             if let Some(a) = &links.adaptive {
                 // Filling + inference, not queueing: a queue means the stages
@@ -110,7 +110,7 @@ fn score_batches(
                 // only make that worse (fewer rows per call, same overheads).
                 a.observe(
                     batch.rows,
-                    (batch.closed_at - batch.opened_at) + (done - started),
+                    (batch.closed_at - batch.opened_at) + batch.inference,
                 );
             }
         }

@@ -8,6 +8,7 @@
 //! ```
 
 pub(crate) mod fan;
+mod from_memory;
 pub(crate) mod model_swap;
 mod prepare;
 
@@ -46,6 +47,7 @@ use crate::telemetry::metrics::BATCH_TARGET_SIZE;
 use crate::telemetry::signals::PipelineSignals;
 use crate::transform::Transform;
 use fan::{FanIn, FanOut};
+pub use from_memory::{MemoryFeed, MemoryRun, MemoryRunError, Settled, score_from_memory};
 pub use model_swap::{CardWatch, ModelSwap, ModelSwapper};
 use model_swap::{ModelRelease, ModelSwitch};
 pub use prepare::{Prepared, Shadow, prepare, warm_up_sizes};
