@@ -358,6 +358,51 @@ fn inference_alone_checks_the_fixtures_and_measures_each_batch_size() {
     }
 }
 
+/// `--pinned` measures each device again with batches staged in its host
+/// memory through an IoBinding (page-locked on CUDA; the session's own
+/// memory here): the fixtures must hold there too.
+#[test]
+fn inference_alone_with_staged_batches_checks_the_fixtures_there_too() {
+    let out = tools()
+        .args([
+            "inference",
+            "--pinned",
+            "--batches",
+            "1,8",
+            "--seconds",
+            "0.05",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("fixtures: cpu+bound: 64 rows"), "{stdout}");
+    assert!(stdout.contains("| cpu+bound | 8 |"), "{stdout}");
+    assert!(!stdout.contains("not measured"), "{stdout}");
+}
+
+/// Durations that `Duration` cannot hold are refused in one line, not a panic.
+#[test]
+fn seconds_that_are_not_a_duration_are_refused() {
+    for (tool, seconds) in [
+        ("inference", "inf"),
+        ("batching", "1e300"),
+        ("batching", "NaN"),
+    ] {
+        let (code, stderr) = refuse(tools().args([tool, "--seconds", seconds]));
+        assert_eq!(code, 1, "{tool} --seconds {seconds}: {stderr}");
+        assert!(
+            stderr.contains("--seconds must be a positive number of seconds"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
 /// A fixture score the model does not reproduce fails the run, naming the row.
 #[test]
 fn inference_alone_fails_on_a_score_that_differs_from_python() {

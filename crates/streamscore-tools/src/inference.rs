@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 use streamscore::{
-    DevicePreference, FeaturePlan, FeatureRows, Fields, ModelSession, Settings, VerifiedModel,
+    Device, DevicePreference, FeaturePlan, FeatureRows, Fields, ModelSession, Settings,
+    VerifiedModel,
 };
 
 /// Scores may differ from Python onnxruntime's by at most this much.
@@ -25,6 +26,9 @@ pub struct InferenceOptions {
     pub per_batch: Duration,
     /// Rows with Python onnxruntime's scores (models/make_fixtures.py).
     pub fixtures: PathBuf,
+    /// Each device again with batches staged in its host memory through an
+    /// IoBinding (page-locked on CUDA): rows `cuda+pinned`, `cpu+bound`.
+    pub pinned: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +65,8 @@ pub struct Sweep {
     /// Per device: rows compared and the largest difference from Python's score.
     pub fixtures: Vec<(&'static str, usize, f64)>,
     pub points: Vec<Point>,
+    /// Variants that could not be measured, and why (the rest of the sweep stands).
+    pub not_measured: Vec<(&'static str, String)>,
 }
 
 /// Runs the sweep. A device that does not open (no CUDA) is an error: a
@@ -80,15 +86,35 @@ pub fn run(opts: &InferenceOptions) -> Result<Sweep, InferenceBenchError> {
         let cuda = &settings.model.cuda;
         let mut session = ModelSession::open_with(&runtime, &model, preference, threads, cuda)?;
         let device = session.device().as_str();
-        let worst = compare(&mut session, device, &rows, &want)?;
-        sweep.fixtures.push((device, want.len(), worst));
-        for &batch in &opts.batches {
-            sweep
-                .points
-                .push(measure(&mut session, device, batch.max(1), opts.per_batch)?);
+        sweep_one(&mut sweep, &mut session, device, opts, (&rows, &want))?;
+        if opts.pinned {
+            let bound = match session.device() {
+                Device::Cuda => "cuda+pinned",
+                Device::Cpu => "cpu+bound",
+            };
+            match session.stage_in_host_memory() {
+                Ok(()) => sweep_one(&mut sweep, &mut session, bound, opts, (&rows, &want))?,
+                Err(e) => sweep.not_measured.push((bound, e.to_string())),
+            }
         }
     }
     Ok(sweep)
+}
+
+/// The fixtures, then every batch size, on one session as it is set up.
+fn sweep_one(
+    sweep: &mut Sweep,
+    session: &mut ModelSession,
+    device: &'static str,
+    opts: &InferenceOptions,
+    (rows, want): (&FeatureRows, &Expected),
+) -> Result<(), InferenceBenchError> {
+    let worst = compare(session, device, rows, want)?;
+    sweep.fixtures.push((device, want.len(), worst));
+    for &batch in &opts.batches {
+        (sweep.points).push(measure(session, device, batch.max(1), opts.per_batch)?);
+    }
+    Ok(())
 }
 
 /// Each fixture row's event id and Python onnxruntime's score of it.
@@ -214,6 +240,9 @@ pub fn render(sweep: &Sweep) -> String {
             out,
             "fixtures: {device}: {rows} rows, largest difference from Python onnxruntime {worst:.1e} (≤ {FIXTURE_TOLERANCE:.0e})"
         );
+    }
+    for (device, why) in &sweep.not_measured {
+        let _ = writeln!(out, "not measured: {device}: {why}");
     }
     let _ = writeln!(
         out,

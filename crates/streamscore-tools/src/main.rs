@@ -122,6 +122,10 @@ enum Command {
         /// fixtures/<card name>.expected.json beside its card].
         #[arg(long)]
         fixtures: Option<PathBuf>,
+        /// Also each device with batches staged in its host memory through an
+        /// IoBinding (page-locked on CUDA): rows `cuda+pinned`, `cpu+bound`.
+        #[arg(long)]
+        pinned: bool,
     },
     /// The batcher and the inference workers alone, no broker: generated
     /// rows offered at each rate, the batch size watched settling, beside
@@ -263,8 +267,8 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 bootstrap,
                 events,
                 levels,
-                level_duration: Duration::from_secs_f64(level_seconds),
-                inference_duration: Duration::from_secs_f64(inference_seconds),
+                level_duration: seconds_arg(level_seconds)?,
+                inference_duration: seconds_arg(inference_seconds)?,
                 light_rate,
                 config,
                 out,
@@ -282,7 +286,11 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             batches,
             seconds,
             fixtures,
-        } => inference_alone(config, devices, batches, seconds, fixtures).await,
+            pinned,
+        } => {
+            let per_batch = seconds_arg(seconds)?;
+            inference_alone(config, devices, batches, per_batch, fixtures, pinned).await
+        }
         Command::Batching {
             config,
             devices,
@@ -297,19 +305,20 @@ async fn inference_alone(
     config: Option<PathBuf>,
     devices: Vec<DevicePreference>,
     batches: Vec<usize>,
-    seconds: f64,
+    per_batch: Duration,
     fixtures: Option<PathBuf>,
+    pinned: bool,
 ) -> anyhow::Result<()> {
     logging::init(LogFormat::Human, "warn");
-    anyhow::ensure!(seconds > 0.0, "--seconds must be positive");
     let settings = Settings::load(config.as_deref())?;
     let fixtures = fixtures.unwrap_or_else(|| inference::fixtures_of(&settings.model.card));
     let opts = InferenceOptions {
         settings,
         devices,
         batches,
-        per_batch: Duration::from_secs_f64(seconds),
+        per_batch,
         fixtures,
+        pinned,
     };
     let sweep = tokio::task::spawn_blocking(move || inference::run(&opts)).await??;
     print!("{}", inference::render(&sweep));
@@ -324,7 +333,7 @@ async fn batching_alone(
     seconds: f64,
 ) -> anyhow::Result<()> {
     logging::init(LogFormat::Human, "warn");
-    anyhow::ensure!(seconds > 0.0, "--seconds must be positive");
+    let per_rate = seconds_arg(seconds)?;
     anyhow::ensure!(
         rates.iter().all(|r| r.is_finite() && *r >= 0.0),
         "--rates must be rows per second, 0 or more"
@@ -334,13 +343,21 @@ async fn batching_alone(
         settings: settings.clone(),
         devices,
         rates,
-        per_rate: Duration::from_secs_f64(seconds),
+        per_rate,
     };
     let out =
         tokio::task::spawn_blocking(move || batching::run(&opts).map_err(anyhow::Error::from))
             .await??;
     print!("{}", batching::render(&settings, &out));
     Ok(())
+}
+
+/// A positive, finite number of seconds (`inf` or `1e300` would panic in `Duration`).
+fn seconds_arg(seconds: f64) -> anyhow::Result<Duration> {
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => anyhow::bail!("--seconds must be a positive number of seconds, not {seconds:?}"),
+    }
 }
 
 /// Runs the demo and fails the process when the independent reader found a

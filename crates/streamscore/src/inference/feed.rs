@@ -45,6 +45,22 @@ impl Feed {
         self.width
     }
 
+    /// The name of the graph's input when it is its only one and takes every
+    /// feature, in card order, as one float matrix: a batch is then fed as it is.
+    pub(crate) fn whole_matrix(&self) -> Option<&str> {
+        match self.inputs.as_slice() {
+            [input]
+                if input.dtype == InputType::Float32
+                    && self.text_width == 0
+                    && input.columns.len() == self.width
+                    && input.columns.iter().enumerate().all(|(i, &c)| i == c) =>
+            {
+                Some(&input.name)
+            }
+            _ => None,
+        }
+    }
+
     /// Zero features for `rows` rows (warm-up): numbers 0, strings "".
     pub(crate) fn zeros(&self, rows: usize) -> FeatureRows {
         FeatureRows {

@@ -1,6 +1,7 @@
 //! ONNX Runtime sessions and the worker threads that run them.
 
 mod feed;
+mod host_binding;
 mod output;
 pub(crate) mod session;
 pub(crate) mod signature;

@@ -11,6 +11,7 @@ use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session};
 
 use crate::features::FeatureRows;
 use crate::inference::feed::Feed;
+use crate::inference::host_binding::HostBinding;
 use crate::inference::{output, signature};
 use crate::model::{ScoreRead, VerifiedModel};
 
@@ -143,6 +144,10 @@ pub struct ModelSession {
     /// ONNX Runtime warns about on every batch.
     only_output: RunOptions<HasSelectedOutputs>,
     device: Device,
+    /// Set by [`ModelSession::stage_in_host_memory`].
+    host: Option<HostBinding>,
+    /// The model file, for errors.
+    model: String,
 }
 
 impl ModelSession {
@@ -220,7 +225,42 @@ impl ModelSession {
             output: model.card.output.name.clone(),
             read: model.card.output.read.clone(),
             device,
+            host: None,
+            model: model_name,
         })
+    }
+
+    /// From now on, stages each batch in host memory of the session's device
+    /// and runs it through an IoBinding: page-locked memory on CUDA, which
+    /// the GPU reads by DMA without a staging copy (see `host_binding`).
+    /// Only for a model whose one input is the float matrix of every feature.
+    pub fn stage_in_host_memory(&mut self) -> Result<(), InferenceError> {
+        let input = self
+            .feed
+            .whole_matrix()
+            .ok_or_else(|| InferenceError::Unsupported {
+                model: self.model.clone(),
+                message: "staging in host memory needs one float input that takes every feature"
+                    .into(),
+            })?;
+        let host = HostBinding::new(
+            &self.session,
+            self.device,
+            input,
+            &self.output,
+            self.feed.width(),
+        )
+        .map_err(|e| InferenceError::Session {
+            model: self.model.clone(),
+            message: format!("cannot bind host memory on {}: {e}", self.device.as_str()),
+        })?;
+        self.host = Some(host);
+        Ok(())
+    }
+
+    /// Whether batches are staged in host memory of the device.
+    pub fn stages_in_host_memory(&self) -> bool {
+        self.host.is_some()
     }
 
     /// Features per row the model takes.
@@ -264,6 +304,15 @@ impl ModelSession {
         let run_err = |message: String| InferenceError::Run { rows, message };
         if rows == 0 {
             return Ok(());
+        }
+        if let Some(host) = &mut self.host {
+            let before = scores.len();
+            return (host.run(&mut self.session, numbers, rows, &self.read, scores)).map_err(
+                |message| {
+                    scores.truncate(before);
+                    run_err(message)
+                },
+            );
         }
         let inputs = self.feed.inputs(numbers, texts, rows).map_err(run_err)?;
         let outputs = self
