@@ -102,6 +102,12 @@ fn batch_scores_equal_python_onnxruntime(card: &str, fixture: &serde_json::Value
                 (one_staged - scores[0]).abs() < 1e-6,
                 "{card}: one row staged"
             );
+            // And back to the whole batch: the output is bound again for it.
+            staged.clear();
+            session
+                .score_rows(&features, rows.len(), &mut staged)
+                .unwrap();
+            assert_eq!(staged, scores, "{card}: staged again after one row");
             let mut none = Vec::new();
             assert!(session.score(&[1.0], 1, &mut none).is_err(), "{card}");
             assert!(none.is_empty(), "{card}");

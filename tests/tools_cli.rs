@@ -434,6 +434,7 @@ fn inference_alone_on_cuda_runs_there_or_says_why_not() {
             "inference",
             "--devices",
             "cuda",
+            "--pinned",
             "--batches",
             "8",
             "--seconds",
@@ -447,6 +448,11 @@ fn inference_alone_on_cuda_runs_there_or_says_why_not() {
     );
     if out.status.success() {
         assert!(stdout.contains("| cuda | 8 |"), "{stdout}");
+        // Pinned buffers are measured, or it says why not.
+        assert!(
+            stdout.contains("| cuda+pinned | 8 |") || stdout.contains("not measured: cuda+pinned"),
+            "{stdout}"
+        );
         assert!(!stdout.contains("| cpu |"), "{stdout}");
     } else {
         assert!(stderr.contains("model.device = \"cuda\""), "{stderr}");
@@ -513,6 +519,18 @@ fn batching_alone_offers_generated_rows_and_follows_the_adaptive_size() {
         .lines()
         .find(|l| l.starts_with("- cpu at 5000 rows/s: "))
         .unwrap_or_else(|| panic!("no size series: {stdout}"));
-    // It starts at the smallest size, and reports rows and batches.
-    assert!(series.contains(" batches; 1"), "{series}");
+    // It starts at the smallest size and grows: batches of one row at 5000
+    // rows/s fill in a blink, far under the 20 ms target.
+    let sizes: Vec<usize> = series
+        .rsplit("; ")
+        .next()
+        .unwrap()
+        .split(' ')
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(sizes.first(), Some(&1), "{series}");
+    assert!(
+        sizes.iter().any(|&s| s > 1),
+        "the size never grew: {series}"
+    );
 }

@@ -119,14 +119,19 @@ pub fn run(opts: &BatchingOptions) -> Result<Batching, BatchingError> {
         VerifiedModel::load(&settings.model.card).map_err(streamscore::PipelineError::from)?;
     let runtime = streamscore::init_runtime(&settings.onnxruntime_library())?;
     let rows = generated_rows(settings, &model)?;
+    // Warmed up like the pipeline's own sessions: a first call at a new
+    // shape (slow on CUDA) would read as a slow batch and shrink the size.
+    let warm_up = streamscore::warm_up_sizes(settings);
     let open = |preference| {
-        ModelSession::open_with(
+        let mut session = ModelSession::open_with(
             &runtime,
             &model,
             preference,
             settings.model.intra_op_threads as usize,
             &settings.model.cuda,
-        )
+        )?;
+        session.warm_up(&warm_up)?;
+        Ok::<_, streamscore::InferenceError>(session)
     };
     let max = settings.batching.max_batch_size as usize;
     let mut out = Batching::default();
@@ -169,15 +174,20 @@ fn expected_band(settings: &Settings, cost: CallCost, rate: f64) -> Option<(usiz
         return None;
     }
     let b = &settings.batching;
-    let by_delay = rate * b.max_batch_delay.as_secs_f64();
     let clamp = |rows: f64| {
-        (rows.min(by_delay).floor() as usize)
-            .clamp(b.min_batch_size as usize, b.max_batch_size as usize)
+        (rows.floor() as usize).clamp(b.min_batch_size as usize, b.max_batch_size as usize)
     };
-    Some((
-        clamp(cost.rows_within(b.latency_target.mul_f64(0.8), rate)),
-        clamp(cost.rows_within(b.latency_target, rate)),
-    ))
+    let grows_to = cost.rows_within(b.latency_target.mul_f64(0.8), rate);
+    let shrinks_above = cost.rows_within(b.latency_target, rate);
+    // Batches that close on the delay hold about `R × delay` rows, short of a
+    // larger size, and are not full: the size stops at the first step past
+    // that (a step is an eighth), unless the latency stops it first.
+    let by_delay = rate * b.max_batch_delay.as_secs_f64();
+    if by_delay < grows_to {
+        let past = (by_delay * 1.125).ceil() + 1.0;
+        return Some((clamp(by_delay), clamp(past.min(shrinks_above))));
+    }
+    Some((clamp(grows_to), clamp(shrinks_above)))
 }
 
 /// Rows from the event generator, through the processor's own open, decode
@@ -324,9 +334,10 @@ mod tests {
         assert_eq!((lo, hi), (1554, 1950));
         // 100 k rows/s: a row fills in 10 µs.
         assert_eq!(expected_band(&settings, cost, 100e3), Some((156, 196)));
-        // A batch closes on a 1 ms delay before it fills to 1954 rows.
+        // A 1 ms delay closes batches at 1000 rows, before the latency stops
+        // the growth at 1554: the size stops one step (an eighth) past 1000.
         settings.batching.max_batch_delay = Duration::from_millis(1);
-        assert_eq!(expected_band(&settings, cost, 1e6), Some((1000, 1000)));
+        assert_eq!(expected_band(&settings, cost, 1e6), Some((1000, 1126)));
         settings.batching.mode = BatchMode::Fixed;
         assert_eq!(expected_band(&settings, cost, 1e6), None);
     }

@@ -92,9 +92,16 @@ pub fn run(opts: &InferenceOptions) -> Result<Sweep, InferenceBenchError> {
                 Device::Cuda => "cuda+pinned",
                 Device::Cpu => "cpu+bound",
             };
-            match session.stage_in_host_memory() {
-                Ok(()) => sweep_one(&mut sweep, &mut session, bound, opts, (&rows, &want))?,
-                Err(e) => sweep.not_measured.push((bound, e.to_string())),
+            // A variant under trial: its failure is reported beside the
+            // sweep, which stands (the device's time is not to be lost).
+            let kept = (sweep.fixtures.len(), sweep.points.len());
+            let staged = (session.stage_in_host_memory())
+                .map_err(InferenceBenchError::from)
+                .and_then(|()| sweep_one(&mut sweep, &mut session, bound, opts, (&rows, &want)));
+            if let Err(e) = staged {
+                sweep.fixtures.truncate(kept.0);
+                sweep.points.truncate(kept.1);
+                sweep.not_measured.push((bound, e.to_string()));
             }
         }
     }

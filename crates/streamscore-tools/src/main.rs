@@ -267,8 +267,8 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 bootstrap,
                 events,
                 levels,
-                level_duration: seconds_arg(level_seconds)?,
-                inference_duration: seconds_arg(inference_seconds)?,
+                level_duration: seconds_arg("--level-seconds", level_seconds)?,
+                inference_duration: seconds_arg("--inference-seconds", inference_seconds)?,
                 light_rate,
                 config,
                 out,
@@ -288,7 +288,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             fixtures,
             pinned,
         } => {
-            let per_batch = seconds_arg(seconds)?;
+            let per_batch = seconds_arg("--seconds", seconds)?;
             inference_alone(config, devices, batches, per_batch, fixtures, pinned).await
         }
         Command::Batching {
@@ -333,10 +333,12 @@ async fn batching_alone(
     seconds: f64,
 ) -> anyhow::Result<()> {
     logging::init(LogFormat::Human, "warn");
-    let per_rate = seconds_arg(seconds)?;
+    let per_rate = seconds_arg("--seconds", seconds)?;
     anyhow::ensure!(
-        rates.iter().all(|r| r.is_finite() && *r >= 0.0),
-        "--rates must be rows per second, 0 or more"
+        rates
+            .iter()
+            .all(|&r| r == 0.0 || (r.is_finite() && r >= 1.0)),
+        "--rates must be rows per second: 0 (as fast as taken) or at least 1"
     );
     let settings = Settings::load(config.as_deref())?;
     let opts = BatchingOptions {
@@ -352,11 +354,14 @@ async fn batching_alone(
     Ok(())
 }
 
-/// A positive, finite number of seconds (`inf` or `1e300` would panic in `Duration`).
-fn seconds_arg(seconds: f64) -> anyhow::Result<Duration> {
+/// A positive number of seconds, at most a day: `inf` or `1e300` would
+/// panic in `Duration`, and no measurement here runs for days.
+fn seconds_arg(flag: &str, seconds: f64) -> anyhow::Result<Duration> {
     match Duration::try_from_secs_f64(seconds) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        _ => anyhow::bail!("--seconds must be a positive number of seconds, not {seconds:?}"),
+        Ok(d) if !d.is_zero() && d <= Duration::from_secs(24 * 3600) => Ok(d),
+        _ => anyhow::bail!(
+            "{flag} must be a positive number of seconds, at most a day (86400), not {seconds:?}"
+        ),
     }
 }
 

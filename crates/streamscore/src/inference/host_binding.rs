@@ -1,9 +1,12 @@
 //! Batches staged in host memory that ONNX Runtime's execution provider
 //! allocates, and run through an IoBinding. On CUDA that memory is
 //! page-locked: the GPU copies the batch in (and the scores out) by DMA
-//! straight from it, where a plain run first stages a pageable buffer. On
-//! CPU it is the session's own memory, and the path is the same: that is
-//! how it is tested without a GPU. Whether it pays on a GPU is measured
+//! straight from it, where a plain run has the driver stage a pageable
+//! buffer (our copy into the pinned buffer replaces the driver's). On CPU it
+//! is the session's own memory: the binding, the per-shape output and the
+//! reading back are the same code, tested here without a GPU; what only a
+//! GPU exercises is the pinned allocator and reading host-accessible GPU
+//! memory (ort's `api-23` check). Whether it pays is measured
 //! (`streamscore-tools inference --pinned`) before it becomes a setting.
 
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
@@ -34,14 +37,16 @@ impl HostBinding {
     pub(crate) fn new(
         session: &Session,
         device: Device,
+        cuda_device_id: i32,
         input: &str,
         output: &str,
         width: usize,
     ) -> ort::Result<Self> {
         let memory = |kind| match device {
+            // ONNX Runtime files the pinned allocator under the session's GPU.
             Device::Cuda => MemoryInfo::new(
                 AllocationDevice::CUDA_PINNED,
-                0,
+                cuda_device_id,
                 AllocatorType::Device,
                 kind,
             ),
@@ -85,6 +90,7 @@ impl HostBinding {
         let (_, staged) = batch.try_extract_tensor_mut().map_err(err)?;
         staged.copy_from_slice(numbers);
         if self.bound_rows != Some(rows) {
+            self.bound_rows = None;
             self.binding.clear_outputs();
             self.binding
                 .bind_output_to_device(self.output.as_str(), &self.scores_memory)

@@ -148,6 +148,8 @@ pub struct ModelSession {
     host: Option<HostBinding>,
     /// The model file, for errors.
     model: String,
+    /// `model.cuda.device_id`: where pinned memory is asked for.
+    cuda_device_id: i32,
 }
 
 impl ModelSession {
@@ -227,6 +229,7 @@ impl ModelSession {
             device,
             host: None,
             model: model_name,
+            cuda_device_id: i32::try_from(cuda.device_id).unwrap_or(i32::MAX),
         })
     }
 
@@ -246,6 +249,7 @@ impl ModelSession {
         let host = HostBinding::new(
             &self.session,
             self.device,
+            self.cuda_device_id,
             input,
             &self.output,
             self.feed.width(),

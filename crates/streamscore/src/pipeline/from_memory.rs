@@ -23,6 +23,10 @@ use super::{PipelineError, WorkerLanes, adaptive_size, batcher, spawn, spawn_wor
 /// How often the batch size is sampled for [`MemoryRun::sizes`].
 const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 
+/// The longest run: a measurement, not a service (and `Instant` arithmetic
+/// stays far from overflow).
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 /// What is offered to the batcher.
 #[derive(Debug, Clone, Copy)]
 pub struct MemoryFeed<'a> {
@@ -72,6 +76,15 @@ pub enum MemoryRunError {
     Inference(#[from] InferenceError),
     #[error("no rows to offer, or a row of {got} features where the model takes {width}")]
     Rows { width: usize, got: usize },
+    #[error("no inference session to run")]
+    NoSessions,
+    #[error(
+        "an offered rate of {rows_per_second} rows/s for {duration:?} cannot be run: 0 (as taken) or at least 1 row/s, for at most a day"
+    )]
+    Feed {
+        rows_per_second: f64,
+        duration: Duration,
+    },
     #[error(
         "row {got} came back where row {want} was due: the batches lost, repeated or reordered rows"
     )]
@@ -103,14 +116,21 @@ pub fn score_from_memory(
     feed: MemoryFeed<'_>,
 ) -> Result<MemoryRun, MemoryRunError> {
     settings.validate().map_err(PipelineError::from)?;
-    let width = sessions.first().map_or(0, ModelSession::width);
+    let rate = feed.rows_per_second;
+    if !(rate == 0.0 || (rate.is_finite() && rate >= 1.0)) || feed.duration > MAX_DURATION {
+        return Err(MemoryRunError::Feed {
+            rows_per_second: rate,
+            duration: feed.duration,
+        });
+    }
+    let width = (sessions.first().map(ModelSession::width)).ok_or(MemoryRunError::NoSessions)?;
     if let Some(row) = (feed.rows.iter()).find(|r| r.numbers.len() != width) {
         return Err(MemoryRunError::Rows {
             width,
             got: row.numbers.len(),
         });
     }
-    if feed.rows.is_empty() || sessions.is_empty() {
+    if feed.rows.is_empty() {
         return Err(MemoryRunError::Rows { width, got: 0 });
     }
     let adaptive = adaptive_size(settings);
@@ -191,13 +211,18 @@ impl Source {
             }
             if now >= next_sample {
                 sizes.push((elapsed, size_now()));
-                next_sample += SAMPLE_EVERY;
+                // After a blocked send, the next sample is a period on, not
+                // a burst of catching up.
+                next_sample = now + SAMPLE_EVERY;
             }
+            // At most a batch's worth before the clock is read again: as
+            // fast as taken, the send blocks; paced and behind, the time to
+            // stop and to sample still comes round.
+            let burst = self.next + self.batcher.max_rows() as u64;
             let due = if paced {
-                (elapsed.as_secs_f64() * feed.rows_per_second) as u64
+                burst.min((elapsed.as_secs_f64() * feed.rows_per_second) as u64)
             } else {
-                // As fast as taken: a batch's worth, then the send blocks.
-                self.next + self.batcher.max_rows() as u64
+                burst
             };
             if self.offer_until(due, feed.rows).is_err() || self.tick().is_err() {
                 return sizes;
