@@ -27,6 +27,18 @@ fn tools() -> Command {
 }
 
 /// Runs to completion and returns (exit code, stderr).
+/// Runs a tool that must succeed; its standard output.
+fn succeed(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 fn refuse(cmd: &mut Command) -> (i32, String) {
     let out = cmd.output().unwrap();
     (
@@ -337,16 +349,7 @@ fn an_unbounded_demo_stopped_with_ctrl_c_drains_and_verifies() {
 /// against Python's scores, then a table of every batch size asked for.
 #[test]
 fn inference_alone_checks_the_fixtures_and_measures_each_batch_size() {
-    let out = tools()
-        .args(["inference", "--batches", "1,8", "--seconds", "0.05"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeed(tools().args(["inference", "--batches", "1,8", "--seconds", "0.05"]));
     assert!(stdout.contains("fixtures: cpu: 64 rows"), "{stdout}");
     for batch in ["1", "8"] {
         let row = stdout
@@ -363,23 +366,14 @@ fn inference_alone_checks_the_fixtures_and_measures_each_batch_size() {
 /// memory here): the fixtures must hold there too.
 #[test]
 fn inference_alone_with_staged_batches_checks_the_fixtures_there_too() {
-    let out = tools()
-        .args([
-            "inference",
-            "--pinned",
-            "--batches",
-            "1,8",
-            "--seconds",
-            "0.05",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeed(tools().args([
+        "inference",
+        "--pinned",
+        "--batches",
+        "1,8",
+        "--seconds",
+        "0.05",
+    ]));
     assert!(stdout.contains("fixtures: cpu+bound: 64 rows"), "{stdout}");
     assert!(stdout.contains("| cpu+bound | 8 |"), "{stdout}");
     assert!(!stdout.contains("not measured"), "{stdout}");
@@ -472,23 +466,17 @@ fn batching_alone_offers_generated_rows_and_follows_the_adaptive_size() {
         "[batching]\nmode = \"adaptive\"\nmax_batch_size = 512\nlatency_target_ms = 20\n",
     )
     .unwrap();
-    let out = tools()
-        .args([
-            "batching",
-            "--rates",
-            "5000,0",
-            "--seconds",
-            "0.6",
-            "--config",
-        ])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = succeed(
+        tools()
+            .args([
+                "batching",
+                "--rates",
+                "5000,0",
+                "--seconds",
+                "0.6",
+                "--config",
+            ])
+            .arg(&config),
     );
     assert!(
         stdout.starts_with("batching: adaptive, sizes 1..512, latency target 20 ms"),

@@ -112,12 +112,7 @@ pub struct Batching {
 
 pub fn run(opts: &BatchingOptions) -> Result<Batching, BatchingError> {
     let settings = &opts.settings;
-    settings
-        .validate()
-        .map_err(streamscore::PipelineError::from)?;
-    let model =
-        VerifiedModel::load(&settings.model.card).map_err(streamscore::PipelineError::from)?;
-    let runtime = streamscore::init_runtime(&settings.onnxruntime_library())?;
+    let (model, runtime) = crate::inference::model_and_runtime(settings)?;
     let rows = generated_rows(settings, &model)?;
     // Warmed up like the pipeline's own sessions: a first call at a new
     // shape (slow on CUDA) would read as a slow batch and shrink the size.

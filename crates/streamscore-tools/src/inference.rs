@@ -73,12 +73,7 @@ pub struct Sweep {
 /// proof that quietly ran on the CPU would prove nothing.
 pub fn run(opts: &InferenceOptions) -> Result<Sweep, InferenceBenchError> {
     let settings = &opts.settings;
-    settings
-        .validate()
-        .map_err(streamscore::PipelineError::from)?;
-    let model =
-        VerifiedModel::load(&settings.model.card).map_err(streamscore::PipelineError::from)?;
-    let runtime = streamscore::init_runtime(&settings.onnxruntime_library())?;
+    let (model, runtime) = model_and_runtime(settings)?;
     let (rows, want) = fixture_rows(opts, &model)?;
     let mut sweep = Sweep::default();
     for &preference in &opts.devices {
@@ -122,6 +117,20 @@ fn sweep_one(
         (sweep.points).push(measure(session, device, batch.max(1), opts.per_batch)?);
     }
     Ok(())
+}
+
+/// What a broker-free measurement starts from, checked as `run` checks it:
+/// the settings, the card's verified model, and ONNX Runtime loaded.
+pub(crate) fn model_and_runtime(
+    settings: &Settings,
+) -> Result<(VerifiedModel, streamscore::Runtime), InferenceBenchError> {
+    settings
+        .validate()
+        .map_err(streamscore::PipelineError::from)?;
+    let model =
+        VerifiedModel::load(&settings.model.card).map_err(streamscore::PipelineError::from)?;
+    let runtime = streamscore::init_runtime(&settings.onnxruntime_library())?;
+    Ok((model, runtime))
 }
 
 /// Each fixture row's event id and Python onnxruntime's score of it.
