@@ -379,6 +379,45 @@ fn inference_alone_with_staged_batches_checks_the_fixtures_there_too() {
     assert!(!stdout.contains("not measured"), "{stdout}");
 }
 
+/// A model with string features (one graph input per feature) is measured
+/// on its fixture rows, strings and all; staging it in host memory is not
+/// possible, and the sweep says so beside the rows it did measure.
+#[test]
+fn inference_alone_measures_a_model_with_string_features_and_says_what_it_could_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("country.toml");
+    std::fs::write(
+        &config,
+        "[model]\ncard = \"models/zoo/country_pipeline.card.json\"\n",
+    )
+    .unwrap();
+    let stdout = succeed(
+        tools()
+            .args([
+                "inference",
+                "--pinned",
+                "--batches",
+                "1,8",
+                "--seconds",
+                "0.05",
+            ])
+            .args([
+                "--fixtures",
+                "models/fixtures/country_pipeline.expected.json",
+            ])
+            .arg("--config")
+            .arg(&config),
+    );
+    assert!(stdout.contains("fixtures: cpu: 64 rows"), "{stdout}");
+    assert!(stdout.contains("| cpu | 8 |"), "{stdout}");
+    assert!(
+        stdout.contains("not measured: cpu+bound: ")
+            && stdout.contains("one float input that takes every feature"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("| cpu+bound |"), "{stdout}");
+}
+
 /// Durations that `Duration` cannot hold are refused in one line, not a panic.
 #[test]
 fn seconds_that_are_not_a_duration_are_refused() {

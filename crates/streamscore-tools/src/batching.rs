@@ -135,7 +135,12 @@ pub fn run(opts: &BatchingOptions) -> Result<Batching, BatchingError> {
         let device = session.device().as_str();
         let mut points = Vec::new();
         for batch in [1, max] {
-            let p = measure(&mut session, device, batch, Duration::from_millis(300))?;
+            let p = measure(
+                &mut session,
+                device,
+                (&rows, batch),
+                Duration::from_millis(300),
+            )?;
             points.push((batch, p.call_p99_ms / 1e3));
         }
         let cost = CallCost::fit(&points);

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use rand::{Rng, SeedableRng};
 use streamscore::{
     Device, DevicePreference, FeaturePlan, FeatureRows, Fields, ModelSession, Settings,
     VerifiedModel,
@@ -109,12 +108,13 @@ fn sweep_one(
     session: &mut ModelSession,
     device: &'static str,
     opts: &InferenceOptions,
-    (rows, want): (&FeatureRows, &Expected),
+    (rows, want): (&[FeatureRows], &Expected),
 ) -> Result<(), InferenceBenchError> {
     let worst = compare(session, device, rows, want)?;
     sweep.fixtures.push((device, want.len(), worst));
     for &batch in &opts.batches {
-        (sweep.points).push(measure(session, device, batch.max(1), opts.per_batch)?);
+        let point = measure(session, device, (rows, batch.max(1)), opts.per_batch)?;
+        sweep.points.push(point);
     }
     Ok(())
 }
@@ -149,11 +149,11 @@ pub fn fixtures_of(card: &std::path::Path) -> PathBuf {
         .join(format!("{name}.expected.json"))
 }
 
-/// The fixture rows as one feature matrix, and what Python scored them.
+/// The fixture rows, one `FeatureRows` each, and what Python scored them.
 fn fixture_rows(
     opts: &InferenceOptions,
     model: &VerifiedModel,
-) -> Result<(FeatureRows, Expected), InferenceBenchError> {
+) -> Result<(Vec<FeatureRows>, Expected), InferenceBenchError> {
     let path = opts.fixtures.display().to_string();
     let fail = |message: String| InferenceBenchError::Fixtures {
         path: path.clone(),
@@ -168,8 +168,9 @@ fn fixture_rows(
         ));
     }
     let plan = FeaturePlan::new(&model.card);
-    let (mut features, mut want) = (FeatureRows::default(), Vec::new());
+    let (mut pool, mut want) = (Vec::new(), Vec::new());
     for row in fixture["rows"].as_array().into_iter().flatten() {
+        let mut features = FeatureRows::default();
         let event = row["event"].as_object().cloned().unwrap_or_default();
         let id = event
             .get("event_id")
@@ -178,6 +179,7 @@ fn fixture_rows(
             .to_owned();
         plan.extract(&Fields::Json(event), &mut features)
             .map_err(|e| fail(format!("{id}: {e}")))?;
+        pool.push(features);
         let score = row["score"]
             .as_f64()
             .ok_or_else(|| fail(format!("{id}: no score")))?;
@@ -186,18 +188,18 @@ fn fixture_rows(
     if want.is_empty() {
         return Err(fail("no rows".into()));
     }
-    Ok((features, want))
+    Ok((pool, want))
 }
 
 /// Scores the fixture rows in one batch; the largest difference from Python's.
 fn compare(
     session: &mut ModelSession,
     device: &'static str,
-    features: &FeatureRows,
+    pool: &[FeatureRows],
     want: &[(String, f64)],
 ) -> Result<f64, InferenceBenchError> {
     let mut scores = Vec::with_capacity(want.len());
-    session.score_rows(features, want.len(), &mut scores)?;
+    session.score_rows(&batch_of(pool, pool.len()), want.len(), &mut scores)?;
     let mut worst = 0.0f64;
     for ((row, want), &got) in want.iter().zip(&scores) {
         let diff = (f64::from(got) - want).abs();
@@ -214,27 +216,34 @@ fn compare(
     Ok(worst)
 }
 
-/// Calls `score` on random rows for `duration` (at least ten calls), after a
-/// warm-up call that lets ONNX Runtime plan the shape.
+/// A batch of `rows` rows taken in turn from `pool` (one row each).
+pub(crate) fn batch_of(pool: &[FeatureRows], rows: usize) -> FeatureRows {
+    let mut batch = FeatureRows::default();
+    for row in pool.iter().cycle().take(rows) {
+        batch.extend_from(row);
+    }
+    batch
+}
+
+/// Calls the session on a batch of `pool`'s rows (real events, string
+/// features too) for `duration` (at least ten calls), after a warm-up call
+/// that lets ONNX Runtime plan the shape.
 pub(crate) fn measure(
     session: &mut ModelSession,
     device: &'static str,
-    batch: usize,
+    (pool, batch): (&[FeatureRows], usize),
     duration: Duration,
 ) -> Result<Point, InferenceBenchError> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(batch as u64);
-    let features: Vec<f32> = (0..batch * session.width())
-        .map(|_| rng.random_range(-2.0..2.0))
-        .collect();
+    let features = batch_of(pool, batch);
     let mut scores = Vec::with_capacity(batch);
-    session.score(&features, batch, &mut scores)?;
+    session.score_rows(&features, batch, &mut scores)?;
     let mut calls = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
         .expect("constant histogram bounds are valid");
     let (started, mut n) = (Instant::now(), 0u64);
     while n < 10 || started.elapsed() < duration {
         scores.clear();
         let t = Instant::now();
-        session.score(&features, batch, &mut scores)?;
+        session.score_rows(&features, batch, &mut scores)?;
         calls.saturating_record(t.elapsed().as_micros() as u64);
         n += 1;
     }
