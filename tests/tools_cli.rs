@@ -39,6 +39,14 @@ fn succeed(cmd: &mut Command) -> String {
     stdout
 }
 
+/// A config file holding `toml`, in a directory that lives as long as the guard.
+fn config_with(toml: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, toml).unwrap();
+    (dir, path)
+}
+
 fn refuse(cmd: &mut Command) -> (i32, String) {
     let out = cmd.output().unwrap();
     (
@@ -384,13 +392,7 @@ fn inference_alone_with_staged_batches_checks_the_fixtures_there_too() {
 /// possible, and the sweep says so beside the rows it did measure.
 #[test]
 fn inference_alone_measures_a_model_with_string_features_and_says_what_it_could_not() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("country.toml");
-    std::fs::write(
-        &config,
-        "[model]\ncard = \"models/zoo/country_pipeline.card.json\"\n",
-    )
-    .unwrap();
+    let (_dir, config) = config_with("[model]\ncard = \"models/zoo/country_pipeline.card.json\"\n");
     let stdout = succeed(
         tools()
             .args([
@@ -498,13 +500,9 @@ fn inference_alone_on_cuda_runs_there_or_says_why_not() {
 /// fails otherwise), the adaptive size sampled over the run.
 #[test]
 fn batching_alone_offers_generated_rows_and_follows_the_adaptive_size() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("batching.toml");
-    std::fs::write(
-        &config,
+    let (_dir, config) = config_with(
         "[batching]\nmode = \"adaptive\"\nmax_batch_size = 512\nlatency_target_ms = 20\n",
-    )
-    .unwrap();
+    );
     let stdout = succeed(
         tools()
             .args([
